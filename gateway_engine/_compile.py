@@ -1,0 +1,417 @@
+"""Raw documents → one immutable, ready-to-serve config. All config work happens here, once."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from ._env import Interpolation
+from ._errors import ConfigError, ConfigErrors
+from ._loader import RawConfig, read_config_dir
+from ._plugin import GatewayInfo, Plugin
+from ._registry import discover
+from ._routing import PathTemplate, PathTemplateError, Router, UpstreamPath
+from ._schema import fill_defaults, options_validator, validate_value
+from ._templates import TemplateError, compile_value, env_names
+from ._transport import TRANSPORTS, Timeouts, Transport
+from ._upstream_auth import UpstreamAuth, build_upstream_auth
+from ._durations import parse_duration
+from ._yaml import Document
+
+REQUEST_NAMES = ("body", "query", "params", "headers", "identity", "env")
+RESPONSE_NAMES = ("body", "status", "headers", "params", "query", "identity")
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A backend's upstream: where, how to authenticate, and the pooled transport."""
+
+    backend: str
+    url: str                 # resolved base URL, no trailing slash
+    url_template: str        # as written in YAML (``${ERPNEXT_URL}``), safe to display
+    auth: UpstreamAuth
+    transport: Transport
+    timeouts: Timeouts
+    headers: tuple[tuple[str, str], ...]
+    health: Mapping[str, Any] | None
+
+
+@dataclass(frozen=True)
+class RequestPlan:
+    query: str                            # "pass" | "none" | "allow"
+    query_allow: frozenset[str]
+    query_set: Any                        # render(vars) -> dict, or None
+    headers: Any                          # render(vars) -> dict, or None
+    body: Any                             # render(vars) -> value, or None
+    encoding: str
+    forward_headers: frozenset[str]
+
+    @property
+    def needs_body(self) -> bool:
+        return self.body is not None or self.encoding == "form"
+
+
+@dataclass(frozen=True)
+class ResponsePlan:
+    data: Any
+    meta: Any
+    error_code: Any
+    error_message: Any
+    status: int | None
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    """One method+path with everything it needs at request time, built once."""
+
+    name: str
+    backend: str
+    methods: tuple[str, ...]
+    path: str                       # full public path template
+    template: PathTemplate
+    upstream_path: UpstreamPath
+    upstream_method: str | None
+    upstream: Upstream | None       # None when the backend's env vars are missing
+    upstream_template: str          # upstream url + path as written in YAML, safe to display
+    missing_env: tuple[str, ...]
+    request: RequestPlan
+    response: ResponsePlan | None
+    plugins: tuple[Plugin, ...]     # sorted by priority, highest first
+    request_plugins: tuple[Plugin, ...]
+    response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
+    strip_headers: frozenset[str]
+    needs_response_body: bool
+    description: str = ""
+    source_file: str = ""
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.backend}.{self.name}"
+
+
+@dataclass(frozen=True)
+class CompiledConfig:
+    """The whole gateway, immutable; a reload builds a new one and swaps it."""
+
+    root: str
+    version: str
+    base_path: str
+    router: Router[CompiledRoute]
+    routes: tuple[CompiledRoute, ...]
+    upstreams: tuple[Upstream, ...]
+    plugins: tuple[Plugin, ...]
+    gateway: GatewayInfo
+    trusted_proxies: int
+    limits: Mapping[str, int]
+    unset_env: tuple[str, ...]
+    backend_files: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
+
+    async def startup(self) -> None:
+        for plugin in self.plugins:
+            await plugin.startup()
+
+    async def shutdown(self) -> None:
+        for plugin in self.plugins:
+            await plugin.shutdown()
+        for upstream in self.upstreams:
+            await upstream.transport.aclose()
+
+
+DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096}
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+
+
+def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                strict: bool = False) -> CompiledConfig:
+    """Read, validate and compile a config directory; ConfigErrors lists every problem."""
+    raw = read_config_dir(root)
+    return compile_config(raw, dict(os.environ if environ is None else environ), strict=strict)
+
+
+def compile_config(raw: RawConfig, environ: dict[str, str], *, strict: bool = False) -> CompiledConfig:
+    return _Compiler(raw, environ, strict).run()
+
+
+class _Compiler:
+    def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool) -> None:
+        self.raw = raw
+        self.environ = environ
+        self.strict = strict
+        self.errors: list[ConfigError] = list(raw.errors)
+        self.registry = discover()
+        self.instances: dict[tuple[str, str], Plugin] = {}
+        self.unset: list[str] = []
+
+    def run(self) -> CompiledConfig:
+        gdoc = self.raw.gateway
+        gdata = gdoc.data if gdoc else {}
+        interp = Interpolation(self.environ)
+        settings = interp.tree(gdata) if gdoc else {}
+        self._note_unset(gdoc, interp)
+        base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
+        self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root))
+        default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
+
+        routes: list[CompiledRoute] = []
+        upstreams: list[Upstream] = []
+        seen_backends: dict[str, str] = {}
+        prefixes: list[tuple[str, Document]] = []
+        for doc in self.raw.backends:
+            name = doc.data["backend"]
+            if name in seen_backends:
+                self.errors.append(doc.error(("backend",), f"backend {name!r} is already defined in {seen_backends[name]}"))
+                continue
+            seen_backends[name] = doc.file
+            self._check_prefix(doc, prefixes)
+            compiled = self._backend(doc, base_path, default_chain)
+            if compiled:
+                backend_routes, upstream = compiled
+                routes += backend_routes
+                if upstream:
+                    upstreams.append(upstream)
+
+        router = self._router(routes)
+        if self.errors:
+            raise ConfigErrors(self.errors)
+        limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
+        return CompiledConfig(
+            root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
+            routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
+            gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
+            unset_env=tuple(self.unset), backend_files=seen_backends, env=self.environ,
+        )
+
+    # -- plugins -------------------------------------------------------------
+    def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
+        chain: list[list[Any]] = []
+        for i, entry in enumerate(doc.data.get("plugins", [])):
+            name, options = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+            if any(c[0] == name for c in chain):
+                self.errors.append(doc.error(("plugins", i), f"plugin {name!r} is listed twice"))
+                continue
+            where = (doc, ("plugins", i) if isinstance(entry, str) else ("plugins", i, name))
+            chain.append([name, interp.tree(options or {}), where])
+        return chain
+
+    def _chain_for(self, default_chain: list, overrides: list[tuple[Document, tuple, dict, Interpolation]]) -> list:
+        chain = [list(item) for item in default_chain]
+        for doc, path, mapping, interp in overrides:
+            for name, opts in mapping.items():
+                where = (doc, path + (name,))
+                existing = next((c for c in chain if c[0] == name), None)
+                if opts is False:
+                    if existing:
+                        chain.remove(existing)
+                    continue
+                opts = interp.tree(opts or {})
+                if existing:
+                    existing[1] = {**existing[1], **opts}
+                    existing[2] = where
+                else:
+                    chain.append([name, opts, where])
+        return chain
+
+    def _instantiate(self, chain: list) -> tuple[Plugin, ...] | None:
+        plugins: list[Plugin] = []
+        ok = True
+        for name, options, (doc, path) in chain:
+            cls = self.registry.get(name)
+            if cls is None:
+                known = ", ".join(sorted(self.registry)) or "none installed"
+                self.errors.append(doc.error(path, f"unknown plugin {name!r}; installed plugins: {known}"))
+                ok = False
+                continue
+            key = (name, _canonical(options))
+            if key not in self.instances:
+                problems = validate_value(doc, path, options, options_validator(cls.options_schema))
+                problems += [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
+                if problems:
+                    self.errors.extend(problems)
+                    ok = False
+                    continue
+                try:
+                    self.instances[key] = cls(fill_defaults(cls.options_schema, options), self.gateway)
+                except (ValueError, TypeError, OSError) as exc:
+                    self.errors.append(doc.error(path, f"plugin {name!r}: {exc}"))
+                    ok = False
+                    continue
+            plugins.append(self.instances[key])
+        if not ok:
+            return None
+        return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
+
+    # -- backends ------------------------------------------------------------
+    def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
+        prefix = doc.data["prefix"].rstrip("/")
+        for other, odoc in prefixes:
+            if prefix == other or prefix.startswith(other + "/") or other.startswith(prefix + "/"):
+                self.errors.append(doc.error(("prefix",), f"prefix {prefix!r} overlaps prefix {other!r} of {odoc.file}"))
+        prefixes.append((prefix, doc))
+
+    def _backend(self, doc: Document, base_path: str, default_chain: list) -> tuple[list[CompiledRoute], Upstream | None] | None:
+        data = doc.data
+        interp = Interpolation(self.environ)
+        upstream_data = interp.tree(data["upstream"])
+        auth_spec = upstream_data.get("auth")
+        template_env = env_names(data["upstream"].get("auth", {}))
+        missing = list(interp.missing) + [n for n in template_env if n not in self.environ and n not in interp.missing]
+        self._note_unset(doc, interp, extra=[n for n in template_env if n not in self.environ])
+        upstream = None
+        try:
+            timeouts = _timeouts(data["upstream"].get("timeout"), interp)
+        except ValueError as exc:
+            self.errors.append(doc.error(("upstream", "timeout"), str(exc)))
+            return None
+        if data["upstream"].get("auth", {}).get("style") == "template":
+            try:
+                compile_value(data["upstream"]["auth"].get("value", ""), ["env"])
+            except TemplateError as exc:
+                self.errors.append(doc.error(("upstream", "auth", "value"), str(exc)))
+        if not missing:
+            url = upstream_data.get("url", "").rstrip("/")
+            if not url.startswith(("http://", "https://")):
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with http:// or https:// (got {_safe_url(url)!r})"))
+                return None
+            transport_cls = TRANSPORTS[data["upstream"].get("transport", "aiohttp")]
+            try:
+                auth = build_upstream_auth(auth_spec, self.environ)
+            except TemplateError as exc:
+                self.errors.append(doc.error(("upstream", "auth"), str(exc)))
+                return None
+            upstream = Upstream(
+                backend=data["backend"], url=url, url_template=data["upstream"]["url"], auth=auth,
+                transport=transport_cls(timeouts=timeouts, max_connections=data["upstream"].get("max_connections", 100)),
+                timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
+                health=data["upstream"].get("health"),
+            )
+        overrides = [(doc, ("plugins",), data["plugins"], interp)] if data.get("plugins") else []
+        routes = []
+        for i, spec in enumerate(data["routes"]):
+            route = self._route(doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp)
+            if route:
+                routes.append(route)
+        names = [r["name"] for r in data["routes"]]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                self.errors.append(doc.error(("routes", i, "name"), f"route name {name!r} is used twice in backend {data['backend']!r}"))
+        return routes, upstream
+
+    def _route(self, doc: Document, path: tuple, spec: dict, base_path: str, default_chain: list,
+               overrides: list, upstream: Upstream | None, missing: list[str], interp: Interpolation) -> CompiledRoute | None:
+        errors_before = len(self.errors)
+        public = base_path + doc.data["prefix"].rstrip("/") + ("" if spec["path"] in ("", "/") else "/" + spec["path"].strip("/"))
+        try:
+            template = PathTemplate.parse(public)
+        except PathTemplateError as exc:
+            self.errors.append(doc.error(path + ("path",), str(exc)))
+            return None
+        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]))
+        for name in upstream_path.names:
+            if name not in template.names:
+                self.errors.append(doc.error(path + ("upstream_path",),
+                                             f"upstream_path names {{{name}}} but the path {spec['path']!r} has no such parameter"))
+        request = self._request_plan(doc, path + ("request",), spec.get("request", {}))
+        response = self._response_plan(doc, path + ("response",), spec.get("response"))
+        route_overrides = overrides + ([(doc, path + ("plugins",), spec["plugins"], interp)] if spec.get("plugins") else [])
+        plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
+        if len(self.errors) > errors_before or plugins is None or request is None:
+            return None
+        methods = (spec["method"],) if isinstance(spec["method"], str) else tuple(spec["method"])
+        request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
+        responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
+        position = {id(p): i for i, p in enumerate(plugins)}
+        # chains[i]: the response phase when request plugin i answered (only plugins that ran, reversed)
+        chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
+                       for rp in request_plugins)
+        strip = set(CREDENTIAL_HEADERS)
+        for p in plugins:
+            strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
+        strip -= request.forward_headers
+        return CompiledRoute(
+            name=spec["name"], backend=doc.data["backend"], methods=methods, path=public, template=template,
+            upstream_path=upstream_path, upstream_method=spec.get("upstream_method"), upstream=upstream,
+            upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
+            missing_env=tuple(missing), request=request, response=response, plugins=plugins,
+            request_plugins=request_plugins, response_chains=chains + (tuple(reversed(responders)),),
+            strip_headers=frozenset(strip),
+            needs_response_body=response is not None or any(p.needs_response_body for p in plugins),
+            description=spec.get("description", ""), source_file=doc.file,
+        )
+
+    def _compile(self, doc: Document, path: tuple, value: Any, names: tuple[str, ...]) -> Any:
+        try:
+            return compile_value(value, names)
+        except TemplateError as exc:
+            self.errors.append(doc.error(path, str(exc)))
+            return None
+
+    def _request_plan(self, doc: Document, path: tuple, spec: dict) -> RequestPlan | None:
+        query = spec.get("query", "pass")
+        mode, allow, query_set = (query, frozenset(), None) if isinstance(query, str) else ("allow" if "allow" in query else "pass", frozenset(query.get("allow", [])), None)
+        if isinstance(query, dict) and "set" in query:
+            query_set = self._compile(doc, path + ("query", "set"), query["set"], REQUEST_NAMES)
+        headers = self._compile(doc, path + ("headers",), spec["headers"], REQUEST_NAMES) if "headers" in spec else None
+        body = self._compile(doc, path + ("body",), spec["body"], REQUEST_NAMES) if "body" in spec else None
+        return RequestPlan(query=mode, query_allow=allow, query_set=query_set, headers=headers, body=body,
+                           encoding=spec.get("encoding", "json"),
+                           forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])))
+
+    def _response_plan(self, doc: Document, path: tuple, spec: dict | None) -> ResponsePlan | None:
+        if not spec:
+            return None
+        error = spec.get("error", {})
+        return ResponsePlan(
+            data=self._compile(doc, path + ("data",), spec["data"], RESPONSE_NAMES) if "data" in spec else None,
+            meta=self._compile(doc, path + ("meta",), spec["meta"], RESPONSE_NAMES) if "meta" in spec else None,
+            error_code=self._compile(doc, path + ("error", "code"), error["code"], RESPONSE_NAMES) if "code" in error else None,
+            error_message=self._compile(doc, path + ("error", "message"), error["message"], RESPONSE_NAMES) if "message" in error else None,
+            status=spec.get("status"),
+        )
+
+    def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
+        seen: dict[tuple[str, tuple], CompiledRoute] = {}
+        entries = []
+        for route in routes:
+            shape = tuple("{}" if p else s for s, p in zip(route.template.segments, route.template.params))
+            shape += ("{path}",) if route.template.catch_all else ()
+            for method in route.methods:
+                key = (method, shape)
+                if key in seen:
+                    other = seen[key]
+                    self.errors.append(ConfigError(
+                        f"{method} {route.path} duplicates route {other.qualified_name} ({other.source_file})",
+                        file=route.source_file, path=f"routes.{route.name}"))
+                    continue
+                seen[key] = route
+                entries.append((method, route.template, route))
+        return Router(entries)
+
+    def _note_unset(self, doc: Document | None, interp: Interpolation, extra: list[str] = ()) -> None:
+        for name in [*interp.missing, *extra]:
+            if name not in self.unset:
+                self.unset.append(name)
+                if self.strict and doc is not None:
+                    self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
+
+
+def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    if isinstance(value, dict):
+        total = parse_duration(interp.tree(value.get("total", 30)))
+        return Timeouts(connect=parse_duration(interp.tree(value.get("connect", min(5.0, total)))),
+                        read=parse_duration(interp.tree(value.get("read", total))), total=total)
+    total = parse_duration(interp.tree(value))
+    return Timeouts(connect=min(5.0, total), read=total, total=total)
+
+
+def _canonical(options: dict[str, Any]) -> str:
+    import json
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def _safe_url(url: str) -> str:
+    return url.split("@")[-1][:80]

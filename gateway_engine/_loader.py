@@ -1,0 +1,78 @@
+"""Reading a config directory: YAML files → located documents, checked against the schemas."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ._errors import ConfigError
+from ._schema import validate_document
+from ._yaml import Document, load_document
+
+GATEWAY_FILE = "gateway.yaml"
+ROUTES_DIR = "routes.d"
+
+
+@dataclass
+class RawConfig:
+    """The documents of one config directory, with every error found while reading them."""
+
+    root: Path
+    gateway: Document | None = None
+    backends: list[Document] = field(default_factory=list)
+    errors: list[ConfigError] = field(default_factory=list)
+    version: str = ""
+
+
+def read_config_dir(root: str | os.PathLike[str]) -> RawConfig:
+    """Parse and schema-check ``gateway.yaml`` and ``routes.d/*.yaml`` (all errors, not the first)."""
+    root = Path(root)
+    raw = RawConfig(root)
+    digest = hashlib.sha256()
+    gateway_path = root / GATEWAY_FILE
+    if not gateway_path.is_file():
+        raw.errors.append(ConfigError(f"{GATEWAY_FILE} not found in {root} (set --config or $GATEWAY_CONFIG)",
+                                      file=str(gateway_path)))
+    else:
+        raw.gateway = _read(gateway_path, "gateway", raw, digest)
+    routes_dir = root / ROUTES_DIR
+    if routes_dir.is_dir():
+        for path in sorted([*routes_dir.glob("*.yaml"), *routes_dir.glob("*.yml")]):
+            doc = _read(path, "routes", raw, digest)
+            if doc is not None:
+                raw.backends.append(doc)
+    raw.version = digest.hexdigest()[:12]
+    return raw
+
+
+def _read(path: Path, schema_name: str, raw: RawConfig, digest: "hashlib._Hash") -> Document | None:
+    display = _display(path, raw.root)
+    try:
+        text = path.read_text("utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raw.errors.append(ConfigError(f"cannot read file: {exc}", file=display))
+        return None
+    digest.update(display.encode() + b"\0" + text.encode() + b"\0")
+    try:
+        doc = load_document(text, display)
+    except ConfigError as exc:
+        raw.errors.append(exc)
+        return None
+    if not isinstance(doc.data, dict):
+        raw.errors.append(ConfigError("the file must hold a YAML mapping", file=display, line=1, col=1))
+        return None
+    if schema_name == "gateway" and "version" in doc.data and doc.data["version"] != 1:
+        raw.errors.append(doc.error(("version",), f"found version {doc.data['version']!r}; this engine reads version 1"))
+        return None
+    schema_errors = validate_document(doc, schema_name)
+    raw.errors.extend(schema_errors)
+    return None if schema_errors else doc
+
+
+def _display(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)

@@ -1,0 +1,44 @@
+"""The envelope: the one shape every client-facing answer has, and where errors become responses."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import orjson
+
+from ._context import RequestContext
+from ._errors import GatewayError
+from ._reply import Reply
+
+JSON = "application/json"
+
+
+def timestamp() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def meta(ctx: RequestContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {"source": ctx.backend, "timestamp": timestamp(), "requestId": ctx.request_id}
+    if extra:
+        out.update(extra)
+    return out
+
+
+def error_body(ctx: RequestContext, code: str, message: str, details: Any = None,
+               extra_meta: dict[str, Any] | None = None) -> bytes:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if details is not None:
+        error["details"] = details
+    return orjson.dumps({"success": False, "error": error, "meta": meta(ctx, extra_meta)}, default=str)
+
+
+def error_reply(ctx: RequestContext, err: GatewayError) -> Reply:
+    """The one place a GatewayError becomes a response."""
+    headers = [("content-type", JSON)] + [(k.lower(), v) for k, v in err.headers.items()]
+    return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details))
+
+
+def success_body(ctx: RequestContext, data_json: bytes, extra_meta: dict[str, Any] | None = None) -> bytes:
+    """Splice already-serialised JSON ``data`` into the envelope without re-parsing it."""
+    return b'{"success":true,"data":' + data_json + b',"meta":' + orjson.dumps(meta(ctx, extra_meta), default=str) + b"}"

@@ -1,0 +1,116 @@
+"""The mapping language: Jinja2 expressions in YAML, sandboxed, compiled once at load time.
+
+A string that is exactly ``{{ expr }}`` evaluates to the expression's native value
+(a list stays a list, ``"123"`` stays a string); any other string containing
+``{{``/``{%`` renders as text. Dicts and lists are walked, so a whole body shape
+can be written as YAML with expressions at the leaves.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable
+
+from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+_WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+
+Render = Callable[[dict[str, Any]], Any]
+
+
+class TemplateError(Exception):
+    """A template that does not compile, or uses a name it may not."""
+
+
+def _pick(value: Any, *keys: str) -> Any:
+    return {k: value[k] for k in keys if isinstance(value, dict) and k in value}
+
+
+def _omit(value: Any, *keys: str) -> Any:
+    return {k: v for k, v in value.items() if k not in keys} if isinstance(value, dict) else value
+
+
+def _rename(value: Any, mapping: dict[str, str]) -> Any:
+    return {mapping.get(k, k): v for k, v in value.items()} if isinstance(value, dict) else value
+
+
+def _merge(*values: Any) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for v in values:
+        if isinstance(v, dict):
+            out.update(v)
+    return out
+
+
+def _each(values: Any, fn: str, *args: Any) -> list[Any]:
+    """Apply a helper to every item: ``items | each('pick', 'id', 'name')``."""
+    helper = _HELPERS[fn]
+    return [helper(v, *args) for v in (values or [])]
+
+
+_HELPERS: dict[str, Callable[..., Any]] = {"pick": _pick, "omit": _omit, "rename": _rename, "merge": _merge, "each": _each}
+
+_env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+_env.filters.update(_HELPERS)
+_env.globals.update(_HELPERS)
+_env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def compile_value(value: Any, allowed: Iterable[str]) -> Render:
+    """Compile a value or structure into ``render(variables) -> value``.
+
+    Raises TemplateError for a syntax error or a name outside ``allowed``.
+    """
+    allowed = frozenset(allowed) | frozenset(_HELPERS)
+    if isinstance(value, dict):
+        parts = [(k, compile_value(v, allowed)) for k, v in value.items()]
+        return lambda variables: {k: render(variables) for k, render in parts}
+    if isinstance(value, list):
+        items = [compile_value(v, allowed) for v in value]
+        return lambda variables: [render(variables) for render in items]
+    if not is_template(value):
+        return lambda variables: value
+    whole = _WHOLE.match(value)
+    try:
+        if whole:
+            source = whole.group("expr")
+            _check_names(_env.parse("{{" + source + "}}"), allowed)
+            expression = _env.compile_expression(source, undefined_to_none=True)
+            return lambda variables: expression(**variables)
+        _check_names(_env.parse(value), allowed)
+        template = _env.from_string(value)
+    except TemplateSyntaxError as exc:
+        raise TemplateError(f"template syntax error: {exc.message} in {value!r}") from None
+    return lambda variables: template.render(variables)
+
+
+def _check_names(ast: nodes.Template, allowed: frozenset[str]) -> None:
+    unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
+    if unknown:
+        names = ", ".join(sorted(allowed - frozenset(_HELPERS)))
+        raise TemplateError(f"unknown name(s) {', '.join(unknown)} in template; available here: {names}")
+
+
+def env_names(value: Any) -> list[str]:
+    """The ``env.NAME`` attributes a template structure reads (to report unset variables)."""
+    found: list[str] = []
+    if isinstance(value, dict):
+        for v in value.values():
+            found += env_names(v)
+    elif isinstance(value, list):
+        for v in value:
+            found += env_names(v)
+    elif is_template(value):
+        try:
+            ast = _env.parse(value)
+        except TemplateSyntaxError:
+            return found
+        for node in ast.find_all(nodes.Getattr):
+            if isinstance(node.node, nodes.Name) and node.node.name == "env":
+                found.append(node.attr)
+    return found

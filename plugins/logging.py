@@ -1,0 +1,87 @@
+"""logging: one JSON line per request (no secrets, no bodies), to stdout or a file."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+from datetime import datetime, timezone
+
+import orjson
+
+from gateway_engine import Plugin, Reply, RequestContext
+
+
+class LoggingPlugin(Plugin):
+    """Writes ``{time, request_id, method, path, route, backend, status, latency_ms, upstream_latency_ms, ...}``.
+
+    The path is logged without its query string (queries may carry tokens). Lines
+    are buffered and flushed every ``flush_interval`` seconds and at shutdown, so
+    logging costs one list append per request.
+    """
+
+    name = "logging"
+    priority = 90_000
+    options_schema = {
+        "type": "object", "additionalProperties": False,
+        "properties": {
+            "format": {"enum": ["json"], "default": "json", "description": "Line format (JSON lines)."},
+            "file": {"type": "string", "default": "-", "description": "Path of the log file, or `-` for stdout."},
+            "flush_interval": {"type": "number", "exclusiveMinimum": 0, "default": 0.5,
+                               "description": "Seconds between flushes of buffered lines."},
+            "fields": {"type": "array", "items": {"enum": ["client_ip", "consumer", "user_agent"]}, "default": ["client_ip", "consumer"],
+                       "description": "Optional fields added to each line."},
+        },
+    }
+
+    def __init__(self, options, gateway):
+        super().__init__(options, gateway)
+        self.path = options["file"]
+        self.interval = options["flush_interval"]
+        self.fields = set(options["fields"])
+        self._buffer: list[bytes] = []
+        self._stream = None
+        self._task: asyncio.Task | None = None
+
+    async def startup(self) -> None:
+        self._stream = sys.stdout.buffer if self.path == "-" else open(self.path, "ab")
+        self._task = asyncio.get_running_loop().create_task(self._flusher())
+
+    async def shutdown(self) -> None:
+        if self._task:
+            self._task.cancel()
+        self.flush()
+        if self._stream is not None and self.path != "-":
+            self._stream.close()
+        self._stream = None
+
+    async def _flusher(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.flush()
+
+    def flush(self) -> None:
+        if self._buffer and self._stream is not None:
+            lines, self._buffer = self._buffer, []
+            self._stream.write(b"".join(lines))
+            self._stream.flush()
+
+    async def on_response(self, ctx: RequestContext, reply: Reply) -> None:
+        now = time.perf_counter()
+        route = ctx.route
+        line = {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "request_id": ctx.request_id, "method": ctx.method, "path": ctx.path,
+            "route": route.name if route else None, "backend": ctx.backend, "status": reply.status,
+            "latency_ms": round((now - ctx.started) * 1000, 3),
+            "upstream_latency_ms": round(ctx.upstream_latency * 1000, 3) if ctx.upstream_latency is not None else None,
+        }
+        if "client_ip" in self.fields:
+            line["client_ip"] = ctx.client_ip
+        if "consumer" in self.fields:
+            line["consumer"] = ctx.consumer
+        if "user_agent" in self.fields:
+            line["user_agent"] = ctx.headers.get("user-agent")
+        self._buffer.append(orjson.dumps(line) + b"\n")
+        if self._stream is None:  # used outside a running server (tests, explain): write at once
+            sys.stdout.buffer.write(self._buffer.pop())

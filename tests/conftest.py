@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from gateway_engine import create_app
+from tests.servers import serve, write_config
+from tests.upstream_app import Recorder, echo_app
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@pytest.fixture
+def upstream(recorder: Recorder) -> Iterator[str]:
+    with serve(echo_app(recorder)) as url:
+        yield url
+
+
+@pytest.fixture
+def gateway(tmp_path: Path):
+    """``gateway(gateway_yaml, {name: routes_yaml}, env)`` → base URL of a running gateway."""
+    stack = contextlib.ExitStack()
+
+    def start(gateway_yaml: str, backends: dict[str, str], env: dict[str, str] | None = None) -> str:
+        root = write_config(tmp_path / f"config{len(stack._exit_callbacks)}", gateway_yaml, backends)
+        return stack.enter_context(serve(create_app(str(root), env or {})))
+
+    with stack:
+        yield start
