@@ -34,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
     routes = sub.add_parser("routes", help="print the generated route table")
     routes.add_argument("--config")
     routes.add_argument("--format", choices=["text", "json"], default="text")
+    hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
+    hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
     return parser
 
 
@@ -41,6 +43,8 @@ def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Text
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return _validate(_config_dir(args.config), args.strict, args.format, stdout)
+    if args.command == "hash-key":
+        return _hash_key(sys.stdin, stdout, args.keep_newline)
     if args.command == "routes":
         return _routes(_config_dir(args.config), args.format, stdout, stderr)
     return _serve(args, stderr)
@@ -66,6 +70,17 @@ def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
         out.write(f"ok: {files} file(s), {len(config.routes)} route(s), config version {config.version}\n")
         if config.unset_env:
             out.write(f"note: unset env vars (their backends answer 503 BACKEND_NOT_CONFIGURED): {', '.join(config.unset_env)}\n")
+    return 0
+
+
+def _hash_key(stdin: TextIO, out: TextIO, keep_newline: bool) -> int:
+    """Hash a key without it ever appearing in argv (and so in shell history or ``ps``)."""
+    import hashlib
+
+    key = stdin.read()
+    if not keep_newline and key.endswith("\n"):
+        key = key[:-1].removesuffix("\r")
+    out.write(hashlib.sha256(key.encode()).hexdigest() + "\n")
     return 0
 
 

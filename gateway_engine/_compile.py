@@ -287,7 +287,7 @@ class _Compiler:
                 timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),
             )
-        overrides = [(doc, ("plugins",), data["plugins"], interp)] if data.get("plugins") else []
+        overrides = _shorthands(doc, (), data, interp)
         routes = []
         for i, spec in enumerate(data["routes"]):
             route = self._route(doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp)
@@ -315,7 +315,7 @@ class _Compiler:
                                              f"upstream_path names {{{name}}} but the path {spec['path']!r} has no such parameter"))
         request = self._request_plan(doc, path + ("request",), spec.get("request", {}))
         response = self._response_plan(doc, path + ("response",), spec.get("response"))
-        route_overrides = overrides + ([(doc, path + ("plugins",), spec["plugins"], interp)] if spec.get("plugins") else [])
+        route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
             return None
@@ -395,6 +395,18 @@ class _Compiler:
                 self.unset.append(name)
                 if self.strict and doc is not None:
                     self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
+
+
+def _shorthands(doc: Document, path: tuple, spec: dict, interp: Interpolation) -> list[tuple]:
+    """Plugin overrides of a backend or route: ``plugins`` plus the ``auth``/``rate_limit`` shorthands."""
+    out = []
+    if spec.get("plugins"):
+        out.append((doc, path + ("plugins",), spec["plugins"], interp))
+    if "auth" in spec:
+        out.append((doc, path, {"auth": False if spec["auth"] == "none" else spec["auth"]}, interp))
+    if "rate_limit" in spec:
+        out.append((doc, path, {"rate_limit": {"limit": spec["rate_limit"]}}, interp))
+    return out
 
 
 def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
