@@ -85,6 +85,7 @@ class CompiledRoute:
     needs_response_body: bool
     description: str = ""
     source_file: str = ""
+    source_line: int = 0
 
     @property
     def qualified_name(self) -> str:
@@ -154,6 +155,7 @@ class _Compiler:
         base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
         self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root))
         default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
+        self._instantiate(default_chain)  # validates the default options even when no route uses them as-is
 
         routes: list[CompiledRoute] = []
         upstreams: list[Upstream] = []
@@ -308,7 +310,8 @@ class _Compiler:
         except PathTemplateError as exc:
             self.errors.append(doc.error(path + ("path",), str(exc)))
             return None
-        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]))
+        catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
+        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]), catch_all)
         for name in upstream_path.names:
             if name not in template.names:
                 self.errors.append(doc.error(path + ("upstream_path",),
@@ -338,7 +341,7 @@ class _Compiler:
             request_plugins=request_plugins, response_chains=chains + (tuple(reversed(responders)),),
             strip_headers=frozenset(strip),
             needs_response_body=response is not None or any(p.needs_response_body for p in plugins),
-            description=spec.get("description", ""), source_file=doc.file,
+            description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
         )
 
     def _compile(self, doc: Document, path: tuple, value: Any, names: tuple[str, ...]) -> Any:
@@ -383,7 +386,7 @@ class _Compiler:
                     other = seen[key]
                     self.errors.append(ConfigError(
                         f"{method} {route.path} duplicates route {other.qualified_name} ({other.source_file})",
-                        file=route.source_file, path=f"routes.{route.name}"))
+                        file=route.source_file, line=route.source_line, col=3, path=f"routes[{route.name}]"))
                     continue
                 seen[key] = route
                 entries.append((method, route.template, route))

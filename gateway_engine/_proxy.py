@@ -21,7 +21,7 @@ HOP_BY_HOP = frozenset({
     "transfer-encoding", "upgrade", "host", "proxy-connection",
 })
 _DROP_REQUEST = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"}
-_DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by"}
+_DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
 
 
 class BodyError:

@@ -97,13 +97,13 @@ class UpstreamPath:
     are refused, so the result always stays below the configured base path.
     """
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: str, path_params: frozenset[str] = frozenset()) -> None:
         self.text = text
         self.pieces: list[str | tuple[str, bool]] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
             self.pieces.append(text[pos:m.start()])
-            self.pieces.append((m.group(1), m.group(0).endswith(":path}")))
+            self.pieces.append((m.group(1), m.group(0).endswith(":path}") or m.group(1) in path_params))
             pos = m.end()
         self.pieces.append(text[pos:])
         self.literal = quote(text, safe="/:@!$&'()*+,;=-._~%") if len(self.pieces) == 1 else None

@@ -34,15 +34,17 @@ def validate_value(doc: Document, base: tuple, value: Any, validator: Draft20201
     errors = []
     for err in sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]):
         path = base + tuple(err.absolute_path)
+        if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+            allowed = ", ".join(sorted(err.schema.get("properties", {})))
+            for key in err.instance:
+                if key not in err.schema.get("properties", {}):
+                    errors.append(doc.error(path + (key,), f"unknown key {key!r}; allowed here: {allowed}"))
+            continue
         errors.append(doc.error(path, _message(err)))
     return errors
 
 
 def _message(err: Any) -> str:
-    if err.validator == "additionalProperties" and err.context is None:
-        extra = [k for k in err.instance if k not in err.schema.get("properties", {})]
-        allowed = ", ".join(sorted(err.schema.get("properties", {})))
-        return f"unknown key(s) {', '.join(map(repr, extra))}; allowed: {allowed}"
     if err.validator in ("anyOf", "oneOf") and err.context:
         best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
         return f"{err.message.split(' is not valid under')[0]} is not valid: {best.message}"

@@ -1,0 +1,138 @@
+"""The schema and the loader never disagree: every schema key is exercised and loads,
+every key the loader reads is in the schema, and every shipped YAML validates."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gateway_engine import load_config
+from gateway_engine._schema import schema
+from gateway_engine._yaml import load_document
+from gateway_engine._schema import validate_document
+
+ROOT = Path(__file__).resolve().parent.parent
+KITCHEN = Path(__file__).resolve().parent / "fixtures" / "kitchen_sink"
+# keys that only plugins read (their options are validated by each plugin's own schema)
+PLUGIN_SECTIONS = {"auth", "rate_limit"}
+
+
+def schema_paths(node: dict, prefix: tuple = ()) -> set[tuple]:
+    """Every property path a schema allows (list items as '*')."""
+    found: set[tuple] = set()
+    for key, sub in node.get("properties", {}).items():
+        found.add(prefix + (key,))
+        found |= schema_paths(sub, prefix + (key,))
+    if "items" in node:
+        found |= schema_paths(node["items"], prefix + ("*",))
+    for branch in node.get("anyOf", []) + node.get("oneOf", []):
+        found |= schema_paths(branch, prefix)
+    return found
+
+
+def data_paths(value, prefix: tuple = ()) -> set[tuple]:
+    found: set[tuple] = set()
+    if isinstance(value, dict):
+        for key, sub in value.items():
+            found.add(prefix + (key,))
+            found |= data_paths(sub, prefix + (key,))
+    elif isinstance(value, list):
+        for item in value:
+            found |= data_paths(item, prefix + ("*",))
+    return found
+
+
+def _free_form(path: tuple) -> bool:
+    # values under these keys are user data (templates, header maps, plugin options), not schema keys
+    return any(p in ("headers", "body", "data", "meta", "set", "plugins") for p in path[:-1])
+
+
+@pytest.mark.parametrize("name, files", [
+    ("gateway", [KITCHEN / "gateway.yaml"]),
+    ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
+])
+def test_schema_agreement_kitchen_sink_uses_every_key(name, files):
+    used: set[tuple] = set()
+    for f in files:
+        used |= data_paths(yaml.safe_load(f.read_text()))
+    allowed = {p for p in schema_paths(schema(name)) if not _free_form(p)}
+    missing = sorted(p for p in allowed - used if p[0] not in PLUGIN_SECTIONS)
+    assert not missing, f"schema keys not exercised by the kitchen sink: {missing}"
+
+
+def test_schema_agreement_kitchen_sink_loads():
+    config = load_config(KITCHEN, {"KS_KEY": "k", "KS_SECRET": "s"})
+    route = next(r for r in config.routes if r.name == "create")
+    assert route.methods == ("POST", "PUT") and route.upstream_method == "PATCH"
+    assert route.request.encoding == "form" and route.request.query_allow == {"expand"}
+    assert route.response.status == 201
+    assert config.trusted_proxies == 1 and config.limits["error_details"] == 1024
+    upstream = route.upstream
+    assert upstream.timeouts.connect == 1 and upstream.timeouts.read == 5 and upstream.timeouts.total == 10
+    assert upstream.headers == (("x-static", "static-value"),)
+    assert type(upstream.transport).__name__ == "HttpxTransport"
+    assert upstream.auth.headers == [("authorization", "token k:s")]
+
+
+LOADER_SOURCES = ["_compile.py", "_upstream_auth.py", "_loader.py"]
+_KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
+
+
+def test_schema_agreement_loader_reads_only_schema_keys():
+    """A key the loader reads (``spec["x"]``, ``.get("x")``) must be a key some schema defines."""
+    keys = {p[-1] for name in ("gateway", "routes") for p in schema_paths(schema(name))}
+    read: set[str] = set()
+    for source in LOADER_SOURCES:
+        text = (ROOT / "gateway_engine" / source).read_text()
+        read |= set(re.findall(r"""(?:\.get\(|\[)["']([a-z_]+)["']""", text))
+    internal = {"_raw_params", "env"}  # not config keys
+    unknown = sorted(read - keys - internal - {"none", "json", "form", "raw", "pass", "allow", "aiohttp", "template"})
+    assert not unknown, f"the loader reads keys the schema lacks: {unknown}"
+
+
+def shipped_yaml() -> list[Path]:
+    files = [ROOT / "gateway.yaml", *sorted((ROOT / "routes.d").glob("*.yaml"))]
+    for d in ["bench/configs", "examples"]:
+        if (ROOT / d).is_dir():
+            files += sorted((ROOT / d).rglob("*.yaml"))
+    return files
+
+
+@pytest.mark.parametrize("path", shipped_yaml(), ids=lambda p: str(p.relative_to(ROOT)))
+def test_schema_agreement_shipped_yaml_validates(path):
+    doc = load_document(path.read_text(), str(path))
+    kind = "gateway" if path.name == "gateway.yaml" else "routes"
+    assert validate_document(doc, kind) == []
+
+
+def test_schema_agreement_readme_examples_validate():
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
+    checked = 0
+    for block in blocks:
+        data = yaml.safe_load(block)
+        if not isinstance(data, dict):
+            continue
+        kind = "gateway" if "version" in data else "routes" if "backend" in data else None
+        if kind:
+            assert validate_document(load_document(block, "README.md"), kind) == [], block
+            checked += 1
+    assert checked >= 2, "the README should show a gateway.yaml and a routes.d example"
+
+
+def test_schema_agreement_every_property_is_described():
+    def walk(node, path):
+        for key, sub in node.get("properties", {}).items():
+            assert "description" in sub, f"{'.'.join(path + [key])} has no description"
+            walk(sub, path + [key])
+        if "items" in node:
+            walk(node["items"], path + ["[]"])
+        for b in node.get("anyOf", []) + node.get("oneOf", []):
+            walk(b, path)
+    for name in ("gateway", "routes"):
+        s = schema(name)
+        assert s["$schema"].endswith("2020-12/schema") and s["$id"]
+        walk(s, [name])
