@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 from urllib.parse import quote
@@ -149,11 +150,37 @@ async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> No
         return
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     try:
+        await _pump_until_disconnect(reply, send, ctx.receive if ctx is not None else None)
+    finally:
+        await reply.aclose()
+
+
+async def _pump_until_disconnect(reply: Reply, send: Any, receive: Any) -> None:
+    """Stream the body; if the client goes away first, stop and so cancel the upstream request."""
+
+    async def pump() -> None:
         async for chunk in reply.stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
+
+    async def disconnected() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    if receive is None:
+        await pump()
+        return
+    pumping = asyncio.ensure_future(pump())
+    watching = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({pumping, watching}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        await reply.aclose()
+        for task in (pumping, watching):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(pumping, watching, return_exceptions=True)
+    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None and not watching.done():
+        raise pumping.exception()
 
 
 def _client_ip(scope: dict[str, Any], peer: str, trusted: int) -> str:

@@ -34,6 +34,14 @@ def build_parser() -> argparse.ArgumentParser:
     routes = sub.add_parser("routes", help="print the generated route table")
     routes.add_argument("--config")
     routes.add_argument("--format", choices=["text", "json"], default="text")
+    explain = sub.add_parser("explain", help="show the upstream request and client response of one request, offline")
+    explain.add_argument("method")
+    explain.add_argument("path", help="public path with optional ?query, e.g. /api/gateway/erp/invoices/1")
+    explain.add_argument("--config")
+    explain.add_argument("--body", help="the client's JSON body")
+    explain.add_argument("-H", "--header", action="append", default=[], help="a client header, 'Name: value'")
+    explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
+    explain.add_argument("--upstream-status", type=int, default=200)
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
     hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
     return parser
@@ -43,6 +51,8 @@ def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Text
     args = build_parser().parse_args(argv)
     if args.command == "validate":
         return _validate(_config_dir(args.config), args.strict, args.format, stdout)
+    if args.command == "explain":
+        return _explain(args, stdout, stderr)
     if args.command == "hash-key":
         return _hash_key(sys.stdin, stdout, args.keep_newline)
     if args.command == "routes":
@@ -71,6 +81,28 @@ def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
         if config.unset_env:
             out.write(f"note: unset env vars (their backends answer 503 BACKEND_NOT_CONFIGURED): {', '.join(config.unset_env)}\n")
     return 0
+
+
+def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from ._explain import explain
+
+    try:
+        config = load_config(_config_dir(args.config))
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return 1
+    headers = []
+    for item in args.header:
+        name, _, value = item.partition(":")
+        headers.append((name.strip(), value.strip()))
+    sample = None
+    if args.upstream_response:
+        with open(args.upstream_response, "rb") as f:
+            sample = f.read()
+    result = explain(config, args.method, args.path, body=args.body.encode() if args.body is not None else None,
+                     headers=headers, upstream_status=args.upstream_status, upstream_body=sample)
+    out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0 if result["route"] else 1
 
 
 def _hash_key(stdin: TextIO, out: TextIO, keep_newline: bool) -> int:

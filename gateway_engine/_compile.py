@@ -13,14 +13,13 @@ from ._plugin import GatewayInfo, Plugin
 from ._registry import discover
 from ._routing import PathTemplate, PathTemplateError, Router, UpstreamPath
 from ._schema import fill_defaults, options_validator, validate_value
+from ._plans import ParamRule, PlanCompiler, RequestPlan, ResponsePlan
 from ._templates import TemplateError, compile_value, env_names
 from ._transport import TRANSPORTS, Timeouts, Transport
 from ._upstream_auth import UpstreamAuth, build_upstream_auth
 from ._durations import parse_duration
 from ._yaml import Document
 
-REQUEST_NAMES = ("body", "query", "params", "headers", "identity", "env")
-RESPONSE_NAMES = ("body", "status", "headers", "params", "query", "identity")
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -39,30 +38,6 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class RequestPlan:
-    query: str                            # "pass" | "none" | "allow"
-    query_allow: frozenset[str]
-    query_set: Any                        # render(vars) -> dict, or None
-    headers: Any                          # render(vars) -> dict, or None
-    body: Any                             # render(vars) -> value, or None
-    encoding: str
-    forward_headers: frozenset[str]
-
-    @property
-    def needs_body(self) -> bool:
-        return self.body is not None or self.encoding == "form"
-
-
-@dataclass(frozen=True)
-class ResponsePlan:
-    data: Any
-    meta: Any
-    error_code: Any
-    error_message: Any
-    status: int | None
-
-
-@dataclass(frozen=True)
 class CompiledRoute:
     """One method+path with everything it needs at request time, built once."""
 
@@ -78,6 +53,7 @@ class CompiledRoute:
     missing_env: tuple[str, ...]
     request: RequestPlan
     response: ResponsePlan | None
+    param_rules: tuple[ParamRule, ...]
     plugins: tuple[Plugin, ...]     # sorted by priority, highest first
     request_plugins: tuple[Plugin, ...]
     response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
@@ -259,6 +235,7 @@ class _Compiler:
         upstream_data = interp.tree(data["upstream"])
         auth_spec = upstream_data.get("auth")
         template_env = env_names(data["upstream"].get("auth", {}))
+        template_env += [n for r in data["routes"] for n in env_names(r.get("request", {})) if n not in template_env]
         missing = list(interp.missing) + [n for n in template_env if n not in self.environ and n not in interp.missing]
         self._note_unset(doc, interp, extra=[n for n in template_env if n not in self.environ])
         upstream = None
@@ -312,12 +289,15 @@ class _Compiler:
             return None
         catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
         upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]), catch_all)
+        computed = list(spec.get("request", {}).get("params", {}))
         for name in upstream_path.names:
-            if name not in template.names:
+            if name not in template.names and name not in computed:
                 self.errors.append(doc.error(path + ("upstream_path",),
                                              f"upstream_path names {{{name}}} but the path {spec['path']!r} has no such parameter"))
-        request = self._request_plan(doc, path + ("request",), spec.get("request", {}))
-        response = self._response_plan(doc, path + ("response",), spec.get("response"))
+        plans = PlanCompiler(self.errors)
+        request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
+        response = plans.response(doc, path + ("response",), spec.get("response"))
+        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), template.names + computed)
         route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
@@ -337,41 +317,11 @@ class _Compiler:
             name=spec["name"], backend=doc.data["backend"], methods=methods, path=public, template=template,
             upstream_path=upstream_path, upstream_method=spec.get("upstream_method"), upstream=upstream,
             upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
-            missing_env=tuple(missing), request=request, response=response, plugins=plugins,
+            missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
             request_plugins=request_plugins, response_chains=chains + (tuple(reversed(responders)),),
             strip_headers=frozenset(strip),
             needs_response_body=response is not None or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
-        )
-
-    def _compile(self, doc: Document, path: tuple, value: Any, names: tuple[str, ...]) -> Any:
-        try:
-            return compile_value(value, names)
-        except TemplateError as exc:
-            self.errors.append(doc.error(path, str(exc)))
-            return None
-
-    def _request_plan(self, doc: Document, path: tuple, spec: dict) -> RequestPlan | None:
-        query = spec.get("query", "pass")
-        mode, allow, query_set = (query, frozenset(), None) if isinstance(query, str) else ("allow" if "allow" in query else "pass", frozenset(query.get("allow", [])), None)
-        if isinstance(query, dict) and "set" in query:
-            query_set = self._compile(doc, path + ("query", "set"), query["set"], REQUEST_NAMES)
-        headers = self._compile(doc, path + ("headers",), spec["headers"], REQUEST_NAMES) if "headers" in spec else None
-        body = self._compile(doc, path + ("body",), spec["body"], REQUEST_NAMES) if "body" in spec else None
-        return RequestPlan(query=mode, query_allow=allow, query_set=query_set, headers=headers, body=body,
-                           encoding=spec.get("encoding", "json"),
-                           forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])))
-
-    def _response_plan(self, doc: Document, path: tuple, spec: dict | None) -> ResponsePlan | None:
-        if not spec:
-            return None
-        error = spec.get("error", {})
-        return ResponsePlan(
-            data=self._compile(doc, path + ("data",), spec["data"], RESPONSE_NAMES) if "data" in spec else None,
-            meta=self._compile(doc, path + ("meta",), spec["meta"], RESPONSE_NAMES) if "meta" in spec else None,
-            error_code=self._compile(doc, path + ("error", "code"), error["code"], RESPONSE_NAMES) if "code" in error else None,
-            error_message=self._compile(doc, path + ("error", "message"), error["message"], RESPONSE_NAMES) if "message" in error else None,
-            status=spec.get("status"),
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any, AsyncIterator
 
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -15,6 +16,8 @@ from ._encoding import encode_body
 from ._errors import GatewayError
 from ._reply import Reply
 from ._routing import decode_param
+
+log = logging.getLogger("gateway_engine.proxy")
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -41,9 +44,14 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
                            details={"missing": list(route.missing_env)})
     plan = route.request
     raw_params = ctx.state.get("_raw_params", {})
+    variables = await template_variables(ctx, config) if plan.has_templates else None
+    if plan.params is not None:
+        raw_params = _computed_params(ctx, route, raw_params, variables)
+    if route.param_rules:
+        raw_params = _checked_params(ctx, route, raw_params)
+    if plan.body_schema is not None:
+        _validate_body(plan, variables["body"])
     url = upstream.url + route.upstream_path.build(raw_params)
-    has_templates = plan.needs_body or plan.headers is not None or plan.query_set is not None
-    variables = await template_variables(ctx, config) if has_templates else None
     query = _query(ctx, route, variables)
     if query:
         url += "?" + query
@@ -64,8 +72,8 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
 
     body: bytes | AsyncIterator[bytes] | None = None
     body_error = BodyError()
-    if plan.needs_body:
-        value = _render(route, plan.body, variables) if plan.body is not None else variables["body"]
+    if plan.body is not None or plan.encoding == "form":
+        value = _render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
         body, content_type = encode_body(value, plan.encoding)
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type")]
         if content_type:
@@ -78,12 +86,14 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     elif _has_body(ctx):
         body = _stream_body(ctx, body_error)
     if plan.headers is not None:
-        extra = _render(route, plan.headers, variables) or {}
+        extra = _render(route, plan.headers, variables, ctx) or {}
         names = {k.lower() for k in extra}
         headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()]
 
-    url = upstream.auth.apply(ctx.method, url, headers, body)
     method = route.upstream_method or ctx.method
+    if plan.presign is not None and (plan.presign.when is None or _render(route, plan.presign.when, variables, ctx)):
+        return _presigned(upstream, method, url, plan.presign.expires)
+    url = upstream.auth.apply(method, url, headers, body)
     started = time.perf_counter()
     try:
         reply = await upstream.transport.send(method, url, headers, body)
@@ -100,6 +110,45 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if route.response is not None:
         await _map_response(ctx, route, config, reply)
     return reply
+
+
+def _computed_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str],
+                     variables: dict[str, Any]) -> dict[str, str]:
+    out = dict(raw_params)
+    for name, value in (_render(route, route.request.params, variables, ctx) or {}).items():
+        if value is None or value == "":
+            raise GatewayError(400, "INVALID_PARAMETER", f"Parameter {name!r} is required.")
+        ctx.params[name] = str(value)
+        out[name] = quote(str(value), safe="/")
+    return out
+
+
+def _presigned(upstream: Any, method: str, url: str, expires: int) -> Reply:
+    import datetime
+
+    signed = upstream.auth.presign(method, url, expires)
+    expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires)
+    body = orjson.dumps({"url": signed, "method": method,
+                         "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")})
+    return Reply(200, [("content-type", "application/json"), ("cache-control", "no-store")], body, from_upstream=True)
+
+
+def _checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str]:
+    out = dict(raw_params)
+    for rule in route.param_rules:
+        value = rule.apply(ctx.params[rule.name])
+        if value is None:
+            raise GatewayError(400, "INVALID_PARAMETER", f"Path parameter {rule.name!r} must be {rule.describe()}.")
+        out[rule.name] = quote(value, safe="/" if rule.name in route.upstream_path.path_names else "")
+    return out
+
+
+def _validate_body(plan: Any, body: Any) -> None:
+    errors = sorted(plan.body_schema.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise GatewayError(400, "VALIDATION_ERROR", f"The request body is invalid ({len(errors)} problem(s)).",
+                           details=[{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
+                                     "message": e.message} for e in errors])
 
 
 def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[str, str]]:
@@ -144,7 +193,7 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] 
         base = ctx.raw_query.decode("latin-1")
     if plan.query_set is None:
         return base
-    values = _render(route, plan.query_set, variables)
+    values = _render(route, plan.query_set, variables, ctx)
     extra = urlencode([(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in values.items() if v is not None])
     return f"{base}&{extra}" if base and extra else (base or extra)
 
@@ -207,11 +256,15 @@ def _safe_headers(ctx: RequestContext) -> dict[str, str]:
     return {k: v for k, v in ctx.headers.items() if k not in strip}
 
 
-def _render(route: CompiledRoute, render: Any, variables: dict[str, Any]) -> Any:
+def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None) -> Any:
     try:
         return render(variables)
     except Exception as exc:  # a template failing at runtime is the config's fault, not the client's
-        raise GatewayError(502, "MAPPING_ERROR", f"Mapping of route {route.qualified_name} failed: {type(exc).__name__}: {exc}") from None
+        detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {exc}"
+        log.warning("mapping failed: %s", detail)
+        if ctx is not None:
+            ctx.state["mapping_error"] = detail
+        raise GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).") from None
 
 
 async def _map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
@@ -226,16 +279,19 @@ async def _map_response(ctx: RequestContext, route: CompiledRoute, config: Compi
         body = raw[: config.limits["error_details"]].decode("utf-8", "replace")
     variables = {"body": body, "status": reply.status, "headers": dict(reply.headers), "params": ctx.params,
                  "query": ctx.query, "identity": ctx.identity or {}}
+    for rule in plan.fail:
+        if _render(route, rule.when, variables, ctx):
+            raise GatewayError(rule.status, rule.code, rule.message)
     if reply.status >= 400:
         if plan.error_code is not None:
-            ctx.state["error_code"] = str(_render(route, plan.error_code, variables))
+            ctx.state["error_code"] = str(_render(route, plan.error_code, variables, ctx))
         if plan.error_message is not None:
-            ctx.state["error_message"] = str(_render(route, plan.error_message, variables))
+            ctx.state["error_message"] = str(_render(route, plan.error_message, variables, ctx))
         return
     if plan.data is not None:
-        reply.set_json(_render(route, plan.data, variables))
+        reply.set_json(_render(route, plan.data, variables, ctx))
     if plan.meta is not None:
-        ctx.state["meta"] = _render(route, plan.meta, variables)
+        ctx.state["meta"] = _render(route, plan.meta, variables, ctx)
     if plan.status is not None:
         reply.status = plan.status
 

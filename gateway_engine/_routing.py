@@ -112,6 +112,11 @@ class UpstreamPath:
     def names(self) -> list[str]:
         return [p[0] for p in self.pieces if isinstance(p, tuple)]
 
+    @property
+    def path_names(self) -> frozenset[str]:
+        """Placeholders whose value may span several segments (``{name:path}``)."""
+        return frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1])
+
     def build(self, params: dict[str, str]) -> str:
         if self.literal is not None:
             return self.literal

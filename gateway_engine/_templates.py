@@ -81,12 +81,25 @@ def compile_value(value: Any, allowed: Iterable[str]) -> Render:
             source = whole.group("expr")
             _check_names(_env.parse("{{" + source + "}}"), allowed)
             expression = _env.compile_expression(source, undefined_to_none=True)
-            return lambda variables: expression(**variables)
+            return _explained(value, lambda variables: expression(**variables))
         _check_names(_env.parse(value), allowed)
         template = _env.from_string(value)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message} in {value!r}") from None
-    return lambda variables: template.render(variables)
+    return _explained(value, template.render)
+
+
+class TemplateRuntimeError(Exception):
+    """A template that failed while rendering; the message names the expression."""
+
+
+def _explained(source: str, render: Render) -> Render:
+    def run(variables: dict[str, Any]) -> Any:
+        try:
+            return render(variables)
+        except Exception as exc:
+            raise TemplateRuntimeError(f"{source.strip()!r} failed: {type(exc).__name__}: {exc}") from None
+    return run
 
 
 def _check_names(ast: nodes.Template, allowed: frozenset[str]) -> None:

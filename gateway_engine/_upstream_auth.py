@@ -31,6 +31,9 @@ class UpstreamAuth:
             url += ("&" if "?" in url else "?") + self.query
         return url
 
+    def presign(self, method: str, url: str, expires: int) -> str:
+        raise ValueError(f"upstream auth {self.description!r} cannot presign URLs; use style aws_sigv4")
+
 
 def build_upstream_auth(spec: Mapping[str, Any] | None, environ: Mapping[str, str]) -> UpstreamAuth:
     """Build the auth of one upstream from its (already env-interpolated) ``auth`` block."""
@@ -54,4 +57,10 @@ def build_upstream_auth(spec: Mapping[str, Any] | None, environ: Mapping[str, st
         header = spec.get("header", "Authorization")
         value = compile_value(spec.get("value", ""), ["env"])({"env": dict(environ)})
         return UpstreamAuth([(header.lower(), str(value))], description=f"template {header}")
+    if style == "aws_sigv4":
+        from ._sigv4 import SigV4UpstreamAuth  # botocore is imported only by configs that sign
+
+        return SigV4UpstreamAuth(access_key=spec.get("access_key", ""), secret_key=spec.get("secret_key", ""),
+                                 region=spec.get("region", "us-east-1"), service=spec.get("service", "s3"),
+                                 session_token=spec.get("session_token"))
     raise ValueError(f"unknown upstream auth style {style!r}")  # the schema enumerates the styles

@@ -117,6 +117,7 @@ def test_mapping_runtime_error_is_502_naming_route(shop):
     assert r.status_code == 502
     assert r.json()["error"]["code"] == "MAPPING_ERROR"
     assert "shop.broken" in r.json()["error"]["message"]
+    assert "nope" not in r.text  # the failing expression goes to the log, not to clients
 
 
 def test_mapping_upstream_error_code_and_message(shop):

@@ -1,0 +1,57 @@
+"""AWS Signature Version 4 for upstreams that speak an AWS API (S3, MinIO, ...), via botocore.
+
+Each request is signed on its way out; a streamed body is signed as
+``UNSIGNED-PAYLOAD`` (S3 accepts it) so uploads are never buffered to hash them.
+Only ``host``, ``content-type`` and the ``x-amz-*`` headers are signed, so nothing
+the HTTP client adds later can break the signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from ._upstream_auth import UpstreamAuth
+
+UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+
+
+class SigV4UpstreamAuth(UpstreamAuth):
+    def __init__(self, *, access_key: str, secret_key: str, region: str, service: str, session_token: str | None = None) -> None:
+        super().__init__(description=f"aws_sigv4 {service}/{region}")
+        self.credentials = Credentials(access_key, secret_key, session_token)
+        self.region = region
+        self.service = service
+        self.header_names = {"authorization", "x-amz-date", "x-amz-content-sha256", "x-amz-security-token"}
+        self._signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(self.credentials, service, region)
+
+    def apply(self, method: str, url: str, headers: list[tuple[str, str]], body: Any) -> str:
+        if isinstance(body, (bytes, bytearray)):
+            payload_hash = hashlib.sha256(body).hexdigest()
+        elif body is None:
+            payload_hash = hashlib.sha256(b"").hexdigest()
+        else:
+            payload_hash = UNSIGNED_PAYLOAD
+        signed = {"x-amz-content-sha256": payload_hash}
+        for name, value in headers:
+            if name == "content-type" or (name.startswith("x-amz-") and name not in self.header_names):
+                signed[name] = value
+        request = AWSRequest(method=method, url=url, headers=signed)
+        self._signer.add_auth(request)
+        headers[:] = [(k, v) for k, v in headers if k not in self.header_names and k != "host"]
+        for name, value in request.headers.items():
+            if name.lower() in self.header_names:
+                headers.append((name.lower(), value))
+        return url
+
+    def presign(self, method: str, url: str, expires: int) -> str:
+        """A URL anyone may call until it expires, carrying the signature in its query string."""
+        signer = (S3SigV4QueryAuth if self.service == "s3" else SigV4QueryAuth)(
+            self.credentials, self.service, self.region, expires=expires)
+        request = AWSRequest(method=method, url=url, headers={})
+        signer.add_auth(request)
+        return request.url
