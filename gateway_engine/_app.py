@@ -7,14 +7,14 @@ import logging
 from typing import Any
 from urllib.parse import quote
 
-import orjson
-
+from ._builtins import builtin_for
 from ._compile import CompiledConfig, CompiledRoute
 from ._context import RequestContext
 from ._errors import GatewayError
+from ._metrics import IN_FLIGHT, record
 from ._proxy import decoded_params, forward
 from ._reply import Reply
-from ._respond import JSON, error_reply
+from ._respond import error_reply
 
 log = logging.getLogger("gateway_engine")
 
@@ -26,16 +26,34 @@ class GatewayApp:
     a request in flight finishes on the config it started with.
     """
 
-    def __init__(self, config: CompiledConfig) -> None:
+    def __init__(self, config: CompiledConfig, *, watch: bool = False, drain_timeout: float = 30.0) -> None:
         self.config = config
-        self._retired: list[CompiledConfig] = []
+        self.watch = watch
+        self.drain_timeout = drain_timeout
+        self._inflight: dict[int, int] = {}
+        self._retiring: set[asyncio.Task] = set()
+        self._reloader = None
         self._started = False
 
     async def swap(self, config: CompiledConfig) -> None:
-        old, self.config = self.config, config
+        """Make ``config`` live; the old one is retired once its in-flight requests finished."""
         if self._started:
             await config.startup()
-        self._retired.append(old)
+        old, self.config = self.config, config
+        task = asyncio.get_running_loop().create_task(self._retire(old, config))
+        self._retiring.add(task)
+        task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, old: CompiledConfig, new: CompiledConfig) -> None:
+        deadline = asyncio.get_running_loop().time() + self.drain_timeout
+        while self._inflight.get(id(old), 0) > 0 and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.05)
+        await old.shutdown(keep=new)
+
+    async def reload(self, reason: str = "manual") -> bool:
+        from ._reload import Reloader
+
+        return await (self._reloader or Reloader(self)).reload(reason)
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
@@ -51,29 +69,51 @@ class GatewayApp:
                 try:
                     await self.config.startup()
                     self._started = True
+                    if self.watch:
+                        from ._reload import Reloader
+
+                        self._reloader = Reloader(self)
+                        await self._reloader.start()
                 except Exception as exc:  # report and refuse to start, rather than serve half a config
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                for config in [*self._retired, self.config]:
-                    await config.shutdown()
+                if self._reloader is not None:
+                    await self._reloader.stop()
+                await asyncio.gather(*self._retiring, return_exceptions=True)
+                await self.config.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
     async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         config = self.config
+        key = id(config)
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        try:
+            await self._serve(config, scope, receive, send)
+        finally:
+            self._inflight[key] -= 1
+
+    async def _serve(self, config: CompiledConfig, scope: dict[str, Any], receive: Any, send: Any) -> None:
         ctx: RequestContext | None = None
+        reply: Reply | None = None
+        IN_FLIGHT.inc()
         try:
             raw = scope.get("raw_path")
             raw_path = raw.split(b"?", 1)[0].decode("latin-1") if raw else quote(scope["path"])
             client = scope.get("client")
             client_ip = _client_ip(scope, client[0] if client else "", config.trusted_proxies)
-            builtin = _BUILTINS.get(raw_path[len(config.base_path):]) if raw_path.startswith(config.base_path) else None
+            if config.limits["header_bytes"] and sum(len(k) + len(v) for k, v in scope["headers"]) > config.limits["header_bytes"]:
+                ctx = RequestContext(scope, receive, None, {}, client_ip)
+                await write_reply(error_reply(ctx, GatewayError(431, "HEADERS_TOO_LARGE",
+                                                                f"The request headers exceed {config.limits['header_bytes']} bytes.")), send, ctx)
+                return
+            builtin = builtin_for(config, raw_path)
             if builtin is not None:
                 ctx = RequestContext(scope, receive, None, {}, client_ip)
-                reply = builtin(config, ctx)
+                reply = await builtin(config, ctx)
             else:
                 matched = config.router.match(raw_path)
                 if matched is None:
@@ -90,14 +130,20 @@ class GatewayApp:
                         ctx = RequestContext(scope, receive, route, {}, client_ip)
                         ctx.state["_raw_params"] = raw_params
                         reply = await run_pipeline(ctx, route, config)
+            record(ctx, reply)
             await write_reply(reply, send, ctx)
         except Exception:  # last line of defence: no traceback ever reaches a client
             log.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
             ctx = ctx or RequestContext(scope, receive, None, {}, "")
+            failed = error_reply(ctx, GatewayError(500, "INTERNAL_ERROR", "The gateway failed to handle the request."))
+            if reply is None:  # not counted yet
+                record(ctx, failed)
             try:
-                await write_reply(error_reply(ctx, GatewayError(500, "INTERNAL_ERROR", "The gateway failed to handle the request.")), send, ctx)
+                await write_reply(failed, send, ctx)
             except Exception:
                 pass  # the response had already started; the connection is closed by the server
+        finally:
+            IN_FLIGHT.dec()
 
     async def _unrouted_method(self, scope, receive, client_ip, methods, raw_params, config) -> tuple[Reply, RequestContext]:
         allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"})
@@ -192,12 +238,3 @@ def _client_ip(scope: dict[str, Any], peer: str, trusted: int) -> str:
             hops.append(peer)
             return hops[max(0, len(hops) - 1 - trusted)]
     return peer
-
-
-def _health(config: CompiledConfig, ctx: RequestContext) -> Reply:
-    body = {"status": "ok", "version": config.version,
-            "routes": len(config.routes), "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None})}
-    return Reply(200, [("content-type", JSON), ("cache-control", "no-store")], orjson.dumps(body))
-
-
-_BUILTINS = {"/health": _health}

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
+    serve.add_argument("--no-watch", action="store_true", help="do not reload when the config directory changes")
+    serve.add_argument("--drain-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests may take to finish on shutdown or reload (default 30)")
     validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
     validate.add_argument("--config")
     validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
@@ -42,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-H", "--header", action="append", default=[], help="a client header, 'Name: value'")
     explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
     explain.add_argument("--upstream-status", type=int, default=200)
+    openapi = sub.add_parser("openapi", help="print the OpenAPI 3.1 document generated from the config")
+    openapi.add_argument("--config")
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
     hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
     return parser
@@ -57,6 +62,8 @@ def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Text
         return _hash_key(sys.stdin, stdout, args.keep_newline)
     if args.command == "routes":
         return _routes(_config_dir(args.config), args.format, stdout, stderr)
+    if args.command == "openapi":
+        return _openapi(_config_dir(args.config), stdout, stderr)
     return _serve(args, stderr)
 
 
@@ -134,6 +141,18 @@ def _routes(root: str, fmt: str, out: TextIO, err: TextIO) -> int:
     return 0
 
 
+def _openapi(root: str, out: TextIO, err: TextIO) -> int:
+    from ._builtins import builtins_of
+
+    try:
+        config = load_config(root)
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return 1
+    out.write(orjson.dumps(builtins_of(config).openapi(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0
+
+
 def route_table(config: CompiledConfig) -> list[dict]:
     """The routes as rows. Upstream URLs are shown as written (``${VAR}``), never resolved: no secret leaks."""
     rows = []
@@ -145,6 +164,9 @@ def route_table(config: CompiledConfig) -> list[dict]:
 
 
 def _serve(args: argparse.Namespace, err: TextIO) -> int:
+    import shutil
+    import tempfile
+
     import uvicorn
 
     root = os.path.abspath(_config_dir(args.config))
@@ -153,10 +175,22 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     except ConfigErrors as exc:
         err.write(f"{exc}\n")
         return 1
+    metrics_dir = None
+    if args.workers > 1:
+        # each worker writes its metrics here and a scrape sums them; fresh, so nothing stale from an earlier run
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
     os.environ["GATEWAY_CONFIG"] = root
-    uvicorn.run("gateway_engine._server:app_from_env", factory=True, host=args.host, port=args.port,
-                workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level=args.log_level,
-                server_header=False, date_header=True, proxy_headers=False, lifespan="on")
+    os.environ["GATEWAY_WATCH"] = "0" if args.no_watch else "1"
+    os.environ["GATEWAY_DRAIN_TIMEOUT"] = str(args.drain_timeout)
+    try:
+        uvicorn.run("gateway_engine._server:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level=args.log_level,
+                    server_header=False, date_header=True, proxy_headers=False, lifespan="on",
+                    timeout_graceful_shutdown=args.drain_timeout)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
 
 

@@ -15,6 +15,7 @@ from ._routing import PathTemplate, PathTemplateError, Router, UpstreamPath
 from ._schema import fill_defaults, options_validator, validate_value
 from ._plans import ParamRule, PlanCompiler, RequestPlan, ResponsePlan
 from ._templates import TemplateError, compile_value, env_names
+from ._resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
 from ._transport import TRANSPORTS, Timeouts, Transport
 from ._upstream_auth import UpstreamAuth, build_upstream_auth
 from ._durations import parse_duration
@@ -35,6 +36,7 @@ class Upstream:
     timeouts: Timeouts
     headers: tuple[tuple[str, str], ...]
     health: Mapping[str, Any] | None
+    retries: bool = False    # bodies are buffered (up to limits.request_body) so a retry can resend them
 
 
 @dataclass(frozen=True)
@@ -85,35 +87,41 @@ class CompiledConfig:
     unset_env: tuple[str, ...]
     backend_files: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
+    transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
 
     async def startup(self) -> None:
         for plugin in self.plugins:
             await plugin.startup()
 
-    async def shutdown(self) -> None:
+    async def shutdown(self, keep: "CompiledConfig | None" = None) -> None:
+        """Release plugins and pools; transports the ``keep`` config reuses stay open."""
         for plugin in self.plugins:
             await plugin.shutdown()
-        for upstream in self.upstreams:
-            await upstream.transport.aclose()
+        kept = {id(t) for t in keep.transports.values()} if keep is not None else set()
+        for transport in self.transports.values():
+            if id(transport) not in kept:
+                await transport.aclose()
 
 
-DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096}
+DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
+                  "header_bytes": 32 * 1024}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
-                strict: bool = False) -> CompiledConfig:
-    """Read, validate and compile a config directory; ConfigErrors lists every problem."""
+                strict: bool = False, previous: "CompiledConfig | None" = None) -> CompiledConfig:
+    """Read, validate and compile a config directory; ConfigErrors lists every problem.
+
+    With ``previous`` (a reload), transports whose settings did not change are reused.
+    """
     raw = read_config_dir(root)
-    return compile_config(raw, dict(os.environ if environ is None else environ), strict=strict)
-
-
-def compile_config(raw: RawConfig, environ: dict[str, str], *, strict: bool = False) -> CompiledConfig:
-    return _Compiler(raw, environ, strict).run()
+    return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous).run()
 
 
 class _Compiler:
-    def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool) -> None:
+    def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool, previous: "CompiledConfig | None") -> None:
+        self.reusable: dict[tuple, Transport] = dict(previous.transports) if previous else {}
+        self.transports: dict[tuple, Transport] = {}
         self.raw = raw
         self.environ = environ
         self.strict = strict
@@ -153,13 +161,14 @@ class _Compiler:
 
         router = self._router(routes)
         if self.errors:
-            raise ConfigErrors(self.errors)
+            unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
+            raise ConfigErrors(unique)
         limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
         return CompiledConfig(
             root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
-            unset_env=tuple(self.unset), backend_files=seen_backends, env=self.environ,
+            unset_env=tuple(self.unset), backend_files=seen_backends, env=self.environ, transports=self.transports,
         )
 
     # -- plugins -------------------------------------------------------------
@@ -222,6 +231,24 @@ class _Compiler:
         return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
 
     # -- backends ------------------------------------------------------------
+    def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
+        """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""
+        try:
+            retry, breaker, bulkhead = _policies(spec)
+        except ValueError as exc:
+            self.errors.append(doc.error(("upstream",), str(exc)))
+            return None
+        kind = spec.get("transport", "aiohttp")
+        key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
+        if key in self.reusable:
+            self.transports[key] = self.reusable[key]
+            return self.reusable[key]
+        transport: Transport = TRANSPORTS[kind](timeouts=timeouts, max_connections=spec.get("max_connections", 100))
+        if retry.attempts > 1 or breaker.failures or bulkhead.max_concurrent:
+            transport = ResilientTransport(transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead)
+        self.transports[key] = transport
+        return transport
+
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")
         for other, odoc in prefixes:
@@ -254,7 +281,9 @@ class _Compiler:
             if not url.startswith(("http://", "https://")):
                 self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with http:// or https:// (got {_safe_url(url)!r})"))
                 return None
-            transport_cls = TRANSPORTS[data["upstream"].get("transport", "aiohttp")]
+            transport = self._transport(data["upstream"], url, timeouts, doc)
+            if transport is None:
+                return None
             try:
                 auth = build_upstream_auth(auth_spec, self.environ)
             except TemplateError as exc:
@@ -262,9 +291,10 @@ class _Compiler:
                 return None
             upstream = Upstream(
                 backend=data["backend"], url=url, url_template=data["upstream"]["url"], auth=auth,
-                transport=transport_cls(timeouts=timeouts, max_connections=data["upstream"].get("max_connections", 100)),
+                transport=transport,
                 timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),
+                retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
             )
         overrides = _shorthands(doc, (), data, interp)
         routes = []
@@ -360,6 +390,20 @@ def _shorthands(doc: Document, path: tuple, spec: dict, interp: Interpolation) -
     if "rate_limit" in spec:
         out.append((doc, path, {"rate_limit": {"limit": spec["rate_limit"]}}, interp))
     return out
+
+
+def _policies(spec: dict[str, Any]) -> tuple[RetryPolicy, BreakerPolicy, BulkheadPolicy]:
+    r, b, h = spec.get("retry"), spec.get("circuit_breaker"), spec.get("bulkhead")
+    retry = RetryPolicy() if r is None else RetryPolicy(
+        attempts=r.get("attempts", 3), statuses=frozenset(r.get("statuses", [502, 503, 504])),
+        backoff=parse_duration(r.get("backoff", "100ms")), max_backoff=parse_duration(r.get("max_backoff", "2s")),
+        idempotent_post=r.get("idempotent_post", False))
+    breaker = BreakerPolicy() if b is None else BreakerPolicy(
+        failures=b.get("failures", 5), window=parse_duration(b.get("window", "30s")),
+        open_for=parse_duration(b.get("open_for", "30s")), half_open_probes=b.get("half_open_probes", 1))
+    bulkhead = BulkheadPolicy() if h is None else BulkheadPolicy(
+        max_concurrent=h["max_concurrent"], queue_timeout=parse_duration(h.get("queue_timeout", "1s")))
+    return retry, breaker, bulkhead
 
 
 def _timeouts(value: Any, interp: Interpolation) -> Timeouts:

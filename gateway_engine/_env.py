@@ -44,14 +44,19 @@ class Interpolation:
             self.missing.append(name)
 
     def tree(self, value: Any) -> Any:
-        """Interpolate every string in a tree; None items are dropped from lists and mappings."""
+        """Interpolate every string in a tree. An item that is exactly ``${UNSET}`` is dropped from
+        its list or mapping (so defaults apply); a literal ``null`` in the YAML stays."""
         if isinstance(value, str):
             return self.text(value) if "$" in value else value
         if isinstance(value, list):
-            return [v for v in (self.tree(item) for item in value) if v is not None]
+            return [v for item in value if not _unset(v := self.tree(item), item)]
         if isinstance(value, dict):
-            return {k: v for k, v in ((k, self.tree(item)) for k, item in value.items()) if v is not None}
+            return {k: v for k, item in value.items() if not _unset(v := self.tree(item), item)}
         return value
+
+
+def _unset(resolved: Any, original: Any) -> bool:
+    return resolved is None and original is not None
 
 
 def referenced_names(value: Any) -> list[str]:

@@ -83,6 +83,10 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
         body = ctx.body
         headers = [(k, v) for k, v in headers if k != "content-length"]
         headers.append(("content-length", str(len(body))))
+    elif _has_body(ctx) and upstream.retries and _declared_length(ctx) <= config.limits["request_body"]:
+        body = await read_body(ctx, config.limits["request_body"])  # replayable, so it can be retried
+        headers = [(k, v) for k, v in headers if k != "content-length"]
+        headers.append(("content-length", str(len(body))))
     elif _has_body(ctx):
         body = _stream_body(ctx, body_error)
     if plan.headers is not None:
@@ -158,6 +162,11 @@ def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[st
         if name not in _DROP_REQUEST and name not in strip:
             out.append((name, v.decode("latin-1")))
     return out
+
+
+def _declared_length(ctx: RequestContext) -> int:
+    length = ctx.headers.get("content-length", "")
+    return int(length) if length.isdigit() else 1 << 62  # chunked: unknown, so stream it
 
 
 def _has_body(ctx: RequestContext) -> bool:

@@ -34,8 +34,9 @@ def error_body(ctx: RequestContext, code: str, message: str, details: Any = None
 
 
 def error_reply(ctx: RequestContext, err: GatewayError) -> Reply:
-    """The one place a GatewayError becomes a response."""
-    headers = [("content-type", JSON)] + [(k.lower(), v) for k, v in err.headers.items()]
+    """The one place a GatewayError becomes a response (its code is kept in ``ctx.state`` for metrics)."""
+    ctx.state["error_code"] = err.code
+    headers = [("content-type", JSON), ("x-request-id", ctx.request_id)] + [(k.lower(), v) for k, v in err.headers.items()]
     return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details))
 
 

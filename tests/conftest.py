@@ -27,9 +27,10 @@ def gateway(tmp_path: Path):
     """``gateway(gateway_yaml, {name: routes_yaml}, env)`` → base URL of a running gateway."""
     stack = contextlib.ExitStack()
 
-    def start(gateway_yaml: str, backends: dict[str, str], env: dict[str, str] | None = None) -> str:
+    def start(gateway_yaml: str, backends: dict[str, str], env: dict[str, str] | None = None, **app_options) -> str:
         root = write_config(tmp_path / f"config{len(stack._exit_callbacks)}", gateway_yaml, backends)
-        return stack.enter_context(serve(create_app(str(root), env or {})))
+        start.root = root
+        return stack.enter_context(serve(create_app(str(root), env or {}, **app_options)))
 
     with stack:
         yield start

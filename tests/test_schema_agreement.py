@@ -73,7 +73,15 @@ def test_schema_agreement_kitchen_sink_loads():
     upstream = route.upstream
     assert upstream.timeouts.connect == 1 and upstream.timeouts.read == 5 and upstream.timeouts.total == 10
     assert upstream.headers == (("x-static", "static-value"),)
-    assert type(upstream.transport).__name__ == "HttpxTransport"
+    assert type(upstream.transport).__name__ == "ResilientTransport"
+    assert type(upstream.transport.inner).__name__ == "HttpxTransport"
+    assert upstream.transport.retry.attempts == 3 and upstream.transport.retry.statuses == {502, 503}
+    assert upstream.transport.breaker.policy.open_for == 10 and upstream.transport.bulkhead.max_concurrent == 20
+    assert route.request.body_schema is not None and route.response.fail[0].code == "GONE"
+    assert route.param_rules[0].pattern.pattern == "[a-z0-9-]+"
+    storage = next(r for r in config.routes if r.backend == "storage")
+    assert storage.request.presign.expires == 900 and storage.request.param_names == ("key",)
+    assert storage.param_rules[0].mapping == {"a.txt": "docs/a.txt"}
     assert upstream.auth.headers == [("authorization", "token k:s")]
 
 

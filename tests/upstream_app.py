@@ -15,6 +15,7 @@ from starlette.routing import Route
 class Recorder:
     def __init__(self) -> None:
         self.requests: list[dict[str, Any]] = []
+        self.counts: dict[str, int] = {}
 
     @property
     def last(self) -> dict[str, Any]:
@@ -66,6 +67,16 @@ def echo_app(recorder: Recorder) -> Starlette:
                                   "headers": dict(request.headers)})
         return JSONResponse({"received": total})
 
+    async def flaky(request: Request) -> Response:
+        """Fails with ``status`` for the first ``fail`` calls of a ``key``, then answers 200."""
+        key = request.query_params["key"]
+        recorder.counts[key] = recorder.counts.get(key, 0) + 1
+        recorder.requests.append({"path": request.url.path, "key": key, "method": request.method,
+                                  "headers": dict(request.headers)})
+        if recorder.counts[key] <= int(request.query_params.get("fail", "1")):
+            return JSONResponse({"error": "flaky"}, status_code=int(request.query_params.get("status", "503")))
+        return JSONResponse({"ok": True, "calls": recorder.counts[key]})
+
     async def text(request: Request) -> Response:
         return Response("plain text", media_type="text/plain")
 
@@ -78,6 +89,7 @@ def echo_app(recorder: Recorder) -> Starlette:
         Route("/download", download),
         Route("/upload", upload, methods=["POST", "PUT"]),
         Route("/text", text),
+        Route("/flaky", flaky, methods=["GET", "POST"]),
         Route("/not-json", not_json),
         Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
     ])

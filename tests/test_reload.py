@@ -1,0 +1,106 @@
+"""Config changes without downtime: hot reload, rejected bad changes, pools kept, graceful shutdown."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+
+from tests.servers import free_port, write_config
+
+GATEWAY = "version: 1\nbase_path: /api\nplugins: [envelope]\n"
+
+
+def routes(url: str, path: str = "/a") -> str:
+    return f"backend: b\nprefix: /b\nupstream: {{url: '{url}'}}\nroutes:\n  - {{name: r, method: GET, path: {path}, upstream_path: /echo}}\n"
+
+
+def wait_for(predicate, seconds: float = 10.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_reload_picks_up_a_changed_file(gateway, upstream):
+    gw = gateway(GATEWAY, {"b": routes(upstream)}, watch=True)
+    root = gateway.root
+    with httpx.Client() as c:
+        version = c.get(gw + "/api/health").json()["version"]
+        assert c.get(gw + "/api/b/a").status_code == 200
+        (root / "routes.d" / "b.yaml").write_text(routes(upstream, "/renamed"))
+        assert wait_for(lambda: c.get(gw + "/api/health").json()["version"] != version)
+        assert c.get(gw + "/api/b/renamed").status_code == 200
+        assert c.get(gw + "/api/b/a").status_code == 404
+
+
+def test_reload_rejects_a_broken_change_and_keeps_serving(gateway, upstream, caplog):
+    gw = gateway(GATEWAY, {"b": routes(upstream)}, watch=True)
+    root = gateway.root
+    with httpx.Client() as c:
+        version = c.get(gw + "/api/health").json()["version"]
+        (root / "routes.d" / "b.yaml").write_text(routes(upstream) + "  - {name: bad, method: GET, path: /x, upstream_pth: /y}\n")
+        assert wait_for(lambda: "config reload rejected" in caplog.text)
+        assert "routes.d/b.yaml:6" in caplog.text and "upstream_pth" in caplog.text
+        assert c.get(gw + "/api/health").json()["version"] == version
+        assert c.get(gw + "/api/b/a").status_code == 200
+
+
+def test_reload_reuses_unchanged_upstream_pools(tmp_path, upstream):
+    import asyncio
+
+    from gateway_engine import load_config
+
+    root = write_config(tmp_path / "c", GATEWAY, {"b": routes(upstream), "c": routes(upstream).replace("backend: b", "backend: c").replace("/b", "/c")})
+    first = load_config(root, {})
+    (root / "routes.d" / "c.yaml").write_text(routes(upstream + "/other").replace("backend: b", "backend: c").replace("prefix: /b", "prefix: /c"))
+    second = load_config(root, {}, previous=first)
+    by_backend = lambda cfg: {u.backend: u.transport for u in cfg.upstreams}
+    assert by_backend(second)["b"] is by_backend(first)["b"]
+    assert by_backend(second)["c"] is not by_backend(first)["c"]
+    asyncio.run(first.shutdown(keep=second))
+    asyncio.run(second.shutdown())
+
+
+def test_reload_graceful_shutdown_finishes_in_flight_requests(tmp_path, upstream):
+    root = write_config(tmp_path / "g", GATEWAY, {"b": f"backend: b\nprefix: /b\nupstream: {{url: '{upstream}', timeout: 10s}}\nroutes:\n  - {{name: slow, method: GET, path: /slow}}\n"})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
+                             "--log-level", "warning", "--drain-timeout", "10"], stderr=subprocess.PIPE)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _up(url), 20), proc.stderr.read1().decode() if proc.poll() is not None else "not up"
+        results: list[tuple[int, dict]] = []
+
+        def call():
+            with httpx.Client(timeout=20) as c:
+                r = c.get(url + "/api/b/slow", params={"s": 1.5})
+                results.append((r.status_code, r.json()))
+
+        threads = [threading.Thread(target=call) for _ in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(20)
+        assert [status for status, _ in results] == [200] * 4
+        assert all(body["data"] == {"slow": True} for _, body in results)
+        assert proc.wait(15) == 0
+        assert not _up(url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/api/health", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False
