@@ -333,12 +333,7 @@ class _Compiler:
         if len(self.errors) > errors_before or plugins is None or request is None:
             return None
         methods = (spec["method"],) if isinstance(spec["method"], str) else tuple(spec["method"])
-        request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
-        responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
-        position = {id(p): i for i, p in enumerate(plugins)}
-        # chains[i]: the response phase when request plugin i answered (only plugins that ran, reversed)
-        chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
-                       for rp in request_plugins)
+        request_plugins, response_chains = chain_tables(plugins)
         strip = set(CREDENTIAL_HEADERS)
         for p in plugins:
             strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
@@ -348,7 +343,7 @@ class _Compiler:
             upstream_path=upstream_path, upstream_method=spec.get("upstream_method"), upstream=upstream,
             upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
             missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
-            request_plugins=request_plugins, response_chains=chains + (tuple(reversed(responders)),),
+            request_plugins=request_plugins, response_chains=response_chains,
             strip_headers=frozenset(strip),
             needs_response_body=response is not None or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
@@ -378,6 +373,17 @@ class _Compiler:
                 self.unset.append(name)
                 if self.strict and doc is not None:
                     self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
+
+
+def chain_tables(plugins: tuple[Plugin, ...]) -> tuple[tuple[Plugin, ...], tuple[tuple[Plugin, ...], ...]]:
+    """The request-phase plugins, and for each of them the response phase to run if it answers
+    (only plugins that ran, reversed); the last entry is the full response phase."""
+    request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
+    responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
+    position = {id(p): i for i, p in enumerate(plugins)}
+    chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
+                   for rp in request_plugins)
+    return request_plugins, chains + (tuple(reversed(responders)),)
 
 
 def _shorthands(doc: Document, path: tuple, spec: dict, interp: Interpolation) -> list[tuple]:
