@@ -240,6 +240,8 @@ class _Compiler:
             return None
         kind = spec.get("transport", "aiohttp")
         key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
+        if key in self.transports:  # two backends with identical upstream settings share one pool
+            return self.transports[key]
         if key in self.reusable:
             self.transports[key] = self.reusable[key]
             return self.reusable[key]

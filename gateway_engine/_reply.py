@@ -49,15 +49,22 @@ class Reply:
 
     def set_header(self, name: str, value: str) -> None:
         name = name.lower()
-        self.headers = [(k, v) for k, v in self.headers if k != name]
-        self.headers.append((name, value))
+        headers = self.headers
+        found = [i for i, (k, _) in enumerate(headers) if k == name]
+        if len(found) == 1:
+            headers[found[0]] = (name, value)
+            return
+        if found:
+            self.headers = headers = [(k, v) for k, v in headers if k != name]
+        headers.append((name, value))
 
     def add_header(self, name: str, value: str) -> None:
         self.headers.append((name.lower(), value))
 
     def remove_header(self, name: str) -> None:
         name = name.lower()
-        self.headers = [(k, v) for k, v in self.headers if k != name]
+        if any(k == name for k, _ in self.headers):
+            self.headers = [(k, v) for k, v in self.headers if k != name]
 
     @property
     def content_type(self) -> str:
