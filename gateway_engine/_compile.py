@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -159,6 +160,7 @@ class _Compiler:
                 if upstream:
                     upstreams.append(upstream)
 
+        routes = self._strip_everywhere(routes)
         router = self._router(routes)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
@@ -172,6 +174,15 @@ class _Compiler:
         )
 
     # -- plugins -------------------------------------------------------------
+    def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
+        """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
+        also where that plugin is off (``auth: none``), so a client can never spoof them."""
+        consumed = set()
+        for plugin in self.instances.values():
+            consumed |= {h.lower() for h in getattr(plugin, "strip_request_headers", ())}
+        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)))
+                for r in routes]
+
     def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
         chain: list[list[Any]] = []
         for i, entry in enumerate(doc.data.get("plugins", [])):
@@ -214,7 +225,8 @@ class _Compiler:
             key = (name, _canonical(options))
             if key not in self.instances:
                 problems = validate_value(doc, path, options, options_validator(cls.options_schema))
-                problems += [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
+                if not problems:  # semantic checks only see options of the right shape
+                    problems = [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
                 if problems:
                     self.errors.extend(problems)
                     ok = False

@@ -64,7 +64,9 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if "host" in ctx.headers:
         headers.append(("x-forwarded-host", ctx.headers["host"]))
     headers.append(("x-request-id", ctx.request_id))
-    if ctx.upstream_headers:
+    if ctx.upstream_headers:  # the gateway's value replaces any client copy (even a forwarded one)
+        names = {k.lower() for k in ctx.upstream_headers}
+        headers = [(k, v) for k, v in headers if k not in names]
         headers.extend((k.lower(), v) for k, v in ctx.upstream_headers.items())
     if route.needs_response_body:
         headers = [(k, v) for k, v in headers if k != "accept-encoding"]
