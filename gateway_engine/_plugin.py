@@ -68,3 +68,12 @@ class Plugin:
     def check_options(cls, options: dict[str, Any]) -> list[str]:
         """Semantic checks beyond the schema; return messages (empty when fine)."""
         return []
+
+    def openapi_security(self) -> dict[str, Any] | None:
+        """How clients authenticate on routes using this plugin, for the generated OpenAPI document.
+
+        ``{"schemes": {name: OpenAPI securityScheme}, "requirement": [{name: []}, ...]}``:
+        the requirement lists alternatives (any one suffices; ``{}`` means anonymous
+        is allowed). None (the default) means the plugin asks nothing of the client.
+        """
+        return None
