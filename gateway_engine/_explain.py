@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from ._app import run_pipeline
+from ._app import own_names, run_pipeline
 from ._compile import CompiledConfig
 from ._context import RequestContext
 from ._env import referenced_names
@@ -83,7 +83,7 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
     if route.upstream is not None:
         route = dataclasses.replace(route, upstream=dataclasses.replace(route.upstream, transport=capture))
     ctx = RequestContext(scope, receive, route, {}, "127.0.0.1")
-    ctx.state["_raw_params"] = matched[1]
+    ctx.state["_raw_params"] = own_names(route, matched[1])
     reply = await run_pipeline(ctx, route, config)
     if reply.stream is not None:
         await reply.read(config.limits["response_body"])

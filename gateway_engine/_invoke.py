@@ -63,6 +63,7 @@ def body_receiver(body: bytes | None) -> Any:
 async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[str, Any] | None = None,
                  query: dict[str, Any] | None = None, body: Any = None, headers: dict[str, str] | None = None,
                  identity: dict[str, Any] | None = None, method: str | None = None,
+                 upstream_headers: dict[str, str] | None = None,
                  skip_plugins: frozenset[str] = frozenset({"auth", "rate_limit", "cors", "ip_filter"})) -> Invocation:
     """Run route ``qualified_name`` as if a client had called it.
 
@@ -84,6 +85,7 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     ctx = RequestContext(scope, body_receiver(data), route, {}, "127.0.0.1")
     ctx.state["_raw_params"] = raw_params
     ctx.identity = identity
+    ctx.upstream_headers.update(upstream_headers or {})  # sent as the gateway's own, as a plugin's would be
     if identity:
         ctx.consumer = str(identity.get("sub") or identity.get("user_id") or "") or None
     if skip_plugins:

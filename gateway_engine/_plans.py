@@ -67,6 +67,7 @@ class RequestPlan:
     params: Any = None                    # render(vars) -> {name: value}: computed path parameters
     param_names: tuple[str, ...] = ()
     presign: "Presign | None" = None
+    query_brackets: bool = False
 
     @property
     def needs_body(self) -> bool:
@@ -92,6 +93,11 @@ class ResponsePlan:
     error_message: Any
     status: int | None
     fail: tuple[FailRule, ...] = ()
+
+    @property
+    def maps_success(self) -> bool:
+        """Whether a 2xx answer is read at all (an ``error``-only mapping leaves successes streaming)."""
+        return self.data is not None or self.meta is not None or self.status is not None or bool(self.fail)
 
 
 class PlanCompiler:
@@ -153,6 +159,7 @@ class PlanCompiler:
             params=self.template(doc, path + ("params",), spec["params"], REQUEST_NAMES) if "params" in spec else None,
             param_names=tuple(spec.get("params", {})),
             presign=self._presign(doc, path[:-1] + ("presign",), presign) if presign is not None else None,
+            query_brackets=isinstance(query, dict) and query.get("style", "json") == "brackets",
         )
 
     def _presign(self, doc: Document, path: tuple, spec: dict[str, Any]) -> Presign | None:

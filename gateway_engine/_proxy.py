@@ -12,7 +12,7 @@ import orjson
 
 from ._compile import BODY_METHODS, CompiledConfig, CompiledRoute
 from ._context import RequestContext
-from ._encoding import encode_body
+from ._encoding import encode_body, form_pairs
 from ._errors import GatewayError
 from ._reply import Reply
 from ._routing import decode_param
@@ -45,19 +45,22 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     plan = route.request
     raw_params = ctx.state.get("_raw_params", {})
     variables = await template_variables(ctx, config) if plan.has_templates else None
+    if plan.body_schema is not None:
+        _validate_body(plan, variables["body"])
     if plan.params is not None:
         raw_params = _computed_params(ctx, route, raw_params, variables)
     if route.param_rules:
         raw_params = _checked_params(ctx, route, raw_params)
-    if plan.body_schema is not None:
-        _validate_body(plan, variables["body"])
     url = upstream.url + route.upstream_path.build(raw_params)
     query = _query(ctx, route, variables)
     if query:
         url += "?" + query
 
-    headers = [(k, v) for k, v in _client_headers(ctx, route.strip_headers)]
-    headers.extend(upstream.headers)
+    headers = _client_headers(ctx, route.strip_headers)
+    if upstream.headers:
+        static = {k for k, _ in upstream.headers}
+        headers = [(k, v) for k, v in headers if k not in static]
+        headers.extend(upstream.headers)
     forwarded_for = ctx.client_ip
     headers.append(("x-forwarded-for", forwarded_for))
     headers.append(("x-forwarded-proto", ctx.scope.get("scheme", "http")))
@@ -74,7 +77,12 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
 
     body: bytes | AsyncIterator[bytes] | None = None
     body_error = BodyError()
-    if plan.body is not None or plan.encoding == "form":
+    bodiless = route.upstream_method in ("GET", "HEAD")
+    if bodiless:  # the client's body (already used by templates, if any) is not sent upstream
+        headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type", "transfer-encoding")]
+        if _has_body(ctx) and ctx.body is None:
+            await read_body(ctx, config.limits["request_body"])
+    elif plan.body is not None or plan.encoding == "form":
         value = _render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
         body, content_type = encode_body(value, plan.encoding)
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type")]
@@ -93,8 +101,9 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
         body = _stream_body(ctx, body_error)
     if plan.headers is not None:
         extra = _render(route, plan.headers, variables, ctx) or {}
-        names = {k.lower() for k in extra}
-        headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()]
+        names = {k.lower() for k in extra}  # a header whose template gives null (or "") is removed
+        headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()
+                                                                     if v is not None and v != ""]
 
     method = route.upstream_method or ctx.method
     if plan.presign is not None and (plan.presign.when is None or _render(route, plan.presign.when, variables, ctx)):
@@ -146,6 +155,7 @@ def _checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[
         if value is None:
             raise GatewayError(400, "INVALID_PARAMETER", f"Path parameter {rule.name!r} must be {rule.describe()}.")
         out[rule.name] = quote(value, safe="/" if rule.name in route.upstream_path.path_names else "")
+        ctx.params[rule.name] = value  # templates see the upstream value a `map` chose
     return out
 
 
@@ -205,7 +215,11 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] 
     if plan.query_set is None:
         return base
     values = _render(route, plan.query_set, variables, ctx)
-    extra = urlencode([(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in values.items() if v is not None])
+    if plan.query_brackets:  # {"where": {"slug": {"equals": "x"}}} → where[slug][equals]=x (Payload, Rails, Stripe)
+        pairs = [pair for k, v in values.items() if v is not None for pair in form_pairs({k: v})]
+    else:  # structures as JSON text (Frappe's fields=["name"])
+        pairs = [(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in values.items() if v is not None]
+    extra = urlencode(pairs)
     return f"{base}&{extra}" if base and extra else (base or extra)
 
 
@@ -281,6 +295,8 @@ def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: R
 async def _map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
     plan = route.response
     assert plan is not None
+    if reply.status < 400 and not plan.maps_success:
+        return
     raw = await reply.read(config.limits["response_body"])
     try:
         body = orjson.loads(raw) if raw.strip() else None

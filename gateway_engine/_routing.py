@@ -152,12 +152,13 @@ class Router(Generic[T]):
 
     def __init__(self, entries: list[tuple[str, PathTemplate, T]]) -> None:
         self.static: dict[str, dict[str, T]] = {}
-        dynamic: dict[str, tuple[PathTemplate, dict[str, T]]] = {}
+        dynamic: dict[tuple, tuple[PathTemplate, dict[str, T]]] = {}
         for method, template, target in entries:
             if template.is_static:
                 self.static.setdefault("/" + "/".join(template.segments), {})[method] = target
-            else:
-                dynamic.setdefault(template.text, (template, {}))[1][method] = target
+            else:  # grouped by shape: /orders/{id} and /orders/{order_id} are one path
+                shape = (template.segments, tuple(p is None for p in template.params), template.catch_all is not None)
+                dynamic.setdefault(shape, (template, {}))[1][method] = target
         self.dynamic = sorted(dynamic.values(), key=lambda item: item[0].sort_key())
 
     def match(self, raw_path: str) -> tuple[dict[str, T], dict[str, str]] | None:

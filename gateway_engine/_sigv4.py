@@ -9,6 +9,7 @@ the HTTP client adds later can break the signature.
 from __future__ import annotations
 
 import hashlib
+from types import SimpleNamespace
 from typing import Any
 
 from botocore.auth import S3SigV4Auth, S3SigV4QueryAuth, SigV4Auth, SigV4QueryAuth
@@ -18,6 +19,8 @@ from botocore.credentials import Credentials
 from ._upstream_auth import UpstreamAuth
 
 UNSIGNED_PAYLOAD = "UNSIGNED-PAYLOAD"
+_SIGNED = SimpleNamespace(s3={"payload_signing_enabled": True})
+_UNSIGNED = SimpleNamespace(s3={"payload_signing_enabled": False})
 
 
 class SigV4UpstreamAuth(UpstreamAuth):
@@ -30,17 +33,15 @@ class SigV4UpstreamAuth(UpstreamAuth):
         self._signer = (S3SigV4Auth if service == "s3" else SigV4Auth)(self.credentials, service, region)
 
     def apply(self, method: str, url: str, headers: list[tuple[str, str]], body: Any) -> str:
-        if isinstance(body, (bytes, bytearray)):
-            payload_hash = hashlib.sha256(body).hexdigest()
-        elif body is None:
-            payload_hash = hashlib.sha256(b"").hexdigest()
-        else:
-            payload_hash = UNSIGNED_PAYLOAD
-        signed = {"x-amz-content-sha256": payload_hash}
+        streamed = body is not None and not isinstance(body, (bytes, bytearray))
+        signed = {"X-Amz-Content-SHA256": UNSIGNED_PAYLOAD if streamed else hashlib.sha256(body or b"").hexdigest()}
         for name, value in headers:
             if name == "content-type" or (name.startswith("x-amz-") and name not in self.header_names):
                 signed[name] = value
-        request = AWSRequest(method=method, url=url, headers=signed)
+        request = AWSRequest(method=method, url=url, headers=signed, data=b"" if streamed else (body or b""))
+        # S3's signer recomputes the payload hash from the request; for a stream it must say UNSIGNED-PAYLOAD
+        request.context["client_config"] = _UNSIGNED if streamed else _SIGNED
+        request.context["payload_signing_enabled"] = not streamed
         self._signer.add_auth(request)
         headers[:] = [(k, v) for k, v in headers if k not in self.header_names and k != "host"]
         for name, value in request.headers.items():

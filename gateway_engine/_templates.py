@@ -8,13 +8,12 @@ can be written as YAML with expressions at the leaves.
 
 from __future__ import annotations
 
-import re
+import json
 from typing import Any, Callable, Iterable
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-_WHOLE = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 Render = Callable[[dict[str, Any]], Any]
 
@@ -49,7 +48,19 @@ def _each(values: Any, fn: str, *args: Any) -> list[Any]:
     return [helper(v, *args) for v in (values or [])]
 
 
-_HELPERS: dict[str, Callable[..., Any]] = {"pick": _pick, "omit": _omit, "rename": _rename, "merge": _merge, "each": _each}
+def _fromjson(value: Any) -> Any:
+    """Parse a JSON string (e.g. a query parameter holding a list)."""
+    return json.loads(value) if isinstance(value, (str, bytes)) else value
+
+
+def _as_objects(values: Any, key: str) -> list[dict[str, Any]]:
+    """``['a@x', 'b@y'] | as_objects('email')`` → ``[{'email': 'a@x'}, {'email': 'b@y'}]``; a single value counts as a list."""
+    items = values if isinstance(values, list) else ([] if values is None else [values])
+    return [{key: v} for v in items]
+
+
+_HELPERS: dict[str, Callable[..., Any]] = {"pick": _pick, "omit": _omit, "rename": _rename, "merge": _merge, "each": _each,
+                                           "fromjson": _fromjson, "as_objects": _as_objects}
 
 _env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
 _env.filters.update(_HELPERS)
@@ -75,14 +86,13 @@ def compile_value(value: Any, allowed: Iterable[str]) -> Render:
         return lambda variables: [render(variables) for render in items]
     if not is_template(value):
         return lambda variables: value
-    whole = _WHOLE.match(value)
     try:
-        if whole:
-            source = whole.group("expr")
-            _check_names(_env.parse("{{" + source + "}}"), allowed)
+        ast = _env.parse(value)
+        _check_names(ast, allowed)
+        if _is_single_expression(ast):
+            source = value.strip()[2:-2]
             expression = _env.compile_expression(source, undefined_to_none=True)
             return _explained(value, lambda variables: expression(**variables))
-        _check_names(_env.parse(value), allowed)
         template = _env.from_string(value)
     except TemplateSyntaxError as exc:
         raise TemplateError(f"template syntax error: {exc.message} in {value!r}") from None
@@ -100,6 +110,15 @@ def _explained(source: str, render: Render) -> Render:
         except Exception as exc:
             raise TemplateRuntimeError(f"{source.strip()!r} failed: {type(exc).__name__}: {exc}") from None
     return run
+
+
+def _is_single_expression(ast: nodes.Template) -> bool:
+    """``{{ expr }}`` and nothing else (surrounding whitespace aside): evaluate to a native value.
+    Decided on the parsed template, so ``{{ {'a': {'b': 1}} }}`` counts too."""
+    if len(ast.body) != 1 or not isinstance(ast.body[0], nodes.Output):
+        return False
+    parts = [n for n in ast.body[0].nodes if not (isinstance(n, nodes.TemplateData) and not n.data.strip())]
+    return len(parts) == 1 and not isinstance(parts[0], nodes.TemplateData)
 
 
 def _check_names(ast: nodes.Template, allowed: frozenset[str]) -> None:

@@ -1,8 +1,9 @@
 """The transport seam: how bytes reach an upstream. Library exceptions are mapped here, once.
 
 The proxy only calls ``Transport.send``; a new kind of upstream is a new transport.
-``AiohttpTransport`` is the default because it measured fastest here (see the
-README's Performance section); ``HttpxTransport`` keeps httpx available per upstream.
+``Http1Transport`` (``_http1.py``) is the default because it measured fastest here
+(see the README's Performance section); ``AiohttpTransport`` and ``HttpxTransport``
+stay available per upstream.
 """
 
 from __future__ import annotations
@@ -158,4 +159,16 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-TRANSPORTS = {"aiohttp": AiohttpTransport, "httpx": HttpxTransport}
+def _temporal(**options: object) -> Transport:
+    from .workflows.transport import TemporalTransport  # temporalio loads only for configs that use it
+
+    return TemporalTransport(**options)
+
+
+def _http1(**options: object) -> Transport:
+    from ._http1 import Http1Transport  # defined beside the parser it needs
+
+    return Http1Transport(**options)
+
+
+TRANSPORTS = {"http1": _http1, "aiohttp": AiohttpTransport, "httpx": HttpxTransport, "temporal": _temporal}

@@ -25,7 +25,8 @@ class UpstreamAuth:
 
     def apply(self, method: str, url: str, headers: list[tuple[str, str]], body: Any) -> str:
         """Add credentials in place; returns the (possibly extended) URL."""
-        if self.headers:
+        if self.headers:  # the gateway's credentials replace any client header of the same name
+            headers[:] = [(k, v) for k, v in headers if k not in self.header_names]
             headers.extend(self.headers)
         if self.query:
             url += ("&" if "?" in url else "?") + self.query

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import hashlib
 import hmac
 from dataclasses import dataclass
@@ -26,6 +28,9 @@ class KeyEntry:
         return self.expires is not None and now >= self.expires
 
 
+log = logging.getLogger("gateway_engine.auth")
+
+
 class KeyTable:
     """Digest → entry. A lookup hashes the presented key, finds it by digest, then compares in constant time."""
 
@@ -38,8 +43,10 @@ class KeyTable:
                 continue
             if entry.name in names:
                 raise ValueError(f"auth.{section}: the name {entry.name!r} is used twice")
-            if entry.digest in self.by_digest:
-                raise ValueError(f"auth.{section}: {entry.name!r} and {self.by_digest[entry.digest].name!r} have the same key")
+            if entry.digest in self.by_digest:  # two env vars holding one key (aliases): the first entry wins
+                log.warning("auth.%s: %r has the same key as %r; %r is ignored", section, entry.name,
+                            self.by_digest[entry.digest].name, entry.name)
+                continue
             names.add(entry.name)
             self.by_digest[entry.digest] = entry
 

@@ -267,13 +267,17 @@ def test_auth_key_table_skips_entries_without_key_and_rejects_bad_ones():
     for entries, message in [
         ([{"name": "a", "key": "s3cret\n"}], "whitespace"),
         ([{"name": "a", "key": "s3cret"}, {"name": "a", "key": "other"}], "used twice"),
-        ([{"name": "a", "key": "s3cret"}, {"name": "b", "key": "s3cret"}], "same key"),
         ([{"name": "a", "key": "s3cret", "key_sha256": "0" * 64}], "not both"),
         ([{"name": "a", "key": "s3cret", "expires": "next tuesday"}], "ISO date"),
     ]:
         with pytest.raises(ValueError, match=message) as info:
             KeyTable("api_keys", entries, client=False)
         assert "s3cret" not in str(info.value)
+
+
+def test_auth_key_table_aliases_of_one_key_keep_the_first_entry():
+    table = KeyTable("api_keys", [{"name": "a", "key": "s3cret", "scopes": ["x"]}, {"name": "b", "key": "s3cret"}], client=False)
+    assert len(table) == 1 and table.lookup("s3cret").name == "a"
 
 
 def test_auth_env_key_with_newline_is_a_config_error(tmp_path: Path, upstream):

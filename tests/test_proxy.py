@@ -233,3 +233,19 @@ def test_proxy_upstream_invalid_json_is_502(gateway, upstream):
     with httpx.Client() as c:
         r = c.get(gw + "/api/svc/t")
     assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_INVALID_JSON"
+
+
+def test_proxy_routes_sharing_a_shape_keep_their_own_parameter_names(gateway, upstream, recorder):
+    routes = f"""backend: svc
+prefix: /svc
+upstream: {{url: "{upstream}"}}
+routes:
+  - {{name: get, method: GET, path: "/orders/{{id}}", upstream_path: "/get/{{id}}"}}
+  - {{name: put, method: PUT, path: "/orders/{{order_id}}", upstream_path: "/put/{{order_id}}"}}
+"""
+    gw = gateway(GATEWAY, {"svc": routes})
+    with httpx.Client() as c:
+        assert c.get(gw + "/api/svc/orders/7").status_code == 200
+        assert recorder.last["raw_path"] == "/get/7"
+        assert c.put(gw + "/api/svc/orders/8", content=b"x").status_code == 200
+        assert recorder.last["raw_path"] == "/put/8"

@@ -126,3 +126,30 @@ def test_route_rules_param_rule_on_unknown_param_is_a_config_error(tmp_path):
     with pytest.raises(ConfigErrors) as info:
         load_config(root, {})
     assert "routes.d/x.yaml:8:14: routes[0].params.id: the path has no parameter {id}" in str(info.value)
+
+
+def test_route_rules_header_templates_query_structures_and_bodiless_upstream(gateway, upstream, recorder):
+    routes = f"""
+backend: q
+prefix: /q
+upstream: {{url: "{upstream}", headers: {{X-Static: gateway}}}}
+routes:
+  - name: search
+    method: POST
+    path: /search
+    upstream_path: /search
+    upstream_method: GET
+    request:
+      query: {{style: brackets, set: {{where: {{slug: {{equals: "{{{{ body.slug }}}}"}}}}, tags: "{{{{ body.tags }}}}"}}}}
+      headers: {{X-Customer: "{{{{ headers['x-customer-token'] }}}}", X-Drop-Me: null}}
+      body: "{{{{ body }}}}"
+"""
+    gw = gateway(GATEWAY, {"q": routes})
+    with httpx.Client() as c:
+        r = c.post(gw + "/api/q/search", json={"slug": "home", "tags": ["a", "b"]}, headers={"X-Static": "client", "X-Drop-Me": "x"})
+    assert r.status_code == 200, r.text
+    sent = recorder.last
+    assert sent["method"] == "GET" and sent["body"] == ""
+    assert sent["query"] == "where%5Bslug%5D%5Bequals%5D=home&tags%5B0%5D=a&tags%5B1%5D=b"
+    assert "x-customer" not in sent["headers"] and "x-drop-me" not in sent["headers"]
+    assert sent["headers"]["x-static"] == "gateway"

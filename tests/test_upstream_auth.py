@@ -52,3 +52,10 @@ def test_upstream_auth_template_with_unset_env_is_unconfigured(gateway, upstream
     assert r.status_code == 503
     assert "NOPE" in r.json()["error"]["message"]
     assert recorder.requests == []
+
+
+def test_upstream_auth_replaces_a_client_header_of_the_same_name(gateway, upstream, recorder):
+    gw = gateway(GATEWAY, {"b": routes(upstream, "{style: header, header: x-publishable-api-key, value: '${KEY}'}")}, env=ENV)
+    with httpx.Client() as c:
+        c.get(gw + "/api/b/r", headers={"x-publishable-api-key": "pk_attacker"})
+    assert recorder.last["headers"]["x-publishable-api-key"] == "key-1"
