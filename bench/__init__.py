@@ -1,0 +1,1 @@
+"""Benchmark harness for gateway-engine: ``python -m bench`` (see bench/README.md)."""
