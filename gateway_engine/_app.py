@@ -107,10 +107,14 @@ class GatewayApp:
             client_ip = _client_ip(scope, client[0] if client else "", config.trusted_proxies)
             if config.limits["header_bytes"] and sum(len(k) + len(v) for k, v in scope["headers"]) > config.limits["header_bytes"]:
                 ctx = RequestContext(scope, receive, None, {}, client_ip)
-                await write_reply(error_reply(ctx, GatewayError(431, "HEADERS_TOO_LARGE",
-                                                                f"The request headers exceed {config.limits['header_bytes']} bytes.")), send, ctx)
+                reply = error_reply(ctx, GatewayError(431, "HEADERS_TOO_LARGE",
+                                                      f"The request headers exceed {config.limits['header_bytes']} bytes."))
+                record(ctx, reply)
+                await write_reply(reply, send, ctx)
                 return
             builtin = builtin_for(config, raw_path)
+            if builtin is None and config.webhooks is not None:  # webhook endpoints: one more dict lookup
+                builtin = config.webhooks.endpoints.get(raw_path)
             if builtin is not None:
                 ctx = RequestContext(scope, receive, None, {}, client_ip)
                 reply = await builtin(config, ctx)
@@ -128,7 +132,7 @@ class GatewayApp:
                         reply, ctx = await self._unrouted_method(scope, receive, client_ip, methods, raw_params, config)
                     else:
                         ctx = RequestContext(scope, receive, route, {}, client_ip)
-                        ctx.state["_raw_params"] = raw_params
+                        ctx.state["_raw_params"] = own_names(route, raw_params)
                         reply = await run_pipeline(ctx, route, config)
             record(ctx, reply)
             await write_reply(reply, send, ctx)
@@ -158,6 +162,13 @@ class GatewayApp:
         reply = error_reply(ctx, GatewayError(405, "METHOD_NOT_ALLOWED", f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}.",
                                               headers={"Allow": ", ".join(allow)}))
         return reply, ctx
+
+
+def own_names(route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str]:
+    """Parameters under this route's names (routes sharing a path shape may name them differently)."""
+    if len(raw_params) == len(route.template.names) and all(n in raw_params for n in route.template.names):
+        return raw_params
+    return dict(zip(route.template.names, raw_params.values()))
 
 
 async def run_pipeline(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, terminal: Any = None) -> Reply:

@@ -13,6 +13,8 @@ from ._yaml import Document, load_document
 
 GATEWAY_FILE = "gateway.yaml"
 ROUTES_DIR = "routes.d"
+WORKFLOWS_DIR = "workflows.d"
+WEBHOOKS_DIR = "webhooks.d"
 
 
 @dataclass
@@ -22,12 +24,14 @@ class RawConfig:
     root: Path
     gateway: Document | None = None
     backends: list[Document] = field(default_factory=list)
+    workflows: list[Document] = field(default_factory=list)
+    webhooks: list[Document] = field(default_factory=list)  # webhooks.d/*.yaml
     errors: list[ConfigError] = field(default_factory=list)
     version: str = ""
 
 
 def read_config_dir(root: str | os.PathLike[str]) -> RawConfig:
-    """Parse and schema-check ``gateway.yaml`` and ``routes.d/*.yaml`` (all errors, not the first)."""
+    """Parse and schema-check ``gateway.yaml``, ``routes.d/*.yaml`` and ``workflows.d/*.yaml`` (all errors, not the first)."""
     root = Path(root)
     raw = RawConfig(root)
     digest = hashlib.sha256()
@@ -43,6 +47,18 @@ def read_config_dir(root: str | os.PathLike[str]) -> RawConfig:
             doc = _read(path, "routes", raw, digest)
             if doc is not None:
                 raw.backends.append(doc)
+    webhooks_dir = root / WEBHOOKS_DIR
+    if webhooks_dir.is_dir():
+        for path in sorted([*webhooks_dir.glob("*.yaml"), *webhooks_dir.glob("*.yml")]):
+            doc = _read(path, "webhooks", raw, digest)
+            if doc is not None:
+                raw.webhooks.append(doc)
+    workflows_dir = root / WORKFLOWS_DIR
+    if workflows_dir.is_dir():
+        for path in sorted([*workflows_dir.glob("*.yaml"), *workflows_dir.glob("*.yml")]):
+            doc = _read(path, "workflows", raw, digest)
+            if doc is not None:
+                raw.workflows.append(doc)
     raw.version = digest.hexdigest()[:12]
     return raw
 

@@ -53,6 +53,8 @@ def _free_form(path: tuple) -> bool:
 @pytest.mark.parametrize("name, files", [
     ("gateway", [KITCHEN / "gateway.yaml"]),
     ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
+    ("webhooks", sorted((KITCHEN / "webhooks.d").glob("*.yaml"))),
+    ("workflows", sorted((KITCHEN / "workflows.d").glob("*.yaml"))),
 ])
 def test_schema_agreement_kitchen_sink_uses_every_key(name, files):
     used: set[tuple] = set()
@@ -83,26 +85,40 @@ def test_schema_agreement_kitchen_sink_loads():
     assert storage.request.presign.expires == 900 and storage.request.param_names == ("key",)
     assert storage.param_rules[0].mapping == {"a.txt": "docs/a.txt"}
     assert upstream.auth.headers == [("authorization", "token k:s")]
+    hooks = {s.name: s for s in config.webhooks.sources}
+    assert set(config.webhooks.endpoints) == {"/hooks/ks-signed", "/api/gateway/ks/hooks", "/hooks/ks-standard"}
+    signed = hooks["ks-signed"]
+    assert signed.max_body == 65536 and signed.window == 3600 and signed.missing == ()
+    assert signed.verifier.tolerance == 120 and signed.verifier.keys == [b"s"] and signed.verifier.prefix == "v1="
+    assert [a.kind for a in signed.actions] == ["workflow", "workflow", "forward", "log"]
+    assert signed.actions[0].route == "ks-workflows.start-run" and signed.actions[1].route == "ks-workflows.signal-run"
+    assert signed.actions[2].auth.headers == [("x-api-key", "Key k")] and signed.actions[2].transport.timeouts.total == 5
+    assert [a.auth.description for a in hooks["ks-standard"].actions[:5]] == ["bearer", "basic", "query key", "template Authorization", "none"]
+    everything = config.workflows.get("Everything")
+    assert everything.task_queue == "kitchen-sink" and everything.children == ("Child",) and everything.signals == {"approve"}
+    assert set(config.workflows.bundle("Everything")["definitions"]) == {"Everything", "Child"}
 
 
-LOADER_SOURCES = ["_compile.py", "_upstream_auth.py", "_loader.py"]
+LOADER_SOURCES = ["_compile.py", "_upstream_auth.py", "_loader.py", "webhooks/definitions.py", "webhooks/verify.py",
+                  "workflows/definitions.py"]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 
 
 def test_schema_agreement_loader_reads_only_schema_keys():
     """A key the loader reads (``spec["x"]``, ``.get("x")``) must be a key some schema defines."""
-    keys = {p[-1] for name in ("gateway", "routes") for p in schema_paths(schema(name))}
+    keys = {p[-1] for name in ("gateway", "routes", "webhooks", "workflows") for p in schema_paths(schema(name))}
     read: set[str] = set()
     for source in LOADER_SOURCES:
         text = (ROOT / "gateway_engine" / source).read_text()
         read |= set(re.findall(r"""(?:\.get\(|\[)["']([a-z_]+)["']""", text))
-    internal = {"_raw_params", "env"}  # not config keys
+    internal = {"_raw_params", "env", "properties"}  # not config keys (`properties`: reading a schema's defaults)
     unknown = sorted(read - keys - internal - {"none", "json", "form", "raw", "pass", "allow", "aiohttp", "template"})
     assert not unknown, f"the loader reads keys the schema lacks: {unknown}"
 
 
 def shipped_yaml() -> list[Path]:
-    files = [ROOT / "gateway.yaml", *sorted((ROOT / "routes.d").glob("*.yaml"))]
+    files = [ROOT / "gateway.yaml", *sorted((ROOT / "routes.d").glob("*.yaml")), *sorted((ROOT / "webhooks.d").glob("*.yaml")),
+             *sorted((ROOT / "workflows.d").glob("*.yaml"))]
     for d in ["bench/configs", "examples"]:
         if (ROOT / d).is_dir():
             files += sorted((ROOT / d).rglob("*.yaml"))
@@ -112,7 +128,7 @@ def shipped_yaml() -> list[Path]:
 @pytest.mark.parametrize("path", shipped_yaml(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_schema_agreement_shipped_yaml_validates(path):
     doc = load_document(path.read_text(), str(path))
-    kind = "gateway" if path.name == "gateway.yaml" else "routes"
+    kind = "gateway" if path.name == "gateway.yaml" else "routes" if path.parent.name == "routes.d" else path.parent.name[:-2]
     assert validate_document(doc, kind) == []
 
 
@@ -124,7 +140,7 @@ def test_schema_agreement_readme_examples_validate():
         data = yaml.safe_load(block)
         if not isinstance(data, dict):
             continue
-        kind = "gateway" if "version" in data else "routes" if "backend" in data else None
+        kind = "gateway" if "version" in data else "routes" if "backend" in data else "webhooks" if "source" in data else "workflows" if "workflow" in data else None
         if kind:
             assert validate_document(load_document(block, "README.md"), kind) == [], block
             checked += 1
@@ -140,7 +156,7 @@ def test_schema_agreement_every_property_is_described():
             walk(node["items"], path + ["[]"])
         for b in node.get("anyOf", []) + node.get("oneOf", []):
             walk(b, path)
-    for name in ("gateway", "routes"):
+    for name in ("gateway", "routes", "webhooks", "workflows"):
         s = schema(name)
         assert s["$schema"].endswith("2020-12/schema") and s["$id"]
         walk(s, [name])

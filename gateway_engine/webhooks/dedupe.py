@@ -1,0 +1,130 @@
+"""Remembering event ids, so an event runs once: in memory (one process) or in Redis (every instance).
+
+An id goes through three states. ``claim`` takes it for one delivery (``processing``, with
+a lease so a crashed instance cannot hold it forever); ``finish`` marks it ``done`` for the
+dedupe window; ``release`` frees it when an action failed, so the sender's retry runs it.
+Each action that succeeded is marked too, so a retry after a partial failure skips it.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal, Protocol
+
+Claim = Literal["claimed", "done", "busy"]
+_DONE = "done"
+
+
+class StoreError(Exception):
+    """The store could not be reached; exactly-once cannot be promised, so the delivery is refused (503)."""
+
+
+class EventStore(Protocol):
+    async def claim(self, key: str, token: str, lease: float) -> Claim: ...
+    async def finish(self, key: str, window: float) -> None: ...
+    async def release(self, key: str, token: str) -> None: ...
+    async def action_done(self, key: str, index: int) -> bool: ...
+    async def mark_action(self, key: str, index: int, window: float) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class MemoryStore:
+    """A dict with expiry times. Every operation runs without awaiting, so it is atomic on the event loop."""
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self.entries: dict[str, tuple[str, float]] = {}
+        self.max_entries = max_entries
+
+    def _get(self, key: str) -> str | None:
+        entry = self.entries.get(key)
+        if entry is None:
+            return None
+        if entry[1] <= time.monotonic():
+            del self.entries[key]
+            return None
+        return entry[0]
+
+    def _set(self, key: str, value: str, ttl: float) -> None:
+        self.entries.pop(key, None)  # re-insert at the end: the dict stays ordered by last write
+        self.entries[key] = (value, time.monotonic() + ttl)
+        if len(self.entries) > self.max_entries:
+            now = time.monotonic()
+            for stale in [k for k, (_, expires) in self.entries.items() if expires <= now]:
+                del self.entries[stale]
+            while len(self.entries) > self.max_entries:  # still full: forget the oldest writes
+                del self.entries[next(iter(self.entries))]
+
+    async def claim(self, key: str, token: str, lease: float) -> Claim:
+        current = self._get(key)
+        if current is None:
+            self._set(key, token, lease)
+            return "claimed"
+        return "done" if current == _DONE else "busy"
+
+    async def finish(self, key: str, window: float) -> None:
+        self._set(key, _DONE, window)
+
+    async def release(self, key: str, token: str) -> None:
+        if self._get(key) == token:
+            del self.entries[key]
+
+    async def action_done(self, key: str, index: int) -> bool:
+        return self._get(f"{key}#{index}") is not None
+
+    async def mark_action(self, key: str, index: int, window: float) -> None:
+        self._set(f"{key}#{index}", _DONE, window)
+
+    async def aclose(self) -> None:
+        return None
+
+
+_RELEASE = "if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end return 0"
+
+
+class RedisStore:
+    """The same states in Redis (``SET NX PX`` to claim, a compare-and-delete script to release)."""
+
+    def __init__(self, url: str, prefix: str = "gateway:webhook:") -> None:
+        import redis.asyncio as aioredis  # only configs that use Redis import it
+
+        self.client = aioredis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0, decode_responses=True)
+        self.prefix = prefix
+        self.errors = (aioredis.RedisError, OSError)
+
+    async def _run(self, call):  # type: ignore[no-untyped-def]
+        try:
+            return await call
+        except self.errors as exc:
+            raise StoreError(f"webhook store unreachable: {type(exc).__name__}") from None
+
+    async def claim(self, key: str, token: str, lease: float) -> Claim:
+        if await self._run(self.client.set(self.prefix + key, token, nx=True, px=int(lease * 1000))):
+            return "claimed"
+        return "done" if await self._run(self.client.get(self.prefix + key)) == _DONE else "busy"
+
+    async def finish(self, key: str, window: float) -> None:
+        await self._run(self.client.set(self.prefix + key, _DONE, px=int(window * 1000)))
+
+    async def release(self, key: str, token: str) -> None:
+        await self._run(self.client.eval(_RELEASE, 1, self.prefix + key, token))
+
+    async def action_done(self, key: str, index: int) -> bool:
+        return bool(await self._run(self.client.exists(f"{self.prefix}{key}#{index}")))
+
+    async def mark_action(self, key: str, index: int, window: float) -> None:
+        await self._run(self.client.set(f"{self.prefix}{key}#{index}", _DONE, px=int(window * 1000)))
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+_memory: dict[str, MemoryStore] = {}
+
+
+def open_store(url: str, scope: str) -> EventStore:
+    """The store at ``url``. A memory store is kept per ``scope`` (the config directory) for the
+    life of the process, so a hot reload does not forget which events already ran."""
+    if url.startswith(("redis://", "rediss://")):
+        return RedisStore(url)
+    return _memory.setdefault(scope, MemoryStore())
+
