@@ -10,6 +10,8 @@ RUN pip install --no-cache-dir . && rm -rf /src
 
 COPY gateway.yaml /etc/gateway/gateway.yaml
 COPY routes.d /etc/gateway/routes.d
+COPY workflows.d /etc/gateway/workflows.d
+COPY webhooks.d /etc/gateway/webhooks.d
 RUN useradd --system --uid 10001 --no-create-home gateway
 USER gateway
 WORKDIR /etc/gateway

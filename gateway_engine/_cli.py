@@ -47,6 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--upstream-status", type=int, default=200)
     openapi = sub.add_parser("openapi", help="print the OpenAPI 3.1 document generated from the config")
     openapi.add_argument("--config")
+    worker = sub.add_parser("worker", help="run the Temporal worker of the workflows in workflows.d")
+    worker.add_argument("--config")
+    worker.add_argument("--task-queue", action="append", help="serve only this task queue (repeatable; default: every queue the workflows name)")
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
     hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
     return parser
@@ -62,6 +65,8 @@ def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Text
         return _hash_key(sys.stdin, stdout, args.keep_newline)
     if args.command == "routes":
         return _routes(_config_dir(args.config), args.format, stdout, stderr)
+    if args.command == "worker":
+        return _worker(_config_dir(args.config), args.task_queue, stderr)
     if args.command == "openapi":
         return _openapi(_config_dir(args.config), stdout, stderr)
     return _serve(args, stderr)
@@ -151,6 +156,17 @@ def _openapi(root: str, out: TextIO, err: TextIO) -> int:
         return 1
     out.write(orjson.dumps(builtins_of(config).openapi(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
+
+
+def _worker(root: str, task_queues: list[str] | None, err: TextIO) -> int:
+    from .workflows.worker import main  # temporalio loads only for this command
+
+    try:
+        config = load_config(root)
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return 1
+    return main(config, task_queues, err)
 
 
 def route_table(config: CompiledConfig) -> list[dict]:

@@ -89,6 +89,8 @@ class CompiledConfig:
     backend_files: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
     transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
+    webhooks: Any = None  # webhooks.WebhookSet: the webhook endpoints by full path, served before the router
+    workflows: Any = None  # workflows.definitions.WorkflowCatalog: the sagas of workflows.d
 
     async def startup(self) -> None:
         for plugin in self.plugins:
@@ -98,6 +100,8 @@ class CompiledConfig:
         """Release plugins and pools; transports the ``keep`` config reuses stay open."""
         for plugin in self.plugins:
             await plugin.shutdown()
+        if self.webhooks is not None:
+            await self.webhooks.aclose()
         kept = {id(t) for t in keep.transports.values()} if keep is not None else set()
         for transport in self.transports.values():
             if id(transport) not in kept:
@@ -162,6 +166,12 @@ class _Compiler:
 
         routes = self._strip_everywhere(routes)
         router = self._router(routes)
+        from .webhooks import compile_webhooks  # imported here: webhook actions use _invoke, which imports this module
+        webhooks = compile_webhooks(self.raw.webhooks, routes, self.errors, router=router, gateway=self.gateway,
+                                    environ=self.environ, note_unset=self._note_unset)
+        from .workflows.definitions import compile_workflows  # workflows.d: checked against the routes
+
+        workflows = compile_workflows(self.raw.workflows, routes, self.errors)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             raise ConfigErrors(unique)
@@ -171,6 +181,7 @@ class _Compiler:
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
             unset_env=tuple(self.unset), backend_files=seen_backends, env=self.environ, transports=self.transports,
+            webhooks=webhooks, workflows=workflows,
         )
 
     # -- plugins -------------------------------------------------------------
@@ -250,7 +261,7 @@ class _Compiler:
         except ValueError as exc:
             self.errors.append(doc.error(("upstream",), str(exc)))
             return None
-        kind = spec.get("transport", "aiohttp")
+        kind = spec.get("transport", "http1")
         key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
         if key in self.transports:  # two backends with identical upstream settings share one pool
             return self.transports[key]
@@ -276,8 +287,9 @@ class _Compiler:
         upstream_data = interp.tree(data["upstream"])
         auth_spec = upstream_data.get("auth")
         template_env = env_names(data["upstream"].get("auth", {}))
-        template_env += [n for r in data["routes"] for n in env_names(r.get("request", {})) if n not in template_env]
-        missing = list(interp.missing) + [n for n in template_env if n not in self.environ and n not in interp.missing]
+        for r in data["routes"]:
+            template_env += [n for n in env_names(r.get("request", {})) if n not in template_env]
+        missing = list(dict.fromkeys([*interp.missing, *(n for n in template_env if n not in self.environ)]))
         self._note_unset(doc, interp, extra=[n for n in template_env if n not in self.environ])
         upstream = None
         try:
@@ -292,8 +304,9 @@ class _Compiler:
                 self.errors.append(doc.error(("upstream", "auth", "value"), str(exc)))
         if not missing:
             url = upstream_data.get("url", "").rstrip("/")
-            if not url.startswith(("http://", "https://")):
-                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with http:// or https:// (got {_safe_url(url)!r})"))
+            schemes = ("temporal://",) if data["upstream"].get("transport") == "temporal" else ("http://", "https://")
+            if not url.startswith(schemes):
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with {' or '.join(schemes)} (got {_safe_url(url)!r})"))
                 return None
             transport = self._transport(data["upstream"], url, timeouts, doc)
             if transport is None:
@@ -359,7 +372,7 @@ class _Compiler:
             missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
             request_plugins=request_plugins, response_chains=response_chains,
             strip_headers=frozenset(strip),
-            needs_response_body=response is not None or any(p.needs_response_body for p in plugins),
+            needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
         )
 

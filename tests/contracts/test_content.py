@@ -164,5 +164,10 @@ def test_content_unconfigured_backend_is_503(gateway):
     assert "PAYLOAD_CMS_URL" in error["message"]
 
 
+# Routes added for the shipped workflows' steps and compensations; their wire format is asserted
+# by tests/test_workflows_shipped.py, which drives them through fakes of this backend.
+WORKFLOW_STEPS = {"get-document", "create-document", "delete-document"}
+
+
 def test_content_every_route_has_a_contract():
-    assert route_names("content") == {"list-pages", "get-page", "list-collection", "search"}
+    assert route_names("content") == {"list-pages", "get-page", "list-collection", "search"} | WORKFLOW_STEPS

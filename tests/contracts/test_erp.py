@@ -167,6 +167,11 @@ def test_erp_wrong_secret_is_frappes_401_and_never_echoed(gateway):
     assert "nope-secret" not in r.text
 
 
+# Routes added for the shipped workflows' steps and compensations; their wire format is asserted
+# by tests/test_workflows_shipped.py, which drives them through fakes of this backend.
+WORKFLOW_STEPS = {"create-invoice", "delete-invoice", "delete-purchase-order"}
+
+
 def test_erp_every_route_has_a_contract():
     assert route_names("erp") == {"list-customers", "list-invoices", "get-invoice", "list-inventory", "run-report",
-                                  "list-employees", "create-purchase-order"}
+                                  "list-employees", "create-purchase-order"} | WORKFLOW_STEPS

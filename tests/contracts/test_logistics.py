@@ -121,6 +121,11 @@ def test_logistics_wrong_key_is_fleetbases_401(gateway):
     assert "flb_live_wrong" not in str(error)
 
 
+# Routes added for the shipped workflows' steps and compensations; their wire format is asserted
+# by tests/test_workflows_shipped.py, which drives them through fakes of this backend.
+WORKFLOW_STEPS = {"cancel-order"}
+
+
 def test_logistics_every_route_has_a_contract():
     assert route_names("logistics") == {"list-fleets", "list-vehicles", "list-drivers", "create-order", "get-order",
-                                        "track-order", "get-quotes", "list-zones"}
+                                        "track-order", "get-quotes", "list-zones"} | WORKFLOW_STEPS

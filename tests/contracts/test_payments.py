@@ -159,6 +159,11 @@ def test_payments_wrong_secret_is_stripes_401_without_the_secret(gateway):
     assert "sk_test_wrong" not in r.text
 
 
+# Routes added for the shipped workflows' steps and compensations; their wire format is asserted
+# by tests/test_workflows_shipped.py, which drives them through fakes of this backend.
+WORKFLOW_STEPS = {"hold-payment", "cancel-payment-intent"}
+
+
 def test_payments_every_route_has_a_contract():
     assert route_names("payments") == {"create-payment-intent", "create-customer", "list-payment-methods",
-                                       "create-subscription"}
+                                       "create-subscription"} | WORKFLOW_STEPS
