@@ -9,7 +9,7 @@ from ._context import RequestContext
 from ._errors import ConfigError, ConfigErrors, GatewayError
 from ._plugin import GatewayInfo, Plugin
 from ._reply import Reply
-from ._respond import error_body, success_body
+from ._respond import error_body, success_body, timestamp
 from ._server import create_app
 from ._compile import load_config
 
@@ -25,5 +25,6 @@ __all__ = [
     "error_body",
     "load_config",
     "success_body",
+    "timestamp",
 ]
 __version__ = "0.1.0"

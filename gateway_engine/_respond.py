@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+import time
 from typing import Any
 
 import orjson
@@ -14,8 +14,17 @@ from ._reply import Reply
 JSON = "application/json"
 
 
+_clock: list = [-1, ""]  # the last millisecond formatted, and its text
+
+
 def timestamp() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """UTC ISO 8601 with milliseconds (``2026-11-23T16:00:00.000Z``), formatted once per millisecond."""
+    now = time.time()
+    ms = int(now * 1000)
+    if ms != _clock[0]:
+        _clock[0] = ms
+        _clock[1] = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{ms % 1000:03d}Z"
+    return _clock[1]
 
 
 def meta(ctx: RequestContext, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
-from datetime import datetime, timezone
 
 import orjson
 
-from gateway_engine import Plugin, Reply, RequestContext
+from gateway_engine import Plugin, Reply, RequestContext, timestamp
 
 
 class LoggingPlugin(Plugin):
@@ -70,7 +69,7 @@ class LoggingPlugin(Plugin):
         now = time.perf_counter()
         route = ctx.route
         line = {
-            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "time": timestamp(),
             "request_id": ctx.request_id, "method": ctx.method, "path": ctx.path,
             "route": route.name if route else None, "backend": ctx.backend, "status": reply.status,
             "latency_ms": round((now - ctx.started) * 1000, 3),

@@ -73,6 +73,10 @@ class Counters:
         self._pool: redis.asyncio.ConnectionPool | None = None
         self._warned_at = -_WARN_EVERY
 
+    @property
+    def storage(self) -> Any:
+        return self._storage
+
     def limiter(self, strategy: str) -> RateLimiter:
         limiter = self._limiters.get(strategy)
         if limiter is None:
@@ -147,6 +151,7 @@ class RateLimitPlugin(Plugin):
         self.scope = options["scope"]
         # fixed and moving windows store different types under a key, so they never share one
         self.prefix = f"{self.strategy}.{options['count']}"
+        self._keys: dict[tuple, str] = {}  # (limit, identifiers) → storage key, so keys are not rebuilt per request
         url = gateway.settings.get("rate_limit_storage") or "memory://"
         self.counters: Counters = gateway.shared(("rate_limit_storage", url), lambda: Counters(url))
 
@@ -197,6 +202,8 @@ class RateLimitPlugin(Plugin):
 
     async def on_request(self, ctx: RequestContext) -> GatewayError | None:
         ids = self.identifiers(ctx)
+        if self.strategy == "fixed-window" and not self.failures_only:
+            return await self._fixed_window(ctx, ids)
         try:
             limiter = self.counters.limiter(self.strategy)
             for item in self.limits:
@@ -207,6 +214,32 @@ class RateLimitPlugin(Plugin):
         except StorageError as exc:
             return self._storage_failed(exc)
         ctx.state["rate_limit"] = (ids, stats)
+        return None
+
+    async def _fixed_window(self, ctx: RequestContext, ids: tuple[str, str, str]) -> GatewayError | None:
+        """The common case on the hot path: one ``incr`` and one ``get_expiry`` per limit, on the
+        ``limits`` storage directly (what FixedWindowRateLimiter.hit does, plus the remaining
+        count it throws away), with the storage keys cached instead of rebuilt per request."""
+        try:
+            self.counters.limiter(self.strategy)  # opens the storage on first use
+            storage = self.counters.storage
+            tightest = None
+            for item in self.limits:
+                key = self._keys.get((item, ids))
+                if key is None:
+                    if len(self._keys) > 10_000:
+                        self._keys.clear()
+                    key = self._keys[(item, ids)] = item.key_for(*ids)
+                count = await storage.incr(key, item.get_expiry(), amount=1)
+                reset = await storage.get_expiry(key)
+                window = WindowStats(reset, max(0, item.amount - count))
+                if count > item.amount:
+                    return self._rejection(item, window)
+                if tightest is None or window.remaining < tightest[1].remaining:
+                    tightest = (item, window)
+        except StorageError as exc:
+            return self._storage_failed(exc)
+        ctx.state["rate_limit"] = (ids, tightest)
         return None
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> None:

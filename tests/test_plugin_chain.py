@@ -110,3 +110,20 @@ def test_plugin_chain_options_are_validated_with_location(demo_plugin, tmp_path)
     with pytest.raises(ConfigErrors) as info:
         load_config(root, {})
     assert str(info.value).startswith("gateway.yaml:3:12: plugins[0].demo.greting: unknown key 'greting'")
+
+
+def test_plugin_chain_builtin_order_is_pinned():
+    """The request-phase order of the built-ins; changing a priority must be a deliberate change here."""
+    builtins = {"request_id", "security_headers", "logging", "ip_filter", "cors", "request_size_limit", "auth",
+                "rate_limit", "envelope"}
+    registry = discover()
+    ordered = [name for name in sorted(builtins, key=lambda n: -registry[n].priority)]
+    assert ordered == ["request_id", "security_headers", "logging", "ip_filter", "cors", "request_size_limit",
+                       "auth", "rate_limit", "envelope"]
+
+
+def test_plugin_chain_every_builtin_documents_its_options():
+    for name, cls in discover().items():
+        assert cls.name == name
+        for option, prop in cls.options_schema.get("properties", {}).items():
+            assert prop.get("description"), f"{name}.{option} has no description"
