@@ -184,11 +184,14 @@ class Http1Transport:
         head = _request_head(method, target, host_header, headers, body)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
-        try:
-            async with asyncio.timeout(self.timeouts.total):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise timeout_error(self.timeouts.total) from None
+        if self._slots.locked():  # the pool is full: wait for a connection, but not forever
+            try:
+                async with asyncio.timeout(self.timeouts.total):
+                    await self._slots.acquire()
+            except TimeoutError:
+                raise timeout_error(self.timeouts.total) from None
+        else:
+            await self._slots.acquire()
         key = (scheme, host, port)
         try:
             conn, reused = await self._connection(key)
