@@ -19,6 +19,7 @@ from ._compile import CompiledConfig
 from ._context import RequestContext
 from ._env import referenced_names
 from ._errors import GatewayError
+from ._invoke import body_receiver, build_scope
 from ._loader import read_config_dir
 from ._reply import Reply
 from ._respond import error_reply
@@ -55,21 +56,8 @@ def explain(config: CompiledConfig, method: str, target: str, *, body: bytes | N
 
 async def _explain(config, method, target, body, headers, upstream_status, upstream_body) -> dict[str, Any]:
     path, _, query = target.partition("?")
-    raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    if body is not None:
-        raw_headers.append((b"content-length", str(len(body)).encode()))
-        if not any(k == b"content-type" for k, _ in raw_headers):
-            raw_headers.append((b"content-type", b"application/json"))
-    scope = {"type": "http", "method": method, "path": path, "raw_path": path.encode("latin-1"),
-             "query_string": query.encode("latin-1"), "headers": raw_headers, "client": ("127.0.0.1", 0), "scheme": "http"}
-    sent = False
-
-    async def receive() -> dict[str, Any]:
-        nonlocal sent
-        if sent:
-            return {"type": "http.disconnect"}
-        sent = True
-        return {"type": "http.request", "body": body or b"", "more_body": False}
+    scope = build_scope(method, path, query, headers, body)
+    receive = body_receiver(body)
 
     secrets = _secret_values(config)
     matched = config.router.match(path)

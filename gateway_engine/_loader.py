@@ -41,24 +41,13 @@ def read_config_dir(root: str | os.PathLike[str]) -> RawConfig:
                                       file=str(gateway_path)))
     else:
         raw.gateway = _read(gateway_path, "gateway", raw, digest)
-    routes_dir = root / ROUTES_DIR
-    if routes_dir.is_dir():
-        for path in sorted([*routes_dir.glob("*.yaml"), *routes_dir.glob("*.yml")]):
-            doc = _read(path, "routes", raw, digest)
-            if doc is not None:
-                raw.backends.append(doc)
-    webhooks_dir = root / WEBHOOKS_DIR
-    if webhooks_dir.is_dir():
-        for path in sorted([*webhooks_dir.glob("*.yaml"), *webhooks_dir.glob("*.yml")]):
-            doc = _read(path, "webhooks", raw, digest)
-            if doc is not None:
-                raw.webhooks.append(doc)
-    workflows_dir = root / WORKFLOWS_DIR
-    if workflows_dir.is_dir():
-        for path in sorted([*workflows_dir.glob("*.yaml"), *workflows_dir.glob("*.yml")]):
-            doc = _read(path, "workflows", raw, digest)
-            if doc is not None:
-                raw.workflows.append(doc)
+    for folder, schema_name, documents in ((ROUTES_DIR, "routes", raw.backends), (WEBHOOKS_DIR, "webhooks", raw.webhooks),
+                                           (WORKFLOWS_DIR, "workflows", raw.workflows)):
+        if (root / folder).is_dir():
+            for path in sorted([*(root / folder).glob("*.yaml"), *(root / folder).glob("*.yml")]):
+                doc = _read(path, schema_name, raw, digest)
+                if doc is not None:
+                    documents.append(doc)
     raw.version = digest.hexdigest()[:12]
     return raw
 

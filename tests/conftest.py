@@ -7,6 +7,7 @@ from typing import Iterator
 import pytest
 
 from gateway_engine import create_app
+from tests.redis_server import redis_url  # noqa: F401  (a fixture shared by the Redis tests)
 from tests.servers import serve, write_config
 from tests.upstream_app import Recorder, echo_app
 

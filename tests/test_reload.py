@@ -104,3 +104,34 @@ def _up(url: str) -> bool:
         return httpx.get(url + "/api/health", timeout=1).status_code == 200
     except httpx.TransportError:
         return False
+
+
+def test_reload_every_worker_converges(tmp_path, upstream):
+    root = write_config(tmp_path / "w", GATEWAY, {"b": routes(upstream)})
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
+                             "--workers", "2", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _up(url), 30)
+
+        def versions() -> set[str]:
+            seen = set()
+            for _ in range(20):  # fresh connections, so the kernel spreads them over both workers
+                with httpx.Client() as c:
+                    seen.add(c.get(url + "/api/health").json()["version"])
+            return seen
+
+        before = versions()
+        assert len(before) == 1
+        (root / "routes.d" / "b.yaml").write_text(routes(upstream, "/renamed"))
+        def converged() -> bool:
+            seen = versions()
+            return len(seen) == 1 and not seen & before
+
+        assert wait_for(converged, 20)
+        with httpx.Client() as c:
+            assert all(c.get(url + "/api/b/renamed").status_code == 200 for _ in range(10))
+    finally:
+        proc.terminate()
+        proc.wait(15)

@@ -6,7 +6,6 @@ import threading
 import time
 
 import httpx
-import pytest
 
 from tests.servers import free_port
 

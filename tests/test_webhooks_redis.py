@@ -3,13 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
-import signal
-import socket
-import subprocess
 import time
-from pathlib import Path
 
 import pytest
 
@@ -17,36 +11,6 @@ from gateway_engine import create_app
 from gateway_engine.webhooks.dedupe import MemoryStore, RedisStore, StoreError
 from tests.servers import free_port, serve
 from tests.test_webhooks import ENV, GATEWAY, STRIPE_SECRET, post, stripe_event, stripe_signature, stripe_source, write_webhooks
-
-
-@pytest.fixture
-def redis_url(tmp_path: Path):
-    """A real redis-server on a free port, stopped (by its pid) in teardown."""
-    binary = shutil.which("redis-server") or "/usr/bin/redis-server"
-    if not Path(binary).exists():
-        pytest.skip("redis-server is not installed (CI installs it: apt-get install redis-server)")
-    port, pidfile = free_port(), tmp_path / "redis.pid"
-    subprocess.run([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                    "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(tmp_path)], check=True)
-    try:
-        deadline = time.monotonic() + 10
-        while not _ready(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
-            time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}"
-    finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
-
-
-def _ready(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2) as s:
-            s.sendall(b"PING\r\n")
-            return s.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
 
 
 def test_webhooks_redis_instances_share_event_ids(tmp_path, upstream, recorder, redis_url):

@@ -364,7 +364,7 @@ def test_workflows_validate_reports_located_errors(tmp_path, saga, message):
     (root / "workflows.d" / "w.yaml").write_text(saga)
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
-    assert f"workflows.d/w.yaml:" in out.getvalue() and message in out.getvalue(), out.getvalue()
+    assert "workflows.d/w.yaml:" in out.getvalue() and message in out.getvalue(), out.getvalue()
 
 
 def test_workflows_validate_requires_forwarded_identity(tmp_path):
