@@ -270,7 +270,8 @@ class _Compiler:
             return self.reusable[key]
         transport: Transport = TRANSPORTS[kind](timeouts=timeouts, max_connections=spec.get("max_connections", 100))
         if retry.attempts > 1 or breaker.failures or bulkhead.max_concurrent:
-            transport = ResilientTransport(transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead)
+            transport = ResilientTransport(transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead,
+                                           name=doc.data["backend"])
         self.transports[key] = transport
         return transport
 

@@ -106,6 +106,9 @@ async def _check(probe: Probe) -> dict[str, Any]:
                            "checked_at": timestamp(), "critical": probe.critical}
     if error:
         out["error"] = error  # fixed phrases and status codes only: never a URL, header or body
+    breaker = getattr(probe.upstream.transport, "breaker", None)
+    if breaker is not None:
+        out["circuit"] = breaker.state  # closed | open | half_open
     return out
 
 

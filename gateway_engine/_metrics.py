@@ -43,6 +43,8 @@ RATE_LIMITED = Counter("gateway_rate_limit_rejections", "Requests refused with 4
                        ["route", "backend"], registry=REGISTRY)
 AUTH_FAILURES = Counter("gateway_auth_failures", "401/403 answers of the gateway, by error code.",
                         ["route", "backend", "reason"], registry=REGISTRY)
+CIRCUIT = Gauge("gateway_circuit_state", "Circuit breaker of an upstream: 0 closed, 1 half-open, 2 open.",
+                ["backend"], registry=REGISTRY, multiprocess_mode="max")
 RELOADS = Counter("gateway_config_reloads", "Config reloads by result.", ["result"], registry=REGISTRY)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -105,6 +107,14 @@ def _record_error(children: _Children, ctx: RequestContext, reply: Reply) -> Non
         RATE_LIMITED.labels(children.route, children.backend).inc()
     elif reply.status in (401, 403):
         AUTH_FAILURES.labels(children.route, children.backend, code).inc()
+
+
+_CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}
+
+
+def record_circuit(backend: str, state: str) -> None:
+    """Called by a circuit breaker when it moves (closed → open → half-open → ...)."""
+    CIRCUIT.labels(backend).set(_CIRCUIT_VALUES[state])
 
 
 def record_reload(result: str) -> None:

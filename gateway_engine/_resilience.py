@@ -47,11 +47,17 @@ class BulkheadPolicy:
 class CircuitBreaker:
     """closed → (N failures within the window) → open → (after open_for) → half-open → closed or open."""
 
-    def __init__(self, policy: BreakerPolicy) -> None:
+    def __init__(self, policy: BreakerPolicy, name: str = "") -> None:
         self.policy = policy
+        self.name = name
         self.failures: deque[float] = deque()
         self.opened_at: float | None = None
         self.probes = 0
+
+    def _moved(self) -> None:
+        from ._metrics import record_circuit
+
+        record_circuit(self.name, self.state)
 
     @property
     def state(self) -> str:
@@ -66,34 +72,39 @@ class CircuitBreaker:
             raise GatewayError(503, "CIRCUIT_OPEN", "The upstream is failing; the gateway stopped calling it for a while.",
                                headers={"Retry-After": str(retry_after)})
         if state == "half_open":
+            if self.probes == 0:
+                self._moved()
             self.probes += 1
 
     def success(self) -> None:
         if self.opened_at is not None:
             self.opened_at, self.probes = None, 0
             self.failures.clear()
+            self._moved()
 
     def failure(self) -> None:
         now = time.monotonic()
         if self.opened_at is not None:  # a failed probe opens it again
             self.opened_at, self.probes = now, 0
+            self._moved()
             return
         self.failures.append(now)
         while self.failures and now - self.failures[0] > self.policy.window:
             self.failures.popleft()
         if len(self.failures) >= self.policy.failures:
             self.opened_at, self.probes = now, 0
+            self._moved()
 
 
 class ResilientTransport:
     """Retries, breaker and bulkhead around an inner transport; each part off when unconfigured."""
 
     def __init__(self, inner: Transport, *, timeouts: Timeouts, retry: RetryPolicy, breaker: BreakerPolicy,
-                 bulkhead: BulkheadPolicy) -> None:
+                 bulkhead: BulkheadPolicy, name: str = "") -> None:
         self.inner = inner
         self.timeouts = timeouts
         self.retry = retry
-        self.breaker = CircuitBreaker(breaker) if breaker.failures > 0 else None
+        self.breaker = CircuitBreaker(breaker, name) if breaker.failures > 0 else None
         self.bulkhead = bulkhead
         self._slots = asyncio.Semaphore(bulkhead.max_concurrent) if bulkhead.max_concurrent > 0 else None
         self.in_use = 0

@@ -111,3 +111,24 @@ def test_resilience_bulkhead_contains_a_hanging_backend(gateway, upstream):
     assert busy.status_code == 503 and busy.json()["error"]["code"] == "UPSTREAM_BUSY"
     assert fast == [200] * 5
     assert results == [200, 200]
+
+
+def test_resilience_circuit_state_shows_in_health_and_metrics(gateway, upstream):
+    from gateway_engine._metrics import exposition
+
+    breaker = "  circuit_breaker: {failures: 2, window: 30s, open_for: 30s}\n  health: {path: '/flaky?key=health&fail=99'}"
+    gw = gateway(GATEWAY + "health: {cache_seconds: 0.1}\n", {"cb": backend("cb", upstream, breaker)})
+    with httpx.Client() as c:
+        assert c.get(gw + "/api/health/backends").json()["systems"]["cb"]["circuit"] == "closed"
+        for _ in range(2):
+            c.get(gw + "/api/cb/flaky", params={"key": "trip", "fail": 99})
+        assert c.get(gw + "/api/cb/flaky", params={"key": "trip", "fail": 99}).json()["error"]["code"] == "CIRCUIT_OPEN"
+    assert 'gateway_circuit_state{backend="cb"} 2.0' in exposition().decode()
+    with httpx.Client() as c:  # the next probe round (after the short cache) reports the open circuit
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            systems = c.get(gw + "/api/health/backends").json()["systems"]
+            if systems["cb"].get("circuit") == "open":
+                break
+            time.sleep(0.2)
+    assert systems["cb"]["circuit"] == "open" and systems["cb"]["status"] == "down"
