@@ -11,11 +11,9 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 import orjson
-import yaml
 
 from . import _docs, _metrics
 from ._compile import CompiledConfig
@@ -24,7 +22,6 @@ from ._durations import parse_duration
 from ._env import referenced_names
 from ._errors import GatewayError
 from ._health import HealthChecker
-from ._loader import GATEWAY_FILE
 from ._openapi import build_openapi
 from ._reply import Reply
 from ._respond import JSON, error_reply
@@ -76,9 +73,13 @@ class Builtins:
         docs = settings_section(config, "docs")
         self.title = docs["title"]
         self._openapi: dict[str, Any] | None = None
-        self._openapi_bytes: bytes | None = None  # the config is immutable: built once, on first request
+        self._openapi_bytes: bytes | None = None
         self._openapi_30_bytes: bytes | None = None
-        if docs["enabled"]:
+        self._docs_html: bytes | None = None
+        if docs["enabled"]:  # the config is immutable: documents and page are built once, at load
+            self._openapi_bytes = orjson.dumps(self.openapi())
+            self._openapi_30_bytes = orjson.dumps(_docs.openapi_30(self.openapi()))
+            self._docs_html = _docs.page(title=self.title, assets=f"{base}/docs", spec_url=f"{base}/docs/openapi-3.0.json")
             table[base + "/openapi.json"] = Endpoint("openapi", self._openapi_json)
             table[base + "/docs"] = Endpoint("docs", self._docs_page)
             table[base + "/docs/openapi-3.0.json"] = Endpoint("docs", self._openapi_30)
@@ -108,21 +109,15 @@ class Builtins:
         return self._openapi
 
     async def _openapi_json(self, ctx: RequestContext) -> Reply:
-        if self._openapi_bytes is None:
-            self._openapi_bytes = orjson.dumps(self.openapi())
         return Reply(200, [("content-type", JSON), ("cache-control", "no-cache")], self._openapi_bytes)
 
     async def _openapi_30(self, ctx: RequestContext) -> Reply:
-        if self._openapi_30_bytes is None:
-            self._openapi_30_bytes = orjson.dumps(_docs.openapi_30(self.openapi()))
         return Reply(200, [("content-type", JSON), ("cache-control", "no-cache")], self._openapi_30_bytes)
 
     async def _docs_page(self, ctx: RequestContext) -> Reply:
-        base = self.config.base_path
-        html = _docs.page(title=self.title, assets=f"{base}/docs", spec_url=f"{base}/docs/openapi-3.0.json")
         return Reply(200, [("content-type", "text/html; charset=utf-8"), ("content-security-policy", _docs.CSP),
                            ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"),
-                           ("cache-control", "no-cache")], html)
+                           ("cache-control", "no-cache")], self._docs_html)
 
     @staticmethod
     def _asset_handler(name: str) -> Handler:
@@ -140,7 +135,7 @@ class MetricsAccess:
     rather than opening it.
     """
 
-    def __init__(self, settings: dict[str, Any], raw: dict[str, Any] | None) -> None:
+    def __init__(self, settings: dict[str, Any], raw: dict[str, Any]) -> None:
         self.networks = []
         for cidr in settings.get("allow_ips", []):
             try:
@@ -156,9 +151,8 @@ class MetricsAccess:
                 log.error("metrics.key_sha256 is not a hex SHA-256; the metrics endpoint stays locked")
         if settings.get("key"):  # an empty key (e.g. `${VAR:-}`) must never match a missing header
             self.digests.append(hashlib.sha256(settings["key"].encode()).digest())
-        # raw None: gateway.yaml cannot be re-read, so whether a key was meant is unknown: stay locked
-        self.by_key = bool(self.digests) or raw is None or "key" in raw or "key_sha256" in raw
-        unset = referenced_names([(raw or {}).get("key"), (raw or {}).get("key_sha256")])
+        self.by_key = bool(self.digests) or "key" in raw or "key_sha256" in raw
+        unset = referenced_names([raw.get("key"), raw.get("key_sha256")])
         self.unconfigured = None
         if self.by_key and not self.digests:
             self.unconfigured = GatewayError(503, "METRICS_NOT_CONFIGURED", "The metrics key is not configured"
@@ -183,14 +177,9 @@ class MetricsAccess:
         return any(address in net for net in self.networks)
 
 
-def _raw_section(config: CompiledConfig, name: str) -> dict[str, Any] | None:
-    """A section as written, before ``${VAR}`` interpolation dropped unset values; None if unreadable."""
-    try:
-        data = yaml.safe_load((Path(config.root) / GATEWAY_FILE).read_text("utf-8"))
-    except (OSError, yaml.YAMLError):
-        log.warning("cannot re-read %s for the metrics settings; the metrics endpoint stays locked", GATEWAY_FILE)
-        return None
-    section = data.get(name) if isinstance(data, dict) else None
+def _raw_section(config: CompiledConfig, name: str) -> dict[str, Any]:
+    """A section as written, before ``${VAR}`` interpolation dropped unset values."""
+    section = config.gateway.written.get(name)
     return section if isinstance(section, dict) else {}
 
 

@@ -119,8 +119,12 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
 
     With ``previous`` (a reload), transports whose settings did not change are reused.
     """
+    from ._builtins import builtins_of  # the built-in endpoints sit on top of the compiled config
+
     raw = read_config_dir(root)
-    return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous).run()
+    config = _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous).run()
+    builtins_of(config)  # health probes, metrics access, OpenAPI and docs page: built here, not on a request
+    return config
 
 
 class _Compiler:
@@ -142,7 +146,7 @@ class _Compiler:
         settings = interp.tree(gdata) if gdoc else {}
         self._note_unset(gdoc, interp)
         base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
-        self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root))
+        self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root), written=gdata)
         default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
         self._instantiate(default_chain)  # validates the default options even when no route uses them as-is
 
