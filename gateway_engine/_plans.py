@@ -15,6 +15,7 @@ from jsonschema.exceptions import SchemaError
 
 from ._durations import parse_duration
 from ._errors import ConfigError
+from ._schema import json_schema_validator
 from ._templates import TemplateError, compile_value
 from ._yaml import Document
 
@@ -145,8 +146,7 @@ class PlanCompiler:
         validator = None
         if "schema" in spec:
             try:
-                Draft202012Validator.check_schema(spec["schema"])
-                validator = Draft202012Validator(spec["schema"])
+                validator = json_schema_validator(spec["schema"])
             except SchemaError as exc:
                 self.errors.append(doc.error(path + ("schema",), f"invalid JSON Schema: {exc.message}"))
         return RequestPlan(

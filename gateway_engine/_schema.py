@@ -51,6 +51,12 @@ def _message(err: Any) -> str:
     return err.message
 
 
+def json_schema_validator(value: Any) -> Draft202012Validator:
+    """A validator for a schema written in config; SchemaError (with ``message``/``absolute_path``) if it is not one."""
+    Draft202012Validator.check_schema(value)
+    return Draft202012Validator(value)
+
+
 def options_validator(options_schema: dict[str, Any]) -> Draft202012Validator:
     return Draft202012Validator(options_schema)
 

@@ -15,6 +15,7 @@ import orjson
 
 from .._context import RequestContext
 from .._errors import GatewayError
+from .._proxy import read_body
 from .._reply import Reply
 from .._respond import JSON, error_body, success_body
 from .._templates import Render, TemplateRuntimeError
@@ -58,7 +59,7 @@ class WebhookEndpoint:
         if source.verifier is None or source.missing:
             raise GatewayError(503, "WEBHOOK_NOT_CONFIGURED", f"Webhook source {source.name} is not configured"
                                + (f": set {', '.join(source.missing)}." if source.missing else "."))
-        body = await _read_body(ctx, source.max_body)
+        body = await read_body(ctx, source.max_body)
         try:
             source.verifier.verify(ctx.headers, body, time.time())
         except Rejected as exc:
@@ -141,24 +142,6 @@ class WebhookEndpoint:
         if event is not None:
             line |= {"event_id": event["id"], "event_type": event["type"]}
         log.log(level, orjson.dumps(line | fields, default=str).decode())
-
-
-async def _read_body(ctx: RequestContext, limit: int) -> bytes:
-    declared = ctx.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The webhook body exceeds {limit} bytes.")
-    chunks, size = [], 0
-    while True:
-        message = await ctx.receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(400, "CLIENT_DISCONNECTED", "The sender went away before the body was complete.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The webhook body exceeds {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body"):
-            return b"".join(chunks)
 
 
 def _parse(content_type: str, body: bytes) -> Any:

@@ -17,6 +17,7 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 from jsonschema import Draft202012Validator, SchemaError
 
 from .._errors import ConfigError
+from .._schema import json_schema_validator
 from .._templates import TemplateError, compile_value, is_template
 from .._yaml import Document
 from .access import check_identity_forwarding
@@ -116,8 +117,7 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
     validator = None
     if "input" in data:
         try:
-            Draft202012Validator.check_schema(data["input"])
-            validator = Draft202012Validator(data["input"])
+            validator = json_schema_validator(data["input"])
         except SchemaError as exc:
             errors.append(doc.error(("input",) + tuple(exc.absolute_path), f"invalid input schema: {exc.message}"))
     earlier: list[str] = []
