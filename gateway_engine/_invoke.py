@@ -88,10 +88,8 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     ctx.upstream_headers.update(upstream_headers or {})  # sent as the gateway's own, as a plugin's would be
     if identity:
         ctx.consumer = str(identity.get("sub") or identity.get("user_id") or "") or None
-    if skip_plugins:
-        kept = tuple(p for p in route.plugins if p.name not in skip_plugins)
-        request_plugins, response_chains = chain_tables(kept)
-        route = dataclasses.replace(route, plugins=kept, request_plugins=request_plugins, response_chains=response_chains)
+    if skip_plugins:  # the reduced chain is built once per route and kept with the config
+        route = config.gateway.shared(("invoke", route.qualified_name, skip_plugins), lambda: _without(route, skip_plugins))
     reply = await run_pipeline(ctx, route, config)
     raw = await reply.read(config.limits["response_body"])
     try:
@@ -99,3 +97,9 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     except orjson.JSONDecodeError:
         parsed = raw.decode("utf-8", "replace")
     return Invocation(reply.status, parsed, dict(reply.headers))
+
+
+def _without(route: CompiledRoute, skip: frozenset[str]) -> CompiledRoute:
+    kept = tuple(p for p in route.plugins if p.name not in skip)
+    request_plugins, response_chains = chain_tables(kept)
+    return dataclasses.replace(route, plugins=kept, request_plugins=request_plugins, response_chains=response_chains)
