@@ -31,7 +31,6 @@ class Upstream:
 
     backend: str
     url: str                 # resolved base URL, no trailing slash
-    url_template: str        # as written in YAML (``${ERPNEXT_URL}``), safe to display
     auth: UpstreamAuth
     transport: Transport
     timeouts: Timeouts
@@ -86,7 +85,6 @@ class CompiledConfig:
     trusted_proxies: int
     limits: Mapping[str, int]
     unset_env: tuple[str, ...]
-    backend_files: Mapping[str, str] = field(default_factory=dict)
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
     transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
     webhooks: Any = None  # webhooks.WebhookSet: the webhook endpoints by full path, served before the router
@@ -184,7 +182,7 @@ class _Compiler:
             root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
-            unset_env=tuple(self.unset), backend_files=seen_backends, env=self.environ, transports=self.transports,
+            unset_env=tuple(self.unset), env=self.environ, transports=self.transports,
             webhooks=webhooks, workflows=workflows,
         )
 
@@ -322,7 +320,7 @@ class _Compiler:
                 self.errors.append(doc.error(("upstream", "auth"), str(exc)))
                 return None
             upstream = Upstream(
-                backend=data["backend"], url=url, url_template=data["upstream"]["url"], auth=auth,
+                backend=data["backend"], url=url, auth=auth,
                 transport=transport,
                 timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),

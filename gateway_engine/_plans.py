@@ -66,7 +66,6 @@ class RequestPlan:
     body_schema: Draft202012Validator | None = None
     body_schema_source: dict | None = None
     params: Any = None                    # render(vars) -> {name: value}: computed path parameters
-    param_names: tuple[str, ...] = ()
     presign: "Presign | None" = None
     query_brackets: bool = False
 
@@ -157,7 +156,6 @@ class PlanCompiler:
             forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])),
             body_schema=validator, body_schema_source=spec.get("schema"),
             params=self.template(doc, path + ("params",), spec["params"], REQUEST_NAMES) if "params" in spec else None,
-            param_names=tuple(spec.get("params", {})),
             presign=self._presign(doc, path[:-1] + ("presign",), presign) if presign is not None else None,
             query_brackets=isinstance(query, dict) and query.get("style", "json") == "brackets",
         )

@@ -26,9 +26,6 @@ class GatewayInfo:
             self._shared[key] = factory()
         return self._shared[key]
 
-    def shared_values(self) -> list[Any]:
-        return list(self._shared.values())
-
 
 class Plugin:
     """Base class of every plugin, built-in or third-party.

@@ -107,7 +107,6 @@ class ResilientTransport:
         self.breaker = CircuitBreaker(breaker, name) if breaker.failures > 0 else None
         self.bulkhead = bulkhead
         self._slots = asyncio.Semaphore(bulkhead.max_concurrent) if bulkhead.max_concurrent > 0 else None
-        self.in_use = 0
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
@@ -120,14 +119,12 @@ class ResilientTransport:
         except TimeoutError:
             raise GatewayError(503, "UPSTREAM_BUSY", "Too many requests are waiting for this upstream; try again shortly.",
                                headers={"Retry-After": "1"}) from None
-        self.in_use += 1
         released = False
 
         def release() -> None:
             nonlocal released
             if not released:
                 released = True
-                self.in_use -= 1
                 self._slots.release()
 
         try:

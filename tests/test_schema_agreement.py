@@ -82,7 +82,7 @@ def test_schema_agreement_kitchen_sink_loads():
     assert route.request.body_schema is not None and route.response.fail[0].code == "GONE"
     assert route.param_rules[0].pattern.pattern == "[a-z0-9-]+"
     storage = next(r for r in config.routes if r.backend == "storage")
-    assert storage.request.presign.expires == 900 and storage.request.param_names == ("key",)
+    assert storage.request.presign.expires == 900 and storage.request.params({"query": {"key": "a.txt"}}) == {"key": "a.txt"}
     assert storage.param_rules[0].mapping == {"a.txt": "docs/a.txt"}
     assert upstream.auth.headers == [("authorization", "token k:s")]
     hooks = {s.name: s for s in config.webhooks.sources}

@@ -19,7 +19,6 @@ class Rejected(Exception):
 @dataclass(frozen=True)
 class Verified:
     timestamp: int | None = None   # the signed send time, when the scheme has one
-    delivery_id: str | None = None  # the scheme's own message id (standard-webhooks `webhook-id`)
 
 
 class Verifier(Protocol):
@@ -167,7 +166,7 @@ class StandardWebhooksVerifier:
             raise Rejected("no v1 signature in webhook-signature matches")
         timestamp = _timestamp(stamp)
         _fresh(timestamp, now, self.tolerance)
-        return Verified(timestamp=timestamp, delivery_id=delivery)
+        return Verified(timestamp=timestamp)
 
 
 def _standard_key(secret: str) -> bytes:
