@@ -48,15 +48,20 @@ class Reply:
         return default
 
     def set_header(self, name: str, value: str) -> None:
+        """Replace every ``name`` header (repeated ones too) with one."""
         name = name.lower()
-        headers = self.headers
-        found = [i for i, (k, _) in enumerate(headers) if k == name]
-        if len(found) == 1:
-            headers[found[0]] = (name, value)
-            return
-        if found:
-            self.headers = headers = [(k, v) for k, v in headers if k != name]
-        headers.append((name, value))
+        self.headers = [h for h in self.headers if h[0] != name]
+        self.headers.append((name, value))
+
+    def set_headers(self, pairs: list[tuple[str, str]], remove: frozenset[str] = frozenset()) -> None:
+        """Replace the headers named in ``pairs`` and drop those in ``remove``, in one pass.
+
+        Names must be lower-case; a plugin that sets several headers per request saves a
+        pass over the list per header this way.
+        """
+        names = remove.union([k for k, _ in pairs])
+        self.headers = [h for h in self.headers if h[0] not in names]
+        self.headers.extend(pairs)
 
     def add_header(self, name: str, value: str) -> None:
         self.headers.append((name.lower(), value))

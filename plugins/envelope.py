@@ -7,6 +7,11 @@ import orjson
 from gateway_engine import GatewayError, Plugin, Reply, RequestContext
 from gateway_engine import error_body, success_body
 
+_JSON = [("content-type", "application/json")]
+# the body is new: the upstream's encoding no longer applies, and its etag described other bytes
+_REWRITTEN_SUCCESS = frozenset({"content-encoding", "etag"})
+_REWRITTEN_ERROR = frozenset({"content-encoding"})
+
 
 class EnvelopePlugin(Plugin):
     """Wraps upstream JSON in the envelope; upstream errors become envelope errors with details.
@@ -53,9 +58,7 @@ class EnvelopePlugin(Plugin):
             except orjson.JSONDecodeError:
                 raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream declared JSON but sent invalid JSON.") from None
         reply.set_body(success_body(ctx, raw, extra))
-        reply.set_header("content-type", "application/json")
-        reply.remove_header("content-encoding")
-        reply.remove_header("etag")
+        reply.set_headers(_JSON, remove=_REWRITTEN_SUCCESS)
 
     async def _wrap_error(self, ctx: RequestContext, reply: Reply) -> None:
         raw = await reply.read(max(self.max_body, self.details_max))
@@ -69,5 +72,4 @@ class EnvelopePlugin(Plugin):
         code = ctx.state.get("error_code") or "UPSTREAM_ERROR"
         message = ctx.state.get("error_message") or f"The upstream answered HTTP {reply.status}."
         reply.set_body(error_body(ctx, code, message, details, ctx.state.get("meta")))
-        reply.set_header("content-type", "application/json")
-        reply.remove_header("content-encoding")
+        reply.set_headers(_JSON, remove=_REWRITTEN_ERROR)

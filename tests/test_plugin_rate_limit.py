@@ -13,7 +13,7 @@ from limits.aio.strategies import MovingWindowRateLimiter
 
 from gateway_engine import GatewayInfo, RequestContext
 from gateway_engine._cli import run
-from gateway_engine_plugins.rate_limit import RateLimitPlugin
+from gateway_engine_plugins.rate_limit import LocalWindows, RateLimitPlugin
 from tests.servers import free_port, write_config
 
 STUB_AUTH = textwrap.dedent('''
@@ -225,3 +225,13 @@ def test_rate_limit_with_the_real_auth_plugin_keys_by_key_name(gateway, upstream
         mobile = get(c, gw + "/api/svc/items", "198.51.100.1", **{"x-api-key": "mobile-key-123456"})
     assert web == [200, 200, 429]   # one consumer, three IPs, one budget
     assert mobile.status_code == 200 and mobile.headers["ratelimit-remaining"] == "1"
+
+
+def test_rate_limit_local_windows_start_at_first_hit_end_on_time_and_sweep_ended_keys():
+    windows = LocalWindows()
+    assert windows.hit("a", 60, 1000.0) == (1, 1060.0)   # the window starts at the first hit
+    assert windows.hit("a", 60, 1059.9) == (2, 1060.0)
+    assert windows.hit("b", 10, 1001.0) == (1, 1011.0)   # keys count apart
+    assert windows.hit("a", 60, 1060.0) == (1, 1120.0)   # the window has ended: a fresh one
+    windows.hit("c", 60, 1200.0)                         # a new window after a minute sweeps the ended ones
+    assert set(windows._windows) == {"c"}
