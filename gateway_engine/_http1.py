@@ -12,6 +12,7 @@ exchange finished cleanly, and failures map to the same GatewayErrors.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from typing import AsyncIterator
@@ -26,6 +27,7 @@ from ._transport import Timeouts, protocol_error, timeout_error, unavailable_err
 _HIGH_WATER = 256 * 1024   # pause reading the upstream socket above this many buffered bytes
 _SMALL_BODY = 256 * 1024   # a complete body up to this size is handed over as bytes, not a stream
 _BODYLESS_METHODS = frozenset({"HEAD"})
+_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # scheme://authority: everything before the path
 
 
 class _Connection(asyncio.Protocol):
@@ -172,15 +174,17 @@ class Http1Transport:
         self._slots: asyncio.Semaphore | None = None
         self._ssl: ssl.SSLContext | None = None
         self._closed = False
+        self._origins: dict[str, tuple[tuple[str, str, int], str]] = {}
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
-        parts = urlsplit(url)
-        scheme = parts.scheme
-        host = parts.hostname or ""
-        port = parts.port or (443 if scheme == "https" else 80)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        host_header = parts.netloc.rsplit("@", 1)[-1]
+        origin = _ORIGIN.match(url)
+        if origin is None:
+            raise GatewayError(502, "UPSTREAM_ERROR", "The upstream URL is not absolute.")
+        key, host_header = self._origins.get(origin[0]) or self._origin(origin[0])
+        target = url[origin.end():].partition("#")[0]
+        if not target.startswith("/"):
+            target = "/" + target
         head = _request_head(method, target, host_header, headers, body)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
@@ -192,7 +196,6 @@ class Http1Transport:
                 raise timeout_error(self.timeouts.total) from None
         else:
             await self._slots.acquire()
-        key = (scheme, host, port)
         try:
             conn, reused = await self._connection(key)
             try:
@@ -208,6 +211,15 @@ class Http1Transport:
             self._slots.release()
             raise
         return await self._reply(conn, key)
+
+    def _origin(self, origin: str) -> tuple[tuple[str, str, int], str]:
+        """``scheme://[userinfo@]host[:port]`` → the pool key and the Host header, parsed once per origin."""
+        parts = urlsplit(origin)
+        scheme = parts.scheme
+        key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
+        if len(self._origins) < 1024:  # an upstream is one origin, rarely a handful; never grow without bound
+            self._origins[origin] = (key, parts.netloc.rsplit("@", 1)[-1])
+        return key, parts.netloc.rsplit("@", 1)[-1]
 
     async def _connection(self, key: tuple[str, str, int], fresh: bool = False) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
@@ -235,30 +247,39 @@ class Http1Transport:
     async def _exchange(self, conn: _Connection, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None) -> None:
         headers_done = conn.begin(method)
         assert conn.transport is not None
+        if body is None or isinstance(body, (bytes, bytearray)):
+            # the hot path: one write, then wait for the headers. A timer that fails the future is
+            # cheaper than asyncio.timeout's cancel-and-uncancel, and only that await needs bounding.
+            timer = asyncio.get_running_loop().call_later(self.timeouts.total, _expire, headers_done)
+            try:
+                conn.transport.write(head + body if body else head)
+                await headers_done
+            except BaseException as exc:
+                _abort(conn)
+                if isinstance(exc, TimeoutError):
+                    raise timeout_error(self.timeouts.total) from None
+                raise
+            finally:
+                timer.cancel()
+            return
         try:
             async with asyncio.timeout(self.timeouts.total):
-                if body is None or isinstance(body, (bytes, bytearray)):
-                    conn.transport.write(head + body if body else head)
-                else:
-                    conn.transport.write(head)
-                    chunked = b"transfer-encoding: chunked" in head
-                    async for chunk in body:
-                        if not chunk:
-                            continue
-                        if conn.closed or conn.complete:
-                            conn.unfinished = True  # answered (or hung up) before taking the whole body
-                            break
-                        conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
-                        await conn.drain()
-                    if chunked and not conn.closed and not conn.unfinished:
-                        conn.transport.write(b"0\r\n\r\n")
+                conn.transport.write(head)
+                chunked = b"transfer-encoding: chunked" in head
+                async for chunk in body:
+                    if not chunk:
+                        continue
+                    if conn.closed or conn.complete:
+                        conn.unfinished = True  # answered (or hung up) before taking the whole body
+                        break
+                    conn.transport.write(b"%x\r\n%b\r\n" % (len(chunk), chunk) if chunked else chunk)
+                    await conn.drain()
+                if chunked and not conn.closed and not conn.unfinished:
+                    conn.transport.write(b"0\r\n\r\n")
                 await headers_done
         except TimeoutError:
             _abort(conn)
             raise timeout_error(self.timeouts.total) from None
-        except GatewayError:
-            _abort(conn)
-            raise
         except BaseException:
             _abort(conn)
             raise
@@ -308,6 +329,11 @@ class Http1Transport:
             for conn in idle:
                 _abort(conn)
         self._idle.clear()
+
+
+def _expire(headers_done: asyncio.Future) -> None:
+    if not headers_done.done():
+        headers_done.set_exception(TimeoutError())
 
 
 def _abort(conn: _Connection) -> None:
