@@ -95,6 +95,7 @@ class AuthPlugin(Plugin):
         names = {"api_key": f"an API key in {options['api_key_header']}", "jwt": "a Bearer token in Authorization"}
         self.unauthenticated = GatewayError(401, "UNAUTHENTICATED", "Authentication required: send "
                                             + " or ".join(names[m] for m in self.accept) + ".", headers=self.challenge)
+        self._key_identities: dict[bytes, dict[str, Any]] = {}  # key digest → identity; bounded by the declared keys
         self.lone_client_key = GatewayError(401, "UNAUTHENTICATED",
                                             f"A client key must come with a platform API key in {options['api_key_header']}.")
 
@@ -155,22 +156,25 @@ class AuthPlugin(Plugin):
         entry = _check_key(self.platform_keys.lookup(ctx.headers[self.key_header]), now, "API_KEY", "API key")
         if isinstance(entry, GatewayError):
             return entry
-        scopes, roles, client_id, consumer = entry.scopes, entry.roles, entry.client_id, entry.name
         presented = ctx.headers.get(self.client_header)
-        if presented is not None:
-            found = self.client_keys.lookup(presented)
-            if found is not None and found.platform is not None and found.platform != entry.name:
-                found = None  # a valid client key of another platform is no key here
-            client = _check_key(found, now, "CLIENT_KEY", "client key")
-            if isinstance(client, GatewayError):
-                return client
-            scopes = scopes if client.scopes is None else _narrow(scopes, client.scopes)
-            roles = roles if client.roles is None else tuple(r for r in roles if r in client.roles)
-            client_id, consumer = client.client_id, f"{entry.platform}/{client.client_id}"
-        elif self.require_client:
-            return GatewayError(401, "CLIENT_KEY_REQUIRED", f"This route requires a client key in {self.client_header}.")
-        return _identity("api_key", consumer, user_id=None, email=None, roles=list(roles or ()),
-                         scopes=sorted(scopes or ()), key_name=entry.name, platform=entry.platform, client_id=client_id)
+        if presented is None:
+            if self.require_client:
+                return GatewayError(401, "CLIENT_KEY_REQUIRED", f"This route requires a client key in {self.client_header}.")
+            # a platform key alone always yields the same identity: built once per key (a copy per request)
+            identity = self._key_identities.get(entry.digest)
+            if identity is None:
+                identity = self._key_identities[entry.digest] = _key_identity(entry, entry.name, entry.scopes, entry.roles,
+                                                                              entry.client_id)
+            return dict(identity)
+        found = self.client_keys.lookup(presented)
+        if found is not None and found.platform is not None and found.platform != entry.name:
+            found = None  # a valid client key of another platform is no key here
+        client = _check_key(found, now, "CLIENT_KEY", "client key")
+        if isinstance(client, GatewayError):
+            return client
+        scopes = entry.scopes if client.scopes is None else _narrow(entry.scopes, client.scopes)
+        roles = entry.roles if client.roles is None else tuple(r for r in entry.roles if r in client.roles)
+        return _key_identity(entry, f"{entry.platform}/{client.client_id}", scopes, roles, client.client_id)
 
     async def _jwt(self, ctx: RequestContext, verifier: JwtVerifier) -> dict[str, Any] | GatewayError:
         scheme, _, token = ctx.headers["authorization"].partition(" ")
@@ -235,6 +239,12 @@ def _identity(method: str, consumer: str | None, **fields: Any) -> dict[str, Any
     roles = fields["roles"]
     return {"method": method, "consumer": consumer, "sub": fields["user_id"], "role": roles[0] if roles else None,
             "claims": None, **fields}
+
+
+def _key_identity(entry: KeyEntry, consumer: str, scopes: frozenset[str] | None, roles: tuple[str, ...] | None,
+                  client_id: str | None) -> dict[str, Any]:
+    return _identity("api_key", consumer, user_id=None, email=None, roles=list(roles or ()), scopes=sorted(scopes or ()),
+                     key_name=entry.name, platform=entry.platform, client_id=client_id)
 
 
 def _check_key(entry: KeyEntry | None, now: float, code: str, label: str) -> KeyEntry | GatewayError:

@@ -158,6 +158,9 @@ class CorsPlugin(Plugin):
 def add_vary_origin(reply: Reply) -> None:
     """Append ``Origin`` to Vary (merging repeated Vary headers) unless it, or ``*``, is already there."""
     values = [v for k, v in reply.headers if k == "vary"]
+    if not values:
+        reply.headers.append(("vary", "Origin"))
+        return
     tokens = {t.strip().lower() for v in values for t in v.split(",")}
     if "origin" in tokens or "*" in tokens:
         return
