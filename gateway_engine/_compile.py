@@ -357,7 +357,7 @@ class _Compiler:
         plans = PlanCompiler(self.errors)
         request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
         response = plans.response(doc, path + ("response",), spec.get("response"))
-        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), template.names + computed)
+        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), [*template.names, *computed])
         route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:

@@ -39,12 +39,14 @@ class _Connection(asyncio.Protocol):
         self.reusable = False
         self._write_ready = asyncio.Event()
         self._write_ready.set()
+        # one parser per connection: llhttp starts over after each complete message, and a
+        # connection is only reused after a complete exchange
+        self.parser = httptools.HttpResponseParser(self)
         self._reset(None)
 
     # -- per exchange ------------------------------------------------------
     def _reset(self, method: str | None) -> None:
         self.method = method
-        self.parser = httptools.HttpResponseParser(self)
         self.status = 0
         self.headers: list[tuple[str, str]] = []
         self.headers_done: asyncio.Future | None = None

@@ -90,7 +90,7 @@ def _shape(route: CompiledRoute) -> tuple:
 def _path_text(route: CompiledRoute) -> tuple[str, list[str]]:
     t = route.template
     parts = [f"{{{p}}}" if p else s for s, p in zip(t.segments, t.params)] + ([f"{{{t.catch_all}}}"] if t.catch_all else [])
-    return "/" + "/".join(parts), t.names
+    return "/" + "/".join(parts), list(t.names)
 
 
 def _operation(route: CompiledRoute, method: str, rename: dict[str, str], schemas: dict, schemes: dict) -> dict[str, Any]:

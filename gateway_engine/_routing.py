@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, unquote
 
@@ -26,6 +26,10 @@ class PathTemplate:
     segments: tuple[str, ...]       # literal segments, or "" where a parameter stands
     params: tuple[str | None, ...]  # parameter name per segment (None for literals)
     catch_all: str | None           # name of the trailing {name:path} parameter
+    names: tuple[str, ...] = field(init=False, compare=False, repr=False)  # every parameter, in order
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "names", tuple(p for p in self.params if p) + ((self.catch_all,) if self.catch_all else ()))
 
     @classmethod
     def parse(cls, text: str) -> "PathTemplate":
@@ -50,10 +54,6 @@ class PathTemplate:
         if len(names) != len(set(names)):
             raise PathTemplateError(f"a parameter is named twice in {text!r}")
         return cls(text, tuple(segments), tuple(params), catch_all)
-
-    @property
-    def names(self) -> list[str]:
-        return [p for p in self.params if p] + ([self.catch_all] if self.catch_all else [])
 
     @property
     def is_static(self) -> bool:

@@ -94,6 +94,39 @@ def test_http1_reuses_keep_alive_connections(transport):
     assert server.requests[0].startswith(b"GET /x HTTP/1.1\r\nhost: 127.0.0.1:")
 
 
+def test_http1_one_connection_carries_chunked_sized_and_error_answers_in_turn(transport):
+    chunked = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    missing = b"HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\nx-extra: 1\r\n\r\nnot found"
+    server = ScriptedServer(lambda req, n: ([chunked, ok(), missing][(n - 1) % 3], False))
+
+    async def go():
+        seen = []
+        for _ in range(6):
+            reply = await transport.send("GET", f"http://127.0.0.1:{server.port}/x", [], None)
+            body = b"".join([c async for c in reply.stream]) if reply.stream is not None else reply.body
+            seen.append((reply.status, body, dict(reply.headers).get("x-extra")))
+        await transport.aclose()
+        return seen
+
+    seen = run(go())
+    assert seen == [(200, b"abc", None), (200, b'{"ok":true}', None), (404, b"not found", "1")] * 2
+    assert server.connections == 1  # the parser started over cleanly after every kind of answer
+
+
+def test_http1_request_target_and_host_come_from_the_url(transport):
+    server = ScriptedServer(lambda req, n: (ok(), False))
+
+    async def go():
+        await transport.send("GET", f"http://127.0.0.1:{server.port}?q=1", [], None)
+        await transport.send("GET", f"http://user:secret@127.0.0.1:{server.port}/a/b?c=d#fragment", [], None)
+        await transport.aclose()
+
+    run(go())
+    first, second = (r.split(b"\r\n")[:2] for r in server.requests)
+    assert first == [b"GET /?q=1 HTTP/1.1", b"host: 127.0.0.1:%d" % server.port]
+    assert second == [b"GET /a/b?c=d HTTP/1.1", b"host: 127.0.0.1:%d" % server.port]  # no userinfo, no fragment
+
+
 def test_http1_connection_close_is_not_reused(transport):
     server = ScriptedServer(lambda req, n: (ok(extra=b"connection: close\r\n"), True))
 
