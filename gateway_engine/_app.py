@@ -12,7 +12,7 @@ from ._builtins import builtin_for
 from ._compile import CompiledConfig, CompiledRoute
 from ._context import RequestContext
 from ._errors import GatewayError
-from ._metrics import IN_FLIGHT, record
+from ._metrics import IN_FLIGHT, IN_FLIGHT_PER_REQUEST, record, watch_in_flight
 from ._proxy import decoded_params, forward
 from ._reply import Reply
 from ._respond import error_reply
@@ -35,6 +35,11 @@ class GatewayApp:
         self._retiring: set[asyncio.Task] = set()
         self._reloader = None
         self._started = False
+        watch_in_flight(self.in_flight)
+
+    def in_flight(self) -> int:
+        """Requests being handled now, on any config."""
+        return sum(self._inflight.values())
 
     async def swap(self, config: CompiledConfig) -> None:
         """Make ``config`` live; the old one is retired once its in-flight requests finished."""
@@ -59,7 +64,7 @@ class GatewayApp:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         kind = scope["type"]
         if kind == "http":
-            await self._http(scope, receive, send)
+            await self._serve(self.config, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -92,19 +97,13 @@ class GatewayApp:
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
-    async def _http(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        config = self.config
-        key = id(config)
-        self._inflight[key] = self._inflight.get(key, 0) + 1
-        try:
-            await self._serve(config, scope, receive, send)
-        finally:
-            self._inflight[key] -= 1
-
     async def _serve(self, config: CompiledConfig, scope: dict[str, Any], receive: Any, send: Any) -> None:
         ctx: RequestContext | None = None
         reply: Reply | None = None
-        IN_FLIGHT.inc()
+        key = id(config)  # counted per config, so a retired config knows when its last request finished
+        self._inflight[key] = self._inflight.get(key, 0) + 1
+        if IN_FLIGHT_PER_REQUEST:
+            IN_FLIGHT.inc()
         try:
             raw = scope.get("raw_path")
             raw_path = raw.split(b"?", 1)[0].decode("latin-1") if raw else quote(scope["path"])
@@ -152,7 +151,9 @@ class GatewayApp:
             except Exception:
                 pass  # the response had already started; the connection is closed by the server
         finally:
-            IN_FLIGHT.dec()
+            self._inflight[key] -= 1
+            if IN_FLIGHT_PER_REQUEST:
+                IN_FLIGHT.dec()
 
     async def _unrouted_method(self, scope, receive, client_ip, methods, raw_params, config) -> tuple[Reply, RequestContext]:
         allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"})
@@ -202,14 +203,15 @@ async def run_pipeline(ctx: RequestContext, route: CompiledRoute, config: Compil
 
 
 async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> None:
-    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k != "content-length" or reply.stream is not None]
-    if reply.stream is None:
+    if reply.stream is None:  # the length of the body as it is now (plugins may have rewritten it)
         body = reply.body or b""
-        headers.append((b"content-length", str(len(body)).encode()))
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k != "content-length"]
+        headers.append((b"content-length", b"%d" % len(body)))
         head_only = ctx is not None and ctx.method == "HEAD"
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head_only else body})
         return
+    headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
     await send({"type": "http.response.start", "status": reply.status, "headers": headers})
     try:
         await _pump_until_disconnect(reply, send, ctx.receive if ctx is not None else None)

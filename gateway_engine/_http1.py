@@ -12,7 +12,6 @@ exchange finished cleanly, and failures map to the same GatewayErrors.
 from __future__ import annotations
 
 import asyncio
-import re
 import ssl
 from collections import deque
 from typing import AsyncIterator
@@ -27,7 +26,6 @@ from ._transport import Timeouts, protocol_error, timeout_error, unavailable_err
 _HIGH_WATER = 256 * 1024   # pause reading the upstream socket above this many buffered bytes
 _SMALL_BODY = 256 * 1024   # a complete body up to this size is handed over as bytes, not a stream
 _BODYLESS_METHODS = frozenset({"HEAD"})
-_ORIGIN = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^/?#]*")  # scheme://authority: everything before the path
 
 
 class _Connection(asyncio.Protocol):
@@ -35,6 +33,7 @@ class _Connection(asyncio.Protocol):
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
+        self.loop = asyncio.get_running_loop()  # kept: each get_running_loop() call costs a getpid() syscall
         self.closed = False
         self.reusable = False
         self._write_ready = asyncio.Event()
@@ -61,7 +60,7 @@ class _Connection(asyncio.Protocol):
     def begin(self, method: str) -> asyncio.Future:
         self._reset(method)
         self.unfinished = False
-        self.headers_done = asyncio.get_running_loop().create_future()
+        self.headers_done = self.loop.create_future()
         return self.headers_done
 
     # -- asyncio.Protocol --------------------------------------------------
@@ -145,7 +144,7 @@ class _Connection(asyncio.Protocol):
                 raise self.error
             if self.complete:
                 return None
-            self.data_waiter = asyncio.get_running_loop().create_future()
+            self.data_waiter = self.loop.create_future()
             try:
                 async with asyncio.timeout(read_timeout):
                     await self.data_waiter
@@ -180,13 +179,8 @@ class Http1Transport:
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
-        origin = _ORIGIN.match(url)
-        if origin is None:
-            raise GatewayError(502, "UPSTREAM_ERROR", "The upstream URL is not absolute.")
-        key, host_header = self._origins.get(origin[0]) or self._origin(origin[0])
-        target = url[origin.end():].partition("#")[0]
-        if not target.startswith("/"):
-            target = "/" + target
+        origin, target = _split_origin(url)
+        key, host_header = self._origins.get(origin) or self._origin(origin)
         head = _request_head(method, target, host_header, headers, body)
         if self._slots is None:
             self._slots = asyncio.Semaphore(self.max_connections)
@@ -252,7 +246,7 @@ class Http1Transport:
         if body is None or isinstance(body, (bytes, bytearray)):
             # the hot path: one write, then wait for the headers. A timer that fails the future is
             # cheaper than asyncio.timeout's cancel-and-uncancel, and only that await needs bounding.
-            timer = asyncio.get_running_loop().call_later(self.timeouts.total, _expire, headers_done)
+            timer = conn.loop.call_later(self.timeouts.total, _expire, headers_done)
             try:
                 conn.transport.write(head + body if body else head)
                 await headers_done
@@ -331,6 +325,20 @@ class Http1Transport:
             for conn in idle:
                 _abort(conn)
         self._idle.clear()
+
+
+def _split_origin(url: str) -> tuple[str, str]:
+    """``scheme://authority`` and the request target (path and query, no fragment) of an absolute URL."""
+    start = url.find("://")
+    if start <= 0:
+        raise GatewayError(502, "UPSTREAM_ERROR", "The upstream URL is not absolute.")
+    end = len(url)
+    for separator in "/?#":
+        at = url.find(separator, start + 3)
+        if 0 <= at < end:
+            end = at
+    target = url[end:].partition("#")[0]
+    return url[:end], target if target.startswith("/") else "/" + target
 
 
 def _expire(headers_done: asyncio.Future) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import atexit
 import os
 import time
+import weakref
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -37,6 +38,10 @@ UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds", "Time the upst
                              ["route", "backend"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 IN_FLIGHT = Gauge("gateway_requests_in_flight", "Requests being handled now.", registry=REGISTRY,
                   multiprocess_mode="livesum")
+#: with several workers the gauge lives in files and the app moves it per request; in one process
+#: it is read from the apps' own in-flight counts when scraped, so requests never touch it
+IN_FLIGHT_PER_REQUEST = MULTIPROCESS
+_in_flight_sources: list[weakref.WeakMethod] = []
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Failed upstream calls by kind: timeout, refused, protocol, 5xx.",
                           ["route", "backend", "kind"], registry=REGISTRY)
 RATE_LIMITED = Counter("gateway_rate_limit_rejections", "Requests refused with 429 RATE_LIMITED.",
@@ -107,6 +112,22 @@ def _record_error(children: _Children, ctx: RequestContext, reply: Reply) -> Non
         RATE_LIMITED.labels(children.route, children.backend).inc()
     elif reply.status in (401, 403):
         AUTH_FAILURES.labels(children.route, children.backend, code).inc()
+
+
+def watch_in_flight(count: Any) -> None:
+    """Register a bound method returning an app's in-flight requests (single process only)."""
+    if not IN_FLIGHT_PER_REQUEST:
+        _in_flight_sources.append(weakref.WeakMethod(count))
+
+
+def _in_flight_now() -> float:
+    counts = [source() for source in _in_flight_sources]
+    _in_flight_sources[:] = [s for s, c in zip(_in_flight_sources, counts) if c is not None]  # apps gone
+    return float(sum(c() for c in counts if c is not None))
+
+
+if not IN_FLIGHT_PER_REQUEST:
+    IN_FLIGHT.set_function(_in_flight_now)
 
 
 _CIRCUIT_VALUES = {"closed": 0, "half_open": 1, "open": 2}

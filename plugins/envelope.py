@@ -50,7 +50,7 @@ class EnvelopePlugin(Plugin):
         if not reply.is_json and not (reply.stream is None and not reply.body):
             return
         raw = await reply.read(self.max_body)
-        if not raw.strip():
+        if not raw or raw.isspace():  # (no strip(): that would copy a large body)
             raw = b"null"
         else:
             try:
