@@ -149,6 +149,15 @@ def test_proxy_envelope_opt_out_is_raw(svc):
     assert "success" not in body and body["raw_path"] == "/base/raw"
 
 
+def test_proxy_envelope_drops_the_upstream_etag_and_raw_passthrough_keeps_it(svc):
+    with httpx.Client() as c:
+        wrapped = c.get(svc + "/api/svc/items/7", headers={"x-test-etag": '"v1"'})
+        raw = c.get(svc + "/api/svc/raw", headers={"x-test-etag": '"v1"'})
+    assert "etag" not in wrapped.headers  # the envelope's bytes are not the bytes the tag described
+    assert wrapped.headers["content-type"] == "application/json"
+    assert raw.headers["etag"] == '"v1"'
+
+
 def test_proxy_unknown_path_is_404_envelope(svc):
     with httpx.Client() as c:
         r = c.get(svc + "/api/svc/unknown/route")

@@ -33,7 +33,8 @@ def echo_app(recorder: Recorder) -> Starlette:
             "body": body.decode("utf-8", "replace"),
         }
         recorder.requests.append(entry)
-        return JSONResponse(entry)
+        tag = request.headers.get("x-test-etag")  # lets a test see what happens to an upstream ETag
+        return JSONResponse(entry, headers={"etag": tag} if tag else None)
 
     async def status(request: Request) -> Response:
         code = int(request.path_params["code"])
