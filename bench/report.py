@@ -6,6 +6,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +17,9 @@ GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full --workers 2")
 def machine() -> dict:
     model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                   if line.startswith("model name")), platform.machine())
+    # the interpreter build matters (a PGO+LTO CPython is ~20% faster than one built without them): name it
     return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "kernel": platform.release(), "cpu_busy_pct_before_start": cpu_busy_pct()}
+            "interpreter": os.path.realpath(sys.executable), "kernel": platform.release(), "cpu_busy_pct_before_start": cpu_busy_pct()}
 
 
 def cpu_busy_pct(seconds: float = 1.0) -> float:
@@ -32,7 +34,8 @@ def cpu_busy_pct(seconds: float = 1.0) -> float:
 
 
 def header(info: dict, settings: dict) -> str:
-    text = (f"gateway-engine bench — {info['nproc']} cores, {info['cpu_model']}, Python {info['python']}\n"
+    text = (f"gateway-engine bench — {info['nproc']} cores, {info['cpu_model']}, Python {info['python']}"
+            f" ({info['interpreter']})\n"
             + ", ".join(f"{k}={v}" for k, v in settings.items()))
     if info["cpu_busy_pct_before_start"] > 10:
         text += (f"\nWARNING: the CPU was {info['cpu_busy_pct_before_start']:.0f}% busy before the start:"
