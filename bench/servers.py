@@ -43,8 +43,9 @@ def pinned(cmd: list[str], core: int | None) -> list[str]:
 class Server:
     """One server process group on 127.0.0.1:port, its log files and the path that says it is up."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, ready_path: str, workdir: Path, env: dict | None = None):
-        self.name, self.cmd, self.env = name, cmd, env
+    def __init__(self, name: str, cmd: list[str], port: int, ready_path: str, workdir: Path, env: dict | None = None,
+                 cwd: Path = REPO):
+        self.name, self.cmd, self.env, self.cwd = name, cmd, env, cwd
         self.port, self.ready_path = port, ready_path
         self.base = f"http://127.0.0.1:{port}"
         self.stdout_path = workdir / f"{name}.out"
@@ -55,7 +56,7 @@ class Server:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
                 self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=REPO, start_new_session=True,
+                env=self.env, cwd=self.cwd, start_new_session=True,
             )
         self._wait_ready()
 
