@@ -212,10 +212,11 @@ class Http1Transport:
         """``scheme://[userinfo@]host[:port]`` → the pool key and the Host header, parsed once per origin."""
         parts = urlsplit(origin)
         scheme = parts.scheme
-        key = (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80))
+        parsed = ((scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)),
+                  parts.netloc.rsplit("@", 1)[-1])  # the Host header never carries userinfo
         if len(self._origins) < 1024:  # an upstream is one origin, rarely a handful; never grow without bound
-            self._origins[origin] = (key, parts.netloc.rsplit("@", 1)[-1])
-        return key, parts.netloc.rsplit("@", 1)[-1]
+            self._origins[origin] = parsed
+        return parsed
 
     async def _connection(self, key: tuple[str, str, int], fresh: bool = False) -> tuple[_Connection, bool]:
         idle = self._idle.get(key)
