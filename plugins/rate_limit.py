@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from typing import Any
 from urllib.parse import urlsplit
@@ -123,6 +124,8 @@ class Counters:
                                    connection_pool=self._pool)
 
     async def close(self) -> None:
+        if self.local is not None:
+            return  # memory:// holds nothing to release, and its counts outlive the config (counters_for)
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.disconnect()
@@ -135,6 +138,22 @@ class Counters:
             self._warned_at = now
             cause = getattr(exc, "storage_error", exc)
             log.warning("rate limit storage %s unavailable (%s)", self.display, type(cause).__name__)
+
+
+# memory:// counters by (config directory, storage URL). A reload builds new plugins but they keep
+# counting on these: a config change must not hand every client a fresh budget.
+_MEMORY_COUNTERS: dict[tuple[str, str], Counters] = {}
+
+
+def counters_for(url: str, gateway: Any) -> Counters:
+    """The counters a config's rate_limit instances share: Redis per config, memory per process and config directory."""
+    if urlsplit(url).scheme != "memory":
+        return gateway.shared(("rate_limit_storage", url), lambda: Counters(url))
+    key = (os.path.abspath(gateway.config_dir), url)
+    counters = _MEMORY_COUNTERS.get(key)
+    if counters is None:
+        counters = _MEMORY_COUNTERS[key] = Counters(url)
+    return counters
 
 
 class RateLimitPlugin(Plugin):
@@ -183,7 +202,7 @@ class RateLimitPlugin(Plugin):
         self.prefix = f"{self.strategy}.{options['count']}"
         self._keys: dict[tuple, str] = {}  # (limit, identifiers) → storage key, so keys are not rebuilt per request
         url = gateway.settings.get("rate_limit_storage") or "memory://"
-        self.counters: Counters = gateway.shared(("rate_limit_storage", url), lambda: Counters(url))
+        self.counters: Counters = counters_for(url, gateway)
 
     async def shutdown(self) -> None:
         await self.counters.close()

@@ -135,3 +135,18 @@ def test_reload_every_worker_converges(tmp_path, upstream):
     finally:
         proc.terminate()
         proc.wait(15)
+
+
+def test_reload_keeps_memory_rate_limit_counts(gateway, upstream):
+    limited = "version: 1\nbase_path: /api\nplugins: [{rate_limit: {limit: 3/minute, key: ip}}, envelope]\n"
+    gw = gateway(limited, {"b": routes(upstream)}, watch=True)
+    root = gateway.root
+    with httpx.Client() as c:
+        before = [c.get(gw + "/api/b/a").status_code for _ in range(2)]
+        version = c.get(gw + "/api/health").json()["version"]
+        (root / "routes.d" / "b.yaml").write_text(routes(upstream) + "  - {name: s, method: GET, path: /s, upstream_path: /echo}\n")
+        assert wait_for(lambda: c.get(gw + "/api/health").json()["version"] != version)
+        after = [c.get(gw + "/api/b/a") for _ in range(2)]
+    assert before == [200, 200]
+    assert after[0].status_code == 200 and after[0].headers["ratelimit-remaining"] == "0"  # the third of three
+    assert after[1].status_code == 429  # the reload did not hand out a fresh budget
