@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from ._builtins import builtin_for
-from ._compile import CompiledConfig, CompiledRoute
+from ._compile import CompiledConfig, CompiledRoute, PluginChain
 from ._context import RequestContext
 from ._errors import GatewayError
 from ._metrics import IN_FLIGHT, IN_FLIGHT_PER_REQUEST, record, watch_in_flight
@@ -126,7 +126,8 @@ class GatewayApp:
                 matched = config.router.match(raw_path)
                 if matched is None:
                     ctx = RequestContext(scope, receive, None, {}, client_ip)
-                    reply = error_reply(ctx, GatewayError(404, "ROUTE_NOT_FOUND", f"No route matches {scope['path']!r}."))
+                    reply = await _unrouted(ctx, config, GatewayError(404, "ROUTE_NOT_FOUND",
+                                                                      f"No route matches {scope['path']!r}."))
                 else:
                     methods, raw_params = matched
                     route = methods.get(scope["method"])
@@ -157,16 +158,17 @@ class GatewayApp:
 
     async def _unrouted_method(self, scope, receive, client_ip, methods, raw_params, config) -> tuple[Reply, RequestContext]:
         allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"})
-        route = next(iter(methods.values()))
+        route = next(iter(methods.values()))  # the path's route: metrics and logs attribute the answer to it
         ctx = RequestContext(scope, receive, route, {}, client_ip)
-        ctx.state["_raw_params"] = raw_params
         if scope["method"] == "OPTIONS":
+            ctx.state["_raw_params"] = raw_params
             # a preflight or an OPTIONS probe: plugins (cors) may answer; otherwise 204 with Allow
             ctx.state["options_fallback"] = True
             reply = await run_pipeline(ctx, route, config, terminal=lambda: Reply(204, [("allow", ", ".join(allow))], b""))
             return reply, ctx
-        reply = error_reply(ctx, GatewayError(405, "METHOD_NOT_ALLOWED", f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}.",
-                                              headers={"Allow": ", ".join(allow)}))
+        reply = await _unrouted(ctx, config, GatewayError(
+            405, "METHOD_NOT_ALLOWED", f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}.",
+            headers={"Allow": ", ".join(allow)}))
         return reply, ctx
 
 
@@ -177,7 +179,14 @@ def own_names(route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str
     return dict(zip(route.template.names, raw_params.values()))
 
 
-async def run_pipeline(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, terminal: Any = None) -> Reply:
+async def _unrouted(ctx: RequestContext, config: CompiledConfig, error: GatewayError) -> Reply:
+    """A 404 or 405 through the gateway-wide plugins that run on every answer (ids, headers, logs)."""
+    ctx.state["_raw_params"] = {}
+    return await run_pipeline(ctx, config.unrouted, config, terminal=lambda: error_reply(ctx, error))
+
+
+async def run_pipeline(ctx: RequestContext, route: CompiledRoute | PluginChain, config: CompiledConfig,
+                       terminal: Any = None) -> Reply:
     """Request phase in priority order, the upstream call, response phase in reverse."""
     chain = route.response_chains[-1]
     reply: Reply | None = None

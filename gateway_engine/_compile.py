@@ -71,6 +71,14 @@ class CompiledRoute:
 
 
 @dataclass(frozen=True)
+class PluginChain:
+    """Request-phase plugins and their response chains (as on a route), for answers no route gives."""
+
+    request_plugins: tuple[Plugin, ...] = ()
+    response_chains: tuple[tuple[Plugin, ...], ...] = ((),)
+
+
+@dataclass(frozen=True)
 class CompiledConfig:
     """The whole gateway, immutable; a reload builds a new one and swaps it."""
 
@@ -89,6 +97,7 @@ class CompiledConfig:
     transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
     webhooks: Any = None  # webhooks.WebhookSet: the webhook endpoints by full path, served before the router
     workflows: Any = None  # workflows.definitions.WorkflowCatalog: the sagas of workflows.d
+    unrouted: PluginChain = PluginChain()  # the gateway-wide plugins that also answer 404s and 405s
 
     async def startup(self) -> None:
         for plugin in self.plugins:
@@ -146,7 +155,9 @@ class _Compiler:
         base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
         self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root), written=gdata)
         default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
-        self._instantiate(default_chain)  # validates the default options even when no route uses them as-is
+        # validates the default options even when no route uses them as-is
+        default_plugins = self._instantiate(default_chain) or ()
+        unrouted = PluginChain(*chain_tables(tuple(p for p in default_plugins if p.runs_unrouted)))
 
         routes: list[CompiledRoute] = []
         upstreams: list[Upstream] = []
@@ -183,7 +194,7 @@ class _Compiler:
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
             unset_env=tuple(self.unset), env=self.environ, transports=self.transports,
-            webhooks=webhooks, workflows=workflows,
+            webhooks=webhooks, workflows=workflows, unrouted=unrouted,
         )
 
     # -- plugins -------------------------------------------------------------

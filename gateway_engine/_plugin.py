@@ -46,6 +46,9 @@ class Plugin:
     options_schema: ClassVar[dict[str, Any]] = {"type": "object", "additionalProperties": False, "properties": {}}
     #: set when the plugin must see the buffered response body (``reply.read``)
     needs_response_body: ClassVar[bool] = False
+    #: set when the plugin (from the gateway-wide chain) must also see requests no route matched
+    #: (404, 405): ids, security and CORS headers and access logs belong on every answer
+    runs_unrouted: ClassVar[bool] = False
 
     def __init__(self, options: dict[str, Any], gateway: GatewayInfo) -> None:
         self.options = options

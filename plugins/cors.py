@@ -42,6 +42,7 @@ class CorsPlugin(Plugin):
 
     name = "cors"
     priority = 2000
+    runs_unrouted = True
     options_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {

@@ -47,6 +47,7 @@ class IpFilterPlugin(Plugin):
 
     name = "ip_filter"
     priority = 3000
+    runs_unrouted = True
     options_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {

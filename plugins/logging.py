@@ -22,6 +22,7 @@ class LoggingPlugin(Plugin):
 
     name = "logging"
     priority = 90_000
+    runs_unrouted = True
     options_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {

@@ -12,6 +12,7 @@ class RequestIdPlugin(Plugin):
 
     name = "request_id"
     priority = 100_000
+    runs_unrouted = True
     options_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {

@@ -33,6 +33,7 @@ class SecurityHeadersPlugin(Plugin):
 
     name = "security_headers"
     priority = 95_000
+    runs_unrouted = True
     options_schema = {
         "type": "object", "additionalProperties": False,
         "properties": {
