@@ -179,12 +179,12 @@ class _Compiler:
 
         routes = self._strip_everywhere(routes)
         router = self._router(routes)
-        from .webhooks import compile_webhooks  # imported here: webhook actions use _invoke, which imports this module
-        webhooks = compile_webhooks(self.raw.webhooks, routes, self.errors, router=router, gateway=self.gateway,
-                                    environ=self.environ, note_unset=self._note_unset)
         from .workflows.definitions import compile_workflows  # workflows.d: checked against the routes
 
         workflows = compile_workflows(self.raw.workflows, routes, self.errors)
+        from .webhooks import compile_webhooks  # imported here: webhook actions use _invoke, which imports this module
+        webhooks = compile_webhooks(self.raw.webhooks, routes, self.errors, router=router, gateway=self.gateway,
+                                    environ=self.environ, note_unset=self._note_unset, workflows=workflows)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             raise ConfigErrors(unique)

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gateway_engine import create_app, load_config
+from gateway_engine import ConfigErrors, create_app, load_config
 from gateway_engine.workflows.client import connect
 from gateway_engine.workflows.worker import build_worker, connection_for
 from tests.servers import serve
@@ -161,3 +161,13 @@ async def test_webhooks_workflow_signal_reaches_the_waiting_workflow(setup):
     assert "404 WORKFLOW_NOT_FOUND" in lost.json()["error"]["message"]
     assert skipped.status_code == 200 and skipped.json()["data"]["actions"][1] == {
         "action": "workflow", "workflowId": "checkout-42", "status": "unreceived"}
+
+
+def test_webhooks_a_start_action_naming_no_workflow_is_a_config_error(setup):
+    config_dir, env, _, _ = setup
+    root = config_dir("typo")
+    (root / "webhooks.d" / "medusa.yaml").write_text(MEDUSA.replace("start: Fulfil", "start: Fulfill"))
+    with pytest.raises(ConfigErrors) as caught:
+        load_config(root, env)
+    assert "webhooks.d/medusa.yaml:6:7: actions[0].workflow.start: no workflow named 'Fulfill' (known: Checkout, Fulfil)" \
+        in str(caught.value), str(caught.value)

@@ -71,12 +71,16 @@ def settings_of(gateway_settings: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[ConfigError], *, router: Any,
-                     gateway: Any, environ: Mapping[str, str], note_unset: Callable[..., None]) -> WebhookSet:
-    """Compile every webhook file; problems go to ``errors``. ``router`` catches paths a route already serves."""
+                     gateway: Any, environ: Mapping[str, str], note_unset: Callable[..., None],
+                     workflows: Any = None) -> WebhookSet:
+    """Compile every webhook file; problems go to ``errors``. ``router`` catches paths a route already serves;
+    ``workflows`` (the config's WorkflowCatalog) catches a start action naming no workflow."""
     if not docs:
         return WebhookSet()
     settings = settings_of(gateway.settings)
-    compiler = _SourceCompiler({r.qualified_name: r for r in routes}, errors, environ, note_unset, settings["workflow_routes"])
+    known = workflows.names() if workflows is not None else []
+    compiler = _SourceCompiler({r.qualified_name: r for r in routes}, errors, environ, note_unset, settings["workflow_routes"],
+                               known)
     taken: dict[str, str] = {}
     names: dict[str, str] = {}
     sources = []
@@ -103,9 +107,9 @@ def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[C
 
 class _SourceCompiler:
     def __init__(self, routes: dict[str, Any], errors: list[ConfigError], environ: Mapping[str, str],
-                 note_unset: Callable[..., None], workflow_routes: Mapping[str, str]) -> None:
+                 note_unset: Callable[..., None], workflow_routes: Mapping[str, str], workflows: list[str]) -> None:
         self.routes, self.errors, self.environ = routes, errors, environ
-        self.note_unset, self.workflow_routes = note_unset, workflow_routes
+        self.note_unset, self.workflow_routes, self.workflows = note_unset, workflow_routes, workflows
 
     def source(self, doc: Document, paths: tuple[str, ...]) -> Source | None:
         before = len(self.errors)
@@ -159,6 +163,10 @@ class _SourceCompiler:
         if route not in self.routes:
             self.errors.append(doc.error(path, f"the workflow action calls route {route}, which no routes.d file defines "
                                                f"(gateway.yaml webhooks.workflow_routes.{kind} names it)"))
+            return None
+        if kind == "start" and spec["start"] not in self.workflows:
+            known = ", ".join(self.workflows) or "none: workflows.d defines no workflow"
+            self.errors.append(doc.error(path + ("start",), f"no workflow named {spec['start']!r} (known: {known})"))
             return None
         if kind == "signal" and "id" not in self.routes[route].template.names:
             self.errors.append(doc.error(path, f"route {route} has no {{id}} path parameter to name the workflow"))
