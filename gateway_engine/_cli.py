@@ -170,12 +170,18 @@ def _worker(root: str, task_queues: list[str] | None, err: TextIO) -> int:
 
 
 def route_table(config: CompiledConfig) -> list[dict]:
-    """The routes as rows. Upstream URLs are shown as written (``${VAR}``), never resolved: no secret leaks."""
+    """The routes as rows, then the webhook endpoints (backend ``webhooks``, upstream the source's file).
+    Upstream URLs are shown as written (``${VAR}``), never resolved: no secret leaks."""
     rows = []
     for route in sorted(config.routes, key=lambda r: (r.path, r.methods)):
         rows.append({"methods": list(route.methods), "path": route.path, "backend": route.backend, "name": route.name,
                      "upstream": route.upstream_template, "configured": route.upstream is not None,
                      "plugins": [p.name for p in route.plugins]})
+    for source in config.webhooks.sources if config.webhooks is not None else ():
+        for path in source.paths:
+            rows.append({"methods": ["POST"], "path": path, "backend": "webhooks", "name": source.name,
+                         "upstream": source.file, "configured": source.verifier is not None,
+                         "plugins": []})
     return rows
 
 

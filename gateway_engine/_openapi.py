@@ -72,6 +72,9 @@ def build_openapi(config: CompiledConfig, *, title: str = "gateway-engine") -> d
         "summary": "Every backend probed (cached for a few seconds).",
         "responses": {"200": {"description": "No critical backend is down.", "content": _json("BackendsHealth")},
                       "503": {"description": "A critical backend is down.", "content": _json("BackendsHealth")}}}
+    for source in config.webhooks.sources if config.webhooks is not None else ():
+        for i, path in enumerate(source.paths):
+            paths.setdefault(path, {})["post"] = _webhook_operation(source, i)
     return {
         "openapi": "3.1.0",
         "info": {"title": title, "version": config.version,
@@ -79,6 +82,26 @@ def build_openapi(config: CompiledConfig, *, title: str = "gateway-engine") -> d
                                 "`{success, data | error, meta}`; errors carry a stable `error.code`."},
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": schemes},
+    }
+
+
+def _webhook_operation(source: Any, index: int) -> dict[str, Any]:
+    """A webhooks.d endpoint: called by the sender, authenticated by its signature over the raw body."""
+    failed = {"description": "An error, as the error envelope.", "content": _json("ErrorEnvelope")}
+    return {
+        "operationId": f"webhooks.{source.name}" + (f".{index}" if index else ""), "tags": ["webhooks"],
+        "summary": f"Events from {source.name}, verified by their signature (webhooks.d).", "security": [],
+        "requestBody": {"required": True, "description": f"The sender's event, at most {source.max_body} bytes, "
+                                                         "signed over its exact bytes.",
+                        "content": {"application/json": {"schema": _ANY}}},
+        "responses": {
+            "200": {"description": "Every action accepted, or the event was handled before.", "content": _json("SuccessEnvelope")},
+            "401": {"description": "The signature did not verify (`INVALID_WEBHOOK_SIGNATURE`).", "content": _json("ErrorEnvelope")},
+            "409": {"description": "Another delivery of this event is being handled (`WEBHOOK_IN_PROGRESS`).",
+                    "content": _json("ErrorEnvelope")},
+            "413": {"description": "The body is larger than the source allows.", "content": _json("ErrorEnvelope")},
+            "default": failed,
+        },
     }
 
 

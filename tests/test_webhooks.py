@@ -481,3 +481,28 @@ def test_webhooks_failing_template_is_500_and_frees_the_event(hooks, upstream, r
         assert res.status_code == 500 and res.json()["error"]["code"] == "MAPPING_ERROR"
         assert "ZeroDivisionError" in res.json()["error"]["message"]
     assert len(recorder.requests) == 1
+
+
+def test_webhooks_endpoints_are_listed_by_routes_and_described_in_openapi(tmp_path, upstream):
+    from openapi_spec_validator import validate
+
+    root = write_webhooks(tmp_path, {"stripe": stripe_source(upstream)})
+    out = io.StringIO()
+    assert run(["routes", "--config", str(root), "--format", "json"], stdout=out) == 0
+    rows = [r for r in json.loads(out.getvalue()) if r["backend"] == "webhooks"]
+    assert [(r["methods"], r["path"], r["name"], r["upstream"]) for r in rows] == [
+        (["POST"], "/api/webhooks/stripe", "stripe", "webhooks.d/stripe.yaml"),
+        (["POST"], "/api/gateway/payments/webhooks", "stripe", "webhooks.d/stripe.yaml")]
+    assert [r["configured"] for r in rows] == [False, False]  # STRIPE_WEBHOOK_SECRET is not set here
+    doc = json.loads(_openapi_text(root))
+    validate(doc)
+    first, alias = doc["paths"]["/api/webhooks/stripe"]["post"], doc["paths"]["/api/gateway/payments/webhooks"]["post"]
+    assert (first["operationId"], alias["operationId"]) == ("webhooks.stripe", "webhooks.stripe.1")
+    assert first["security"] == [] and {"200", "401", "409", "413"} <= set(first["responses"])
+    assert "4096 bytes" in first["requestBody"]["description"]
+
+
+def _openapi_text(root: Path) -> str:
+    out = io.StringIO()
+    assert run(["openapi", "--config", str(root)], stdout=out) == 0
+    return out.getvalue()
