@@ -4,10 +4,11 @@ request ids, security and CORS headers, access logs and IP filters, but never au
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
+
+from tests.test_plugin_logging import lines
 
 ORIGIN = "http://app.example"
 
@@ -26,16 +27,6 @@ def backend(upstream: str) -> str:
     return f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: items, method: GET, path: /items}}\n"
 
 
-def log_lines(log: Path, count: int) -> list[dict]:
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        lines = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-        if len(lines) >= count:
-            return lines
-        time.sleep(0.02)
-    raise AssertionError(f"expected {count} log lines")
-
-
 def test_a_404_carries_ids_security_and_cors_headers_is_logged_and_skips_auth_and_rate_limit(gateway, upstream, tmp_path):
     log = tmp_path / "access.log"
     gw = gateway(gateway_yaml(log), {"svc": backend(upstream)}, {"WEB_KEY": "web-key-123456"})
@@ -47,8 +38,8 @@ def test_a_404_carries_ids_security_and_cors_headers_is_logged_and_skips_auth_an
         assert r.headers["x-content-type-options"] == "nosniff"
         assert r.headers["access-control-allow-origin"] == ORIGIN and "Origin" in r.headers["vary"]
         assert "ratelimit-limit" not in r.headers
-    lines = log_lines(log, 2)
-    assert [(line["status"], line["route"], line["path"]) for line in lines] == [(404, None, "/api/nowhere")] * 2
+    logged = lines(log, 2)
+    assert [(line["status"], line["route"], line["path"]) for line in logged] == [(404, None, "/api/nowhere")] * 2
 
 
 def test_a_405_carries_the_same_headers_and_is_logged_under_the_paths_route(gateway, upstream, tmp_path):
@@ -58,7 +49,7 @@ def test_a_405_carries_the_same_headers_and_is_logged_under_the_paths_route(gate
     assert r.status_code == 405 and r.headers["allow"] == "GET, HEAD, OPTIONS"
     assert r.headers["access-control-allow-origin"] == ORIGIN and r.headers["x-frame-options"] == "DENY"
     assert r.headers["x-request-id"] == r.json()["meta"]["requestId"]
-    assert [(line["status"], line["route"]) for line in log_lines(log, 1)] == [(405, "items")]
+    assert [(line["status"], line["route"]) for line in lines(log, 1)] == [(405, "items")]
 
 
 def test_a_preflight_to_an_unknown_path_is_answered_by_cors(gateway, upstream, tmp_path):
