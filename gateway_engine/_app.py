@@ -12,7 +12,7 @@ from ._builtins import builtin_for
 from ._compile import CompiledConfig, CompiledRoute, PluginChain
 from ._context import RequestContext
 from ._errors import GatewayError
-from ._metrics import IN_FLIGHT, IN_FLIGHT_PER_REQUEST, record, watch_in_flight
+from ._metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
 from ._proxy import decoded_params, forward
 from ._reply import Reply
 from ._respond import error_reply
@@ -102,7 +102,7 @@ class GatewayApp:
         reply: Reply | None = None
         key = id(config)  # counted per config, so a retired config knows when its last request finished
         self._inflight[key] = self._inflight.get(key, 0) + 1
-        if IN_FLIGHT_PER_REQUEST:
+        if MULTIPROCESS:
             IN_FLIGHT.inc()
         try:
             raw = scope.get("raw_path")
@@ -153,7 +153,7 @@ class GatewayApp:
                 pass  # the response had already started; the connection is closed by the server
         finally:
             self._inflight[key] -= 1
-            if IN_FLIGHT_PER_REQUEST:
+            if MULTIPROCESS:
                 IN_FLIGHT.dec()
 
     async def _unrouted_method(self, scope, receive, client_ip, methods, raw_params, config) -> tuple[Reply, RequestContext]:

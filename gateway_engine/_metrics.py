@@ -38,9 +38,8 @@ UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds", "Time the upst
                              ["route", "backend"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
 IN_FLIGHT = Gauge("gateway_requests_in_flight", "Requests being handled now.", registry=REGISTRY,
                   multiprocess_mode="livesum")
-#: with several workers the gauge lives in files and the app moves it per request; in one process
-#: it is read from the apps' own in-flight counts when scraped, so requests never touch it
-IN_FLIGHT_PER_REQUEST = MULTIPROCESS
+# with several workers (MULTIPROCESS) the gauge lives in files and the app moves it per request; in one
+# process it is read from the apps' own in-flight counts when scraped, so requests never touch it
 _in_flight_sources: list[weakref.WeakMethod] = []
 UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Failed upstream calls by kind: timeout, refused, protocol, 5xx.",
                           ["route", "backend", "kind"], registry=REGISTRY)
@@ -116,7 +115,7 @@ def _record_error(children: _Children, ctx: RequestContext, reply: Reply) -> Non
 
 def watch_in_flight(count: Any) -> None:
     """Register a bound method returning an app's in-flight requests (single process only)."""
-    if not IN_FLIGHT_PER_REQUEST:
+    if not MULTIPROCESS:
         _in_flight_sources.append(weakref.WeakMethod(count))
 
 
@@ -126,7 +125,7 @@ def _in_flight_now() -> float:
     return float(sum(c() for c in counts if c is not None))
 
 
-if not IN_FLIGHT_PER_REQUEST:
+if not MULTIPROCESS:
     IN_FLIGHT.set_function(_in_flight_now)
 
 
