@@ -98,10 +98,8 @@ def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
 def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from ._explain import explain
 
-    try:
-        config = load_config(_config_dir(args.config))
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
+    config = _load(_config_dir(args.config), err)
+    if config is None:
         return 1
     headers = []
     for item in args.header:
@@ -129,10 +127,8 @@ def _hash_key(stdin: TextIO, out: TextIO, keep_newline: bool) -> int:
 
 
 def _routes(root: str, fmt: str, out: TextIO, err: TextIO) -> int:
-    try:
-        config = load_config(root)
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
+    config = _load(root, err)
+    if config is None:
         return 1
     rows = route_table(config)
     if fmt == "json":
@@ -149,10 +145,8 @@ def _routes(root: str, fmt: str, out: TextIO, err: TextIO) -> int:
 def _openapi(root: str, out: TextIO, err: TextIO) -> int:
     from ._builtins import builtins_of
 
-    try:
-        config = load_config(root)
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
+    config = _load(root, err)
+    if config is None:
         return 1
     out.write(orjson.dumps(builtins_of(config).openapi(), option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0
@@ -161,12 +155,19 @@ def _openapi(root: str, out: TextIO, err: TextIO) -> int:
 def _worker(root: str, task_queues: list[str] | None, err: TextIO) -> int:
     from .workflows.worker import main  # temporalio loads only for this command
 
-    try:
-        config = load_config(root)
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
+    config = _load(root, err)
+    if config is None:
         return 1
     return main(config, task_queues, err)
+
+
+def _load(root: str, err: TextIO) -> CompiledConfig | None:
+    """The loaded config, or None after writing every error to ``err``."""
+    try:
+        return load_config(root)
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return None
 
 
 def route_table(config: CompiledConfig) -> list[dict]:
@@ -192,10 +193,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     import uvicorn
 
     root = os.path.abspath(_config_dir(args.config))
-    try:
-        load_config(root)  # fail fast, with every error, before binding the port
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
+    if _load(root, err) is None:  # fail fast, with every error, before binding the port
         return 1
     metrics_dir = None
     if args.workers > 1:

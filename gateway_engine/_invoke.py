@@ -22,7 +22,6 @@ class Invocation:
 
     status: int
     body: Any        # parsed JSON (the envelope when the route has one), or text
-    headers: dict[str, str]
 
     @property
     def ok(self) -> bool:
@@ -30,10 +29,10 @@ class Invocation:
 
 
 def find_route(config: CompiledConfig, qualified_name: str) -> CompiledRoute:
-    """``backend.route-name`` → the compiled route (KeyError names what exists)."""
-    for route in config.routes:
-        if route.qualified_name == qualified_name:
-            return route
+    """``backend.route-name`` → the compiled route (KeyError names what exists); the table is built once per config."""
+    route = config.gateway.shared("invoke.routes", lambda: {r.qualified_name: r for r in config.routes}).get(qualified_name)
+    if route is not None:
+        return route
     raise KeyError(f"no route {qualified_name!r}; routes are named backend.route-name")
 
 
@@ -62,7 +61,7 @@ def body_receiver(body: bytes | None) -> Any:
 
 async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[str, Any] | None = None,
                  query: dict[str, Any] | None = None, body: Any = None, headers: dict[str, str] | None = None,
-                 identity: dict[str, Any] | None = None, method: str | None = None,
+                 identity: dict[str, Any] | None = None,
                  upstream_headers: dict[str, str] | None = None,
                  skip_plugins: frozenset[str] = frozenset({"auth", "rate_limit", "cors", "ip_filter"})) -> Invocation:
     """Run route ``qualified_name`` as if a client had called it.
@@ -80,7 +79,7 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     for name, value in raw_params.items():
         path = path.replace("{" + name + ":path}", value).replace("{" + name + "}", value)
     data = orjson.dumps(body) if body is not None else None
-    scope = build_scope(method or route.methods[0], path, urlencode(query or {}, doseq=True),
+    scope = build_scope(route.methods[0], path, urlencode(query or {}, doseq=True),
                         list((headers or {}).items()), data)
     ctx = RequestContext(scope, body_receiver(data), route, {}, "127.0.0.1")
     ctx.state["_raw_params"] = raw_params
@@ -96,7 +95,7 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
         parsed: Any = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
         parsed = raw.decode("utf-8", "replace")
-    return Invocation(reply.status, parsed, dict(reply.headers))
+    return Invocation(reply.status, parsed)
 
 
 def _without(route: CompiledRoute, skip: frozenset[str]) -> CompiledRoute:

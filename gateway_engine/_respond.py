@@ -42,11 +42,11 @@ def error_body(ctx: RequestContext, code: str, message: str, details: Any = None
     return orjson.dumps({"success": False, "error": error, "meta": meta(ctx, extra_meta)}, default=str)
 
 
-def error_reply(ctx: RequestContext, err: GatewayError) -> Reply:
+def error_reply(ctx: RequestContext, err: GatewayError, extra_meta: dict[str, Any] | None = None) -> Reply:
     """The one place a GatewayError becomes a response (its code is kept in ``ctx.state`` for metrics)."""
     ctx.state["error_code"] = err.code
     headers = [("content-type", JSON), ("x-request-id", ctx.request_id)] + [(k.lower(), v) for k, v in err.headers.items()]
-    return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details))
+    return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details, extra_meta))
 
 
 def success_body(ctx: RequestContext, data_json: bytes, extra_meta: dict[str, Any] | None = None) -> bytes:

@@ -17,7 +17,7 @@ from .._context import RequestContext
 from .._errors import GatewayError
 from .._proxy import read_body
 from .._reply import Reply
-from .._respond import JSON, error_body, success_body
+from .._respond import JSON, error_reply, success_body
 from .._templates import Render, TemplateRuntimeError
 from .actions import ActionFailed
 from .dedupe import EventStore, StoreError
@@ -129,9 +129,7 @@ class WebhookEndpoint:
             log.error("webhook %s: could not free event %s; a retry waits for the lease", self.source.name, key)
 
     def _error(self, ctx: RequestContext, err: GatewayError) -> Reply:
-        ctx.state["error_code"] = err.code  # for the metrics, as the engine's own errors
-        headers = [("content-type", JSON), ("x-request-id", ctx.request_id)] + [(k.lower(), v) for k, v in err.headers.items()]
-        return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details, {"source": self.source.name}))
+        return error_reply(ctx, err, {"source": self.source.name})
 
     def _ok(self, ctx: RequestContext, data: Any) -> Reply:
         body = success_body(ctx, orjson.dumps(data, default=str), {"source": self.source.name})

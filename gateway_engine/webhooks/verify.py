@@ -8,7 +8,6 @@ import binascii
 import hashlib
 import hmac
 import re
-from dataclasses import dataclass
 from typing import Any, Mapping, Protocol, Sequence
 
 
@@ -16,13 +15,8 @@ class Rejected(Exception):
     """A delivery that failed verification; the message is safe to show (it never holds a secret)."""
 
 
-@dataclass(frozen=True)
-class Verified:
-    timestamp: int | None = None   # the signed send time, when the scheme has one
-
-
 class Verifier(Protocol):
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified: ...
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None: ...
 
 
 def _matches(expected: Sequence[bytes], presented: Sequence[bytes | None]) -> bool:
@@ -79,7 +73,7 @@ class StripeVerifier:
         self.keys = [s.encode() for s in secrets]
         self.tolerance = tolerance
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         pairs = [item.split("=", 1) for item in _header(headers, "Stripe-Signature").split(",") if "=" in item]
         stamps = [v.strip() for k, v in pairs if k.strip() == "t"]
         signatures = [_unhex(v) for k, v in pairs if k.strip() == "v1"]
@@ -90,7 +84,6 @@ class StripeVerifier:
         if not _matches([hmac.new(k, content, hashlib.sha256).digest() for k in self.keys], signatures):
             raise Rejected("no v1 signature in Stripe-Signature matches")
         _fresh(timestamp, now, self.tolerance)
-        return Verified(timestamp=timestamp)
 
 
 _PLACEHOLDER = re.compile(r"\{(\w*)\}")
@@ -113,7 +106,7 @@ class HmacVerifier:
         self.timestamp_header, self.tolerance = timestamp_header, tolerance
         self.parts = parse_signed_content(signed_content, timestamp_header is not None)
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         value = _header(headers, self.header)
         if not value.startswith(self.prefix):
             raise Rejected(f"the {self.header} header does not start with {self.prefix!r}")
@@ -124,10 +117,9 @@ class HmacVerifier:
         if not _matches([hmac.new(k, content, self.digest).digest() for k in self.keys], presented):
             raise Rejected(f"the {self.header} signature does not match")
         if not self.timestamp_header:
-            return Verified()
+            return
         timestamp = _timestamp(stamp)
         _fresh(timestamp, now, self.tolerance)
-        return Verified(timestamp=timestamp)
 
 
 def parse_signed_content(template: str, has_timestamp: bool) -> list[Any]:
@@ -156,7 +148,7 @@ class StandardWebhooksVerifier:
         self.keys = [_standard_key(s) for s in secrets]
         self.tolerance = tolerance
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         delivery = _header(headers, "webhook-id")
         stamp = _header(headers, "webhook-timestamp")
         entries = _header(headers, "webhook-signature").split()
@@ -166,7 +158,6 @@ class StandardWebhooksVerifier:
             raise Rejected("no v1 signature in webhook-signature matches")
         timestamp = _timestamp(stamp)
         _fresh(timestamp, now, self.tolerance)
-        return Verified(timestamp=timestamp)
 
 
 def _standard_key(secret: str) -> bytes:
@@ -184,13 +175,12 @@ class SharedSecretVerifier:
         self.digests = [hashlib.sha256(s.encode()).digest() for s in secrets]  # equal lengths for compare_digest
         self.header, self.prefix = header, prefix
 
-    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> Verified:
+    def verify(self, headers: Mapping[str, str], body: bytes, now: float) -> None:
         value = _header(headers, self.header)
         if not value.startswith(self.prefix):
             raise Rejected(f"the {self.header} header does not start with {self.prefix!r}")
         if not _matches(self.digests, [hashlib.sha256(value[len(self.prefix):].encode("latin-1")).digest()]):
             raise Rejected(f"the {self.header} header does not hold a valid secret")
-        return Verified()
 
 
 def build_verifier(spec: Mapping[str, Any], secrets: Sequence[str], tolerance: float) -> Verifier:
