@@ -19,6 +19,8 @@ from temporalio.common import RawValue, RetryPolicy
 from temporalio.exceptions import ActivityError, ApplicationError, CancelledError, ChildWorkflowError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    import orjson
+
     from .._durations import parse_duration
     from .._templates import TemplateRuntimeError, compile_value
     from .definitions import DEFAULT_TASK_QUEUE, TEMPLATE_NAMES
@@ -44,6 +46,7 @@ class SagaWorkflow:
         self.step: str | None = None
         self.done: list[dict[str, Any]] = []  # completed steps that have a compensation, in order
         self.child: Any = None
+        self.compiled: dict[Any, Any] = {}  # template value → compiled renderer: each compiles once per run, not per use
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> Any:
@@ -187,8 +190,12 @@ class SagaWorkflow:
                 "compensation": {"compensated": compensated, "failed": failed}}
 
     def _render(self, step: str, value: Any, scope: dict[str, Any]) -> Any:
+        key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+        render = self.compiled.get(key)
+        if render is None:
+            render = self.compiled[key] = compile_value(value, TEMPLATE_NAMES)
         try:
-            return compile_value(value, TEMPLATE_NAMES)(scope)
+            return render(scope)
         except TemplateRuntimeError as exc:
             raise StepFailed(step, "MAPPING_ERROR", str(exc)) from None
 
