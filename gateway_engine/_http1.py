@@ -21,10 +21,9 @@ import httptools
 
 from ._errors import GatewayError
 from ._reply import Reply
-from ._transport import Timeouts, protocol_error, timeout_error, unavailable_error
+from ._transport import _SMALL_BODY, Timeouts, protocol_error, timeout_error, unavailable_error
 
 _HIGH_WATER = 256 * 1024   # pause reading the upstream socket above this many buffered bytes
-_SMALL_BODY = 256 * 1024   # a complete body up to this size is handed over as bytes, not a stream
 _BODYLESS_METHODS = frozenset({"HEAD"})
 
 
@@ -71,9 +70,7 @@ class _Connection(asyncio.Protocol):
         self.received_any = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(protocol_error())
-        except httptools.HttpParserError:
+        except (httptools.HttpParserUpgrade, httptools.HttpParserError):  # neither subclasses the other
             self._fail(protocol_error())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -117,9 +114,8 @@ class _Connection(asyncio.Protocol):
         if self.complete:
             return
         self.complete = True
+        # after HEAD the parser still expects a body: such a connection is never reused
         self.reusable = self.method not in _BODYLESS_METHODS and self.parser.should_keep_alive()
-        if self.method in _BODYLESS_METHODS:
-            self.reusable = False  # the parser still expects a body: never reuse after HEAD
         self._wake()
 
     # -- helpers -------------------------------------------------------------

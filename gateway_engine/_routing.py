@@ -107,15 +107,12 @@ class UpstreamPath:
             pos = m.end()
         self.pieces.append(text[pos:])
         self.literal = quote(text, safe="/:@!$&'()*+,;=-._~%") if len(self.pieces) == 1 else None
+        #: placeholders whose value may span several segments (``{name:path}``)
+        self.path_names = frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1])
 
     @property
     def names(self) -> list[str]:
         return [p[0] for p in self.pieces if isinstance(p, tuple)]
-
-    @property
-    def path_names(self) -> frozenset[str]:
-        """Placeholders whose value may span several segments (``{name:path}``)."""
-        return frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1])
 
     def build(self, params: dict[str, str]) -> str:
         if self.literal is not None:
@@ -173,8 +170,3 @@ class Router(Generic[T]):
             if params is not None:
                 return methods, params
         return None
-
-    def routes(self) -> list[Any]:
-        out = [t for table in self.static.values() for t in table.values()]
-        out += [t for _, table in self.dynamic for t in table.values()]
-        return out
