@@ -168,6 +168,9 @@ def _validate_body(plan: Any, body: Any) -> None:
 
 
 def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[str, str]]:
+    listed = ctx.headers.get("connection")
+    if listed:  # headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1)
+        strip = strip | {t.strip().lower() for t in listed.split(",")}
     out = []
     for k, v in ctx.scope["headers"]:
         name = k.decode("latin-1").lower()

@@ -106,13 +106,14 @@ def test_proxy_sets_forwarding_headers_and_drops_hop_by_hop(svc, recorder):
     with httpx.Client() as c:
         r = c.get(svc + "/api/svc/items/1", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-Id": "abc-123",
                                                       "Connection": "keep-alive, X-Secret-Hop", "TE": "trailers",
-                                                      "Upgrade": "websocket"})
+                                                      "Upgrade": "websocket", "X-Secret-Hop": "1"})
     sent = recorder.last["headers"]
     assert sent["x-forwarded-for"] == "127.0.0.1"  # trusted_proxies 0: a client cannot inject a hop
     assert sent["x-forwarded-proto"] == "http"
     assert sent["x-forwarded-host"].startswith("127.0.0.1:")
     assert sent["x-request-id"] == "abc-123" == r.headers["x-request-id"]
     assert "te" not in sent and "upgrade" not in sent
+    assert "x-secret-hop" not in sent and "connection" not in sent  # a header Connection names is hop-by-hop
     assert "server" not in r.headers
 
 
