@@ -20,9 +20,10 @@ def test_bench_engine_runs_both_configs_through_the_real_chain(capsys):
     assert all("µs/request" in line for line in out)
 
 
-def test_bench_engine_refuses_an_unknown_config():
-    with pytest.raises(SystemExit):
+def test_bench_engine_refuses_an_unknown_config(capsys):
+    with pytest.raises(SystemExit) as exc:
         engine.main(["nonsense"])
+    assert exc.value.code == 2 and "unknown config(s): nonsense" in capsys.readouterr().err
 
 
 def test_bench_compare_side_a_imports_the_checked_out_ref_not_the_installed_code():
