@@ -23,7 +23,7 @@ import time
 import uvloop
 
 from gateway_engine import create_app
-from gateway_engine._reply import Reply
+from gateway_engine.foundation.reply import Reply
 
 from .__main__ import CONFIGS, PATH
 from .ceiling import BODY as _TEXT

@@ -1,3 +1,3 @@
-from ._cli import main
+from gateway_engine.cli.main import main
 
 main()

@@ -6,7 +6,7 @@ import io
 import json
 from pathlib import Path
 
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
 from tests.servers import write_config
 
 ROOT = Path(__file__).resolve().parent.parent

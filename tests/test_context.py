@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from gateway_engine._context import RequestContext
+from gateway_engine.foundation.context import RequestContext
 
 
 def _new_id() -> str:

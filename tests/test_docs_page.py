@@ -60,7 +60,7 @@ def test_docs_page_html(docs):
     ("swagger-ui-bundle.js", "application/javascript; charset=utf-8", swagger_ui_path),
     ("swagger-ui.css", "text/css; charset=utf-8", swagger_ui_path),
     ("favicon-32x32.png", "image/png", swagger_ui_path),
-    ("docs-init.js", "application/javascript; charset=utf-8", ROOT / "gateway_engine" / "templates"),
+    ("docs-init.js", "application/javascript; charset=utf-8", ROOT / "gateway_engine" / "endpoints" / "templates"),
 ])
 def test_docs_page_assets_served_from_packages(docs, name, content_type, source):
     r = httpx.get(f"{docs}/api/docs/{name}")

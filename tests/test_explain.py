@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 import json
 
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
 from tests.servers import write_config
 
 ROUTES = """

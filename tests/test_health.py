@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 
 from gateway_engine import create_app
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
 from tests.servers import free_port, serve, write_config
 
 GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"

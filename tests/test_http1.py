@@ -8,9 +8,9 @@ import threading
 
 import pytest
 
-from gateway_engine._errors import GatewayError
-from gateway_engine._http1 import Http1Transport
-from gateway_engine._transport import Timeouts
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.upstreams.http1 import Http1Transport
+from gateway_engine.upstreams.seam import Timeouts
 
 
 class ScriptedServer:

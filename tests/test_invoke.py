@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from gateway_engine import load_config
-from gateway_engine._invoke import find_route, invoke
+from gateway_engine.runtime.invoke import find_route, invoke
 from tests.servers import write_config
 
 

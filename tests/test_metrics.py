@@ -14,8 +14,8 @@ import time
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway_engine._cli import run
-from gateway_engine._metrics import exposition, record_reload
+from gateway_engine.cli.main import run
+from gateway_engine.foundation.metrics import exposition, record_reload
 from tests.servers import free_port, write_config
 
 GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"

@@ -12,8 +12,8 @@ from schemathesis.specs.openapi.checks import response_schema_conformance
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
 
-from gateway_engine._cli import run
-from gateway_engine._docs import openapi_30
+from gateway_engine.cli.main import run
+from gateway_engine.endpoints.docs import openapi_30
 from tests.servers import write_config
 
 GATEWAY = """version: 1

@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from gateway_engine import ConfigErrors, load_config
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
 from gateway_engine_plugins.auth_jwt import JwtVerifier
 from tests.servers import serve, write_config
 

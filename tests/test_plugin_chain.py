@@ -7,7 +7,7 @@ import textwrap
 import httpx
 import pytest
 
-from gateway_engine._registry import discover
+from gateway_engine.compiled.registry import discover
 
 PLUGIN_SOURCE = textwrap.dedent('''
     from gateway_engine import GatewayError, Plugin, Reply

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from gateway_engine_plugins.request_size_limit import RequestSizeLimitPlugin, parse_size
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
 from tests.servers import write_config
 
 

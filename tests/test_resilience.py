@@ -114,7 +114,7 @@ def test_resilience_bulkhead_contains_a_hanging_backend(gateway, upstream):
 
 
 def test_resilience_circuit_state_shows_in_health_and_metrics(gateway, upstream):
-    from gateway_engine._metrics import exposition
+    from gateway_engine.foundation.metrics import exposition
 
     breaker = "  circuit_breaker: {failures: 2, window: 30s, open_for: 30s}\n  health: {path: '/flaky?key=health&fail=99'}"
     gw = gateway(GATEWAY + "health: {cache_seconds: 0.1}\n", {"cb": backend("cb", upstream, breaker)})

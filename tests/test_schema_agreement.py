@@ -10,9 +10,11 @@ import pytest
 import yaml
 
 from gateway_engine import load_config
-from gateway_engine._schema import schema
-from gateway_engine._yaml import load_document
-from gateway_engine._schema import validate_document
+from gateway_engine.config.schema import schema
+from gateway_engine.config.documents import load_document
+from gateway_engine.config.schema import validate_document
+from gateway_engine.webhooks.feature import WEBHOOKS
+from gateway_engine.workflows.definitions import CATALOG
 
 ROOT = Path(__file__).resolve().parent.parent
 KITCHEN = Path(__file__).resolve().parent / "fixtures" / "kitchen_sink"
@@ -85,8 +87,8 @@ def test_schema_agreement_kitchen_sink_loads():
     assert storage.request.presign.expires == 900 and storage.request.params({"query": {"key": "a.txt"}}) == {"key": "a.txt"}
     assert storage.param_rules[0].mapping == {"a.txt": "docs/a.txt"}
     assert upstream.auth.headers == [("authorization", "token k:s")]
-    hooks = {s.name: s for s in config.webhooks.sources}
-    assert set(config.webhooks.endpoints) == {"/hooks/ks-signed", "/api/gateway/ks/hooks", "/hooks/ks-standard"}
+    hooks = {s.name: s for s in config.state(WEBHOOKS).sources}
+    assert set(config.state(WEBHOOKS).endpoints) == {"/hooks/ks-signed", "/api/gateway/ks/hooks", "/hooks/ks-standard"}
     signed = hooks["ks-signed"]
     assert signed.max_body == 65536 and signed.window == 3600 and signed.missing == ()
     assert signed.verifier.tolerance == 120 and signed.verifier.keys == [b"s"] and signed.verifier.prefix == "v1="
@@ -94,12 +96,12 @@ def test_schema_agreement_kitchen_sink_loads():
     assert signed.actions[0].route == "ks-workflows.start-run" and signed.actions[1].route == "ks-workflows.signal-run"
     assert signed.actions[2].auth.headers == [("x-api-key", "Key k")] and signed.actions[2].transport.timeouts.total == 5
     assert [a.auth.description for a in hooks["ks-standard"].actions[:5]] == ["bearer", "basic", "query key", "template Authorization", "none"]
-    everything = config.workflows.get("Everything")
+    everything = config.state(CATALOG).get("Everything")
     assert everything.task_queue == "kitchen-sink" and everything.children == ("Child",) and everything.signals == {"approve"}
-    assert set(config.workflows.bundle("Everything")["definitions"]) == {"Everything", "Child"}
+    assert set(config.state(CATALOG).bundle("Everything")["definitions"]) == {"Everything", "Child"}
 
 
-LOADER_SOURCES = ["_compile.py", "_upstream_auth.py", "_loader.py", "webhooks/definitions.py", "webhooks/verify.py",
+LOADER_SOURCES = ["compiled/compiler.py", "upstreams/auth.py", "config/loader.py", "webhooks/definitions.py", "webhooks/verify.py",
                   "workflows/definitions.py"]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 

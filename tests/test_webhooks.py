@@ -18,7 +18,8 @@ import httpx
 import pytest
 
 from gateway_engine import create_app, load_config
-from gateway_engine._cli import run
+from gateway_engine.cli.main import run
+from gateway_engine.webhooks.feature import WEBHOOKS
 from tests.servers import serve, write_config
 
 GATEWAY = "version: 1\nbase_path: /api/gateway\nplugins: [request_id, envelope]\n"
@@ -418,7 +419,7 @@ actions:
 def test_webhooks_event_being_handled_elsewhere_is_409(tmp_path, upstream, recorder):
     root = write_webhooks(tmp_path, {"stripe": stripe_source(upstream)})
     app = create_app(str(root), ENV)
-    assert asyncio.run(app.config.webhooks.store.claim("stripe:evt_busy", "another-delivery", 60)) == "claimed"
+    assert asyncio.run(app.config.state(WEBHOOKS).store.claim("stripe:evt_busy", "another-delivery", 60)) == "claimed"
     body = stripe_event("evt_busy")
     with serve(app) as base:
         res = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
@@ -429,8 +430,8 @@ def test_webhooks_event_being_handled_elsewhere_is_409(tmp_path, upstream, recor
 def test_webhooks_memory_store_survives_a_reload(tmp_path, upstream):
     root = write_webhooks(tmp_path, {"stripe": stripe_source(upstream)})
     before, after = load_config(root, ENV), load_config(root, ENV)
-    assert before.webhooks.store is after.webhooks.store  # a replay after a hot reload is still a duplicate
-    assert load_config(write_webhooks(tmp_path / "other", {"stripe": stripe_source(upstream)}), ENV).webhooks.store is not before.webhooks.store
+    assert before.state(WEBHOOKS).store is after.state(WEBHOOKS).store  # a replay after a hot reload is still a duplicate
+    assert load_config(write_webhooks(tmp_path / "other", {"stripe": stripe_source(upstream)}), ENV).state(WEBHOOKS).store is not before.state(WEBHOOKS).store
 
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -12,11 +12,11 @@ from typing import Any, Mapping
 
 import orjson
 
-from .._errors import GatewayError
-from .._invoke import invoke
-from .._templates import Render
-from .._transport import TRANSPORTS, Timeouts
-from .._upstream_auth import UpstreamAuth
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.runtime.invoke import invoke
+from gateway_engine.config.templates import Render
+from gateway_engine.upstreams.seam import Timeouts, transport_factories
+from gateway_engine.upstreams.credentials import UpstreamAuth
 
 log = logging.getLogger("gateway_engine.webhooks")
 TEMPLATE_NAMES = ("body", "headers", "source", "event")
@@ -128,7 +128,7 @@ class ForwardAction(Action):
                  headers: Render, timeout: float) -> None:
         super().__init__(when)
         self.url, self.auth, self.body, self.headers = url, auth, body, headers
-        self.transport = TRANSPORTS["http1"](timeouts=Timeouts(connect=min(5.0, timeout), read=timeout, total=timeout),
+        self.transport = transport_factories()["http1"](timeouts=Timeouts(connect=min(5.0, timeout), read=timeout, total=timeout),
                                                max_connections=20)
 
     async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:

@@ -13,12 +13,12 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from .._context import RequestContext
-from .._errors import GatewayError
-from .._proxy import read_body
-from .._reply import Reply
-from .._respond import JSON, error_reply, success_body
-from .._templates import Render, TemplateRuntimeError
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.runtime.proxy import read_body
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.foundation.envelope import JSON, error_reply, success_body
+from gateway_engine.config.templates import Render, TemplateRuntimeError
 from .actions import ActionFailed
 from .dedupe import EventStore, StoreError
 from .verify import Rejected

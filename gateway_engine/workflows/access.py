@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .._errors import ConfigError, GatewayError
+from gateway_engine.foundation.errors import ConfigError, GatewayError
 
 #: identity field -> the header the auth plugin must forward it in
 IDENTITY_HEADERS = {"user_id": "x-user-id", "method": "x-auth-method", "scopes": "x-auth-scopes"}

@@ -13,9 +13,9 @@ from typing import Any
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from .._compile import CompiledConfig
-from .._errors import GatewayError
-from .._invoke import invoke
+from gateway_engine.compiled.model import CompiledConfig
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.runtime.invoke import invoke
 from .interpreter import CALL_ROUTE
 
 _RETRYABLE = frozenset({408, 425, 429})

@@ -16,10 +16,11 @@ import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from jsonschema import Draft202012Validator, SchemaError
 
-from .._errors import ConfigError
-from .._schema import json_schema_validator
-from .._templates import TemplateError, compile_value, is_template
-from .._yaml import Document
+from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.config.schema import json_schema_validator
+from gateway_engine.config.templates import TemplateError, compile_value, is_template
+from gateway_engine.config.documents import Document
+from gateway_engine.compiled.model import StateKey
 from .access import check_identity_forwarding
 
 DEFAULT_TASK_QUEUE = "gateway-workflows"
@@ -81,6 +82,10 @@ class WorkflowCatalog:
         definitions = {n: self.workflows[n].spec for n in self._closures[name]}
         digest = hashlib.sha256(orjson.dumps(definitions, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
         return {"definitions": definitions, "hash": digest}
+
+
+#: the config's WorkflowCatalog, as the workflows feature contributed it: ``config.state(CATALOG)``
+CATALOG: StateKey[WorkflowCatalog] = StateKey("workflows")
 
 
 def compile_workflows(docs: list[Document], routes: list[Any], errors: list[ConfigError]) -> WorkflowCatalog:

@@ -21,8 +21,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, CancelledErro
 with workflow.unsafe.imports_passed_through():
     import orjson
 
-    from .._durations import parse_duration
-    from .._templates import TemplateRuntimeError, compile_value
+    from gateway_engine.config.durations import parse_duration
+    from gateway_engine.config.templates import TemplateRuntimeError, compile_value
     from .definitions import DEFAULT_TASK_QUEUE, TEMPLATE_NAMES
     from .records import failure_of, memo_for, owner_attributes
 

@@ -16,7 +16,7 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._errors import GatewayError
+from gateway_engine.foundation.errors import GatewayError
 from .access import Caller
 from .definitions import WorkflowCatalog
 from .records import OWNER_ATTRIBUTE, memo_for, owner_attributes, owner_tag

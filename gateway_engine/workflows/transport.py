@@ -18,9 +18,9 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import orjson
 from temporalio.service import RPCError, RPCStatusCode
 
-from .._errors import GatewayError
-from .._reply import Reply
-from .._transport import Timeouts, timeout_error, unavailable_error
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
 from . import operations
 from .access import Caller, caller_of
 from .client import Connection, SharedClient

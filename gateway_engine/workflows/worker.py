@@ -20,7 +20,8 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
-from .._compile import CompiledConfig
+from gateway_engine.compiled.model import CompiledConfig
+from .definitions import CATALOG
 from .activities import RouteActivities
 from .client import Connection, connect
 from .interpreter import SagaWorkflow
@@ -53,7 +54,8 @@ def connection_for(config: CompiledConfig) -> Connection:
 
 async def run(config: CompiledConfig, stop: asyncio.Event, task_queues: list[str] | None = None) -> None:
     """Serve until ``stop`` is set; in-flight activities get a short grace period."""
-    queues = task_queues or config.workflows.task_queues()
+    catalog = config.state(CATALOG)
+    queues = task_queues or (catalog.task_queues() if catalog is not None else [])
     if not queues:
         raise ValueError("no workflows in workflows.d, so no task queue to serve")
     conn = connection_for(config)

@@ -1,0 +1,193 @@
+"""The ``gateway-engine`` command: serve, validate, routes. Drivable from tests via ``run``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import TextIO
+
+import orjson
+
+from gateway_engine.compiled.compiler import load_config
+from gateway_engine.compiled.features import installed_features
+from gateway_engine.compiled.model import CompiledConfig
+from gateway_engine.foundation.errors import ConfigErrors
+from gateway_engine.config.loader import read_config_dir
+
+
+def _config_dir(value: str | None) -> str:
+    return value or os.environ.get("GATEWAY_CONFIG") or "."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gateway-engine", description="A declarative, config-driven API gateway.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the gateway under uvicorn")
+    serve.add_argument("--config", help="directory with gateway.yaml and routes.d/ (default: $GATEWAY_CONFIG or .)")
+    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
+    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
+    serve.add_argument("--workers", type=int, default=1)
+    serve.add_argument("--log-level", default="info")
+    serve.add_argument("--no-watch", action="store_true", help="do not reload when the config directory changes")
+    serve.add_argument("--drain-timeout", type=float, default=30.0,
+                       help="seconds in-flight requests may take to finish on shutdown or reload (default 30)")
+    validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
+    validate.add_argument("--config")
+    validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
+    validate.add_argument("--format", choices=["text", "json"], default="text")
+    routes = sub.add_parser("routes", help="print the generated route table")
+    routes.add_argument("--config")
+    routes.add_argument("--format", choices=["text", "json"], default="text")
+    explain = sub.add_parser("explain", help="show the upstream request and client response of one request, offline")
+    explain.add_argument("method")
+    explain.add_argument("path", help="public path with optional ?query, e.g. /api/gateway/erp/invoices/1")
+    explain.add_argument("--config")
+    explain.add_argument("--body", help="the client's JSON body")
+    explain.add_argument("-H", "--header", action="append", default=[], help="a client header, 'Name: value'")
+    explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
+    explain.add_argument("--upstream-status", type=int, default=200)
+    hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
+    hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
+    for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
+        feature.add_commands(sub)
+    return parser
+
+
+def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "validate":
+        return _validate(_config_dir(args.config), args.strict, args.format, stdout)
+    if args.command == "explain":
+        return _explain(args, stdout, stderr)
+    if args.command == "hash-key":
+        return _hash_key(sys.stdin, stdout, args.keep_newline)
+    if args.command == "routes":
+        return _routes(_config_dir(args.config), args.format, stdout, stderr)
+    if args.command == "serve":
+        return _serve(args, stderr)
+    return int(args.handler(args, stdout, stderr))  # a feature's command
+
+
+def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
+    try:
+        config = load_config(root, strict=strict)
+    except ConfigErrors as exc:
+        errors = exc.errors
+        if fmt == "json":
+            out.write(orjson.dumps({"valid": False, "errors": [e.as_dict() for e in errors]}).decode() + "\n")
+        else:
+            for err in errors:
+                out.write(f"{err}\n")
+            out.write(f"{len(errors)} error(s) in {root}\n")
+        return 1
+    if fmt == "json":
+        out.write(orjson.dumps({"valid": True, "routes": len(config.routes), "version": config.version,
+                                "unset_env": list(config.unset_env)}).decode() + "\n")
+    else:
+        files = len(read_config_dir(root).backends) + 1  # gateway.yaml and routes.d
+        out.write(f"ok: {files} file(s), {len(config.routes)} route(s), config version {config.version}\n")
+        if config.unset_env:
+            out.write(f"note: unset env vars (their backends answer 503 BACKEND_NOT_CONFIGURED): {', '.join(config.unset_env)}\n")
+    return 0
+
+
+def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from gateway_engine.cli.explain import explain
+
+    config = _load(_config_dir(args.config), err)
+    if config is None:
+        return 1
+    headers = []
+    for item in args.header:
+        name, _, value = item.partition(":")
+        headers.append((name.strip(), value.strip()))
+    sample = None
+    if args.upstream_response:
+        with open(args.upstream_response, "rb") as f:
+            sample = f.read()
+    result = explain(config, args.method, args.path, body=args.body.encode() if args.body is not None else None,
+                     headers=headers, upstream_status=args.upstream_status, upstream_body=sample)
+    out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0 if result["route"] else 1
+
+
+def _hash_key(stdin: TextIO, out: TextIO, keep_newline: bool) -> int:
+    """Hash a key without it ever appearing in argv (and so in shell history or ``ps``)."""
+    import hashlib
+
+    key = stdin.read()
+    if not keep_newline and key.endswith("\n"):
+        key = key[:-1].removesuffix("\r")
+    out.write(hashlib.sha256(key.encode()).hexdigest() + "\n")
+    return 0
+
+
+def _routes(root: str, fmt: str, out: TextIO, err: TextIO) -> int:
+    config = _load(root, err)
+    if config is None:
+        return 1
+    rows = route_table(config)
+    if fmt == "json":
+        out.write(orjson.dumps(rows).decode() + "\n")
+        return 0
+    headers = ["METHOD", "PATH", "BACKEND", "ROUTE", "UPSTREAM", "PLUGINS"]
+    table = [[",".join(r["methods"]), r["path"], r["backend"], r["name"], r["upstream"], ",".join(r["plugins"])] for r in rows]
+    widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
+    for row in [headers, *table]:
+        out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
+    return 0
+
+
+def _load(root: str, err: TextIO) -> CompiledConfig | None:
+    """The loaded config, or None after writing every error to ``err``."""
+    try:
+        return load_config(root)
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return None
+
+
+def route_table(config: CompiledConfig) -> list[dict]:
+    """The routes as rows, then what features list (webhook endpoints: backend ``webhooks``, upstream the source's file).
+    Upstream URLs are shown as written (``${VAR}``), never resolved: no secret leaks."""
+    rows = []
+    for route in sorted(config.routes, key=lambda r: (r.path, r.methods)):
+        rows.append({"methods": list(route.methods), "path": route.path, "backend": route.backend, "name": route.name,
+                     "upstream": route.upstream_template, "configured": route.upstream is not None,
+                     "plugins": [p.name for p in route.plugins]})
+    for contribution in config.contributions.values():
+        rows.extend(contribution.listing)
+    return rows
+
+
+def _serve(args: argparse.Namespace, err: TextIO) -> int:
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    root = os.path.abspath(_config_dir(args.config))
+    if _load(root, err) is None:  # fail fast, with every error, before binding the port
+        return 1
+    metrics_dir = None
+    if args.workers > 1:
+        # each worker writes its metrics here and a scrape sums them; fresh, so nothing stale from an earlier run
+        metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+    os.environ["GATEWAY_CONFIG"] = root
+    os.environ["GATEWAY_WATCH"] = "0" if args.no_watch else "1"
+    os.environ["GATEWAY_DRAIN_TIMEOUT"] = str(args.drain_timeout)
+    try:
+        uvicorn.run("gateway_engine.runtime.server:app_from_env", factory=True, host=args.host, port=args.port,
+                    workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level=args.log_level,
+                    server_header=False, date_header=True, proxy_headers=False, lifespan="on",
+                    timeout_graceful_shutdown=args.drain_timeout)
+    finally:
+        if metrics_dir is not None:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
+    return 0
+
+
+def main() -> None:
+    sys.exit(run())

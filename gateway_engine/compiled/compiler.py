@@ -1,0 +1,399 @@
+"""Raw documents → one immutable, ready-to-serve config. All config work happens here, once.
+
+The core (backends, routes, plugin chains, upstreams) compiles first; then each
+installed feature compiles its own folder against it (``features.py``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Mapping, Sequence
+
+from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
+from gateway_engine.compiled.model import (BODY_METHODS, CompiledConfig, CompiledRoute, Contribution, PluginChain,
+                                           Upstream)
+from gateway_engine.compiled.plans import PlanCompiler
+from gateway_engine.compiled.registry import discover
+from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Router, UpstreamPath
+from gateway_engine.config.documents import Document
+from gateway_engine.config.durations import parse_duration
+from gateway_engine.config.env import Interpolation
+from gateway_engine.config.loader import RawConfig, read_config_dir
+from gateway_engine.config.schema import fill_defaults, options_validator, validate_value
+from gateway_engine.config.templates import TemplateError, compile_value, env_names
+from gateway_engine.foundation.errors import ConfigError, ConfigErrors
+from gateway_engine.foundation.plugin import GatewayInfo, Plugin
+from gateway_engine.upstreams.auth import build_upstream_auth
+from gateway_engine.upstreams.resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
+from gateway_engine.upstreams.seam import Timeouts, Transport, TransportFactory, transport_factories, url_schemes
+
+__all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Upstream", "chain_tables", "load_config"]
+
+DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
+                  "header_bytes": 32 * 1024}
+CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+
+
+def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
+                strict: bool = False, previous: "CompiledConfig | None" = None,
+                features: Sequence[Feature] | None = None) -> CompiledConfig:
+    """Read, validate and compile a config directory; ConfigErrors lists every problem.
+
+    With ``previous`` (a reload), transports whose settings did not change are reused.
+    ``features`` defaults to every installed feature (the ``gateway_engine.features`` entry points).
+    """
+    features = installed_features() if features is None else tuple(features)
+    raw = read_config_dir(root, {f.folder: f.schema for f in features if f.folder and f.schema})
+    return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous, features).run()
+
+
+class _Compiler:
+    def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool, previous: "CompiledConfig | None",
+                 features: Sequence[Feature]) -> None:
+        self.reusable: dict[tuple, Transport] = dict(previous.transports) if previous else {}
+        self.transports: dict[tuple, Transport] = {}
+        self.raw = raw
+        self.environ = environ
+        self.strict = strict
+        self.errors: list[ConfigError] = list(raw.errors)
+        self.features = features
+        self.registry = discover({name: cls for f in features for name, cls in f.plugins.items()})
+        self.factories: dict[str, TransportFactory] = dict(transport_factories())
+        for feature in features:
+            self.factories.update(feature.transports)
+        self.instances: dict[tuple[str, str], Plugin] = {}
+        self.unset: list[str] = []
+
+    def run(self) -> CompiledConfig:
+        gdoc = self.raw.gateway
+        gdata = gdoc.data if gdoc else {}
+        interp = Interpolation(self.environ)
+        settings = interp.tree(gdata) if gdoc else {}
+        self._note_unset(gdoc, interp)
+        base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
+        self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root), written=gdata)
+        default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
+        # validates the default options even when no route uses them as-is
+        default_plugins = self._instantiate(default_chain) or ()
+        unrouted = PluginChain(*chain_tables(tuple(p for p in default_plugins if p.runs_unrouted)))
+
+        routes: list[CompiledRoute] = []
+        upstreams: list[Upstream] = []
+        seen_backends: dict[str, str] = {}
+        prefixes: list[tuple[str, Document]] = []
+        for doc in self.raw.backends:
+            name = doc.data["backend"]
+            if name in seen_backends:
+                self.errors.append(doc.error(("backend",), f"backend {name!r} is already defined in {seen_backends[name]}"))
+                continue
+            seen_backends[name] = doc.file
+            self._check_prefix(doc, prefixes)
+            compiled = self._backend(doc, base_path, default_chain)
+            if compiled:
+                backend_routes, upstream = compiled
+                routes += backend_routes
+                if upstream:
+                    upstreams.append(upstream)
+
+        routes = self._strip_everywhere(routes)
+        router = self._router(routes)
+        limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
+        core = CompiledConfig(
+            root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
+            routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
+            gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
+            unset_env=(), env=self.environ, transports=self.transports, unrouted=unrouted,
+        )
+        contributions: dict[str, Contribution] = {}
+        for feature in self.features:  # each checks its own folder against the compiled core
+            contributions[feature.name] = feature.compile(FeatureInput(
+                documents=self.raw.folders.get(feature.folder or "", []), core=core, errors=self.errors,
+                note_unset=self._note_unset, earlier=dict(contributions)))
+        if self.errors:
+            unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
+            raise ConfigErrors(unique)
+        return dataclasses.replace(
+            core, unset_env=tuple(self.unset), contributions=contributions,
+            endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()})
+
+    # -- plugins -------------------------------------------------------------
+    def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
+        """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
+        also where that plugin is off (``auth: none``), so a client can never spoof them."""
+        consumed = set()
+        for plugin in self.instances.values():
+            consumed |= {h.lower() for h in getattr(plugin, "strip_request_headers", ())}
+        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)))
+                for r in routes]
+
+    def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
+        chain: list[list[Any]] = []
+        for i, entry in enumerate(doc.data.get("plugins", [])):
+            name, options = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
+            if any(c[0] == name for c in chain):
+                self.errors.append(doc.error(("plugins", i), f"plugin {name!r} is listed twice"))
+                continue
+            where = (doc, ("plugins", i) if isinstance(entry, str) else ("plugins", i, name))
+            chain.append([name, interp.tree(options or {}), where])
+        return chain
+
+    def _chain_for(self, default_chain: list, overrides: list[tuple[Document, tuple, dict, Interpolation]]) -> list:
+        chain = [list(item) for item in default_chain]
+        for doc, path, mapping, interp in overrides:
+            for name, opts in mapping.items():
+                where = (doc, path + (name,))
+                existing = next((c for c in chain if c[0] == name), None)
+                if opts is False:
+                    if existing:
+                        chain.remove(existing)
+                    continue
+                opts = interp.tree(opts or {})
+                if existing:
+                    existing[1] = {**existing[1], **opts}
+                    existing[2] = where
+                else:
+                    chain.append([name, opts, where])
+        return chain
+
+    def _instantiate(self, chain: list) -> tuple[Plugin, ...] | None:
+        plugins: list[Plugin] = []
+        ok = True
+        for name, options, (doc, path) in chain:
+            cls = self.registry.get(name)
+            if cls is None:
+                known = ", ".join(sorted(self.registry)) or "none installed"
+                self.errors.append(doc.error(path, f"unknown plugin {name!r}; installed plugins: {known}"))
+                ok = False
+                continue
+            key = (name, _canonical(options))
+            if key not in self.instances:
+                problems = validate_value(doc, path, options, options_validator(cls.options_schema))
+                if not problems:  # semantic checks only see options of the right shape
+                    problems = [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
+                if problems:
+                    self.errors.extend(problems)
+                    ok = False
+                    continue
+                try:
+                    self.instances[key] = cls(fill_defaults(cls.options_schema, options), self.gateway)
+                except (ValueError, TypeError, OSError) as exc:
+                    self.errors.append(doc.error(path, f"plugin {name!r}: {exc}"))
+                    ok = False
+                    continue
+            plugins.append(self.instances[key])
+        if not ok:
+            return None
+        return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
+
+    # -- backends ------------------------------------------------------------
+    def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
+        """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""
+        try:
+            retry, breaker, bulkhead = _policies(spec)
+        except ValueError as exc:
+            self.errors.append(doc.error(("upstream",), str(exc)))
+            return None
+        kind = spec.get("transport", "http1")
+        factory = self.factories.get(kind)
+        if factory is None:
+            known = ", ".join(sorted(self.factories)) or "none installed"
+            self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
+            return None
+        key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
+        if key in self.transports:  # two backends with identical upstream settings share one pool
+            return self.transports[key]
+        if key in self.reusable:
+            self.transports[key] = self.reusable[key]
+            return self.reusable[key]
+        transport: Transport = factory(timeouts=timeouts, max_connections=spec.get("max_connections", 100))
+        if retry.attempts > 1 or breaker.failures or bulkhead.max_concurrent:
+            transport = ResilientTransport(transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead,
+                                           name=doc.data["backend"])
+        self.transports[key] = transport
+        return transport
+
+    def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
+        prefix = doc.data["prefix"].rstrip("/")
+        for other, odoc in prefixes:
+            if prefix == other or prefix.startswith(other + "/") or other.startswith(prefix + "/"):
+                self.errors.append(doc.error(("prefix",), f"prefix {prefix!r} overlaps prefix {other!r} of {odoc.file}"))
+        prefixes.append((prefix, doc))
+
+    def _backend(self, doc: Document, base_path: str, default_chain: list) -> tuple[list[CompiledRoute], Upstream | None] | None:
+        data = doc.data
+        interp = Interpolation(self.environ)
+        upstream_data = interp.tree(data["upstream"])
+        auth_spec = upstream_data.get("auth")
+        template_env = env_names(data["upstream"].get("auth", {}))
+        for r in data["routes"]:
+            template_env += [n for n in env_names(r.get("request", {})) if n not in template_env]
+        missing = list(dict.fromkeys([*interp.missing, *(n for n in template_env if n not in self.environ)]))
+        self._note_unset(doc, interp, extra=[n for n in template_env if n not in self.environ])
+        upstream = None
+        try:
+            timeouts = _timeouts(data["upstream"].get("timeout"), interp)
+        except ValueError as exc:
+            self.errors.append(doc.error(("upstream", "timeout"), str(exc)))
+            return None
+        if data["upstream"].get("auth", {}).get("style") == "template":
+            try:
+                compile_value(data["upstream"]["auth"].get("value", ""), ["env"])
+            except TemplateError as exc:
+                self.errors.append(doc.error(("upstream", "auth", "value"), str(exc)))
+        if not missing:
+            url = upstream_data.get("url", "").rstrip("/")
+            factory = self.factories.get(data["upstream"].get("transport", "http1"))
+            schemes = url_schemes(factory) if factory is not None else ("http://", "https://")
+            if not url.startswith(schemes):
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with {' or '.join(schemes)} (got {_safe_url(url)!r})"))
+                return None
+            transport = self._transport(data["upstream"], url, timeouts, doc)
+            if transport is None:
+                return None
+            try:
+                auth = build_upstream_auth(auth_spec, self.environ)
+            except TemplateError as exc:
+                self.errors.append(doc.error(("upstream", "auth"), str(exc)))
+                return None
+            upstream = Upstream(
+                backend=data["backend"], url=url, auth=auth,
+                transport=transport,
+                timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
+                health=data["upstream"].get("health"),
+                retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
+            )
+        overrides = _shorthands(doc, (), data, interp)
+        routes = []
+        for i, spec in enumerate(data["routes"]):
+            route = self._route(doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp)
+            if route:
+                routes.append(route)
+        names = [r["name"] for r in data["routes"]]
+        for i, name in enumerate(names):
+            if name in names[:i]:
+                self.errors.append(doc.error(("routes", i, "name"), f"route name {name!r} is used twice in backend {data['backend']!r}"))
+        return routes, upstream
+
+    def _route(self, doc: Document, path: tuple, spec: dict, base_path: str, default_chain: list,
+               overrides: list, upstream: Upstream | None, missing: list[str], interp: Interpolation) -> CompiledRoute | None:
+        errors_before = len(self.errors)
+        public = base_path + doc.data["prefix"].rstrip("/") + ("" if spec["path"] in ("", "/") else "/" + spec["path"].strip("/"))
+        try:
+            template = PathTemplate.parse(public)
+        except PathTemplateError as exc:
+            self.errors.append(doc.error(path + ("path",), str(exc)))
+            return None
+        catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
+        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]), catch_all)
+        computed = list(spec.get("request", {}).get("params", {}))
+        for name in upstream_path.names:
+            if name not in template.names and name not in computed:
+                self.errors.append(doc.error(path + ("upstream_path",),
+                                             f"upstream_path names {{{name}}} but the path {spec['path']!r} has no such parameter"))
+        plans = PlanCompiler(self.errors)
+        request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
+        response = plans.response(doc, path + ("response",), spec.get("response"))
+        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), [*template.names, *computed])
+        route_overrides = overrides + _shorthands(doc, path, spec, interp)
+        plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
+        if len(self.errors) > errors_before or plugins is None or request is None:
+            return None
+        methods = (spec["method"],) if isinstance(spec["method"], str) else tuple(spec["method"])
+        request_plugins, response_chains = chain_tables(plugins)
+        strip = set(CREDENTIAL_HEADERS)
+        for p in plugins:
+            strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
+        strip -= request.forward_headers
+        return CompiledRoute(
+            name=spec["name"], backend=doc.data["backend"], methods=methods, path=public, template=template,
+            upstream_path=upstream_path, upstream_method=spec.get("upstream_method"), upstream=upstream,
+            upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
+            missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
+            request_plugins=request_plugins, response_chains=response_chains,
+            strip_headers=frozenset(strip),
+            needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
+            description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
+        )
+
+    def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
+        seen: dict[tuple[str, tuple], CompiledRoute] = {}
+        entries = []
+        for route in routes:
+            shape = tuple("{}" if p else s for s, p in zip(route.template.segments, route.template.params))
+            shape += ("{path}",) if route.template.catch_all else ()
+            for method in route.methods:
+                key = (method, shape)
+                if key in seen:
+                    other = seen[key]
+                    self.errors.append(ConfigError(
+                        f"{method} {route.path} duplicates route {other.qualified_name} ({other.source_file})",
+                        file=route.source_file, line=route.source_line, col=3, path=f"routes[{route.name}]"))
+                    continue
+                seen[key] = route
+                entries.append((method, route.template, route))
+        return Router(entries)
+
+    def _note_unset(self, doc: Document | None, interp: Interpolation, extra: list[str] = ()) -> None:
+        for name in [*interp.missing, *extra]:
+            if name not in self.unset:
+                self.unset.append(name)
+                if self.strict and doc is not None:
+                    self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
+
+
+def chain_tables(plugins: tuple[Plugin, ...]) -> tuple[tuple[Plugin, ...], tuple[tuple[Plugin, ...], ...]]:
+    """The request-phase plugins, and for each of them the response phase to run if it answers
+    (only plugins that ran, reversed); the last entry is the full response phase."""
+    request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
+    responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
+    position = {id(p): i for i, p in enumerate(plugins)}
+    chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
+                   for rp in request_plugins)
+    return request_plugins, chains + (tuple(reversed(responders)),)
+
+
+def _shorthands(doc: Document, path: tuple, spec: dict, interp: Interpolation) -> list[tuple]:
+    """Plugin overrides of a backend or route: ``plugins`` plus the ``auth``/``rate_limit`` shorthands."""
+    out = []
+    if spec.get("plugins"):
+        out.append((doc, path + ("plugins",), spec["plugins"], interp))
+    if "auth" in spec:
+        out.append((doc, path, {"auth": False if spec["auth"] == "none" else spec["auth"]}, interp))
+    if "rate_limit" in spec:
+        out.append((doc, path, {"rate_limit": {"limit": spec["rate_limit"]}}, interp))
+    return out
+
+
+def _policies(spec: dict[str, Any]) -> tuple[RetryPolicy, BreakerPolicy, BulkheadPolicy]:
+    r, b, h = spec.get("retry"), spec.get("circuit_breaker"), spec.get("bulkhead")
+    retry = RetryPolicy() if r is None else RetryPolicy(
+        attempts=r.get("attempts", 3), statuses=frozenset(r.get("statuses", [502, 503, 504])),
+        backoff=parse_duration(r.get("backoff", "100ms")), max_backoff=parse_duration(r.get("max_backoff", "2s")),
+        idempotent_post=r.get("idempotent_post", False))
+    breaker = BreakerPolicy() if b is None else BreakerPolicy(
+        failures=b.get("failures", 5), window=parse_duration(b.get("window", "30s")),
+        open_for=parse_duration(b.get("open_for", "30s")), half_open_probes=b.get("half_open_probes", 1))
+    bulkhead = BulkheadPolicy() if h is None else BulkheadPolicy(
+        max_concurrent=h["max_concurrent"], queue_timeout=parse_duration(h.get("queue_timeout", "1s")))
+    return retry, breaker, bulkhead
+
+
+def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
+    if value is None:
+        return Timeouts()
+    if isinstance(value, dict):
+        total = parse_duration(interp.tree(value.get("total", 30)))
+        return Timeouts(connect=parse_duration(interp.tree(value.get("connect", min(5.0, total)))),
+                        read=parse_duration(interp.tree(value.get("read", total))), total=total)
+    total = parse_duration(interp.tree(value))
+    return Timeouts(connect=min(5.0, total), read=total, total=total)
+
+
+def _canonical(options: dict[str, Any]) -> str:
+    import json
+    return json.dumps(options, sort_keys=True, default=str)
+
+
+def _safe_url(url: str) -> str:
+    return url.split("@")[-1][:80]

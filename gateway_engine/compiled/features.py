@@ -1,0 +1,63 @@
+"""The feature seam: the one place where a feature plugs into the gateway.
+
+A feature is a class registered under the ``gateway_engine.features`` entry-point
+group (the built-in endpoints, webhooks and workflows are registered that way too,
+so a third party adds one the same way). The core never imports a feature: the
+compiler finds them here, hands each the documents of its own config folder and the
+compiled core, and gets back a ``Contribution``. Removing a feature's entry point
+removes its folder, endpoints, transports and commands and leaves the rest working.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Callable, ClassVar, Mapping
+
+from gateway_engine.compiled.model import CompiledConfig, Contribution
+from gateway_engine.config.documents import Document
+from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.foundation.plugin import Plugin
+from gateway_engine.upstreams.seam import TransportFactory
+
+ENTRY_POINT_GROUP = "gateway_engine.features"
+
+
+@dataclass
+class FeatureInput:
+    """What a feature sees while a config compiles: its documents, the compiled core, and where to report errors.
+
+    ``core`` is the config as compiled so far (routes, router, upstreams, gateway
+    settings), without any contribution; endpoint handlers receive the live config
+    at request time instead.
+    """
+
+    documents: list[Document]                 # its folder's files, schema-checked
+    core: CompiledConfig
+    errors: list[ConfigError]                 # append located errors: `validate` reports them
+    note_unset: Callable[..., None]           # note env vars a document references but the environment lacks
+    earlier: Mapping[str, Contribution]       # contributions of the features compiled before this one
+
+
+class Feature:
+    """Subclass, set what applies, and register the class under the entry-point group."""
+
+    name: ClassVar[str] = ""
+    order: ClassVar[int] = 100                         # lower compiles first; later features see ``earlier``
+    folder: ClassVar[str | None] = None                # a config folder of YAML files, e.g. "webhooks.d"
+    schema: ClassVar[str | None] = None                # the JSON Schema those files are checked against
+    transports: ClassVar[Mapping[str, TransportFactory]] = {}
+    plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
+
+    def compile(self, given: FeatureInput) -> Contribution:
+        return Contribution()
+
+    def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+        """Add CLI subcommands; each sets ``handler=fn(args, out, err) -> exit code`` as its default."""
+
+
+def installed_features() -> tuple[Feature, ...]:
+    """The features installed in this environment, in compile order."""
+    found = [ep.load()() for ep in entry_points(group=ENTRY_POINT_GROUP)]
+    return tuple(sorted(found, key=lambda f: (f.order, f.name)))

@@ -1,0 +1,154 @@
+"""The frozen model a config compiles into: routes, upstreams, plugin chains, and what features contributed.
+
+Everything here is built once at load and never changes; a reload builds a new
+``CompiledConfig`` and swaps it. Features contribute through ``Contribution`` (see
+``features.py``); the core reads their endpoints and tasks without knowing them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, TypeVar
+
+from gateway_engine.compiled.plans import ParamRule, RequestPlan, ResponsePlan
+from gateway_engine.compiled.routing import PathTemplate, Router, UpstreamPath
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.plugin import GatewayInfo, Plugin
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.upstreams.credentials import UpstreamAuth
+from gateway_engine.upstreams.seam import Timeouts, Transport
+
+T = TypeVar("T")
+
+
+class Endpoint(Protocol):
+    """A handler served at one full path before the router (health, webhooks, ...). It labels its own
+    metrics by setting ``ctx.state["builtin"]``."""
+
+    async def __call__(self, config: "CompiledConfig", ctx: RequestContext) -> Reply: ...
+
+
+Task = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class Contribution:
+    """What one feature adds to one compiled config."""
+
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)     # full path -> handler
+    openapi_paths: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI path items
+    listing: list[dict[str, Any]] = field(default_factory=list)      # rows for `gateway-engine routes`
+    startup: list[Task] = field(default_factory=list)
+    shutdown: list[Task] = field(default_factory=list)
+    state: Any = None  # the feature's own compiled model, read back through a StateKey
+
+
+class StateKey(Generic[T]):
+    """A typed handle on a feature's compiled state: ``config.state(CATALOG)`` is a ``T`` (or None)."""
+
+    def __init__(self, feature: str) -> None:
+        self.feature = feature
+
+
+BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+@dataclass(frozen=True)
+class Upstream:
+    """A backend's upstream: where, how to authenticate, and the pooled transport."""
+
+    backend: str
+    url: str                 # resolved base URL, no trailing slash
+    auth: UpstreamAuth
+    transport: Transport
+    timeouts: Timeouts
+    headers: tuple[tuple[str, str], ...]
+    health: Mapping[str, Any] | None
+    retries: bool = False    # bodies are buffered (up to limits.request_body) so a retry can resend them
+
+
+@dataclass(frozen=True)
+class CompiledRoute:
+    """One method+path with everything it needs at request time, built once."""
+
+    name: str
+    backend: str
+    methods: tuple[str, ...]
+    path: str                       # full public path template
+    template: PathTemplate
+    upstream_path: UpstreamPath
+    upstream_method: str | None
+    upstream: Upstream | None       # None when the backend's env vars are missing
+    upstream_template: str          # upstream url + path as written in YAML, safe to display
+    missing_env: tuple[str, ...]
+    request: RequestPlan
+    response: ResponsePlan | None
+    param_rules: tuple[ParamRule, ...]
+    plugins: tuple[Plugin, ...]     # sorted by priority, highest first
+    request_plugins: tuple[Plugin, ...]
+    response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
+    strip_headers: frozenset[str]
+    needs_response_body: bool
+    description: str = ""
+    source_file: str = ""
+    source_line: int = 0
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.backend}.{self.name}"
+
+
+@dataclass(frozen=True)
+class PluginChain:
+    """Request-phase plugins and their response chains (as on a route), for answers no route gives."""
+
+    request_plugins: tuple[Plugin, ...] = ()
+    response_chains: tuple[tuple[Plugin, ...], ...] = ((),)
+
+
+@dataclass(frozen=True)
+class CompiledConfig:
+    """The whole gateway, immutable; a reload builds a new one and swaps it."""
+
+    root: str
+    version: str
+    base_path: str
+    router: Router[CompiledRoute]
+    routes: tuple[CompiledRoute, ...]
+    upstreams: tuple[Upstream, ...]
+    plugins: tuple[Plugin, ...]
+    gateway: GatewayInfo
+    trusted_proxies: int
+    limits: Mapping[str, int]
+    unset_env: tuple[str, ...]
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
+    transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
+    unrouted: PluginChain = PluginChain()  # the gateway-wide plugins that also answer 404s and 405s
+    contributions: Mapping[str, Contribution] = field(default_factory=dict)  # by feature name, in compile order
+    endpoints: Mapping[str, Endpoint] = field(default_factory=dict)  # every feature's endpoints by full path
+
+    def state(self, key: StateKey[T]) -> T | None:
+        """A feature's compiled state (None when that feature is not installed)."""
+        contribution = self.contributions.get(key.feature)
+        return None if contribution is None else contribution.state
+
+    async def startup(self) -> None:
+        for plugin in self.plugins:
+            await plugin.startup()
+        for contribution in self.contributions.values():
+            for task in contribution.startup:
+                await task()
+
+    async def shutdown(self, keep: "CompiledConfig | None" = None) -> None:
+        """Release plugins, feature resources and pools; transports the ``keep`` config reuses stay open."""
+        for plugin in self.plugins:
+            await plugin.shutdown()
+        for contribution in self.contributions.values():
+            for task in contribution.shutdown:
+                await task()
+        kept = {id(t) for t in keep.transports.values()} if keep is not None else set()
+        for transport in self.transports.values():
+            if id(transport) not in kept:
+                await transport.aclose()
+
+

@@ -1,0 +1,49 @@
+"""The gateway's own endpoints as a feature: health, backend health, metrics, the OpenAPI document, the docs page."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import TextIO
+
+import orjson
+
+from gateway_engine.compiled.features import Feature, FeatureInput
+from gateway_engine.compiled.model import Contribution, StateKey
+from gateway_engine.endpoints.builtins import Builtins
+
+#: the config's built-in endpoints: ``config.state(BUILTINS)``
+BUILTINS: StateKey[Builtins] = StateKey("endpoints")
+
+
+class EndpointsFeature(Feature):
+    name = "endpoints"
+    order = 1000  # last: the OpenAPI document describes what every other feature contributed
+
+    def compile(self, given: FeatureInput) -> Contribution:
+        if given.errors:  # the config will not load: build nothing from a partial one
+            return Contribution()
+        builtins = Builtins(given.core, [c.openapi_paths for c in given.earlier.values()])
+        return Contribution(endpoints=dict(builtins.table), state=builtins)
+
+    def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+        openapi = commands.add_parser("openapi", help="print the OpenAPI 3.1 document generated from the config")
+        openapi.add_argument("--config")
+        openapi.set_defaults(handler=_openapi)
+
+
+def _openapi(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from gateway_engine.compiled.compiler import load_config
+    from gateway_engine.foundation.errors import ConfigErrors
+
+    try:
+        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
+    except ConfigErrors as exc:
+        err.write(f"{exc}\n")
+        return 1
+    builtins = config.state(BUILTINS)
+    if builtins is None:
+        err.write("the endpoints feature built nothing for this config\n")
+        return 1
+    out.write(orjson.dumps(builtins.openapi(), option=orjson.OPT_INDENT_2).decode() + "\n")
+    return 0

@@ -1,0 +1,330 @@
+"""The upstream call: build the upstream request from the route's plan, send it, map the answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, AsyncIterator
+
+from urllib.parse import quote, urlencode
+
+import orjson
+
+from gateway_engine.compiled.model import BODY_METHODS, CompiledConfig, CompiledRoute
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.upstreams.encoding import encode_body, form_pairs
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.compiled.routing import decode_param
+
+log = logging.getLogger("gateway_engine.proxy")
+
+HOP_BY_HOP = frozenset({
+    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
+    "transfer-encoding", "upgrade", "host", "proxy-connection",
+})
+_DROP_REQUEST = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"}
+_DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
+
+
+class BodyError:
+    """Holds an error raised while streaming the client body, so the proxy can report it."""
+
+    __slots__ = ("error",)
+
+    def __init__(self) -> None:
+        self.error: GatewayError | None = None
+
+
+async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig) -> Reply:
+    upstream = route.upstream
+    if upstream is None:
+        raise GatewayError(503, "BACKEND_NOT_CONFIGURED",
+                           f"Backend {route.backend!r} is not configured: set {', '.join(route.missing_env)}.",
+                           details={"missing": list(route.missing_env)})
+    plan = route.request
+    raw_params = ctx.state.get("_raw_params", {})
+    variables = await template_variables(ctx, config) if plan.has_templates else None
+    if plan.body_schema is not None:
+        _validate_body(plan, variables["body"])
+    if plan.params is not None:
+        raw_params = _computed_params(ctx, route, raw_params, variables)
+    if route.param_rules:
+        raw_params = _checked_params(ctx, route, raw_params)
+    url = upstream.url + route.upstream_path.build(raw_params)
+    query = _query(ctx, route, variables)
+    if query:
+        url += "?" + query
+
+    headers = _client_headers(ctx, route.strip_headers)
+    if upstream.headers:
+        static = {k for k, _ in upstream.headers}
+        headers = [(k, v) for k, v in headers if k not in static]
+        headers.extend(upstream.headers)
+    forwarded_for = ctx.client_ip
+    headers.append(("x-forwarded-for", forwarded_for))
+    headers.append(("x-forwarded-proto", ctx.scope.get("scheme", "http")))
+    if "host" in ctx.headers:
+        headers.append(("x-forwarded-host", ctx.headers["host"]))
+    headers.append(("x-request-id", ctx.request_id))
+    if ctx.upstream_headers:  # the gateway's value replaces any client copy (even a forwarded one)
+        names = {k.lower() for k in ctx.upstream_headers}
+        headers = [(k, v) for k, v in headers if k not in names]
+        headers.extend((k.lower(), v) for k, v in ctx.upstream_headers.items())
+    if route.needs_response_body:
+        headers = [(k, v) for k, v in headers if k != "accept-encoding"]
+        headers.append(("accept-encoding", "identity"))
+
+    body: bytes | AsyncIterator[bytes] | None = None
+    body_error = BodyError()
+    bodiless = route.upstream_method in ("GET", "HEAD")
+    if bodiless:  # the client's body (already used by templates, if any) is not sent upstream
+        headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type", "transfer-encoding")]
+        if _has_body(ctx) and ctx.body is None:
+            await read_body(ctx, config.limits["request_body"])
+    elif plan.body is not None or plan.encoding == "form":
+        value = _render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
+        body, content_type = encode_body(value, plan.encoding)
+        headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type")]
+        if content_type:
+            headers.append(("content-type", content_type))
+        headers.append(("content-length", str(len(body))))
+    elif ctx.body is not None:
+        body = ctx.body
+        headers = [(k, v) for k, v in headers if k != "content-length"]
+        headers.append(("content-length", str(len(body))))
+    elif _has_body(ctx) and upstream.retries and _declared_length(ctx) <= config.limits["request_body"]:
+        body = await read_body(ctx, config.limits["request_body"])  # replayable, so it can be retried
+        headers = [(k, v) for k, v in headers if k != "content-length"]
+        headers.append(("content-length", str(len(body))))
+    elif _has_body(ctx):
+        body = _stream_body(ctx, body_error)
+    if plan.headers is not None:
+        extra = _render(route, plan.headers, variables, ctx) or {}
+        names = {k.lower() for k in extra}  # a header whose template gives null (or "") is removed
+        headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()
+                                                                     if v is not None and v != ""]
+
+    method = route.upstream_method or ctx.method
+    if plan.presign is not None and (plan.presign.when is None or _render(route, plan.presign.when, variables, ctx)):
+        return _presigned(upstream, method, url, plan.presign.expires)
+    url = upstream.auth.apply(method, url, headers, body)
+    started = time.perf_counter()
+    try:
+        reply = await upstream.transport.send(method, url, headers, body)
+    except GatewayError:
+        if body_error.error is not None:
+            raise body_error.error from None
+        raise
+    finally:
+        ctx.upstream_latency = time.perf_counter() - started
+    if body_error.error is not None:
+        await reply.aclose()
+        raise body_error.error
+    reply.headers = [(k, v) for k, v in reply.headers if k not in _DROP_RESPONSE]
+    if route.response is not None:
+        await _map_response(ctx, route, config, reply)
+    return reply
+
+
+def _computed_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str],
+                     variables: dict[str, Any]) -> dict[str, str]:
+    out = dict(raw_params)
+    for name, value in (_render(route, route.request.params, variables, ctx) or {}).items():
+        if value is None or value == "":
+            raise GatewayError(400, "INVALID_PARAMETER", f"Parameter {name!r} is required.")
+        ctx.params[name] = str(value)
+        out[name] = quote(str(value), safe="/")
+    return out
+
+
+def _presigned(upstream: Any, method: str, url: str, expires: int) -> Reply:
+    import datetime
+
+    signed = upstream.auth.presign(method, url, expires)
+    expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires)
+    body = orjson.dumps({"url": signed, "method": method,
+                         "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")})
+    return Reply(200, [("content-type", "application/json"), ("cache-control", "no-store")], body, from_upstream=True)
+
+
+def _checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str]:
+    out = dict(raw_params)
+    for rule in route.param_rules:
+        value = rule.apply(ctx.params[rule.name])
+        if value is None:
+            raise GatewayError(400, "INVALID_PARAMETER", f"Path parameter {rule.name!r} must be {rule.describe()}.")
+        out[rule.name] = quote(value, safe="/" if rule.name in route.upstream_path.path_names else "")
+        ctx.params[rule.name] = value  # templates see the upstream value a `map` chose
+    return out
+
+
+def _validate_body(plan: Any, body: Any) -> None:
+    errors = sorted(plan.body_schema.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        raise GatewayError(400, "VALIDATION_ERROR", f"The request body is invalid ({len(errors)} problem(s)).",
+                           details=[{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
+                                     "message": e.message} for e in errors])
+
+
+def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[str, str]]:
+    listed = ctx.headers.get("connection")
+    if listed:  # headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1)
+        strip = strip | {t.strip().lower() for t in listed.split(",")}
+    out = []
+    for k, v in ctx.scope["headers"]:
+        name = k.decode("latin-1").lower()
+        if name not in _DROP_REQUEST and name not in strip:
+            out.append((name, v.decode("latin-1")))
+    return out
+
+
+def _declared_length(ctx: RequestContext) -> int:
+    length = ctx.headers.get("content-length", "")
+    return int(length) if length.isdigit() else 1 << 62  # chunked: unknown, so stream it
+
+
+def _has_body(ctx: RequestContext) -> bool:
+    if ctx.method not in BODY_METHODS:
+        return False
+    length = ctx.headers.get("content-length")
+    return (length is not None and length != "0") or "chunked" in ctx.headers.get("transfer-encoding", "")
+
+
+async def _stream_body(ctx: RequestContext, holder: BodyError) -> AsyncIterator[bytes]:
+    try:
+        while True:
+            message = await ctx.receive()
+            if message["type"] == "http.disconnect":
+                raise GatewayError(400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body.")
+            chunk = message.get("body", b"")
+            if chunk:
+                yield chunk
+            if not message.get("more_body", False):
+                return
+    except GatewayError as exc:
+        holder.error = exc
+        raise
+
+
+def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] | None) -> str:
+    plan = route.request
+    if plan.query == "none":
+        base = ""
+    elif plan.query == "allow":
+        base = urlencode([(k, v) for k, v in ctx.query.items() if k in plan.query_allow])
+    else:
+        base = ctx.raw_query.decode("latin-1")
+    if plan.query_set is None:
+        return base
+    values = _render(route, plan.query_set, variables, ctx)
+    if plan.query_brackets:  # {"where": {"slug": {"equals": "x"}}} → where[slug][equals]=x (Payload, Rails, Stripe)
+        pairs = [pair for k, v in values.items() if v is not None for pair in form_pairs({k: v})]
+    else:  # structures as JSON text (Frappe's fields=["name"])
+        pairs = [(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in values.items() if v is not None]
+    extra = urlencode(pairs)
+    return f"{base}&{extra}" if base and extra else (base or extra)
+
+
+async def read_body(ctx: RequestContext, limit: int) -> bytes:
+    """Buffer the client body once (413 past ``limit``, checked before and while reading)."""
+    if ctx.body is not None:
+        return ctx.body
+    length = ctx.headers.get("content-length")
+    if length and length.isdigit() and int(length) > limit:
+        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
+    chunks, size = [], 0
+    while True:
+        message = await ctx.receive()
+        if message["type"] == "http.disconnect":
+            raise GatewayError(400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body.")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    ctx.body = b"".join(chunks)
+    return ctx.body
+
+
+async def parse_json_body(ctx: RequestContext, config: CompiledConfig) -> Any:
+    """The client body as JSON: 415 for a non-JSON content type, 400 with the position for bad JSON."""
+    if ctx.body_json is not None:
+        return ctx.body_json
+    raw = await read_body(ctx, config.limits["request_body"])
+    if not raw.strip():
+        return None
+    content_type = ctx.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if content_type != "application/json" and not content_type.endswith("+json"):
+        raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE",
+                           f"This route expects a JSON body (Content-Type: application/json), got {content_type or 'none'!r}.")
+    try:
+        ctx.body_json = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc.msg}",
+                           details={"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
+    return ctx.body_json
+
+
+async def template_variables(ctx: RequestContext, config: CompiledConfig) -> dict[str, Any]:
+    """Names a request template sees; built once per request, only for routes that template."""
+    cached = ctx.state.get("_vars")
+    if cached is None:
+        body = await parse_json_body(ctx, config) if ctx.route is not None and ctx.route.request.needs_body else ctx.body_json
+        cached = {"body": body, "query": ctx.query, "params": ctx.params, "headers": _safe_headers(ctx),
+                  "identity": ctx.identity or {}, "env": config.env}
+        ctx.state["_vars"] = cached
+    return cached
+
+
+def _safe_headers(ctx: RequestContext) -> dict[str, str]:
+    strip = ctx.route.strip_headers if ctx.route else frozenset()
+    return {k: v for k, v in ctx.headers.items() if k not in strip}
+
+
+def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None) -> Any:
+    try:
+        return render(variables)
+    except Exception as exc:  # a template failing at runtime is the config's fault, not the client's
+        detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {exc}"
+        log.warning("mapping failed: %s", detail)
+        if ctx is not None:
+            ctx.state["mapping_error"] = detail
+        raise GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).") from None
+
+
+async def _map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
+    plan = route.response
+    assert plan is not None
+    if reply.status < 400 and not plan.maps_success:
+        return
+    raw = await reply.read(config.limits["response_body"])
+    try:
+        body = orjson.loads(raw) if raw.strip() else None
+    except orjson.JSONDecodeError:
+        if reply.status < 400:
+            raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream answered a body that is not JSON; this route maps JSON.") from None
+        body = raw[: config.limits["error_details"]].decode("utf-8", "replace")
+    variables = {"body": body, "status": reply.status, "headers": dict(reply.headers), "params": ctx.params,
+                 "query": ctx.query, "identity": ctx.identity or {}}
+    for rule in plan.fail:
+        if _render(route, rule.when, variables, ctx):
+            raise GatewayError(rule.status, rule.code, rule.message)
+    if reply.status >= 400:
+        if plan.error_code is not None:
+            ctx.state["error_code"] = str(_render(route, plan.error_code, variables, ctx))
+        if plan.error_message is not None:
+            ctx.state["error_message"] = str(_render(route, plan.error_message, variables, ctx))
+        return
+    if plan.data is not None:
+        reply.set_json(_render(route, plan.data, variables, ctx))
+    if plan.meta is not None:
+        ctx.state["meta"] = _render(route, plan.meta, variables, ctx)
+    if plan.status is not None:
+        reply.status = plan.status
+
+
+def decoded_params(raw: dict[str, str]) -> dict[str, str]:
+    return {k: decode_param(v) for k, v in raw.items()}
