@@ -43,7 +43,7 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
     With ``previous`` (a reload), transports whose settings did not change are reused.
     ``features`` defaults to every installed feature (the ``gateway_engine.features`` entry points).
     """
-    features = installed_features() if features is None else tuple(features)
+    features = tuple(sorted(installed_features() if features is None else features, key=lambda f: (f.order, f.name)))
     raw = read_config_dir(root, {f.folder: f.schema for f in features if f.folder and f.schema})
     return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous, features).run()
 
@@ -195,11 +195,7 @@ class _Compiler:
             self.errors.append(doc.error(("upstream",), str(exc)))
             return None
         kind = spec.get("transport", "http1")
-        factory = self.factories.get(kind)
-        if factory is None:
-            known = ", ".join(sorted(self.factories)) or "none installed"
-            self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
-            return None
+        factory = self.factories[kind]  # known: _backend checked it
         key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
         if key in self.transports:  # two backends with identical upstream settings share one pool
             return self.transports[key]
@@ -243,8 +239,13 @@ class _Compiler:
                 self.errors.append(doc.error(("upstream", "auth", "value"), str(exc)))
         if not missing:
             url = upstream_data.get("url", "").rstrip("/")
-            factory = self.factories.get(data["upstream"].get("transport", "http1"))
-            schemes = url_schemes(factory) if factory is not None else ("http://", "https://")
+            kind = data["upstream"].get("transport", "http1")
+            factory = self.factories.get(kind)
+            if factory is None:
+                known = ", ".join(sorted(self.factories)) or "none installed"
+                self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
+                return None
+            schemes = url_schemes(factory)
             if not url.startswith(schemes):
                 self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with {' or '.join(schemes)} (got {_safe_url(url)!r})"))
                 return None

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
-from typing import Any
+from typing import Any, AsyncIterator
 from urllib.parse import quote
 
 from gateway_engine.compiled.model import CompiledConfig, CompiledRoute, PluginChain
@@ -66,30 +67,52 @@ class GatewayApp:
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
+    @property
+    def started(self) -> bool:
+        return self._started
+
+    async def startup(self) -> None:
+        """Start plugins, feature tasks and (with ``watch``) the reloader; the ASGI lifespan calls this."""
+        await self.config.startup()
+        self._started = True
+        # the compiled config lives as long as the server: keep the collector from re-scanning
+        # it (a full collection over it shows as a latency spike on whichever request runs it)
+        gc.freeze()
+        gc.set_threshold(20_000, 50, 100)  # requests allocate in bursts; collect young objects less often
+        if self.watch:
+            self._reloader = Reloader(self)
+            await self._reloader.start()
+
+    async def shutdown(self) -> None:
+        if self._reloader is not None:
+            await self._reloader.stop()
+        await asyncio.gather(*self._retiring, return_exceptions=True)
+        await self.config.shutdown()
+        self._started = False
+
+    @contextlib.asynccontextmanager
+    async def lifespan(self, host: Any = None) -> AsyncIterator[None]:
+        """The gateway's startup and shutdown for a host app that mounts it (Starlette does not pass
+        lifespan events to mounted apps): ``Starlette(routes=[Mount("/", gateway)], lifespan=gateway.lifespan)``."""
+        await self.startup()
+        try:
+            yield
+        finally:
+            await self.shutdown()
+
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
-                    await self.config.startup()
-                    self._started = True
-                    # the compiled config lives as long as the server: keep the collector from re-scanning
-                    # it (a full collection over it shows as a latency spike on whichever request runs it)
-                    gc.freeze()
-                    gc.set_threshold(20_000, 50, 100)  # requests allocate in bursts; collect young objects less often
-                    if self.watch:
-                        self._reloader = Reloader(self)
-                        await self._reloader.start()
+                    await self.startup()
                 except Exception as exc:  # report and refuse to start, rather than serve half a config
                     log.exception("startup failed")
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
                     return
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                if self._reloader is not None:
-                    await self._reloader.stop()
-                await asyncio.gather(*self._retiring, return_exceptions=True)
-                await self.config.shutdown()
+                await self.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
