@@ -116,7 +116,7 @@ class CompiledConfig:
 
 
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
-                  "header_bytes": 32 * 1024}
+                  "header_bytes": 32 * 1024, "body_depth": 64}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 

@@ -10,12 +10,11 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from ._bodies import BodyValidator, body_validator
 from ._durations import parse_duration
 from ._errors import ConfigError
-from ._schema import json_schema_validator
 from ._templates import TemplateError, compile_value
 from ._yaml import Document
 
@@ -63,7 +62,7 @@ class RequestPlan:
     body: Any                             # render(vars) -> value, or None
     encoding: str
     forward_headers: frozenset[str]
-    body_schema: Draft202012Validator | None = None
+    body_schema: BodyValidator | None = None
     body_schema_source: dict | None = None
     params: Any = None                    # render(vars) -> {name: value}: computed path parameters
     presign: "Presign | None" = None
@@ -145,7 +144,7 @@ class PlanCompiler:
         validator = None
         if "schema" in spec:
             try:
-                validator = json_schema_validator(spec["schema"])
+                validator = body_validator(spec["schema"])
             except SchemaError as exc:
                 self.errors.append(doc.error(path + ("schema",), f"invalid JSON Schema: {exc.message}"))
         return RequestPlan(
