@@ -11,6 +11,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator, ValidationError, validators
 
+DEFAULT_DEPTH = 64  # ``limits.body_depth`` unless set
 #: the largest ``limits.body_depth``: deeper data could not be validated (recursion) nor serialised (orjson: 254)
 MAX_DEPTH = 128
 MAX_PROBLEMS = 20

@@ -18,6 +18,8 @@ from ._plans import ParamRule, PlanCompiler, RequestPlan, ResponsePlan
 from ._templates import TemplateError, compile_value, env_names
 from ._resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
 from ._transport import TRANSPORTS, Timeouts, Transport
+from ._bodies import DEFAULT_DEPTH
+from ._secrets import Masker, upstream_secrets
 from ._upstream_auth import UpstreamAuth, build_upstream_auth
 from ._durations import parse_duration
 from ._yaml import Document
@@ -37,6 +39,7 @@ class Upstream:
     headers: tuple[tuple[str, str], ...]
     health: Mapping[str, Any] | None
     retries: bool = False    # bodies are buffered (up to limits.request_body) so a retry can resend them
+    masker: Masker = Masker()  # the secrets its requests carry, masked in its error answers
 
 
 @dataclass(frozen=True)
@@ -116,7 +119,7 @@ class CompiledConfig:
 
 
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
-                  "header_bytes": 32 * 1024, "body_depth": 64}
+                  "header_bytes": 32 * 1024, "body_depth": DEFAULT_DEPTH}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 
@@ -336,6 +339,7 @@ class _Compiler:
                 timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),
                 retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
+                masker=Masker(upstream_secrets(data, self.environ, auth.secrets)),
             )
         overrides = _shorthands(doc, (), data, interp)
         routes = []

@@ -128,6 +128,8 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if body_error.error is not None:
         await reply.aclose()
         raise body_error.error
+    if reply.status >= 400 and upstream.masker:  # an error page may echo the request, credentials included
+        await upstream.masker.scrub(reply, config.limits["response_body"])
     reply.headers = [(k, v) for k, v in reply.headers if k not in _DROP_RESPONSE]
     if route.response is not None:
         await _map_response(ctx, route, config, reply)
@@ -327,6 +329,8 @@ def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: R
 
 def _mapping_error(route: CompiledRoute, ctx: RequestContext | None, problem: Any) -> GatewayError:
     detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {problem}"
+    if route.upstream is not None:
+        detail = route.upstream.masker.text(detail)
     log.warning("mapping failed: %s", detail)
     if ctx is not None:
         ctx.state["mapping_error"] = detail
