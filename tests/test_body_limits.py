@@ -253,3 +253,19 @@ def test_a_mapped_upstream_answer_at_the_limit_passes(gateway):
         r = httpx.get(gw + "/deep/mapped", timeout=TIMEOUT)
         assert r.status_code == 200, r.text[:300]
         assert r.json()["data"] == json.loads(nested_objects(64))
+
+
+def test_workflow_input_validation_is_bounded_too():
+    """The workflow API validates its input the same bounded way (called directly: no Temporal needed)."""
+    from gateway_engine import load_config
+    from gateway_engine.workflows.access import Caller
+    from gateway_engine.workflows.operations import _start_request
+
+    catalog = load_config(ROOT, {}).workflows
+    payload = {"workflow": "CopilotAction", "input": {"action": [1] * 300_000, "data": [1] * 300_000}}
+    with pytest.raises(Exception) as caught:
+        _start_request(catalog, Caller(None), payload)
+    details = caught.value.details
+    assert caught.value.code == "VALIDATION_ERROR" and 1 <= len(details) <= 20
+    assert {d["path"] for d in details} == {"$.input.action", "$.input.data"}
+    assert all(len(d["message"]) <= 200 for d in details)

@@ -14,10 +14,10 @@ from typing import Any, Iterator
 
 import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import SchemaError
 
+from .._bodies import BodyValidator, body_validator
 from .._errors import ConfigError
-from .._schema import json_schema_validator
 from .._templates import TemplateError, compile_value, is_template
 from .._yaml import Document
 from .access import check_identity_forwarding
@@ -36,7 +36,7 @@ class WorkflowDef:
     name: str
     task_queue: str
     spec: dict[str, Any]
-    input_validator: Draft202012Validator | None
+    input_validator: BodyValidator | None
     signals: frozenset[str]
     children: tuple[str, ...]
 
@@ -117,7 +117,7 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
     validator = None
     if "input" in data:
         try:
-            validator = json_schema_validator(data["input"])
+            validator = body_validator(data["input"])
         except SchemaError as exc:
             errors.append(doc.error(("input",) + tuple(exc.absolute_path), f"invalid input schema: {exc.message}"))
     earlier: list[str] = []

@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import orjson
 from temporalio.service import RPCError, RPCStatusCode
 
+from .._bodies import DEFAULT_DEPTH, too_deep
 from .._errors import GatewayError
 from .._reply import Reply
 from .._transport import Timeouts, timeout_error, unavailable_error
@@ -108,9 +109,12 @@ async def _json_body(body: bytes | AsyncIterator[bytes] | None) -> Any:
     if len(raw) > _MAX_BODY:
         raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
     try:
-        return orjson.loads(raw) if raw.strip() else {}
+        value = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
         raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
+    if too_deep(value, DEFAULT_DEPTH, raw):
+        raise GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {DEFAULT_DEPTH} levels.")
+    return value
 
 
 def _json(status: int, value: Any) -> Reply:
