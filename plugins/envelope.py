@@ -71,5 +71,9 @@ class EnvelopePlugin(Plugin):
                 details = snippet.decode("utf-8", "replace")
         code = ctx.state.get("error_code") or "UPSTREAM_ERROR"
         message = ctx.state.get("error_message") or f"The upstream answered HTTP {reply.status}."
-        reply.set_body(error_body(ctx, code, message, details, ctx.state.get("meta")))
+        try:
+            body = error_body(ctx, code, message, details, ctx.state.get("meta"))
+        except orjson.JSONEncodeError:  # JSON nested too deep to write back: the page's text instead
+            body = error_body(ctx, code, message, snippet.decode("utf-8", "replace"), ctx.state.get("meta"))
+        reply.set_body(body)
         reply.set_headers(_JSON, remove=_REWRITTEN_ERROR)

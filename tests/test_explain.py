@@ -65,3 +65,22 @@ def test_explain_names_the_failing_expression(tmp_path, monkeypatch):
 def test_explain_unknown_route_exits_1(tmp_path, monkeypatch):
     code, result = explain(tmp_path, monkeypatch, "GET", "/api/nothing")
     assert code == 1 and result["response"]["status"] == 404
+
+
+def test_explain_masks_a_query_secret_in_its_url_encoded_form(tmp_path, monkeypatch):
+    routes = """
+backend: partner
+prefix: /partner
+upstream:
+  url: http://partner.internal
+  auth: {style: query, param: key, value: "${PARTNER_KEY}"}
+routes:
+  - {name: items, method: GET, path: /items, upstream_path: /v1/items}
+"""
+    root = write_config(tmp_path / "cfg", "version: 1\nplugins: [envelope]\n", {"partner": routes})
+    monkeypatch.setenv("PARTNER_KEY", "k/ey+with=chars&1")
+    out = io.StringIO()
+    assert run(["explain", "GET", "/partner/items", "--config", str(root)], stdout=out, stderr=out) == 0
+    text = out.getvalue()
+    assert "k/ey+with=chars&1" not in text and "k%2Fey%2Bwith%3Dchars%261" not in text
+    assert json.loads(text)["upstream_request"]["url"] == "http://partner.internal/v1/items?key=****"

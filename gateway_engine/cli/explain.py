@@ -2,8 +2,8 @@
 
 The matched route's transport is swapped for one that records the upstream request
 and answers a sample response, so what is printed is exactly what the gateway
-would send and answer. Secrets (any value of an env var the config references)
-are masked in everything printed.
+would send and answer. Secrets (any value of an env var the config references, and
+each upstream's auth secrets, in their encoded forms too) are masked in everything printed.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from gateway_engine.config.loader import read_config_dir
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.config.templates import env_names
-
-MASK = "****"
+from gateway_engine.compiled.compiler import CompiledConfig
+from gateway_engine.config.secrets import MASK, Masker
 
 
 class _Capture:
@@ -59,7 +59,7 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
     scope = build_scope(method, path, query, headers, body)
     receive = body_receiver(body)
 
-    secrets = _secret_values(config)
+    secrets = _masker(config)
     matched = config.router.match(path)
     route = matched[0].get(method) if matched else None
     if route is None:
@@ -77,42 +77,38 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
         await reply.read(config.limits["response_body"])
     upstream = None
     if capture.sent:
-        upstream = {"method": capture.sent["method"], "url": _mask(capture.sent["url"], secrets),
+        upstream = {"method": capture.sent["method"], "url": secrets.text(capture.sent["url"]),
                     "headers": {k: _mask_header(k, v, route, secrets) for k, v in capture.sent["headers"]},
-                    "body": _mask(capture.sent["body"].decode("utf-8", "replace"), secrets) if capture.sent["body"] else None}
+                    "body": secrets.text(capture.sent["body"].decode("utf-8", "replace")) if capture.sent["body"] else None}
+    mapping_error = ctx.state.get("mapping_error")
     return {"route": {"name": route.qualified_name, "file": f"{route.source_file}:{route.source_line}",
                       "path": route.path, "params": ctx.params, "plugins": [p.name for p in route.plugins]},
-            "upstream_request": upstream, "mapping_error": ctx.state.get("mapping_error"),
+            "upstream_request": upstream, "mapping_error": secrets.text(mapping_error) if mapping_error else None,
             "response": _reply(reply, secrets)}
 
 
-def _reply(reply: Reply, secrets: list[str]) -> dict[str, Any]:
+def _reply(reply: Reply, secrets: Masker) -> dict[str, Any]:
     text = (reply.body or b"").decode("utf-8", "replace")
     try:
         body: Any = orjson.loads(text)
     except orjson.JSONDecodeError:
         body = text
-    masked = _mask(orjson.dumps(body).decode(), secrets)
+    masked = secrets.text(orjson.dumps(body).decode())
     return {"status": reply.status, "headers": dict(reply.headers), "body": orjson.loads(masked)}
 
 
-def _secret_values(config: CompiledConfig) -> list[str]:
+def _masker(config: CompiledConfig) -> Masker:
+    """Every env value the config references, and what each upstream's auth derives from them."""
     raw = read_config_dir(config.root)
     names: set[str] = set()
     for doc in [raw.gateway, *raw.backends]:
         if doc is not None:
             names |= set(referenced_names(doc.data)) | set(env_names(doc.data))
-    values = [config.env[n] for n in names if len(config.env.get(n, "")) >= 4]
-    return sorted(values, key=len, reverse=True)
+    derived = [s for upstream in config.upstreams for s in upstream.auth.secrets]
+    return Masker([*(config.env[n] for n in names if n in config.env), *derived])
 
 
-def _mask(text: str, secrets: list[str]) -> str:
-    for value in secrets:
-        text = text.replace(value, MASK)
-    return text
-
-
-def _mask_header(name: str, value: str, route: Any, secrets: list[str]) -> str:
+def _mask_header(name: str, value: str, route: Any, secrets: Masker) -> str:
     if route.upstream is not None and name in route.upstream.auth.header_names:
         return MASK
-    return _mask(value, secrets)
+    return secrets.text(value)

@@ -27,11 +27,13 @@ from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.upstreams.auth import build_upstream_auth
 from gateway_engine.upstreams.resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
 from gateway_engine.upstreams.seam import Timeouts, Transport, TransportFactory, transport_factories, url_schemes
+from gateway_engine.config.bodies import DEFAULT_DEPTH
+from gateway_engine.config.secrets import Masker, upstream_secrets
 
 __all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Upstream", "chain_tables", "load_config"]
 
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
-                  "header_bytes": 32 * 1024}
+                  "header_bytes": 32 * 1024, "body_depth": DEFAULT_DEPTH}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
 
@@ -263,6 +265,7 @@ class _Compiler:
                 timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),
                 retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
+                masker=Masker(upstream_secrets(data, self.environ, auth.secrets)),
             )
         overrides = _shorthands(doc, (), data, interp)
         routes = []

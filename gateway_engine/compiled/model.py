@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, TypeVar
 
 from gateway_engine.compiled.plans import ParamRule, RequestPlan, ResponsePlan
 from gateway_engine.compiled.routing import PathTemplate, Router, UpstreamPath
+from gateway_engine.config.secrets import Masker
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.foundation.reply import Reply
@@ -65,6 +66,7 @@ class Upstream:
     headers: tuple[tuple[str, str], ...]
     health: Mapping[str, Any] | None
     retries: bool = False    # bodies are buffered (up to limits.request_body) so a retry can resend them
+    masker: Masker = Masker()  # the secrets its requests carry, masked in its error answers
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,6 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
 from gateway_engine.config.durations import parse_duration
@@ -18,6 +17,7 @@ from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.config.schema import json_schema_validator
 from gateway_engine.config.templates import TemplateError, compile_value
 from gateway_engine.config.documents import Document
+from gateway_engine.config.bodies import BodyValidator, body_validator
 
 REQUEST_NAMES = ("body", "query", "params", "headers", "identity", "env")
 RESPONSE_NAMES = ("body", "status", "headers", "params", "query", "identity")
@@ -63,7 +63,7 @@ class RequestPlan:
     body: Any                             # render(vars) -> value, or None
     encoding: str
     forward_headers: frozenset[str]
-    body_schema: Draft202012Validator | None = None
+    body_schema: BodyValidator | None = None
     body_schema_source: dict | None = None
     params: Any = None                    # render(vars) -> {name: value}: computed path parameters
     presign: "Presign | None" = None
@@ -145,7 +145,7 @@ class PlanCompiler:
         validator = None
         if "schema" in spec:
             try:
-                validator = json_schema_validator(spec["schema"])
+                validator = body_validator(spec["schema"])
             except SchemaError as exc:
                 self.errors.append(doc.error(path + ("schema",), f"invalid JSON Schema: {exc.message}"))
         return RequestPlan(

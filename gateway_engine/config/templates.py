@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from gateway_engine.config.bodies import MAX_DEPTH, TooDeep, too_deep
 
 Render = Callable[[dict[str, Any]], Any]
 
@@ -49,8 +50,16 @@ def _each(values: Any, fn: str, *args: Any) -> list[Any]:
 
 
 def _fromjson(value: Any) -> Any:
-    """Parse a JSON string (e.g. a query parameter holding a list)."""
-    return json.loads(value) if isinstance(value, (str, bytes)) else value
+    """Parse a JSON string (e.g. a query parameter holding a list); TooDeep past ``MAX_DEPTH`` levels."""
+    if not isinstance(value, (str, bytes)):
+        return value
+    try:
+        parsed = json.loads(value)
+    except RecursionError:
+        raise TooDeep(f"nests deeper than {MAX_DEPTH} levels") from None
+    if too_deep(parsed, MAX_DEPTH):
+        raise TooDeep(f"nests deeper than {MAX_DEPTH} levels")
+    return parsed
 
 
 def _as_objects(values: Any, key: str) -> list[dict[str, Any]]:
@@ -107,6 +116,8 @@ def _explained(source: str, render: Render) -> Render:
     def run(variables: dict[str, Any]) -> Any:
         try:
             return render(variables)
+        except TooDeep:
+            raise
         except Exception as exc:
             raise TemplateRuntimeError(f"{source.strip()!r} failed: {type(exc).__name__}: {exc}") from None
     return run

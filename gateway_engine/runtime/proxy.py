@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator
@@ -16,8 +17,12 @@ from gateway_engine.upstreams.encoding import encode_body, form_pairs
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.compiled.routing import decode_param
+from gateway_engine.config.bodies import MAX_PROBLEMS, TooDeep, problems, too_deep
+from gateway_engine.compiled.compiler import BODY_METHODS, CompiledConfig, CompiledRoute
 
 log = logging.getLogger("gateway_engine.proxy")
+
+OFF_LOOP_VALIDATION = 64 * 1024  # bodies larger than this are validated in a worker thread, not on the event loop
 
 HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
@@ -46,7 +51,10 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     raw_params = ctx.state.get("_raw_params", {})
     variables = await template_variables(ctx, config) if plan.has_templates else None
     if plan.body_schema is not None:
-        _validate_body(plan, variables["body"])
+        if len(ctx.body or b"") > OFF_LOOP_VALIDATION:
+            await asyncio.to_thread(_validate_body, plan, variables["body"])
+        else:
+            _validate_body(plan, variables["body"])
     if plan.params is not None:
         raw_params = _computed_params(ctx, route, raw_params, variables)
     if route.param_rules:
@@ -84,7 +92,7 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
             await read_body(ctx, config.limits["request_body"])
     elif plan.body is not None or plan.encoding == "form":
         value = _render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
-        body, content_type = encode_body(value, plan.encoding)
+        body, content_type = _encoded(route, value, plan.encoding, ctx)
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type")]
         if content_type:
             headers.append(("content-type", content_type))
@@ -121,6 +129,8 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if body_error.error is not None:
         await reply.aclose()
         raise body_error.error
+    if reply.status >= 400 and upstream.masker:  # an error page may echo the request, credentials included
+        await upstream.masker.scrub(reply, config.limits["response_body"])
     reply.headers = [(k, v) for k, v in reply.headers if k not in _DROP_RESPONSE]
     if route.response is not None:
         await _map_response(ctx, route, config, reply)
@@ -160,11 +170,22 @@ def _checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[
 
 
 def _validate_body(plan: Any, body: Any) -> None:
-    errors = sorted(plan.body_schema.iter_errors(body), key=lambda e: list(map(str, e.absolute_path)))
-    if errors:
-        raise GatewayError(400, "VALIDATION_ERROR", f"The request body is invalid ({len(errors)} problem(s)).",
-                           details=[{"path": "$" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in e.absolute_path),
-                                     "message": e.message} for e in errors])
+    """400 with the first few problems (``_bodies.problems`` bounds their number and size)."""
+    try:
+        found = problems(plan.body_schema, body)
+    except RecursionError:  # a schema that recurses more per level than the depth limit allows for
+        raise GatewayError(400, "BODY_TOO_DEEP", "The request body nests too deeply to validate.") from None
+    if found:
+        more = "" if len(found) < MAX_PROBLEMS else " or more"
+        raise GatewayError(400, "VALIDATION_ERROR", f"The request body is invalid ({len(found)}{more} problem(s)).",
+                           details=found)
+
+
+def _encoded(route: CompiledRoute, value: Any, encoding: str, ctx: RequestContext) -> tuple[bytes, str | None]:
+    try:
+        return encode_body(value, encoding)
+    except (TypeError, ValueError) as exc:  # a template gave something that has no JSON or form encoding
+        raise _mapping_error(route, ctx, f"the {encoding} body cannot be encoded: {exc}") from None
 
 
 def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[str, str]]:
@@ -260,12 +281,22 @@ async def parse_json_body(ctx: RequestContext, config: CompiledConfig) -> Any:
     if content_type != "application/json" and not content_type.endswith("+json"):
         raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE",
                            f"This route expects a JSON body (Content-Type: application/json), got {content_type or 'none'!r}.")
+    depth = config.limits["body_depth"]
     try:
-        ctx.body_json = orjson.loads(raw)
+        body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
+        if exc.msg.startswith("depth limit"):  # orjson's own limit (1024) is past ours
+            raise _body_too_deep(depth) from None
         raise GatewayError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc.msg}",
                            details={"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
-    return ctx.body_json
+    if too_deep(body, depth, raw):
+        raise _body_too_deep(depth)
+    ctx.body_json = body
+    return body
+
+
+def _body_too_deep(depth: int) -> GatewayError:
+    return GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {depth} levels.")
 
 
 async def template_variables(ctx: RequestContext, config: CompiledConfig) -> dict[str, Any]:
@@ -284,15 +315,27 @@ def _safe_headers(ctx: RequestContext) -> dict[str, str]:
     return {k: v for k, v in ctx.headers.items() if k not in strip}
 
 
-def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None) -> Any:
+def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None,
+            *, answer: bool = False) -> Any:
+    """Run a compiled template; ``answer`` says it maps the upstream's answer (so bad data there is a 502)."""
     try:
         return render(variables)
+    except TooDeep as exc:  # `fromjson` met nesting past the limit: bad data, not a bad config
+        if answer:
+            raise GatewayError(502, "UPSTREAM_ERROR", f"The upstream answer holds JSON text that {exc}.") from None
+        raise GatewayError(400, "BODY_TOO_DEEP", f"The request holds JSON text that {exc}.") from None
     except Exception as exc:  # a template failing at runtime is the config's fault, not the client's
-        detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {exc}"
-        log.warning("mapping failed: %s", detail)
-        if ctx is not None:
-            ctx.state["mapping_error"] = detail
-        raise GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).") from None
+        raise _mapping_error(route, ctx, exc) from None
+
+
+def _mapping_error(route: CompiledRoute, ctx: RequestContext | None, problem: Any) -> GatewayError:
+    detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {problem}"
+    if route.upstream is not None:
+        detail = route.upstream.masker.text(detail)
+    log.warning("mapping failed: %s", detail)
+    if ctx is not None:
+        ctx.state["mapping_error"] = detail
+    return GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).")
 
 
 async def _map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
@@ -301,27 +344,37 @@ async def _map_response(ctx: RequestContext, route: CompiledRoute, config: Compi
     if reply.status < 400 and not plan.maps_success:
         return
     raw = await reply.read(config.limits["response_body"])
+    depth = config.limits["body_depth"]
     try:
         body = orjson.loads(raw) if raw.strip() else None
+        usable = not too_deep(body, depth, raw)
     except orjson.JSONDecodeError:
         if reply.status < 400:
             raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream answered a body that is not JSON; this route maps JSON.") from None
-        body = raw[: config.limits["error_details"]].decode("utf-8", "replace")
+        usable = False
+    if not usable:
+        if reply.status < 400:
+            raise GatewayError(502, "UPSTREAM_ERROR", f"The upstream answer nests deeper than {depth} levels.")
+        body = raw[: config.limits["error_details"]].decode("utf-8", "replace")  # an error page: its text, shortened
     variables = {"body": body, "status": reply.status, "headers": dict(reply.headers), "params": ctx.params,
                  "query": ctx.query, "identity": ctx.identity or {}}
     for rule in plan.fail:
-        if _render(route, rule.when, variables, ctx):
+        if _render(route, rule.when, variables, ctx, answer=True):
             raise GatewayError(rule.status, rule.code, rule.message)
     if reply.status >= 400:
         if plan.error_code is not None:
-            ctx.state["error_code"] = str(_render(route, plan.error_code, variables, ctx))
+            ctx.state["error_code"] = str(_render(route, plan.error_code, variables, ctx, answer=True))
         if plan.error_message is not None:
-            ctx.state["error_message"] = str(_render(route, plan.error_message, variables, ctx))
+            ctx.state["error_message"] = str(_render(route, plan.error_message, variables, ctx, answer=True))
         return
     if plan.data is not None:
-        reply.set_json(_render(route, plan.data, variables, ctx))
+        data = _render(route, plan.data, variables, ctx, answer=True)
+        try:
+            reply.set_json(data)
+        except TypeError as exc:  # a template gave something with no JSON form
+            raise _mapping_error(route, ctx, f"the mapped data cannot be encoded: {exc}") from None
     if plan.meta is not None:
-        ctx.state["meta"] = _render(route, plan.meta, variables, ctx)
+        ctx.state["meta"] = _render(route, plan.meta, variables, ctx, answer=True)
     if plan.status is not None:
         reply.status = plan.status
 

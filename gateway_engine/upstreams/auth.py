@@ -11,7 +11,7 @@ import base64
 from typing import Any, Mapping
 from urllib.parse import quote
 
-from gateway_engine.config.templates import compile_value
+from gateway_engine.config.templates import compile_value, env_names
 from gateway_engine.upstreams.credentials import UpstreamAuth
 
 
@@ -21,22 +21,27 @@ def build_upstream_auth(spec: Mapping[str, Any] | None, environ: Mapping[str, st
         return UpstreamAuth()
     style = spec["style"]
     if style == "bearer":
-        return UpstreamAuth([("authorization", f"Bearer {spec.get('token', '')}")], description="bearer")
+        token = spec.get("token", "")
+        return UpstreamAuth([("authorization", f"Bearer {token}")], description="bearer", secrets=(token,))
     if style == "header":
         header = spec.get("header", "Authorization")
         value = f"{spec.get('prefix', '')}{spec.get('value', '')}"
-        return UpstreamAuth([(header.lower(), value)], description=f"header {header}")
+        return UpstreamAuth([(header.lower(), value)], description=f"header {header}",
+                            secrets=(value, spec.get("value", "")))
     if style == "basic":
-        raw = f"{spec.get('username', '')}:{spec.get('password', '')}".encode()
-        return UpstreamAuth([("authorization", "Basic " + base64.b64encode(raw).decode())], description="basic")
+        raw = f"{spec.get('username', '')}:{spec.get('password', '')}"
+        encoded = base64.b64encode(raw.encode()).decode()
+        return UpstreamAuth([("authorization", "Basic " + encoded)], description="basic",
+                            secrets=(raw, encoded, spec.get("password", "")))
     if style == "query":
         param = spec.get("param", "key")
         return UpstreamAuth(query=f"{quote(param, safe='')}={quote(spec.get('value', ''), safe='')}",
-                            description=f"query {param}")
+                            description=f"query {param}", secrets=(spec.get("value", ""),))
     if style == "template":
         header = spec.get("header", "Authorization")
-        value = compile_value(spec.get("value", ""), ["env"])({"env": dict(environ)})
-        return UpstreamAuth([(header.lower(), str(value))], description=f"template {header}")
+        value = str(compile_value(spec.get("value", ""), ["env"])({"env": dict(environ)}))
+        parts = tuple(environ.get(name, "") for name in env_names(spec.get("value", "")))
+        return UpstreamAuth([(header.lower(), value)], description=f"template {header}", secrets=(value, *parts))
     if style == "aws_sigv4":
         from gateway_engine.upstreams.sigv4 import SigV4UpstreamAuth  # botocore is imported only by configs that sign
 

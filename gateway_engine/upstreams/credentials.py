@@ -10,12 +10,15 @@ from typing import Any
 
 
 class UpstreamAuth:
-    """Adds credentials to an upstream request. ``describe`` is safe to print."""
+    """Adds credentials to an upstream request. ``describe`` is safe to print; ``secrets`` never is
+    (the strings to mask wherever upstream bytes reach a client)."""
 
-    def __init__(self, headers: list[tuple[str, str]] | None = None, query: str = "", description: str = "none") -> None:
+    def __init__(self, headers: list[tuple[str, str]] | None = None, query: str = "", description: str = "none",
+                 secrets: tuple[str, ...] = ()) -> None:
         self.headers = headers or []
         self.query = query  # already encoded `name=value`, appended to the query string
         self.description = description
+        self.secrets = secrets
         self.header_names = {name.lower() for name, _ in self.headers}
 
     def apply(self, method: str, url: str, headers: list[tuple[str, str]], body: Any) -> str:

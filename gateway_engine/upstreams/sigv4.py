@@ -25,7 +25,8 @@ _UNSIGNED = SimpleNamespace(s3={"payload_signing_enabled": False})
 
 class SigV4UpstreamAuth(UpstreamAuth):
     def __init__(self, *, access_key: str, secret_key: str, region: str, service: str, session_token: str | None = None) -> None:
-        super().__init__(description=f"aws_sigv4 {service}/{region}")
+        super().__init__(description=f"aws_sigv4 {service}/{region}",
+                         secrets=(access_key, secret_key, session_token or ""))
         self.credentials = Credentials(access_key, secret_key, session_token)
         self.region = region
         self.service = service

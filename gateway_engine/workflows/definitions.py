@@ -14,13 +14,14 @@ from typing import Any, Iterator
 
 import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
-from jsonschema import Draft202012Validator, SchemaError
+from jsonschema import SchemaError
 
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.config.schema import json_schema_validator
 from gateway_engine.config.templates import TemplateError, compile_value, is_template
 from gateway_engine.config.documents import Document
 from gateway_engine.compiled.model import StateKey
+from gateway_engine.config.bodies import BodyValidator, body_validator
 from .access import check_identity_forwarding
 
 DEFAULT_TASK_QUEUE = "gateway-workflows"
@@ -37,7 +38,7 @@ class WorkflowDef:
     name: str
     task_queue: str
     spec: dict[str, Any]
-    input_validator: Draft202012Validator | None
+    input_validator: BodyValidator | None
     signals: frozenset[str]
     children: tuple[str, ...]
 
@@ -122,7 +123,7 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
     validator = None
     if "input" in data:
         try:
-            validator = json_schema_validator(data["input"])
+            validator = body_validator(data["input"])
         except SchemaError as exc:
             errors.append(doc.error(("input",) + tuple(exc.absolute_path), f"invalid input schema: {exc.message}"))
     earlier: list[str] = []

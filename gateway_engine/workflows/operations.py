@@ -17,6 +17,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.config.bodies import problems
 from .access import Caller
 from .definitions import WorkflowCatalog
 from .records import OWNER_ATTRIBUTE, memo_for, owner_attributes, owner_tag
@@ -46,12 +47,10 @@ def _start_request(catalog: WorkflowCatalog, caller: Caller, payload: Any) -> tu
             raise GatewayError(403, "FORBIDDEN", "input.userId must be your own user id.")
         data = {**data, "userId": caller.user}
     if definition.input_validator is not None:
-        problems = sorted(definition.input_validator.iter_errors(data), key=lambda e: list(map(str, e.absolute_path)))
-        if problems:
-            raise GatewayError(400, "VALIDATION_ERROR", f"The workflow input is invalid ({len(problems)} problem(s)).",
-                               details=[{"path": "$.input" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}"
-                                                                      for p in e.absolute_path), "message": e.message}
-                                        for e in problems])
+        found = problems(definition.input_validator, data)  # bounded in number and size, as for route bodies
+        if found:
+            raise GatewayError(400, "VALIDATION_ERROR", f"The workflow input is invalid ({len(found)} problem(s)).",
+                               details=[{**p, "path": "$.input" + p["path"][1:]} for p in found])
     return payload["workflow"], given_id, data
 
 

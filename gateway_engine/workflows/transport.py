@@ -21,6 +21,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
+from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
 from . import operations
 from .access import Caller, caller_of
 from .client import Connection, SharedClient
@@ -108,9 +109,12 @@ async def _json_body(body: bytes | AsyncIterator[bytes] | None) -> Any:
     if len(raw) > _MAX_BODY:
         raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
     try:
-        return orjson.loads(raw) if raw.strip() else {}
+        value = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError:
         raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
+    if too_deep(value, DEFAULT_DEPTH, raw):
+        raise GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {DEFAULT_DEPTH} levels.")
+    return value
 
 
 def _json(status: int, value: Any) -> Reply:
