@@ -65,8 +65,11 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     forwarded_for = ctx.client_ip
     headers.append(("x-forwarded-for", forwarded_for))
     headers.append(("x-forwarded-proto", ctx.scope.get("scheme", "http")))
-    if "host" in ctx.headers:
-        headers.append(("x-forwarded-host", ctx.headers["host"]))
+    host = ctx.headers.get("host")
+    if host is not None:
+        if "," in host and sum(1 for k, _ in ctx.scope["headers"] if k.lower() == b"host") > 1:
+            raise GatewayError(400, "BAD_HOST", "The request has more than one Host header.")  # RFC 9112 3.2
+        headers.append(("x-forwarded-host", host))
     headers.append(("x-request-id", ctx.request_id))
     if ctx.upstream_headers:  # the gateway's value replaces any client copy (even a forwarded one)
         names = {k.lower() for k in ctx.upstream_headers}

@@ -1,4 +1,5 @@
-"""Reserved headers (identity, credentials, forwarding) cannot be spoofed by a spelling the upstream reads as the same.
+"""Reserved headers (identity, credentials, forwarding) cannot be spoofed by a spelling the upstream reads as the same,
+nor made ambiguous by sending them twice.
 
 CGI/WSGI servers map a header name to ``HTTP_`` + upper-case with ``-`` → ``_``, so ``X-User_Id`` and ``X_User_Id``
 both become ``HTTP_X_USER_ID``. The gateway strips every client header whose name, normalised that way, is a
@@ -105,13 +106,40 @@ def test_no_reserved_name_reaches_the_upstream_but_the_gateways_own(gateway, ups
 @pytest.mark.parametrize("line", [b"X-User-Id : admin", b"X-User-Id\t: admin", b" X-User-Id: admin"])
 def test_whitespace_around_a_reserved_name_never_reaches_the_upstream(gateway, upstream, recorder, line):
     gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
-    host, port = gw.removeprefix("http://").split(":")
-    with socket.create_connection((host, int(port)), timeout=10) as s:
-        s.sendall(b"GET /api/svc/open HTTP/1.1\r\nHost: x\r\nX-Other: 1\r\n" + line + b"\r\nConnection: close\r\n\r\n")
-        answer = b""
-        while chunk := s.recv(65536):
-            answer += chunk
+    answer = raw_request(gw, b"GET /api/svc/open HTTP/1.1\r\nHost: x\r\nX-Other: 1\r\n" + line + b"\r\nConnection: close\r\n\r\n")
     status = int(answer.split(b" ", 2)[1])
     assert status in (200, 400)
     for entry in recorder.requests:
         assert all("admin" not in v for k, v in entry["headers"].items() if normalised(k.strip()) in RESERVED)
+
+
+@pytest.mark.parametrize("lines", [
+    [("x-api-key", API_KEY), ("x-api-key", API_KEY)],
+    [("x-api-key", API_KEY), ("x-api-key", "key-of-someone-else")],
+    [("x-api-key", "key-of-someone-else"), ("X-Api-Key", API_KEY)],
+    [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token('admin')}")],
+    [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token()}")],
+])
+def test_several_credential_lines_are_refused_not_picked_from(gateway, upstream, recorder, lines):
+    gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
+    r = httpx.get(gw + "/api/svc/me", headers=lines)
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "AMBIGUOUS_CREDENTIALS"
+    assert recorder.requests == []
+
+
+def raw_request(base: str, head: bytes) -> bytes:
+    host, port = base.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as s:
+        s.sendall(head)
+        answer = b""
+        while chunk := s.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_two_host_lines_are_refused_not_forwarded_as_one(gateway, upstream, recorder):
+    gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
+    answer = raw_request(gw, b"GET /api/svc/open HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"BAD_HOST" in answer
+    assert recorder.requests == []
