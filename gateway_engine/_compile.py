@@ -119,9 +119,11 @@ class CompiledConfig:
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
                   "header_bytes": 32 * 1024}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
-# headers the gateway itself sets upstream (or drops): a client copy never reaches the upstream, in any spelling
+# headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
+# address an upstream gets): a client copy never reaches the upstream, in any spelling
 FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
-                                "x-real-ip"})
+                                "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
+                                "fastly-client-ip"})
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,

@@ -21,22 +21,23 @@ from tests.servers import serve
 SECRET = "hs-secret-2b7f0c9e8d1a6b5c4f3e2d1c0b9a8f7e6d5c4b3a"
 API_KEY = "key-7c1e9a3b5d7f9b1d3f5a7c9e1b3d5f7a"
 ENV = {"JWT_SECRET": SECRET, "WEB_KEY": API_KEY}
-GATEWAY = f"""version: 1
+GATEWAY = """version: 1
 base_path: /api
-plugins: [request_id, {{auth: {{accept: [jwt, api_key], forward_identity: {{enabled: true}}}}}}, envelope]
+plugins: [request_id, {auth: {accept: [jwt, api_key], forward_identity: {enabled: true}}}, envelope]
 auth:
   api_keys:
-    - {{name: web, key: "${{WEB_KEY}}", scopes: ["*"], roles: [service]}}
-  jwt: {{secret: "${{JWT_SECRET}}", algorithms: [HS256], roles_claim: roles}}
+    - {name: web, key: "${WEB_KEY}", scopes: ["*"], roles: [service]}
+  jwt: {secret: "${JWT_SECRET}", algorithms: [HS256], roles_claim: roles}
 """
 # every header name the gateway reserves on these routes: identity it forwards, credentials, forwarding, request id
 RESERVED = {"x-user-id", "x-user-role", "x-user-email", "x-client-id", "x-platform-id", "authorization", "x-api-key",
-            "cookie", "client-x-api-key", "x-real-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
+            "cookie", "client-x-api-key", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip", "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host",
             "forwarded", "x-request-id"}
 SPOOFS = [("X-User-Id", "admin"), ("X-User_Id", "admin"), ("X_User_Id", "admin"), ("x_user_id", "admin"),
           ("X_User_Role", "admin"), ("X-User_Email", "boss@example.test"), ("X_Client_Id", "acme"),
           ("X-Real-IP", "6.6.6.6"), ("X_Real_IP", "6.6.6.6"), ("X_Forwarded_For", "6.6.6.6"),
           ("X-Forwarded_Host", "evil.example"), ("Forwarded", "for=6.6.6.6"), ("X_Request_Id", "forged"),
+          ("X-Client-IP", "6.6.6.6"), ("True-Client-IP", "6.6.6.6"), ("CF_Connecting_IP", "6.6.6.6"),
           ("X_API_KEY", "another-key"), ("Client_X_Api_Key", "c"), ("X_Custom_Header", "kept")]
 
 
@@ -83,7 +84,8 @@ def test_a_wsgi_upstream_sees_exactly_the_real_user(gateway, wsgi_upstream):
     assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
     assert environ["HTTP_X_REQUEST_ID"] == r.headers["x-request-id"] != "forged"
     for name in ("HTTP_X_USER_EMAIL", "HTTP_X_CLIENT_ID", "HTTP_X_REAL_IP", "HTTP_FORWARDED", "HTTP_X_API_KEY",
-                 "HTTP_CLIENT_X_API_KEY", "HTTP_AUTHORIZATION"):
+                 "HTTP_CLIENT_X_API_KEY", "HTTP_AUTHORIZATION", "HTTP_X_CLIENT_IP", "HTTP_TRUE_CLIENT_IP",
+                 "HTTP_CF_CONNECTING_IP"):
         assert name not in environ, name
     assert environ["HTTP_X_CUSTOM_HEADER"] == "kept"  # an unreserved name with underscores is left alone
     assert not environ["HTTP_X_FORWARDED_HOST"].startswith("evil")

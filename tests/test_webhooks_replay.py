@@ -12,8 +12,15 @@ import httpx
 import pytest
 
 from gateway_engine._metrics import REGISTRY
-from tests.test_webhooks import (GATEWAY, STANDARD_SECRET, STRIPE_SECRET, hooks, standard_headers,  # noqa: F401
-                                 stripe_event, stripe_signature)
+from tests.test_webhooks import (
+    GATEWAY,
+    STANDARD_SECRET,
+    STRIPE_SECRET,
+    hooks,  # noqa: F401  (the fixture)
+    standard_headers,
+    stripe_event,
+    stripe_signature,
+)
 
 FLEET_SECRET = "fleet-secret"
 ENV = {"STRIPE_WEBHOOK_SECRET": STRIPE_SECRET, "STANDARD_SECRET": STANDARD_SECRET, "FLEET_SECRET": FLEET_SECRET}
