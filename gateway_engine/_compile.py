@@ -61,7 +61,7 @@ class CompiledRoute:
     response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
     strip_headers: frozenset[str]
     needs_response_body: bool
-    reserved_headers: frozenset[str] = frozenset()  # names the gateway owns here; a client spelling of one with `_` is dropped
+    reserved_headers: frozenset[str] = frozenset()  # names the gateway owns here: their `_` spellings are dropped
     description: str = ""
     source_file: str = ""
     source_line: int = 0
@@ -386,7 +386,8 @@ class _Compiler:
         for p in plugins:
             strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
         # CGI/WSGI upstreams read `X-User_Id` as `X-User-Id`: every name the gateway consumes, forwards or sets is reserved
-        reserved = strip | request.forward_headers | FORWARDING_HEADERS | {h.lower() for h in spec.get("request", {}).get("headers", {})}
+        reserved = strip | request.forward_headers | FORWARDING_HEADERS
+        reserved |= {h.lower() for h in spec.get("request", {}).get("headers", {})}
         if upstream is not None:
             reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
         strip -= request.forward_headers
