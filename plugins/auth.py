@@ -152,6 +152,9 @@ class AuthPlugin(Plugin):
         return None
 
     def _api_key(self, ctx: RequestContext) -> dict[str, Any] | GatewayError:
+        ambiguous = _repeated(ctx, self.key_header) or _repeated(ctx, self.client_header)
+        if ambiguous is not None:
+            return ambiguous
         now = time.time()
         entry = _check_key(self.platform_keys.lookup(ctx.headers[self.key_header]), now, "API_KEY", "API key")
         if isinstance(entry, GatewayError):
@@ -177,6 +180,9 @@ class AuthPlugin(Plugin):
         return _key_identity(entry, f"{entry.platform}/{client.client_id}", scopes, roles, client.client_id)
 
     async def _jwt(self, ctx: RequestContext, verifier: JwtVerifier) -> dict[str, Any] | GatewayError:
+        ambiguous = _repeated(ctx, "authorization")
+        if ambiguous is not None:
+            return ambiguous
         scheme, _, token = ctx.headers["authorization"].partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
             return GatewayError(401, "INVALID_TOKEN", "The Authorization header must be `Bearer <token>`.",
@@ -263,6 +269,18 @@ def _narrow(platform: frozenset[str], client: frozenset[str]) -> frozenset[str]:
     if "*" in platform:
         return client
     return platform if "*" in client else platform & client
+
+
+def _repeated(ctx: RequestContext, name: str) -> GatewayError | None:
+    """A 400 when the client sent ``name`` on several lines: which credential it meant is not ours to pick.
+
+    Repeated lines reach ``ctx.headers`` joined by ``, ``, so only a value with a comma costs a look at the raw lines."""
+    if "," not in ctx.headers.get(name, ""):
+        return None
+    raw = name.encode("latin-1")
+    if sum(1 for k, _ in ctx.scope["headers"] if k.lower() == raw) < 2:
+        return None
+    return GatewayError(400, "AMBIGUOUS_CREDENTIALS", f"Send one {name} header, not several.")
 
 
 def _header_value(text: str) -> str:

@@ -341,6 +341,7 @@ actions:
 def test_webhooks_shared_secret_and_form_bodies(hooks, upstream, recorder):
     source = f"""
 source: legacy
+body_format: form
 verify: {{scheme: shared_secret, header: Authorization, prefix: "Bearer ", secrets: ["${{LEGACY_TOKEN}}"]}}
 event: {{id: "{{{{ body.ref }}}}"}}
 actions:

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from gateway_engine import create_app
-from gateway_engine.webhooks.dedupe import MemoryStore, RedisStore, StoreError
+from gateway_engine.webhooks.dedupe import MemoryStore, RedisStore, StoreError, StoreFull
 from tests.servers import free_port, serve
 from tests.test_webhooks import ENV, GATEWAY, STRIPE_SECRET, post, stripe_event, stripe_signature, stripe_source, write_webhooks
 
@@ -77,7 +77,7 @@ async def test_webhooks_store_lease_expires(store_factory):
         await store.aclose()
 
 
-def test_webhooks_memory_store_forgets_oldest_when_full():
+def test_webhooks_memory_store_refuses_new_ids_when_full_and_forgets_none():
     store = MemoryStore(max_entries=3)
 
     async def fill() -> list[str]:
@@ -85,7 +85,10 @@ def test_webhooks_memory_store_forgets_oldest_when_full():
             await store.finish(f"k{i}", 60)
         return [await store.claim(f"k{i}", "t", 30) for i in (3, 2, 1, 0)]  # newest first: a claim writes too
 
-    assert asyncio.run(fill()) == ["done", "done", "done", "claimed"]
+    assert asyncio.run(fill()) == ["done", "done", "done", "done"]  # every id inside its window is still known
+    with pytest.raises(StoreFull) as refused:
+        asyncio.run(store.claim("k4", "t", 30))
+    assert 1 <= refused.value.retry_after <= 60
 
 
 async def test_webhooks_redis_store_errors_are_store_errors():

@@ -35,6 +35,11 @@ __all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Up
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
                   "header_bytes": 32 * 1024, "body_depth": DEFAULT_DEPTH}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+# headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
+# address an upstream gets): a client copy never reaches the upstream, in any spelling
+FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
+                                "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
+                                "fastly-client-ip"})
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
@@ -126,7 +131,8 @@ class _Compiler:
         consumed = set()
         for plugin in self.instances.values():
             consumed |= {h.lower() for h in getattr(plugin, "strip_request_headers", ())}
-        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)))
+        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)),
+                                    reserved_headers=r.reserved_headers | consumed)
                 for r in routes]
 
     def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
@@ -308,6 +314,11 @@ class _Compiler:
         strip = set(CREDENTIAL_HEADERS)
         for p in plugins:
             strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
+        # CGI/WSGI upstreams read `X-User_Id` as `X-User-Id`: every name the gateway consumes, forwards or sets is reserved
+        reserved = strip | request.forward_headers | FORWARDING_HEADERS
+        reserved |= {h.lower() for h in spec.get("request", {}).get("headers", {})}
+        if upstream is not None:
+            reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
         strip -= request.forward_headers
         return CompiledRoute(
             name=spec["name"], backend=doc.data["backend"], methods=methods, path=public, template=template,
@@ -315,7 +326,7 @@ class _Compiler:
             upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
             missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
             request_plugins=request_plugins, response_chains=response_chains,
-            strip_headers=frozenset(strip),
+            strip_headers=frozenset(strip), reserved_headers=frozenset(reserved),
             needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
         )

@@ -91,6 +91,7 @@ class CompiledRoute:
     response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
     strip_headers: frozenset[str]
     needs_response_body: bool
+    reserved_headers: frozenset[str] = frozenset()  # names the gateway owns here: their `_` spellings are dropped
     description: str = ""
     source_file: str = ""
     source_line: int = 0

@@ -50,6 +50,8 @@ AUTH_FAILURES = Counter("gateway_auth_failures", "401/403 answers of the gateway
 CIRCUIT = Gauge("gateway_circuit_state", "Circuit breaker of an upstream: 0 closed, 1 half-open, 2 open.",
                 ["backend"], registry=REGISTRY, multiprocess_mode="max")
 RELOADS = Counter("gateway_config_reloads", "Config reloads by result.", ["result"], registry=REGISTRY)
+WEBHOOK_STORE_FULL = Counter("gateway_webhook_store_full", "Webhook deliveries refused with 503 because the memory "
+                             "event store was full of ids inside their dedupe window.", ["source"], registry=REGISTRY)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import ipaddress
 import logging
 from typing import Any, AsyncIterator
 from urllib.parse import quote
@@ -274,11 +275,28 @@ async def _pump_until_disconnect(reply: Reply, send: Any, receive: Any) -> None:
 
 
 def _client_ip(scope: dict[str, Any], peer: str, trusted: int) -> str:
+    """The client address: ``trusted`` hops from the right of every X-Forwarded-For line read as one list (RFC 9110
+    5.3: the client's own line comes first, each proxy appends). Fewer hops than trusted proxies, or an entry that is
+    not an address, means the chain is not the proxies' own: the TCP peer is the client then, never a forged value."""
     if trusted <= 0:
         return peer
+    hops: list[str] = []
     for k, v in scope["headers"]:
-        if k == b"x-forwarded-for":
-            hops = [h.strip() for h in v.decode("latin-1").split(",") if h.strip()]
-            hops.append(peer)
-            return hops[max(0, len(hops) - 1 - trusted)]
-    return peer
+        if k.lower() == b"x-forwarded-for":
+            hops += [h for h in (e.strip() for e in v.decode("latin-1").split(",")) if h]  # empty elements are ignored
+    if len(hops) < trusted:
+        return peer
+    return _address(hops[-trusted]) or peer
+
+
+def _address(text: str) -> str | None:
+    """``text`` as a canonical IP address (``[v6]:port`` and ``v4:port`` as some proxies write them), or None."""
+    if text.startswith("["):
+        end = text.find("]")
+        text = text[1:end] if end > 0 else ""
+    elif text.count(":") == 1:
+        text = text.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None

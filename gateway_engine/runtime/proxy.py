@@ -19,6 +19,7 @@ from gateway_engine.foundation.reply import Reply
 from gateway_engine.compiled.routing import decode_param
 from gateway_engine.config.bodies import MAX_PROBLEMS, TooDeep, problems, too_deep
 from gateway_engine.compiled.compiler import BODY_METHODS, CompiledConfig, CompiledRoute
+from gateway_engine.compiled.compiler import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute
 
 log = logging.getLogger("gateway_engine.proxy")
 
@@ -28,7 +29,8 @@ HOP_BY_HOP = frozenset({
     "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
     "transfer-encoding", "upgrade", "host", "proxy-connection",
 })
-_DROP_REQUEST = HOP_BY_HOP | {"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded"}
+_DROP_REQUEST = HOP_BY_HOP | FORWARDING_HEADERS
+_RESERVED_EVERYWHERE = _DROP_REQUEST | {"content-length", "content-type"}  # reserved in every spelling on every route
 _DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
 
 
@@ -64,7 +66,7 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if query:
         url += "?" + query
 
-    headers = _client_headers(ctx, route.strip_headers)
+    headers = _client_headers(ctx, route.strip_headers, route.reserved_headers)
     if upstream.headers:
         static = {k for k, _ in upstream.headers}
         headers = [(k, v) for k, v in headers if k not in static]
@@ -72,12 +74,15 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     forwarded_for = ctx.client_ip
     headers.append(("x-forwarded-for", forwarded_for))
     headers.append(("x-forwarded-proto", ctx.scope.get("scheme", "http")))
-    if "host" in ctx.headers:
-        headers.append(("x-forwarded-host", ctx.headers["host"]))
+    host = ctx.headers.get("host")
+    if host is not None:
+        if "," in host and sum(1 for k, _ in ctx.scope["headers"] if k.lower() == b"host") > 1:
+            raise GatewayError(400, "BAD_HOST", "The request has more than one Host header.")  # RFC 9112 3.2
+        headers.append(("x-forwarded-host", host))
     headers.append(("x-request-id", ctx.request_id))
     if ctx.upstream_headers:  # the gateway's value replaces any client copy (even a forwarded one)
         names = {k.lower() for k in ctx.upstream_headers}
-        headers = [(k, v) for k, v in headers if k not in names]
+        headers = [(k, v) for k, v in headers if k.replace("_", "-") not in names]
         headers.extend((k.lower(), v) for k, v in ctx.upstream_headers.items())
     if route.needs_response_body:
         headers = [(k, v) for k, v in headers if k != "accept-encoding"]
@@ -188,15 +193,20 @@ def _encoded(route: CompiledRoute, value: Any, encoding: str, ctx: RequestContex
         raise _mapping_error(route, ctx, f"the {encoding} body cannot be encoded: {exc}") from None
 
 
-def _client_headers(ctx: RequestContext, strip: frozenset[str]) -> list[tuple[str, str]]:
+def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozenset[str]) -> list[tuple[str, str]]:
+    """The client headers to forward. A name with `_` that a CGI/WSGI upstream reads as a reserved one (``X-User_Id``
+    is ``HTTP_X_USER_ID``) is dropped, as nginx drops names with underscores: it could only be a spoof."""
     listed = ctx.headers.get("connection")
     if listed:  # headers the client's Connection header names are hop-by-hop too (RFC 9110 7.6.1)
         strip = strip | {t.strip().lower() for t in listed.split(",")}
     out = []
     for k, v in ctx.scope["headers"]:
         name = k.decode("latin-1").lower()
-        if name not in _DROP_REQUEST and name not in strip:
-            out.append((name, v.decode("latin-1")))
+        if name in _DROP_REQUEST or name in strip:
+            continue
+        if "_" in name and ((same := name.replace("_", "-")) in _RESERVED_EVERYWHERE or same in reserved):
+            continue
+        out.append((name, v.decode("latin-1")))
     return out
 
 

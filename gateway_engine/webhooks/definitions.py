@@ -34,6 +34,7 @@ class Source:
     file: str
     paths: tuple[str, ...]
     max_body: int
+    body_format: str                 # json, form or text: how the verified raw body is parsed, whatever its label
     verifier: Verifier | None        # None when its secrets are unset
     missing: tuple[str, ...]         # unset variables that leave it unconfigured (names, never values)
     event_id: Render | None
@@ -102,7 +103,8 @@ def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[C
         source = compiler.source(doc, tuple(p for p, _ in paths))
         if source is not None:
             sources.append(source)
-    return WebhookSet(sources, open_store(settings["store"], str(gateway.config_dir)), parse_duration(settings["lease"]))
+    store = open_store(settings["store"], str(gateway.config_dir), settings["memory_capacity"])
+    return WebhookSet(sources, store, parse_duration(settings["lease"]))
 
 
 class _SourceCompiler:
@@ -144,6 +146,7 @@ class _SourceCompiler:
         if len(self.errors) > before:
             return None
         return Source(name=data["source"], file=doc.file, paths=paths, max_body=data.get("max_body", 1048576),
+                      body_format=data.get("body_format", "json"),
                       verifier=verifier, missing=tuple(missing),
                       event_id=event_id, event_type=event_type, window=window, actions=tuple(actions))
 

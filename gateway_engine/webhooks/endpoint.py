@@ -19,8 +19,9 @@ from gateway_engine.runtime.proxy import read_body
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.foundation.envelope import JSON, error_reply, success_body
 from gateway_engine.config.templates import Render, TemplateRuntimeError
+from gateway_engine.foundation.metrics import WEBHOOK_STORE_FULL
 from .actions import ActionFailed
-from .dedupe import EventStore, StoreError
+from .dedupe import EventStore, StoreError, StoreFull
 from .verify import Rejected
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -59,13 +60,14 @@ class WebhookEndpoint:
         if source.verifier is None or source.missing:
             raise GatewayError(503, "WEBHOOK_NOT_CONFIGURED", f"Webhook source {source.name} is not configured"
                                + (f": set {', '.join(source.missing)}." if source.missing else "."))
+        _check_label(source.body_format, ctx.headers.get("content-type", ""))
         body = await read_body(ctx, source.max_body)
         try:
             source.verifier.verify(ctx.headers, body, time.time())
         except Rejected as exc:
             self._log(logging.WARNING, "rejected", reason=str(exc), client_ip=ctx.client_ip)
             raise GatewayError(401, "INVALID_WEBHOOK_SIGNATURE", f"The webhook was not verified: {exc}.") from None
-        variables: dict[str, Any] = {"body": _parse(ctx.headers.get("content-type", ""), body),
+        variables: dict[str, Any] = {"body": _parse(source.body_format, body),
                                      "headers": ctx.headers, "source": source.name}
         event_id = _render(source, source.event_id, variables)
         event = {"id": str(event_id) if event_id not in (None, "") else hashlib.sha256(body).hexdigest(),
@@ -118,6 +120,12 @@ class WebhookEndpoint:
     async def _store(self, call: Any) -> Any:
         try:
             return await call
+        except StoreFull as exc:  # refused rather than forgetting an id whose replay would then run again
+            WEBHOOK_STORE_FULL.labels(self.source.name).inc()
+            log.error("webhook %s: %s; refusing new events with 503 (raise webhooks.memory_capacity, or use Redis)",
+                      self.source.name, exc)
+            raise GatewayError(503, "WEBHOOK_STORE_FULL", "The webhook store is full of recent events; retry later.",
+                               headers={"Retry-After": str(exc.retry_after)}) from None
         except StoreError as exc:
             log.error("webhook %s: %s", self.source.name, exc)
             raise GatewayError(503, "WEBHOOK_STORE_UNAVAILABLE", "The webhook store is unreachable; retry later.") from None
@@ -142,19 +150,31 @@ class WebhookEndpoint:
         log.log(level, orjson.dumps(line | fields, default=str).decode())
 
 
-def _parse(content_type: str, body: bytes) -> Any:
-    """The payload for templates, parsed only after verification: JSON, a form, or text."""
+_LABELS = {"json": "application/json", "form": "application/x-www-form-urlencoded"}
+
+
+def _check_label(body_format: str, content_type: str) -> None:
+    """415 for a Content-Type naming another format than the source sends (none, or any for `text`, is fine)."""
     kind = content_type.split(";", 1)[0].strip().lower()
-    if kind == "application/x-www-form-urlencoded":
+    expected = _LABELS.get(body_format)
+    if expected is None or not kind or kind == expected or (body_format == "json" and kind.endswith("+json")):
+        return
+    raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE", f"This source sends {expected}, not {kind}.")
+
+
+def _parse(body_format: str, body: bytes) -> Any:
+    """The payload for templates, parsed from the verified raw bytes as the source's format, never as the
+    delivery labels itself: the same delivery always yields the same event id."""
+    if body_format == "form":
         return dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+    if body_format == "text":
+        return body.decode("utf-8", "replace")
     if not body.strip():
         return None
-    if kind in ("", "application/json") or kind.endswith("+json"):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise GatewayError(400, "INVALID_JSON", f"The webhook body is not valid JSON: {exc}.") from None
-    return body.decode("utf-8", "replace")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise GatewayError(400, "INVALID_JSON", f"The webhook body is not valid JSON: {exc}.") from None
 
 
 def _render(source: "Source", render: Render | None, variables: dict[str, Any]) -> Any:
