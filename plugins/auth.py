@@ -175,6 +175,8 @@ class AuthPlugin(Plugin):
         client = _check_key(found, now, "CLIENT_KEY", "client key")
         if isinstance(client, GatewayError):
             return client
+        # a platform key always has both: auth_keys._entry defaults them to empty for api_keys
+        assert entry.scopes is not None and entry.roles is not None
         scopes = entry.scopes if client.scopes is None else _narrow(entry.scopes, client.scopes)
         roles = entry.roles if client.roles is None else tuple(r for r in entry.roles if r in client.roles)
         return _key_identity(entry, f"{entry.platform}/{client.client_id}", scopes, roles, client.client_id)
@@ -224,7 +226,7 @@ class AuthPlugin(Plugin):
                 continue
             key = _scheme_name("apiKey", self.key_header, "x-api-key")
             schemes[key] = {"type": "apiKey", "in": "header", "name": self.key_header, "description": "An API key."}
-            alternative = {key: []}
+            alternative: dict[str, list[str]] = {key: []}
             if self.require_client:
                 client = _scheme_name("clientKey", self.client_header, "client-x-api-key")
                 schemes[client] = {"type": "apiKey", "in": "header", "name": self.client_header,

@@ -19,7 +19,7 @@ import jwt
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from jwt.algorithms import ECAlgorithm, OKPAlgorithm, RSAAlgorithm
+from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from gateway_engine import GatewayError
 
@@ -31,7 +31,7 @@ _FAMILIES = (
     ((ec.EllipticCurvePublicKey,), frozenset({"ES256", "ES384", "ES512"})),
     ((ed25519.Ed25519PublicKey, ed448.Ed448PublicKey), frozenset({"EdDSA"})),
 )
-_JWK_TYPES = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}  # no "oct": HS keys never come from a JWKS
+_JWK_TYPES: dict[str, type[Algorithm]] = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}  # no "oct": HS keys never come from a JWKS
 
 
 def invalid(message: str) -> GatewayError:
@@ -184,7 +184,7 @@ def parse_jwks(document: dict[str, Any]) -> dict[str | None, tuple[Any, str | No
     """kid → (public key, the JWK's own ``alg`` if any); unusable, encryption and symmetric keys are skipped."""
     keys: dict[str | None, tuple[Any, str | None]] = {}
     for jwk in document["keys"]:
-        kind = _JWK_TYPES.get(jwk.get("kty")) if isinstance(jwk, dict) else None
+        kind = _JWK_TYPES.get(jwk.get("kty", "")) if isinstance(jwk, dict) else None
         if kind is None or jwk.get("use", "sig") != "sig":
             continue
         try:

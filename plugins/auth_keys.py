@@ -80,6 +80,7 @@ def _entry(section: str, raw: dict[str, Any], *, client: bool) -> KeyEntry | Non
         except UnicodeEncodeError:
             raise ValueError(f"{where}: the key must be ASCII/latin-1 text to travel in an HTTP header") from None
     else:
+        assert key_hash is not None  # key is None here, and an entry with neither returned above
         try:
             digest = bytes.fromhex(key_hash)
         except ValueError:

@@ -120,8 +120,9 @@ class Counters:
         if self.url.startswith("memory:"):
             return storage_from_string("async+memory://", wrap_exceptions=True)
         self._pool = redis.asyncio.ConnectionPool.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
+        # limits types **options as float | str | bool, but its Redis storage takes a redis-py connection_pool
         return storage_from_string("async+" + self.url, wrap_exceptions=True, implementation="redispy",
-                                   connection_pool=self._pool)
+                                   connection_pool=self._pool)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         if self.local is not None:
@@ -225,16 +226,16 @@ class RateLimitPlugin(Plugin):
         namespace = route if self.scope == "route" else ctx.backend if self.scope == "backend" else "*"
         who = ""
         if self.template is not None:
-            who = self._render(ctx, route)
+            who = self._render(self.template, ctx, route)
         elif self.key == "consumer" and ctx.consumer:
             who = "consumer:" + ctx.consumer
-        elif self.key == "client" and (ctx.identity or {}).get("client_id"):
-            who = f"client:{ctx.identity['client_id']}"
+        elif self.key == "client" and (client_id := (ctx.identity or {}).get("client_id")):
+            who = f"client:{client_id}"
         elif self.key == "route":
             who = "route"
         return self.prefix, namespace, who or "ip:" + ctx.client_ip
 
-    def _render(self, ctx: RequestContext, route: str) -> str:
+    def _render(self, template: jinja2.Template, ctx: RequestContext, route: str) -> str:
         values = {"ip": ctx.client_ip, "consumer": ctx.consumer, "identity": ctx.identity or {}, "route": route,
                   "backend": ctx.backend, "params": ctx.params}
         if "query" in self.template_names:
@@ -243,7 +244,7 @@ class RateLimitPlugin(Plugin):
             strip = ctx.route.strip_headers if ctx.route is not None else frozenset()
             values["headers"] = {k: v for k, v in ctx.headers.items() if k not in strip}
         try:
-            rendered = self.template.render(values)
+            rendered = template.render(values)
         except Exception as exc:  # a key template failing at runtime falls back to the IP rather than failing the request
             log.warning("rate limit key template failed on %s: %s", route, type(exc).__name__)
             return ""
@@ -283,6 +284,7 @@ class RateLimitPlugin(Plugin):
                 if local is not None:
                     count, reset = local.hit(key, item.get_expiry(), now)
                 else:
+                    assert storage is not None  # opened above, since local is None
                     count = await storage.incr(key, item.get_expiry(), amount=1)
                     reset = await storage.get_expiry(key)
                 window = WindowStats(reset, max(0, item.amount - count))

@@ -112,10 +112,11 @@ class ResilientTransport:
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
         if self.breaker is not None:
             self.breaker.before()
-        if self._slots is None:
+        slots = self._slots
+        if slots is None:
             return await self._attempts(method, url, headers, body)
         try:
-            await asyncio.wait_for(self._slots.acquire(), self.bulkhead.queue_timeout)
+            await asyncio.wait_for(slots.acquire(), self.bulkhead.queue_timeout)
         except TimeoutError:
             raise GatewayError(503, "UPSTREAM_BUSY", "Too many requests are waiting for this upstream; try again shortly.",
                                headers={"Retry-After": "1"}) from None
@@ -125,7 +126,7 @@ class ResilientTransport:
             nonlocal released
             if not released:
                 released = True
-                self._slots.release()
+                slots.release()
 
         try:
             reply = await self._attempts(method, url, headers, body)

@@ -74,7 +74,8 @@ class WorkflowAction(Action):
             args = payload if isinstance(payload, list) else [payload]
             result = await self._call(config, {"id": workflow_id}, {"name": self.signal, "args": args})
         answer = result.body if isinstance(result.body, dict) else {}
-        data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+        raw_data = answer.get("data")
+        data: dict[str, Any] = raw_data if isinstance(raw_data, dict) else {}
         code = answer["error"].get("code") if isinstance(answer.get("error"), dict) else None
         if self.start and (code == "WORKFLOW_ID_CONFLICT" or (result.ok and data.get("existing"))):
             # the id comes from the event: an earlier delivery of it started this run already

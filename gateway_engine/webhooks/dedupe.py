@@ -11,7 +11,7 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from typing import Literal, Protocol
+from typing import Any, Awaitable, Literal, Protocol
 
 Claim = Literal["claimed", "done", "busy"]
 _DONE = "done"
@@ -119,7 +119,7 @@ class RedisStore:
         self.prefix = prefix
         self.errors = (aioredis.RedisError, OSError)
 
-    async def _run(self, call):  # type: ignore[no-untyped-def]
+    async def _run(self, call: Awaitable[Any]) -> Any:
         try:
             return await call
         except self.errors as exc:

@@ -49,7 +49,10 @@ class WebhookSet:
     def __init__(self, sources: Iterable[Source] = (), store: EventStore | None = None, lease: float = 60.0) -> None:
         self.sources = tuple(sources)
         self.store = store
-        self.endpoints = {path: WebhookEndpoint(s, store, lease) for s in self.sources for path in s.paths}
+        self.endpoints: dict[str, WebhookEndpoint] = {}
+        if self.sources:
+            assert store is not None  # compile_webhooks opens a store whenever it has sources
+            self.endpoints = {path: WebhookEndpoint(s, store, lease) for s in self.sources for path in s.paths}
 
     async def aclose(self) -> None:
         for source in self.sources:
@@ -90,7 +93,7 @@ def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[C
             errors.append(doc.error(("source",), f"webhook source {doc.data['source']!r} is already defined in {names[doc.data['source']]}"))
             continue
         names[doc.data["source"]] = doc.file
-        paths = [(settings["path"].rstrip("/") + "/" + doc.data["source"], ("source",))]
+        paths: list[tuple[str, tuple[str | int, ...]]] = [(settings["path"].rstrip("/") + "/" + doc.data["source"], ("source",))]
         paths += [(gateway.base_path + alias.rstrip("/"), ("aliases", i)) for i, alias in enumerate(doc.data.get("aliases", []))]
         for path, where in paths:
             served = router.match(path)
@@ -145,10 +148,12 @@ class _SourceCompiler:
             verifier = self._check(doc, ("verify", "secrets"), lambda: build_verifier(verify, secrets, tolerance))
         if len(self.errors) > before:
             return None
+        compiled = tuple(a for a in actions if a is not None)
+        assert len(compiled) == len(actions)  # an action that did not compile added an error: returned above
         return Source(name=data["source"], file=doc.file, paths=paths, max_body=data.get("max_body", 1048576),
                       body_format=data.get("body_format", "json"),
                       verifier=verifier, missing=tuple(missing),
-                      event_id=event_id, event_type=event_type, window=window, actions=tuple(actions))
+                      event_id=event_id, event_type=event_type, window=window, actions=compiled)
 
     def _action(self, doc: Document, path: tuple, spec: dict[str, Any], interp: Interpolation) -> Action | None:
         when = self._template(doc, path + ("when",), spec.get("when"), TEMPLATE_NAMES)
@@ -157,6 +162,8 @@ class _SourceCompiler:
         if "forward" in spec:
             return self._forward(doc, path + ("forward",), interp.tree(spec["forward"]), spec["forward"], when, interp)
         fields = self._template(doc, path + ("log", "fields"), spec["log"].get("fields", {}), TEMPLATE_NAMES)
+        if fields is None:  # its template did not compile (an error says so); the schema makes fields an object
+            return None
         return LogAction(when, level=spec["log"].get("level", "info"), message=spec["log"].get("message", "webhook event"),
                          fields=fields)
 

@@ -41,7 +41,7 @@ class WebhookEndpoint:
 
     __slots__ = ("source", "store", "lease", "label")
 
-    def __init__(self, source: "Source", store: EventStore | None, lease: float) -> None:
+    def __init__(self, source: "Source", store: EventStore, lease: float) -> None:
         self.source, self.store, self.lease = source, store, lease
         self.label = f"webhook.{source.name}"  # the metrics route label
 

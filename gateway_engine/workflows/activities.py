@@ -30,7 +30,7 @@ class RouteActivities:
     @activity.defn(name=CALL_ROUTE)
     async def call_route(self, request: dict[str, Any]) -> Any:
         owner = request.get("owner")
-        identity = {"sub": owner, "user_id": owner, "method": "workflow", "roles": [], "scopes": [],
+        identity: dict[str, Any] = {"sub": owner, "user_id": owner, "method": "workflow", "roles": [], "scopes": [],
                     "consumer": owner or "workflow"}
         try:
             answer = await invoke(self.config, request["route"], params=request.get("params"),
@@ -46,7 +46,8 @@ class RouteActivities:
         if answer.ok:
             # the client-facing data: the envelope's `data` when the route has the envelope
             return body["data"] if isinstance(body, dict) and body.get("success") is True and "data" in body else body
-        error = body.get("error") if isinstance(body, dict) and isinstance(body.get("error"), dict) else {}
+        raw_error = body.get("error") if isinstance(body, dict) else None
+        error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
         details = {"status": answer.status, "code": error.get("code") or f"HTTP_{answer.status}",
                    "message": error.get("message") or f"{request['route']} answered HTTP {answer.status}."}
         retryable = answer.status >= 500 or answer.status in _RETRYABLE

@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
@@ -113,7 +113,7 @@ def compile_workflows(docs: list[Document], routes: list[Any], errors: list[Conf
         for route in routes:
             transport = getattr(route.upstream, "transport", None)
             transport = getattr(transport, "inner", transport)
-            if hasattr(transport, "bind_catalog"):
+            if transport is not None and hasattr(transport, "bind_catalog"):
                 transport.bind_catalog(catalog)
     return catalog
 
@@ -197,8 +197,10 @@ def _step_reads(source: str) -> set[str]:
         ast = _parser.parse(source)
     except TemplateSyntaxError:
         return set()
-    names = set()
-    for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+    names: set[str] = set()
+    # cast: jinja2's find_all types a tuple of node classes as their common base (Expr), which has no .node
+    found = cast("Iterator[nodes.Getattr | nodes.Getitem]", ast.find_all((nodes.Getattr, nodes.Getitem)))
+    for node in found:
         if isinstance(node.node, nodes.Name) and node.node.name == "steps":
             key = node.attr if isinstance(node, nodes.Getattr) else getattr(node.arg, "value", None)
             if isinstance(key, str):

@@ -33,7 +33,7 @@ NON_RETRYABLE = ["RouteRejected", "RouteMissing"]
 class StepFailed(Exception):
     """A step (or a compensation) that failed for good; ``error`` is what the output reports."""
 
-    def __init__(self, step: str, code: str, message: str, details: Any = None) -> None:
+    def __init__(self, step: str | None, code: str, message: str, details: Any = None) -> None:
         super().__init__(message)
         self.error = {"step": step, "code": code, "message": message, **({"details": details} if details else {})}
 
@@ -151,7 +151,7 @@ class SagaWorkflow:
         except TimeoutError:
             raise StepFailed(name, "STEP_TIMEOUT", f"workflow {child} did not finish within {step['timeout']}") from None
         except ChildWorkflowError as exc:
-            if isinstance(exc.cause, CancelledError) and asyncio.current_task().cancelling():
+            if isinstance(exc.cause, CancelledError) and _this_task().cancelling():
                 raise asyncio.CancelledError() from None  # this run was cancelled, and the child with it
             details = _details(exc.cause)
             raise StepFailed(name, "CHILD_WORKFLOW_FAILED", f"workflow {child} failed", details) from None
@@ -223,3 +223,9 @@ def _details(error: BaseException | None) -> Any:
     if isinstance(error, ApplicationError) and error.details:
         return error.details[0]
     return {"message": str(error)} if isinstance(error, FailureError) else None
+
+
+def _this_task() -> asyncio.Task[Any]:
+    task = asyncio.current_task()
+    assert task is not None  # called from the workflow's coroutines, which always run in a task
+    return task

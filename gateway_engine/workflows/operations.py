@@ -61,6 +61,7 @@ def _not_found(workflow_id: str) -> GatewayError:
 async def start(client: Client, catalog: WorkflowCatalog, caller: Caller, payload: Any) -> tuple[int, dict[str, Any]]:
     name, given_id, data = _start_request(catalog, caller, payload)
     definition = catalog.get(name)
+    assert definition is not None  # _start_request answered 400 for a workflow the catalog does not have
     owner = data.get("userId") if isinstance(data.get("userId"), str) else None
     bundle = catalog.bundle(name)
     input_hash = hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
@@ -160,6 +161,7 @@ async def _describe(handle: WorkflowHandle, caller: Caller, *, conflict: bool = 
 async def _running(handle: WorkflowHandle, caller: Caller) -> WorkflowExecutionDescription:
     desc = await _describe(handle, caller)
     if desc.status != WorkflowExecutionStatus.RUNNING:
+        assert desc.status is not None  # Temporal reports a status for every run it describes
         raise GatewayError(409, "WORKFLOW_CLOSED", f"Workflow {handle.id!r} is {desc.status.name.lower()}.")
     return desc
 
