@@ -14,8 +14,11 @@ connection forever. Here:
 Every refusal is the gateway's error envelope with ``Connection: close``; the client's further input is
 then read and dropped for a moment (a lingering close), so an answer is not lost to a TCP reset.
 The settings are ``ServerSettings`` from ``GATEWAY_SERVER_SETTINGS`` (see ``_server_settings``).
-Once a head is complete, reading its body costs one flag per chunk; the head caps cost one length check
-per network read while a head is incomplete.
+
+Cost: no timer and no clock read per request (a uvloop timer armed and cancelled costs microseconds).
+One sweep per server, every quarter of the shorter timeout (at most every second), checks the deadlines
+against the time of the last sweep, so a timeout fires up to two sweeps late. Per request: a few dict
+operations; per body chunk a flag; per network read while a head is incomplete, two length checks.
 """
 
 from __future__ import annotations
@@ -39,6 +42,52 @@ class _Refused(Exception):
     """Raised from a parser callback to stop parsing after the connection was answered."""
 
 
+class _Watch:
+    """One server's connections waiting for a head or reading a body, and the one timer that checks them."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limits: ServerSettings) -> None:
+        self.loop = loop
+        self.limits = limits
+        self.heads: dict[GatewayHttpProtocol, float] = {}  # deadline; oldest first, as every head gets the same time
+        self.bodies: dict[GatewayHttpProtocol, None] = {}
+        self.tick = min(1.0, max(0.05, min(limits.header_timeout, limits.body_timeout) / 4))
+        self.timer: asyncio.TimerHandle | None = None
+        self.now = 0.0  # the clock at the last sweep (or when the sweeps started again)
+
+    def _run(self) -> None:
+        self.now = self.loop.time()
+        self.timer = self.loop.call_later(self.tick, self.sweep)
+
+    def head(self, proto: GatewayHttpProtocol) -> None:
+        heads = self.heads
+        if len(heads) >= self.limits.max_pending_heads:
+            oldest = next(iter(heads))
+            del heads[oldest]
+            oldest.evict()
+        if self.timer is None:
+            self._run()
+        heads[proto] = self.now + self.tick + self.limits.header_timeout  # ``now`` is at most a tick old
+
+    def body(self, proto: GatewayHttpProtocol) -> None:
+        self.bodies[proto] = None
+        if self.timer is None:
+            self._run()
+
+    def sweep(self) -> None:
+        self.now = now = self.loop.time()
+        late = []
+        for proto, deadline in self.heads.items():
+            if deadline > now:
+                break
+            late.append(proto)
+        for proto in late:
+            del self.heads[proto]
+            proto.head_expired()
+        for proto in list(self.bodies):
+            proto.check_body(now)
+        self.timer = self.loop.call_later(self.tick, self.sweep) if self.heads or self.bodies else None
+
+
 class GatewayHttpProtocol(HttpToolsProtocol):
     settings: ClassVar[ServerSettings | None] = None  # read from the environment by the first connection
 
@@ -52,23 +101,27 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         # the 503 above max_connections is answered here, as the envelope, instead of by uvicorn
         self.max_connections = self.limit_concurrency
         self.limit_concurrency = None
-        # connections waiting for their head, oldest first: one table per server (and so per event loop)
-        self.pending: dict[GatewayHttpProtocol, None] = server_state.__dict__.setdefault("gateway_pending_heads", {})
+        watch = server_state.__dict__.get("gateway_watch")  # one per server, and so per event loop
+        if watch is None:
+            watch = server_state.__dict__["gateway_watch"] = _Watch(self.loop, self.limits)
+        self.watch: _Watch = watch
         self.url = b""
-        self.in_head = True       # the next bytes belong to a request head
+        self.in_head = True        # the next bytes belong to a request head
+        self.head_watched = False  # its deadline runs
         self.head_bytes = 0
-        self.refused = False      # answered and closing: input is dropped
-        self.body_seen = False    # some body arrived since the body timer last looked
-        self.timer: asyncio.TimerHandle | None = None
+        self.refused = False       # answered and closing: input is dropped
+        self.body_seen = False     # some body arrived since the last sweep
+        self.body_idle_since = 0.0
 
     # -- connection ------------------------------------------------------
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._await_head()
+        self.head_watched = True
+        self.watch.head(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._stop_timer()
-        self.pending.pop(self, None)
+        self.watch.heads.pop(self, None)
+        self.watch.bodies.pop(self, None)
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -79,8 +132,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 if self.head_bytes > _LINGER_BYTES:
                     self.transport.close()
                 return
-            if self.timer is None:  # the first byte of a later request on this connection
-                self._await_head()
+            if not self.head_watched:  # the first byte of a later request on this connection
+                self.head_watched = True
+                self.watch.head(self)
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -97,93 +151,81 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             return
         if self.in_head:
             if len(self.url) > self.limits.max_request_line:
-                self._refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
+                self.refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
             elif self.head_bytes > self.limits.max_head_bytes:
-                self._refuse(431, "HEADERS_TOO_LARGE", f"The request head exceeds {self.limits.max_head_bytes} bytes.")
+                self.refuse(431, "HEADERS_TOO_LARGE", f"The request head exceeds {self.limits.max_head_bytes} bytes.")
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, "BAD_REQUEST", "The request is not valid HTTP/1.1.")
+        self.refuse(400, "BAD_REQUEST", "The request is not valid HTTP/1.1.")
 
     # -- parser callbacks ------------------------------------------------
     def on_headers_complete(self) -> None:
-        self._stop_timer()
-        self.pending.pop(self, None)
+        self.watch.heads.pop(self, None)
+        self.head_watched = False
         self.head_bytes = 0
         if len(self.url) > self.limits.max_request_line:
-            self._refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
+            self.refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
             raise _Refused
         if self.max_connections is not None and (len(self.connections) > self.max_connections
                                                  or len(self.tasks) >= self.max_connections):
-            self._refuse(503, "SERVER_BUSY", "The gateway has too many open connections; retry later.")
+            self.refuse(503, "SERVER_BUSY", "The gateway has too many open connections; retry later.")
             raise _Refused
         self.in_head = False
         before = self.cycle
         super().on_headers_complete()
         if self.cycle is not before:  # a request (not an upgrade): its body, if any, must keep coming
-            self.body_seen = False
-            self.timer = self.loop.call_later(self.limits.body_timeout, self._body_idle)
+            self.body_seen = True  # the next sweep starts the pause clock
+            self.watch.body(self)
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._stop_timer()
+        self.watch.bodies.pop(self, None)
         self.in_head = True
         super().on_message_complete()
 
-    # -- timers ------------------------------------------------------------
-    def _await_head(self) -> None:
-        """Start the header timer and count this connection among those waiting for a head."""
-        self.timer = self.loop.call_later(self.limits.header_timeout, self._head_expired)
-        pending = self.pending
-        if len(pending) >= self.limits.max_pending_heads:
-            oldest = next(iter(pending))
-            pending.pop(oldest)
-            if oldest.head_bytes:
-                oldest._refuse(503, "SERVER_BUSY", "Too many connections are waiting for their request head.")
-            else:
-                oldest._stop_timer()
-                oldest.transport.close()
-        pending[self] = None
-
-    def _stop_timer(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-
-    def _head_expired(self) -> None:
-        self.timer = None
-        self.pending.pop(self, None)
+    # -- deadlines (called by the sweep) -----------------------------------
+    def head_expired(self) -> None:
+        self.head_watched = False
         if self.transport.is_closing():
             return
         if self.head_bytes:
-            self._refuse(408, "REQUEST_TIMEOUT", f"The request head did not arrive within {self.limits.header_timeout:g}s.")
+            self.refuse(408, "REQUEST_TIMEOUT", f"The request head did not arrive within {self.limits.header_timeout:g}s.")
         else:
             self.transport.close()  # sent nothing: nobody to answer
 
-    def _body_idle(self) -> None:
-        self.timer = None
+    def evict(self) -> None:
+        """Make room for a newer connection waiting for its head."""
+        self.head_watched = False
+        if self.head_bytes:
+            self.refuse(503, "SERVER_BUSY", "Too many connections are waiting for their request head.")
+        else:
+            self.transport.close()
+
+    def check_body(self, now: float) -> None:
         cycle = self.cycle
-        if self.transport.is_closing() or cycle is None:
-            return
-        if self.body_seen or self.flow.read_paused or cycle.waiting_for_100_continue or (
+        if self.transport.is_closing():
+            self.watch.bodies.pop(self, None)
+        elif self.body_seen or self.flow.read_paused or cycle.waiting_for_100_continue or (
                 cycle.body and not cycle.response_complete):
             # the client sent some, or waits for our 100 Continue, or the app has not read what it sent yet
             self.body_seen = False
-            self.timer = self.loop.call_later(self.limits.body_timeout, self._body_idle)
-            return
-        self._refuse(408, "REQUEST_TIMEOUT", f"The request body paused for more than {self.limits.body_timeout:g}s.")
+            self.body_idle_since = now
+        elif now - self.body_idle_since >= self.limits.body_timeout:
+            self.watch.bodies.pop(self, None)
+            self.refuse(408, "REQUEST_TIMEOUT", f"The request body paused for more than {self.limits.body_timeout:g}s.")
 
     # -- answering -----------------------------------------------------------
-    def _refuse(self, status: int, code: str, message: str) -> None:
+    def refuse(self, status: int, code: str, message: str) -> None:
         """Answer with the envelope and close; stop reading. Input after it is dropped, never parsed.
 
         A refused head that follows a request still being answered gets no answer of its own: that
         answer is finished, then the connection closes. A refused body ends its own request.
         """
-        self._stop_timer()
-        self.pending.pop(self, None)
+        self.watch.heads.pop(self, None)
+        self.watch.bodies.pop(self, None)
         in_head, self.in_head = self.in_head, True  # in_head routes later input to the drop in data_received
         self.refused = True
         self.head_bytes = 0  # from here: the bytes dropped
@@ -212,6 +254,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         transport.write(b"".join(content))
         if transport.can_write_eof():
             transport.write_eof()
-            self.timer = self.loop.call_later(_LINGER, transport.close)
+            self.loop.call_later(_LINGER, transport.close)
         else:
             transport.close()

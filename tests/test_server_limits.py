@@ -41,10 +41,11 @@ routes:
 """
 
 
-def start_gateway(root: Path) -> tuple[str, int, subprocess.Popen]:
+def start_gateway(root: Path, *args: str) -> tuple[str, int, subprocess.Popen]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--log-level", "warning", "--no-watch"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                             "--log-level", "warning", "--no-watch", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + GUARD
     while True:
@@ -418,3 +419,26 @@ def test_serve_hands_the_settings_to_uvicorn_and_its_workers(tmp_path, monkeypat
     assert seen["http"] is GatewayHttpProtocol
     assert seen["timeout_keep_alive"] == 2.0 and seen["limit_concurrency"] == 77
     assert ServerSettings.from_env(os.environ).max_connections == 77
+
+
+
+@pytest.fixture
+def gateway_two_workers(tmp_path, module_upstream):
+    root = write_config(tmp_path / "w", "version: 1\nbase_path: /api\nserver: {header_timeout: 1s}\n",
+                        {"b": _routes("b", module_upstream, "30s")})
+    _, port, proc = start_gateway(root, "--workers", "2")
+    yield port
+    proc.terminate()
+    proc.wait(15)
+
+
+async def test_every_worker_enforces_the_settings(gateway_two_workers):
+    # fresh connections, so the kernel spreads them over both workers
+    half = [await asyncio.open_connection("127.0.0.1", gateway_two_workers) for _ in range(20)]
+    for _, writer in half:
+        writer.write(b"GET /api/health HTTP/1.1\r\nhost: x\r\n")
+    answers = await asyncio.gather(*(read_all(reader) for reader, _ in half))
+    for _, writer in half:
+        writer.close()
+    for answer in answers:
+        assert_envelope(answer, 408, "REQUEST_TIMEOUT")
