@@ -22,6 +22,7 @@ from ._bodies import DEFAULT_DEPTH
 from ._secrets import Masker, upstream_secrets
 from ._upstream_auth import UpstreamAuth, build_upstream_auth
 from ._durations import parse_duration
+from ._server_settings import ServerSettings, server_settings
 from ._yaml import Document
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -96,6 +97,7 @@ class CompiledConfig:
     gateway: GatewayInfo
     trusted_proxies: int
     limits: Mapping[str, int]
+    server: ServerSettings  # what `serve` configures the HTTP server with (read at start, not on reload)
     unset_env: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
     transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse
@@ -194,14 +196,19 @@ class _Compiler:
         from .webhooks import compile_webhooks  # imported here: webhook actions use _invoke, which imports this module
         webhooks = compile_webhooks(self.raw.webhooks, routes, self.errors, router=router, gateway=self.gateway,
                                     environ=self.environ, note_unset=self._note_unset, workflows=workflows)
+        limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
+        try:
+            server = server_settings(gdata.get("server", {}), limits["header_bytes"])
+        except ValueError as exc:
+            self.errors.append(gdoc.error(("server", exc.args[0]), exc.args[1]))
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             raise ConfigErrors(unique)
-        limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
         return CompiledConfig(
             root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
+            server=server,
             unset_env=tuple(self.unset), env=self.environ, transports=self.transports,
             webhooks=webhooks, workflows=workflows, unrouted=unrouted,
         )

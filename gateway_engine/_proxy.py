@@ -262,6 +262,19 @@ async def read_body(ctx: RequestContext, limit: int) -> bytes:
     length = ctx.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
+    upstream = ctx.route.upstream if ctx.route is not None else None
+    if upstream is None:  # no route deadline: the server's body timeout bounds the pauses
+        return await _read_chunks(ctx, limit)
+    total = upstream.timeouts.total
+    try:  # a buffered body must arrive within the route's total, counted from the request's start
+        async with asyncio.timeout(ctx.started + total - time.perf_counter()):
+            return await _read_chunks(ctx, limit)
+    except TimeoutError:
+        raise GatewayError(408, "REQUEST_TIMEOUT", f"The request body did not arrive within {total:g}s.",
+                           headers={"connection": "close"}) from None
+
+
+async def _read_chunks(ctx: RequestContext, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await ctx.receive()
