@@ -35,7 +35,8 @@ from ._respond import timestamp
 from ._server_settings import ServerSettings
 
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
-_LINGER_BYTES = 256 * 1024  # ... or until this much was dropped
+_LINGER_BYTES = 4 * 1024 * 1024  # ... or until this much was dropped (reading is cheap; closing with unread input
+#   sends a reset that can destroy the answer before a client still sending reads it)
 
 
 class _Refused(Exception):
