@@ -6,6 +6,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 from ._env import Interpolation
 from ._errors import ConfigError, ConfigErrors
@@ -319,9 +320,12 @@ class _Compiler:
         if not missing:
             url = upstream_data.get("url", "").rstrip("/")
             schemes = ("temporal://",) if data["upstream"].get("transport") == "temporal" else ("http://", "https://")
-            if not url.startswith(schemes):
-                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with {' or '.join(schemes)} (got {_safe_url(url)!r})"))
+            problem = _url_problem(url, schemes)
+            if problem:
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {_safe_url(url)!r})"))
                 return None
+            parts = urlsplit(url)  # what follows is always a path, so the origin is the one written
+            url = f"{parts.scheme}://{parts.netloc}{parts.path}"
             transport = self._transport(data["upstream"], url, timeouts, doc)
             if transport is None:
                 return None
@@ -359,7 +363,17 @@ class _Compiler:
             self.errors.append(doc.error(path + ("path",), str(exc)))
             return None
         catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
-        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]), catch_all)
+        written_path = spec.get("upstream_path", spec["path"])
+        if written_path and not (written_path.startswith("/") and not written_path.startswith("//")):
+            self.errors.append(doc.error(path + ("upstream_path",), "upstream_path must start with a single '/': "
+                                         "it is appended to upstream.url, whose host and port it must never change"))
+            return None
+        rules = spec.get("params", {})
+        slash_ok = frozenset(name for name, rule in rules.items() if rule.get("allow_encoded_slash"))
+        upstream_path = UpstreamPath(written_path, catch_all, slash_ok)
+        for name in sorted(slash_ok & (upstream_path.path_names | catch_all)):
+            self.errors.append(doc.error(path + ("params", name, "allow_encoded_slash"),
+                                         f"{{{name}}} spans segments already; allow_encoded_slash is for one-segment parameters"))
         computed = list(spec.get("request", {}).get("params", {}))
         for name in upstream_path.names:
             if name not in template.names and name not in computed:
@@ -368,7 +382,7 @@ class _Compiler:
         plans = PlanCompiler(self.errors)
         request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
         response = plans.response(doc, path + ("response",), spec.get("response"))
-        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), [*template.names, *computed])
+        param_rules = plans.params(doc, path + ("params",), rules, [*template.names, *computed])
         route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
@@ -467,6 +481,24 @@ def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
 def _canonical(options: dict[str, Any]) -> str:
     import json
     return json.dumps(options, sort_keys=True, default=str)
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``url`` cannot be an upstream base (paths are appended to it as text), or None."""
+    if not url.startswith(schemes):
+        return f"must start with {' or '.join(schemes)}"
+    if "?" in url or "#" in url:
+        return "must not hold a query or fragment (send a key with upstream.auth style: query)"
+    if "\\" in url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "must not hold a backslash, whitespace or control characters"
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        return "has an invalid port"
+    return None if parts.hostname else "has no host"
 
 
 def _safe_url(url: str) -> str:

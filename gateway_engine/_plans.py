@@ -130,6 +130,8 @@ class PlanCompiler:
             allowed = rule.get("enum")
             if allowed is None and mapping:
                 allowed = list(mapping)
+            if allowed is None and pattern is None:
+                continue  # no constraint (e.g. only allow_encoded_slash, which the upstream path applies)
             rules.append(ParamRule(name, frozenset(map(str, allowed)) if allowed is not None else None, pattern, mapping))
         return tuple(rules)
 
