@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from ._env import Interpolation
 from ._errors import ConfigError, ConfigErrors
@@ -188,6 +189,7 @@ class _Compiler:
                                     environ=self.environ, note_unset=self._note_unset, workflows=workflows)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
+            scrub_secrets(unique, self._referenced_env())
             raise ConfigErrors(unique)
         limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
         return CompiledConfig(
@@ -322,7 +324,8 @@ class _Compiler:
             schemes = ("temporal://",) if data["upstream"].get("transport") == "temporal" else ("http://", "https://")
             problem = _url_problem(url, schemes)
             if problem:
-                self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {_safe_url(url)!r})"))
+                written = _safe_url(data["upstream"]["url"])  # as written (`${VAR}`), never the resolved secret
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {written!r})"))
                 return None
             parts = urlsplit(url)  # what follows is always a path, so the origin is the one written
             url = f"{parts.scheme}://{parts.netloc}{parts.path}"
@@ -422,6 +425,14 @@ class _Compiler:
                 entries.append((method, route.template, route))
         return Router(entries)
 
+    def _referenced_env(self) -> dict[str, str]:
+        """Every env variable any config document references, with its value (to keep out of messages)."""
+        interp = Interpolation(self.environ)
+        for doc in [self.raw.gateway, *self.raw.backends, *self.raw.webhooks, *self.raw.workflows]:
+            if doc is not None:
+                interp.tree(doc.data)
+        return {name: self.environ[name] for name in interp.referenced if self.environ.get(name)}
+
     def _note_unset(self, doc: Document | None, interp: Interpolation, extra: list[str] = ()) -> None:
         for name in [*interp.missing, *extra]:
             if name not in self.unset:
@@ -502,4 +513,17 @@ def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
 
 
 def _safe_url(url: str) -> str:
-    return url.split("@")[-1][:80]
+    """A URL as written, for messages: userinfo and query values masked (``${VAR}`` text stays as it is)."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@]*@", r"\1***@", url)
+    return re.sub(r"([?&;][^=&#]*)=[^&#]*", r"\1=***", url)[:120]
+
+
+def scrub_secrets(errors: list[ConfigError], values: Mapping[str, str]) -> None:
+    """Replace every env value the config references (``name → value``) by ``${NAME}`` in the messages,
+    so no error ever prints a resolved secret, whichever check wrote it."""
+    found = sorted(((v, n) for n, v in values.items() if len(v) >= 6), key=lambda item: -len(item[0]))
+    for error in errors:
+        for value, name in found:
+            for form in {value, repr(value)[1:-1], quote(value, safe="")}:
+                if form in error.message:
+                    error.message = error.message.replace(form, "${" + name + "}")

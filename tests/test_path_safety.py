@@ -273,6 +273,7 @@ def test_path_upstream_url_is_an_origin_and_a_path(tmp_path, url, problem):
         f"backend: t\nprefix: /t\nupstream: {{url: '{url}'}}\nroutes:\n  - {{name: r, method: GET, path: /r}}\n")})
     code, out = validate(root)
     assert code == 1 and out.startswith("routes.d/t.yaml:3:12: upstream.url: ") and problem in out, out
+    assert "SECRET" not in out
 
 
 def test_path_opt_in_is_for_one_segment_params(tmp_path):
