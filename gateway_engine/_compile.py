@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from ._env import Interpolation
 from ._errors import ConfigError, ConfigErrors
@@ -66,6 +66,7 @@ class CompiledRoute:
     description: str = ""
     source_file: str = ""
     source_line: int = 0
+    owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
 
     @property
     def qualified_name(self) -> str:
@@ -405,6 +406,7 @@ class _Compiler:
             strip_headers=frozenset(strip),
             needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
+            owned_query=_owned_query(spec.get("request", {}).get("query"), upstream),
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
@@ -492,6 +494,19 @@ def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
 def _canonical(options: dict[str, Any]) -> str:
     import json
     return json.dumps(options, sort_keys=True, default=str)
+
+
+def query_name(key: str) -> str:
+    """The name a server files ``key`` under: ``where[slug]`` and ``where`` are both ``where``."""
+    return key.partition("[")[0]
+
+
+def _owned_query(spec: Any, upstream: Upstream | None) -> frozenset[str]:
+    owned = {query_name(k) for k in spec.get("set", {})} if isinstance(spec, dict) else set()
+    auth_query = getattr(upstream.auth, "query", "") if upstream is not None else ""
+    if auth_query:
+        owned.add(query_name(unquote_plus(auth_query.partition("=")[0])))
+    return frozenset(owned)
 
 
 def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:

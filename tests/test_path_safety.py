@@ -297,3 +297,26 @@ def test_path_default_upstream_path_must_not_start_with_two_slashes(tmp_path):
         "  - {name: r, method: GET, path: '//evil.example/{id}'}\n")})
     code, out = validate(root)
     assert code == 1 and out.startswith("routes.d/t.yaml:5:5: routes[0].upstream_path: upstream_path must start"), out
+
+
+def test_query_client_cannot_override_keys_the_gateway_sets(gateway, upstream, recorder):
+    """A client copy of a `set` key or of the query-style upstream key comes first, and many servers read the
+    first (Flask, servlets, Go): the gateway's own keys must be the only ones of their name."""
+    gw = gateway(GATEWAY, {"svc": f"""
+backend: svc
+prefix: /svc
+upstream: {{url: "{upstream}", auth: {{style: query, param: api_key, value: "${{KEY}}"}}}}
+routes:
+  - {{name: pass, method: GET, path: /pass, upstream_path: /pass, request: {{query: {{set: {{tenant: t1, "where[slug]": x}}}}}}}}
+  - name: allow
+    method: GET
+    path: /allow
+    upstream_path: /allow
+    request: {{query: {{allow: [a, tenant, api_key], set: {{tenant: t1}}}}}}
+"""}, env={"KEY": "REAL"})
+    import httpx
+    with httpx.Client() as c:
+        c.get(gw + "/api/svc/pass?a=1&api_key=mine&tenant=t2&tenant%5Bx%5D=1&where%5Bslug%5D=y&api%5Fkey=m2&b=2")
+        assert recorder.last["query"] == "a=1&b=2&tenant=t1&where%5Bslug%5D=x&api_key=REAL"
+        c.get(gw + "/api/svc/allow?a=1&tenant=t2&api_key=mine")
+        assert recorder.last["query"] == "a=1&tenant=t1&api_key=REAL"
