@@ -10,7 +10,7 @@ from typing import Any, Mapping
 from urllib.parse import quote, unquote_plus, urlsplit
 
 from ._env import Interpolation
-from ._errors import ConfigError, ConfigErrors
+from ._errors import ConfigError, ConfigErrors, GatewayError
 from ._loader import RawConfig, read_config_dir
 from ._plugin import GatewayInfo, Plugin
 from ._registry import discover
@@ -387,6 +387,12 @@ class _Compiler:
         request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
         response = plans.response(doc, path + ("response",), spec.get("response"))
         param_rules = plans.params(doc, path + ("params",), rules, [*template.names, *computed])
+        for rule in param_rules:  # a mapped value is the config's own: refuse it here, not on every request
+            for public, value in (rule.mapping or {}).items():
+                try:
+                    upstream_path.check(rule.name, value)
+                except GatewayError as exc:
+                    self.errors.append(doc.error(path + ("params", rule.name, "map", public), f"{value!r}: {exc.message}"))
         route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:

@@ -123,6 +123,13 @@ class UpstreamPath:
     def names(self) -> list[str]:
         return [p[0] for p in self.pieces if isinstance(p, tuple)]
 
+    def check(self, name: str, value: str) -> None:
+        """BAD_PATH if the decoded ``value`` may not fill ``{name}`` (for values known at load time)."""
+        for piece in self.pieces:
+            if isinstance(piece, tuple) and piece[0] == name:
+                for part in value.split("/") if piece[1] == _PATH else (value,):
+                    _encode_value(part, piece[1] != _SEGMENT)
+
     def build(self, params: dict[str, str]) -> str:
         if self.literal is not None:
             return self.literal

@@ -320,3 +320,14 @@ routes:
         assert recorder.last["query"] == "a=1&b=2&tenant=t1&where%5Bslug%5D=x&api_key=REAL"
         c.get(gw + "/api/svc/allow?a=1&tenant=t2&api_key=mine")
         assert recorder.last["query"] == "a=1&tenant=t1&api_key=REAL"
+
+
+def test_path_mapped_values_are_checked_at_load(tmp_path):
+    root = write_config(tmp_path, GATEWAY, {"t": (
+        "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+        "  - name: r\n    method: GET\n    path: '/{kind}'\n    upstream_path: '/r/{kind}'\n"
+        "    params: {kind: {map: {a: 'x/y', b: '..', c: 'fine value'}}}\n")})
+    code, out = validate(root)
+    assert code == 1
+    assert "routes[0].params.kind.map.a: 'x/y': A path parameter holds a slash" in out, out
+    assert "routes[0].params.kind.map.b: '..': " in out and "map.c" not in out, out
