@@ -146,7 +146,7 @@ class UpstreamPath:
                     out.append(_encode_value(decode_param(raw), kind == _OPAQUE))
         path = "".join(out)
         decoded = unquote(path) if "%" in path else path
-        if "." in decoded and not normalised(decoded).startswith(self.base):
+        if _DOT_SEGMENT(decoded) and not normalised(decoded).startswith(self.base):
             raise GatewayError(400, "BAD_PATH", "A path parameter leads outside the route's upstream path.")
         return path
 
@@ -155,6 +155,8 @@ _SEGMENT, _PATH, _OPAQUE = 0, 1, 2  # a {param}: one segment; several segments; 
 _LITERAL_SAFE = "/:@!$&'()*+,;=-._~%"  # the config's own text is trusted as written
 _VALUE_SAFE = "-._~!$&'()*+,=:"        # sub-delims but `;` (path parameters to Tomcat-style servers)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*").fullmatch  # nothing to encode, never a dot-segment
+_DOT_SEGMENT = re.compile(r"(?:^|[/\\])[. ]*\.[. ]*(?:;[^/\\]*)?(?:$|[/\\])").search  # one C pass, as is_dot_segment
 _SLASHES = re.compile(r"[/\\]")
 
 
@@ -187,6 +189,8 @@ def normalised(path: str) -> str:
 
 def _encode_value(value: str, slash_ok: bool) -> str:
     """One decoded parameter value, percent-encoded; BAD_PATH if it (or its second decoding) could move the path."""
+    if _PLAIN(value):
+        return value
     _check_value(value, slash_ok)
     if "%" in value:  # what an upstream that decodes twice would see
         _check_value(unquote(value, errors="replace"), slash_ok)
