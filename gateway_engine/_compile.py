@@ -16,7 +16,7 @@ from ._plugin import GatewayInfo, Plugin
 from ._registry import discover
 from ._routing import PathTemplate, PathTemplateError, Router, UpstreamPath
 from ._schema import fill_defaults, options_validator, validate_value
-from ._plans import ParamRule, PlanCompiler, RequestPlan, ResponsePlan
+from ._plans import ParamRule, PlanCompiler, RequestPlan, ResponsePlan, encoded_slash_params
 from ._templates import TemplateError, compile_value, env_names
 from ._resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
 from ._transport import TRANSPORTS, Timeouts, Transport
@@ -373,7 +373,7 @@ class _Compiler:
                                          "it is appended to upstream.url, whose host and port it must never change"))
             return None
         rules = spec.get("params", {})
-        slash_ok = frozenset(name for name, rule in rules.items() if rule.get("allow_encoded_slash"))
+        slash_ok = encoded_slash_params(rules)
         upstream_path = UpstreamPath(written_path, catch_all, slash_ok)
         for name in sorted(slash_ok & (upstream_path.path_names | catch_all)):
             self.errors.append(doc.error(path + ("params", name, "allow_encoded_slash"),

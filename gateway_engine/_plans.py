@@ -46,6 +46,11 @@ class ParamRule:
         return f"matching {self.pattern.pattern}" if self.pattern else "valid"
 
 
+def encoded_slash_params(spec: dict[str, Any]) -> frozenset[str]:
+    """The parameters of a route's ``params`` rules that may hold ``/`` (sent as ``%2F``)."""
+    return frozenset(name for name, rule in spec.items() if rule.get("allow_encoded_slash"))
+
+
 @dataclass(frozen=True)
 class FailRule:
     when: Callable[[dict[str, Any]], Any]
