@@ -45,6 +45,11 @@ class ParamRule:
         return f"matching {self.pattern.pattern}" if self.pattern else "valid"
 
 
+def encoded_slash_params(spec: dict[str, Any]) -> frozenset[str]:
+    """The parameters of a route's ``params`` rules that may hold ``/`` (sent as ``%2F``)."""
+    return frozenset(name for name, rule in spec.items() if rule.get("allow_encoded_slash"))
+
+
 @dataclass(frozen=True)
 class FailRule:
     when: Callable[[dict[str, Any]], Any]
@@ -129,6 +134,8 @@ class PlanCompiler:
             allowed = rule.get("enum")
             if allowed is None and mapping:
                 allowed = list(mapping)
+            if allowed is None and pattern is None:
+                continue  # no constraint (e.g. only allow_encoded_slash, which the upstream path applies)
             rules.append(ParamRule(name, frozenset(map(str, allowed)) if allowed is not None else None, pattern, mapping))
         return tuple(rules)
 

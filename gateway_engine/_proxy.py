@@ -7,12 +7,12 @@ import logging
 import time
 from typing import Any, AsyncIterator
 
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote_plus, urlencode
 
 import orjson
 
 from ._bodies import MAX_PROBLEMS, TooDeep, problems, too_deep
-from ._compile import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute
+from ._compile import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute, query_name
 from ._context import RequestContext
 from ._encoding import encode_body, form_pairs
 from ._errors import GatewayError
@@ -241,9 +241,13 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] 
     if plan.query == "none":
         base = ""
     elif plan.query == "allow":
-        base = urlencode([(k, v) for k, v in ctx.query.items() if k in plan.query_allow])
+        base = urlencode([(k, v) for k, v in ctx.query.items()
+                          if k in plan.query_allow and query_name(k) not in route.owned_query])
     else:
         base = ctx.raw_query.decode("latin-1")
+        if base and route.owned_query:  # the gateway's own keys are the only ones of their name
+            base = "&".join(p for p in base.split("&")
+                            if query_name(unquote_plus(p.partition("=")[0])) not in route.owned_query)
     if plan.query_set is None:
         return base
     values = _render(route, plan.query_set, variables, ctx)
