@@ -19,6 +19,7 @@ routes:
     method: GET
     path: "/invoices/{id}"
     upstream_path: "/api/resource/Sales Invoice/{id}"
+    params: {id: {allow_encoded_slash: true}}
     response: {data: "{{ body.data }}"}
   - name: broken
     method: GET
@@ -58,7 +59,7 @@ def test_explain_names_the_failing_expression(tmp_path, monkeypatch):
     sample.write_text('{"data": [1, 2]}')
     code, result = explain(tmp_path, monkeypatch, "GET", "/api/erp/broken", "--upstream-response", str(sample))
     assert result["response"]["status"] == 502
-    assert result["mapping_error"].startswith("routes.d/erp.yaml:13: route erp.broken:")
+    assert result["mapping_error"].startswith("routes.d/erp.yaml:14: route erp.broken:")
     assert "body.data.items()" in result["mapping_error"]
 
 

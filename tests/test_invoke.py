@@ -21,6 +21,7 @@ routes:
     method: POST
     path: "/carts/{{id}}/complete"
     upstream_path: "/store/carts/{{id}}/complete"
+    params: {{id: {{allow_encoded_slash: true}}}}
     request: {{body: {{note: "{{{{ body.note }}}}", user: "{{{{ identity.sub }}}}"}}, encoding: form}}
 """})
     config = load_config(root, {"TOKEN": "t0k"})

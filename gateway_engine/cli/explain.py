@@ -24,7 +24,6 @@ from gateway_engine.config.loader import read_config_dir
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.config.templates import env_names
-from gateway_engine.compiled.compiler import CompiledConfig
 from gateway_engine.config.secrets import MASK, Masker
 
 

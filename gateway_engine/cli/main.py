@@ -167,9 +167,14 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
 
     import uvicorn
 
+    from gateway_engine.runtime.protocol import GatewayHttpProtocol
+    from gateway_engine.config.server_settings import ENV_VAR
+
     root = os.path.abspath(_config_dir(args.config))
-    if _load(root, err) is None:  # fail fast, with every error, before binding the port
+    config = _load(root, err)
+    if config is None:  # fail fast, with every error, before binding the port
         return 1
+    server = config.server
     metrics_dir = None
     if args.workers > 1:
         # each worker writes its metrics here and a scrape sums them; fresh, so nothing stale from an earlier run
@@ -178,11 +183,13 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     os.environ["GATEWAY_CONFIG"] = root
     os.environ["GATEWAY_WATCH"] = "0" if args.no_watch else "1"
     os.environ["GATEWAY_DRAIN_TIMEOUT"] = str(args.drain_timeout)
+    os.environ[ENV_VAR] = server.to_env()  # each worker's protocol reads its limits from here
     try:
         uvicorn.run("gateway_engine.runtime.server:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, loop="uvloop", http="httptools", access_log=False, log_level=args.log_level,
-                    server_header=False, date_header=True, proxy_headers=False, lifespan="on",
-                    timeout_graceful_shutdown=args.drain_timeout)
+                    workers=args.workers, loop="uvloop", http=GatewayHttpProtocol, access_log=False,
+                    log_level=args.log_level, server_header=False, date_header=True, proxy_headers=False,
+                    lifespan="on", timeout_graceful_shutdown=args.drain_timeout,
+                    limit_concurrency=server.max_connections, timeout_keep_alive=server.keep_alive_timeout)
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from typing import Any, Mapping, Sequence
+from urllib.parse import quote, unquote_plus, urlsplit
 
 from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
-from gateway_engine.compiled.model import (BODY_METHODS, CompiledConfig, CompiledRoute, Contribution, PluginChain,
-                                           Upstream)
-from gateway_engine.compiled.plans import PlanCompiler
+from gateway_engine.compiled.model import (BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute, Contribution,
+                                           PluginChain, Upstream, query_name)
+from gateway_engine.compiled.plans import PlanCompiler, encoded_slash_params
 from gateway_engine.compiled.registry import discover
 from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Router, UpstreamPath
 from gateway_engine.config.documents import Document
@@ -22,13 +24,14 @@ from gateway_engine.config.env import Interpolation
 from gateway_engine.config.loader import RawConfig, read_config_dir
 from gateway_engine.config.schema import fill_defaults, options_validator, validate_value
 from gateway_engine.config.templates import TemplateError, compile_value, env_names
-from gateway_engine.foundation.errors import ConfigError, ConfigErrors
+from gateway_engine.foundation.errors import ConfigError, ConfigErrors, GatewayError
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.upstreams.auth import build_upstream_auth
 from gateway_engine.upstreams.resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
 from gateway_engine.upstreams.seam import Timeouts, Transport, TransportFactory, transport_factories, url_schemes
 from gateway_engine.config.bodies import DEFAULT_DEPTH
 from gateway_engine.config.secrets import Masker, upstream_secrets
+from gateway_engine.config.server_settings import ServerSettings, server_settings
 
 __all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Upstream", "chain_tables", "load_config"]
 
@@ -37,9 +40,6 @@ DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 *
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 # headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
 # address an upstream gets): a client copy never reaches the upstream, in any spelling
-FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
-                                "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
-                                "fastly-client-ip"})
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
@@ -106,11 +106,16 @@ class _Compiler:
         routes = self._strip_everywhere(routes)
         router = self._router(routes)
         limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
+        server = ServerSettings()
+        try:
+            server = server_settings(gdata.get("server", {}), limits["header_bytes"])
+        except ValueError as exc:
+            self.errors.append(gdoc.error(("server", exc.args[0]), exc.args[1]))
         core = CompiledConfig(
             root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
             routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
             gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
-            unset_env=(), env=self.environ, transports=self.transports, unrouted=unrouted,
+            server=server, unset_env=(), env=self.environ, transports=self.transports, unrouted=unrouted,
         )
         contributions: dict[str, Contribution] = {}
         for feature in self.features:  # each checks its own folder against the compiled core
@@ -119,6 +124,7 @@ class _Compiler:
                 note_unset=self._note_unset, earlier=dict(contributions)))
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
+            scrub_secrets(unique, self._referenced_env())
             raise ConfigErrors(unique)
         return dataclasses.replace(
             core, unset_env=tuple(self.unset), contributions=contributions,
@@ -253,10 +259,13 @@ class _Compiler:
                 known = ", ".join(sorted(self.factories)) or "none installed"
                 self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
                 return None
-            schemes = url_schemes(factory)
-            if not url.startswith(schemes):
-                self.errors.append(doc.error(("upstream", "url"), f"upstream url must start with {' or '.join(schemes)} (got {_safe_url(url)!r})"))
+            problem = _url_problem(url, url_schemes(factory))
+            if problem:
+                written = _safe_url(data["upstream"]["url"])  # as written (`${VAR}`), never the resolved secret
+                self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {written!r})"))
                 return None
+            parts = urlsplit(url)  # what follows is always a path, so the origin is the one written
+            url = f"{parts.scheme}://{parts.netloc}{parts.path}"
             transport = self._transport(data["upstream"], url, timeouts, doc)
             if transport is None:
                 return None
@@ -295,7 +304,17 @@ class _Compiler:
             self.errors.append(doc.error(path + ("path",), str(exc)))
             return None
         catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
-        upstream_path = UpstreamPath(spec.get("upstream_path", spec["path"]), catch_all)
+        written_path = spec.get("upstream_path", spec["path"])
+        if written_path and not (written_path.startswith("/") and not written_path.startswith("//")):
+            self.errors.append(doc.error(path + ("upstream_path",), "upstream_path must start with a single '/': "
+                                         "it is appended to upstream.url, whose host and port it must never change"))
+            return None
+        rules = spec.get("params", {})
+        slash_ok = encoded_slash_params(rules)
+        upstream_path = UpstreamPath(written_path, catch_all, slash_ok)
+        for name in sorted(slash_ok & (upstream_path.path_names | catch_all)):
+            self.errors.append(doc.error(path + ("params", name, "allow_encoded_slash"),
+                                         f"{{{name}}} spans segments already; allow_encoded_slash is for one-segment parameters"))
         computed = list(spec.get("request", {}).get("params", {}))
         for name in upstream_path.names:
             if name not in template.names and name not in computed:
@@ -304,7 +323,13 @@ class _Compiler:
         plans = PlanCompiler(self.errors)
         request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
         response = plans.response(doc, path + ("response",), spec.get("response"))
-        param_rules = plans.params(doc, path + ("params",), spec.get("params", {}), [*template.names, *computed])
+        param_rules = plans.params(doc, path + ("params",), rules, [*template.names, *computed])
+        for rule in param_rules:  # a mapped value is the config's own: refuse it here, not on every request
+            for public, value in (rule.mapping or {}).items():
+                try:
+                    upstream_path.check(rule.name, value)
+                except GatewayError as exc:
+                    self.errors.append(doc.error(path + ("params", rule.name, "map", public), f"{value!r}: {exc.message}"))
         route_overrides = overrides + _shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
@@ -329,6 +354,7 @@ class _Compiler:
             strip_headers=frozenset(strip), reserved_headers=frozenset(reserved),
             needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
+            owned_query=_owned_query(spec.get("request", {}).get("query"), upstream),
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
@@ -348,6 +374,14 @@ class _Compiler:
                 seen[key] = route
                 entries.append((method, route.template, route))
         return Router(entries)
+
+    def _referenced_env(self) -> dict[str, str]:
+        """Every env variable any config document references, with its value (to keep out of messages)."""
+        interp = Interpolation(self.environ)
+        for doc in [self.raw.gateway, *self.raw.backends, *(d for docs in self.raw.folders.values() for d in docs)]:
+            if doc is not None:
+                interp.tree(doc.data)
+        return {name: self.environ[name] for name in interp.referenced if self.environ.get(name)}
 
     def _note_unset(self, doc: Document | None, interp: Interpolation, extra: list[str] = ()) -> None:
         for name in [*interp.missing, *extra]:
@@ -410,5 +444,44 @@ def _canonical(options: dict[str, Any]) -> str:
     return json.dumps(options, sort_keys=True, default=str)
 
 
+def _owned_query(spec: Any, upstream: Upstream | None) -> frozenset[str]:
+    owned = {query_name(k) for k in spec.get("set", {})} if isinstance(spec, dict) else set()
+    auth_query = getattr(upstream.auth, "query", "") if upstream is not None else ""
+    if auth_query:
+        owned.add(query_name(unquote_plus(auth_query.partition("=")[0])))
+    return frozenset(owned)
+
+
+def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
+    """Why ``url`` cannot be an upstream base (paths are appended to it as text), or None."""
+    if not url.startswith(schemes):
+        return f"must start with {' or '.join(schemes)}"
+    if "?" in url or "#" in url:
+        return "must not hold a query or fragment (send a key with upstream.auth style: query)"
+    if "\\" in url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
+        return "must not hold a backslash, whitespace or control characters"
+    parts = urlsplit(url)
+    try:
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        return "has an invalid port"
+    return None if parts.hostname else "has no host"
+
+
 def _safe_url(url: str) -> str:
-    return url.split("@")[-1][:80]
+    """A URL as written, for messages: userinfo and query values masked (``${VAR}`` text stays as it is)."""
+    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@]*@", r"\1***@", url)
+    return re.sub(r"([?&;][^=&#]*)=[^&#]*", r"\1=***", url)[:120]
+
+
+def scrub_secrets(errors: list[ConfigError], values: Mapping[str, str]) -> None:
+    """Replace every env value the config references (``name → value``) by ``${NAME}`` in the messages,
+    so no error ever prints a resolved secret, whichever check wrote it."""
+    found = sorted(((v, n) for n, v in values.items() if len(v) >= 6), key=lambda item: -len(item[0]))
+    for error in errors:
+        for value, name in found:
+            for form in {value, repr(value)[1:-1], quote(value, safe="")}:
+                if form in error.message:
+                    error.message = error.message.replace(form, "${" + name + "}")

@@ -11,7 +11,7 @@ removes its folder, endpoints, transports and commands and leaves the rest worki
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from typing import Callable, ClassVar, Mapping
 

@@ -13,6 +13,7 @@ from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, TypeVar
 from gateway_engine.compiled.plans import ParamRule, RequestPlan, ResponsePlan
 from gateway_engine.compiled.routing import PathTemplate, Router, UpstreamPath
 from gateway_engine.config.secrets import Masker
+from gateway_engine.config.server_settings import ServerSettings
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.foundation.reply import Reply
@@ -52,6 +53,16 @@ class StateKey(Generic[T]):
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
+                                "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
+                                "fastly-client-ip"})
+
+
+def query_name(key: str) -> str:
+    """The name a server files ``key`` under: ``where[slug]`` and ``where`` are both ``where``."""
+    return key.partition("[")[0]
+
+
 
 
 @dataclass(frozen=True)
@@ -95,6 +106,7 @@ class CompiledRoute:
     description: str = ""
     source_file: str = ""
     source_line: int = 0
+    owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
 
     @property
     def qualified_name(self) -> str:
@@ -123,6 +135,7 @@ class CompiledConfig:
     gateway: GatewayInfo
     trusted_proxies: int
     limits: Mapping[str, int]
+    server: ServerSettings  # what `serve` configures the HTTP server with (read at start, not on reload)
     unset_env: tuple[str, ...]
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # for request templates; never displayed
     transports: Mapping[tuple, Transport] = field(default_factory=dict, repr=False)  # by settings, for reuse

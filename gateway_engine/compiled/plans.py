@@ -14,7 +14,6 @@ from jsonschema.exceptions import SchemaError
 
 from gateway_engine.config.durations import parse_duration
 from gateway_engine.foundation.errors import ConfigError
-from gateway_engine.config.schema import json_schema_validator
 from gateway_engine.config.templates import TemplateError, compile_value
 from gateway_engine.config.documents import Document
 from gateway_engine.config.bodies import BodyValidator, body_validator
@@ -44,6 +43,11 @@ class ParamRule:
         if self.allowed is not None:
             return "one of " + ", ".join(sorted(self.allowed))
         return f"matching {self.pattern.pattern}" if self.pattern else "valid"
+
+
+def encoded_slash_params(spec: dict[str, Any]) -> frozenset[str]:
+    """The parameters of a route's ``params`` rules that may hold ``/`` (sent as ``%2F``)."""
+    return frozenset(name for name, rule in spec.items() if rule.get("allow_encoded_slash"))
 
 
 @dataclass(frozen=True)
@@ -130,6 +134,8 @@ class PlanCompiler:
             allowed = rule.get("enum")
             if allowed is None and mapping:
                 allowed = list(mapping)
+            if allowed is None and pattern is None:
+                continue  # no constraint (e.g. only allow_encoded_slash, which the upstream path applies)
             rules.append(ParamRule(name, frozenset(map(str, allowed)) if allowed is not None else None, pattern, mapping))
         return tuple(rules)
 

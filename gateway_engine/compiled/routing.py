@@ -92,43 +92,72 @@ def decode_segment(raw: str) -> str:
 class UpstreamPath:
     """``upstream_path`` with ``{param}`` holes, filled with percent-encoded values.
 
-    A value can never add a path segment, a query, a fragment or a dot-segment:
-    ``/`` ``?`` ``#`` ``@`` ``%`` and control characters are encoded, and ``.``/``..``
-    are refused, so the result always stays below the configured base path.
+    The upstream decodes and normalises the path, so values are judged decoded (and once more, for an
+    upstream that decodes twice): a ``{param}`` holding ``/`` or ``\\`` (unless its rule says
+    ``allow_encoded_slash``: then the slash stays ``%2F``), or any piece that is empty or a dot-segment
+    (``..``, ``.;x``, ``..;jsessionid``, ``...``), is a 400 ``BAD_PATH``. ``/ ? # @ ; %`` and controls are encoded.
+    Last, the decoded, normalised result must still start with the static part before the first hole.
     """
 
-    def __init__(self, text: str, path_params: frozenset[str] = frozenset()) -> None:
+    def __init__(self, text: str, path_params: frozenset[str] = frozenset(),
+                 slash_params: frozenset[str] = frozenset()) -> None:
         self.text = text
-        self.pieces: list[str | tuple[str, bool]] = []
+        self.pieces: list[str | tuple[str, int]] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
             self.pieces.append(text[pos:m.start()])
-            self.pieces.append((m.group(1), m.group(0).endswith(":path}") or m.group(1) in path_params))
+            name = m.group(1)
+            kind = _PATH if m.group(0).endswith(":path}") or name in path_params else (
+                _OPAQUE if name in slash_params else _SEGMENT)
+            self.pieces.append((name, kind))
             pos = m.end()
         self.pieces.append(text[pos:])
-        self.literal = quote(text, safe="/:@!$&'()*+,;=-._~%") if len(self.pieces) == 1 else None
+        self.literal = quote(text, safe=_LITERAL_SAFE) if len(self.pieces) == 1 else None
+        self.encoded = [quote(p, safe=_LITERAL_SAFE) if isinstance(p, str) else p for p in self.pieces]
         #: placeholders whose value may span several segments (``{name:path}``)
-        self.path_names = frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1])
+        self.path_names = frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1] == _PATH)
+        #: what every built path must stay below, decoded and normalised
+        self.base = normalised(unquote(self.pieces[0].rpartition("/")[0] + "/")) if self.literal is None else ""
 
     @property
     def names(self) -> list[str]:
         return [p[0] for p in self.pieces if isinstance(p, tuple)]
 
+    def check(self, name: str, value: str) -> None:
+        """BAD_PATH if the decoded ``value`` may not fill ``{name}`` (for values known at load time)."""
+        for piece in self.pieces:
+            if isinstance(piece, tuple) and piece[0] == name:
+                for part in value.split("/") if piece[1] == _PATH else (value,):
+                    _encode_value(part, piece[1] != _SEGMENT)
+
     def build(self, params: dict[str, str]) -> str:
         if self.literal is not None:
             return self.literal
         out = []
-        for piece in self.pieces:
+        for piece in self.encoded:
             if isinstance(piece, str):
-                out.append(quote(piece, safe="/:@!$&'()*+,;=-._~%"))
+                out.append(piece)
             else:
-                name, is_path = piece
+                name, kind = piece
                 raw = params[name]
-                if is_path:
-                    out.append("/".join(_encode_segment(decode_param(seg)) for seg in raw.split("/")))
+                if kind == _PATH:
+                    out.append("/".join(_encode_value(decode_param(seg), True) for seg in raw.split("/")))
                 else:
-                    out.append(_encode_segment(decode_param(raw)))
-        return "".join(out)
+                    out.append(_encode_value(decode_param(raw), kind == _OPAQUE))
+        path = "".join(out)
+        decoded = unquote(path) if "%" in path else path
+        if _DOT_SEGMENT(decoded) and not normalised(decoded).startswith(self.base):
+            raise GatewayError(400, "BAD_PATH", "A path parameter leads outside the route's upstream path.")
+        return path
+
+
+_SEGMENT, _PATH, _OPAQUE = 0, 1, 2  # a {param}: one segment; several segments; one segment that may hold %2F
+_LITERAL_SAFE = "/:@!$&'()*+,;=-._~%"  # the config's own text is trusted as written
+_VALUE_SAFE = "-._~!$&'()*+,=:"        # sub-delims but `;` (path parameters to Tomcat-style servers)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*").fullmatch  # nothing to encode, never a dot-segment
+_DOT_SEGMENT = re.compile(r"(?:^|[/\\])[. ]*\.[. ]*(?:;[^/\\]*)?(?:$|[/\\])").search  # one C pass, as is_dot_segment
+_SLASHES = re.compile(r"[/\\]")
 
 
 def decode_param(raw: str) -> str:
@@ -138,10 +167,44 @@ def decode_param(raw: str) -> str:
         raise GatewayError(400, "BAD_PATH", "A path parameter is not valid percent-encoded UTF-8.") from None
 
 
-def _encode_segment(value: str) -> str:
-    if value in ("", ".", "..") or any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
-        raise GatewayError(400, "BAD_PATH", "A path parameter is empty, a dot-segment or holds control characters.")
-    return quote(value, safe="-._~!$&'()*+,;=:")
+def is_dot_segment(segment: str) -> bool:
+    """``.``/``..`` as servers read them: a ``;params`` suffix dropped, trailing dots and spaces trimmed (Windows)."""
+    if "." not in segment:
+        return False
+    core = segment.split(";", 1)[0]
+    return core != "" and not core.strip(". ")
+
+
+def normalised(path: str) -> str:
+    """``path`` (decoded) with ``\\`` as ``/`` and dot-segments resolved, as a normalising upstream serves it."""
+    out: list[str] = []
+    for segment in path.replace("\\", "/").split("/"):
+        if is_dot_segment(segment):
+            if segment.split(";", 1)[0].strip(" ") != "." and len(out) > 1:
+                out.pop()
+        else:
+            out.append(segment)
+    return "/".join(out)
+
+
+def _encode_value(value: str, slash_ok: bool) -> str:
+    """One decoded parameter value, percent-encoded; BAD_PATH if it (or its second decoding) could move the path."""
+    if _PLAIN(value):
+        return value
+    _check_value(value, slash_ok)
+    if "%" in value:  # what an upstream that decodes twice would see
+        _check_value(unquote(value, errors="replace"), slash_ok)
+    return quote(value, safe=_VALUE_SAFE)
+
+
+def _check_value(value: str, slash_ok: bool) -> None:
+    if not value or _CONTROL.search(value):
+        raise GatewayError(400, "BAD_PATH", "A path parameter is empty or holds control characters.")
+    if not slash_ok and ("/" in value or "\\" in value):
+        raise GatewayError(400, "BAD_PATH", "A path parameter holds a slash or backslash.")
+    for piece in _SLASHES.split(value) if slash_ok else (value,):
+        if not piece or is_dot_segment(piece):
+            raise GatewayError(400, "BAD_PATH", "A path parameter is or holds an empty or dot-segment.")
 
 
 class Router(Generic[T]):

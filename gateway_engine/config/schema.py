@@ -48,6 +48,8 @@ def _message(err: Any) -> str:
     if err.validator in ("anyOf", "oneOf") and err.context:
         best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
         return f"{err.message.split(' is not valid under')[0]} is not valid: {best.message}"
+    if err.validator == "pattern" and err.schema.get("description"):  # a regex alone rarely says what is wanted
+        return f"{err.message} ({err.schema['description'].split('. ')[0].rstrip('.')})"
     return err.message
 
 

@@ -49,10 +49,18 @@ class RequestContext:
         self.path: str = scope["path"]
         self.raw_query: bytes = scope.get("query_string", b"")
         headers: dict[str, str] = {}
+        repeated: dict[str, list[str]] | None = None
         for k, v in scope["headers"]:
             name = k.decode("latin-1").lower()
-            value = v.decode("latin-1")
-            headers[name] = f"{headers[name]}, {value}" if name in headers else value
+            if name in headers:  # collected and joined once: a join per repeat is quadratic in the repeats
+                if repeated is None:
+                    repeated = {}
+                repeated.setdefault(name, [headers[name]]).append(v.decode("latin-1"))
+            else:
+                headers[name] = v.decode("latin-1")
+        if repeated is not None:
+            for name, values in repeated.items():
+                headers[name] = ", ".join(values)
         self.headers = headers
         self.params = params
         self.route = route

@@ -7,19 +7,17 @@ import logging
 import time
 from typing import Any, AsyncIterator
 
-from urllib.parse import quote, urlencode
+from urllib.parse import quote, unquote_plus, urlencode
 
 import orjson
 
-from gateway_engine.compiled.model import BODY_METHODS, CompiledConfig, CompiledRoute
+from gateway_engine.compiled.model import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute, query_name
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.upstreams.encoding import encode_body, form_pairs
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.compiled.routing import decode_param
 from gateway_engine.config.bodies import MAX_PROBLEMS, TooDeep, problems, too_deep
-from gateway_engine.compiled.compiler import BODY_METHODS, CompiledConfig, CompiledRoute
-from gateway_engine.compiled.compiler import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute
 
 log = logging.getLogger("gateway_engine.proxy")
 
@@ -243,9 +241,13 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] 
     if plan.query == "none":
         base = ""
     elif plan.query == "allow":
-        base = urlencode([(k, v) for k, v in ctx.query.items() if k in plan.query_allow])
+        base = urlencode([(k, v) for k, v in ctx.query.items()
+                          if k in plan.query_allow and query_name(k) not in route.owned_query])
     else:
         base = ctx.raw_query.decode("latin-1")
+        if base and route.owned_query:  # the gateway's own keys are the only ones of their name
+            base = "&".join(p for p in base.split("&")
+                            if query_name(unquote_plus(p.partition("=")[0])) not in route.owned_query)
     if plan.query_set is None:
         return base
     values = _render(route, plan.query_set, variables, ctx)
@@ -264,6 +266,19 @@ async def read_body(ctx: RequestContext, limit: int) -> bytes:
     length = ctx.headers.get("content-length")
     if length and length.isdigit() and int(length) > limit:
         raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
+    upstream = ctx.route.upstream if ctx.route is not None else None
+    if upstream is None:  # no route deadline: the server's body timeout bounds the pauses
+        return await _read_chunks(ctx, limit)
+    total = upstream.timeouts.total
+    try:  # a buffered body must arrive within the route's total, counted from the request's start
+        async with asyncio.timeout(ctx.started + total - time.perf_counter()):
+            return await _read_chunks(ctx, limit)
+    except TimeoutError:
+        raise GatewayError(408, "REQUEST_TIMEOUT", f"The request body did not arrive within {total:g}s.",
+                           headers={"connection": "close"}) from None
+
+
+async def _read_chunks(ctx: RequestContext, limit: int) -> bytes:
     chunks, size = [], 0
     while True:
         message = await ctx.receive()

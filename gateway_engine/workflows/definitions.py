@@ -17,7 +17,6 @@ from jinja2 import Environment, TemplateSyntaxError, nodes
 from jsonschema import SchemaError
 
 from gateway_engine.foundation.errors import ConfigError
-from gateway_engine.config.schema import json_schema_validator
 from gateway_engine.config.templates import TemplateError, compile_value, is_template
 from gateway_engine.config.documents import Document
 from gateway_engine.compiled.model import StateKey
