@@ -101,7 +101,7 @@ def test_schema_agreement_kitchen_sink_loads():
     assert set(config.state(CATALOG).bundle("Everything")["definitions"]) == {"Everything", "Child"}
 
 
-LOADER_SOURCES = ["compiled/compiler.py", "upstreams/auth.py", "config/loader.py", "webhooks/definitions.py", "webhooks/verify.py",
+LOADER_SOURCES = ["compiled/compiler.py", "compiled/chains.py", "compiled/upstream_settings.py", "upstreams/auth.py", "config/loader.py", "webhooks/definitions.py", "webhooks/verify.py",
                   "workflows/definitions.py"]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 

@@ -8,38 +8,42 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import re
 from typing import Any, Mapping, Sequence
-from urllib.parse import quote, unquote_plus, urlsplit
+from urllib.parse import urlsplit
 
+from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
 from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
-from gateway_engine.compiled.model import (BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute, Contribution,
-                                           PluginChain, Upstream, query_name)
+from gateway_engine.compiled.model import (
+    BODY_METHODS,
+    FORWARDING_HEADERS,
+    CompiledConfig,
+    CompiledRoute,
+    Contribution,
+    PluginChain,
+    Upstream,
+)
 from gateway_engine.compiled.plans import PlanCompiler, encoded_slash_params
 from gateway_engine.compiled.registry import discover
 from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Router, UpstreamPath
+from gateway_engine.compiled.upstream_settings import owned_query, policies, safe_url, timeouts_of, url_problem
+from gateway_engine.config.bodies import DEFAULT_DEPTH
 from gateway_engine.config.documents import Document
-from gateway_engine.config.durations import parse_duration
 from gateway_engine.config.env import Interpolation
 from gateway_engine.config.loader import RawConfig, read_config_dir
-from gateway_engine.config.schema import fill_defaults, options_validator, validate_value
+from gateway_engine.config.secrets import Masker, scrub_secrets, upstream_secrets
+from gateway_engine.config.server_settings import ServerSettings, server_settings
 from gateway_engine.config.templates import TemplateError, compile_value, env_names
 from gateway_engine.foundation.errors import ConfigError, ConfigErrors, GatewayError
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.upstreams.auth import build_upstream_auth
-from gateway_engine.upstreams.resilience import BreakerPolicy, BulkheadPolicy, ResilientTransport, RetryPolicy
+from gateway_engine.upstreams.resilience import ResilientTransport
 from gateway_engine.upstreams.seam import Timeouts, Transport, TransportFactory, transport_factories, url_schemes
-from gateway_engine.config.bodies import DEFAULT_DEPTH
-from gateway_engine.config.secrets import Masker, upstream_secrets
-from gateway_engine.config.server_settings import ServerSettings, server_settings
 
 __all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Upstream", "chain_tables", "load_config"]
 
 DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
                   "header_bytes": 32 * 1024, "body_depth": DEFAULT_DEPTH}
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
-# headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
-# address an upstream gets): a client copy never reaches the upstream, in any spelling
 
 
 def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
@@ -55,7 +59,7 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous, features).run()
 
 
-class _Compiler:
+class _Compiler(PluginChains):
     def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool, previous: "CompiledConfig | None",
                  features: Sequence[Feature]) -> None:
         self.reusable: dict[tuple, Transport] = dict(previous.transports) if previous else {}
@@ -130,81 +134,10 @@ class _Compiler:
             core, unset_env=tuple(self.unset), contributions=contributions,
             endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()})
 
-    # -- plugins -------------------------------------------------------------
-    def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
-        """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
-        also where that plugin is off (``auth: none``), so a client can never spoof them."""
-        consumed = set()
-        for plugin in self.instances.values():
-            consumed |= {h.lower() for h in getattr(plugin, "strip_request_headers", ())}
-        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)),
-                                    reserved_headers=r.reserved_headers | consumed)
-                for r in routes]
-
-    def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
-        chain: list[list[Any]] = []
-        for i, entry in enumerate(doc.data.get("plugins", [])):
-            name, options = (entry, None) if isinstance(entry, str) else next(iter(entry.items()))
-            if any(c[0] == name for c in chain):
-                self.errors.append(doc.error(("plugins", i), f"plugin {name!r} is listed twice"))
-                continue
-            where = (doc, ("plugins", i) if isinstance(entry, str) else ("plugins", i, name))
-            chain.append([name, interp.tree(options or {}), where])
-        return chain
-
-    def _chain_for(self, default_chain: list, overrides: list[tuple[Document, tuple, dict, Interpolation]]) -> list:
-        chain = [list(item) for item in default_chain]
-        for doc, path, mapping, interp in overrides:
-            for name, opts in mapping.items():
-                where = (doc, path + (name,))
-                existing = next((c for c in chain if c[0] == name), None)
-                if opts is False:
-                    if existing:
-                        chain.remove(existing)
-                    continue
-                opts = interp.tree(opts or {})
-                if existing:
-                    existing[1] = {**existing[1], **opts}
-                    existing[2] = where
-                else:
-                    chain.append([name, opts, where])
-        return chain
-
-    def _instantiate(self, chain: list) -> tuple[Plugin, ...] | None:
-        plugins: list[Plugin] = []
-        ok = True
-        for name, options, (doc, path) in chain:
-            cls = self.registry.get(name)
-            if cls is None:
-                known = ", ".join(sorted(self.registry)) or "none installed"
-                self.errors.append(doc.error(path, f"unknown plugin {name!r}; installed plugins: {known}"))
-                ok = False
-                continue
-            key = (name, _canonical(options))
-            if key not in self.instances:
-                problems = validate_value(doc, path, options, options_validator(cls.options_schema))
-                if not problems:  # semantic checks only see options of the right shape
-                    problems = [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
-                if problems:
-                    self.errors.extend(problems)
-                    ok = False
-                    continue
-                try:
-                    self.instances[key] = cls(fill_defaults(cls.options_schema, options), self.gateway)
-                except (ValueError, TypeError, OSError) as exc:
-                    self.errors.append(doc.error(path, f"plugin {name!r}: {exc}"))
-                    ok = False
-                    continue
-            plugins.append(self.instances[key])
-        if not ok:
-            return None
-        return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
-
-    # -- backends ------------------------------------------------------------
     def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
         """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""
         try:
-            retry, breaker, bulkhead = _policies(spec)
+            retry, breaker, bulkhead = policies(spec)
         except ValueError as exc:
             self.errors.append(doc.error(("upstream",), str(exc)))
             return None
@@ -242,7 +175,7 @@ class _Compiler:
         self._note_unset(doc, interp, extra=[n for n in template_env if n not in self.environ])
         upstream = None
         try:
-            timeouts = _timeouts(data["upstream"].get("timeout"), interp)
+            timeouts = timeouts_of(data["upstream"].get("timeout"), interp)
         except ValueError as exc:
             self.errors.append(doc.error(("upstream", "timeout"), str(exc)))
             return None
@@ -259,9 +192,9 @@ class _Compiler:
                 known = ", ".join(sorted(self.factories)) or "none installed"
                 self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
                 return None
-            problem = _url_problem(url, url_schemes(factory))
+            problem = url_problem(url, url_schemes(factory))
             if problem:
-                written = _safe_url(data["upstream"]["url"])  # as written (`${VAR}`), never the resolved secret
+                written = safe_url(data["upstream"]["url"])  # as written (`${VAR}`), never the resolved secret
                 self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {written!r})"))
                 return None
             parts = urlsplit(url)  # what follows is always a path, so the origin is the one written
@@ -282,7 +215,7 @@ class _Compiler:
                 retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
                 masker=Masker(upstream_secrets(data, self.environ, auth.secrets)),
             )
-        overrides = _shorthands(doc, (), data, interp)
+        overrides = shorthands(doc, (), data, interp)
         routes = []
         for i, spec in enumerate(data["routes"]):
             route = self._route(doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp)
@@ -330,7 +263,7 @@ class _Compiler:
                     upstream_path.check(rule.name, value)
                 except GatewayError as exc:
                     self.errors.append(doc.error(path + ("params", rule.name, "map", public), f"{value!r}: {exc.message}"))
-        route_overrides = overrides + _shorthands(doc, path, spec, interp)
+        route_overrides = overrides + shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
             return None
@@ -354,7 +287,7 @@ class _Compiler:
             strip_headers=frozenset(strip), reserved_headers=frozenset(reserved),
             needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
             description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
-            owned_query=_owned_query(spec.get("request", {}).get("query"), upstream),
+            owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
@@ -391,97 +324,3 @@ class _Compiler:
                     self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
 
 
-def chain_tables(plugins: tuple[Plugin, ...]) -> tuple[tuple[Plugin, ...], tuple[tuple[Plugin, ...], ...]]:
-    """The request-phase plugins, and for each of them the response phase to run if it answers
-    (only plugins that ran, reversed); the last entry is the full response phase."""
-    request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
-    responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
-    position = {id(p): i for i, p in enumerate(plugins)}
-    chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
-                   for rp in request_plugins)
-    return request_plugins, chains + (tuple(reversed(responders)),)
-
-
-def _shorthands(doc: Document, path: tuple, spec: dict, interp: Interpolation) -> list[tuple]:
-    """Plugin overrides of a backend or route: ``plugins`` plus the ``auth``/``rate_limit`` shorthands."""
-    out = []
-    if spec.get("plugins"):
-        out.append((doc, path + ("plugins",), spec["plugins"], interp))
-    if "auth" in spec:
-        out.append((doc, path, {"auth": False if spec["auth"] == "none" else spec["auth"]}, interp))
-    if "rate_limit" in spec:
-        out.append((doc, path, {"rate_limit": {"limit": spec["rate_limit"]}}, interp))
-    return out
-
-
-def _policies(spec: dict[str, Any]) -> tuple[RetryPolicy, BreakerPolicy, BulkheadPolicy]:
-    r, b, h = spec.get("retry"), spec.get("circuit_breaker"), spec.get("bulkhead")
-    retry = RetryPolicy() if r is None else RetryPolicy(
-        attempts=r.get("attempts", 3), statuses=frozenset(r.get("statuses", [502, 503, 504])),
-        backoff=parse_duration(r.get("backoff", "100ms")), max_backoff=parse_duration(r.get("max_backoff", "2s")),
-        idempotent_post=r.get("idempotent_post", False))
-    breaker = BreakerPolicy() if b is None else BreakerPolicy(
-        failures=b.get("failures", 5), window=parse_duration(b.get("window", "30s")),
-        open_for=parse_duration(b.get("open_for", "30s")), half_open_probes=b.get("half_open_probes", 1))
-    bulkhead = BulkheadPolicy() if h is None else BulkheadPolicy(
-        max_concurrent=h["max_concurrent"], queue_timeout=parse_duration(h.get("queue_timeout", "1s")))
-    return retry, breaker, bulkhead
-
-
-def _timeouts(value: Any, interp: Interpolation) -> Timeouts:
-    if value is None:
-        return Timeouts()
-    if isinstance(value, dict):
-        total = parse_duration(interp.tree(value.get("total", 30)))
-        return Timeouts(connect=parse_duration(interp.tree(value.get("connect", min(5.0, total)))),
-                        read=parse_duration(interp.tree(value.get("read", total))), total=total)
-    total = parse_duration(interp.tree(value))
-    return Timeouts(connect=min(5.0, total), read=total, total=total)
-
-
-def _canonical(options: dict[str, Any]) -> str:
-    import json
-    return json.dumps(options, sort_keys=True, default=str)
-
-
-def _owned_query(spec: Any, upstream: Upstream | None) -> frozenset[str]:
-    owned = {query_name(k) for k in spec.get("set", {})} if isinstance(spec, dict) else set()
-    auth_query = getattr(upstream.auth, "query", "") if upstream is not None else ""
-    if auth_query:
-        owned.add(query_name(unquote_plus(auth_query.partition("=")[0])))
-    return frozenset(owned)
-
-
-def _url_problem(url: str, schemes: tuple[str, ...]) -> str | None:
-    """Why ``url`` cannot be an upstream base (paths are appended to it as text), or None."""
-    if not url.startswith(schemes):
-        return f"must start with {' or '.join(schemes)}"
-    if "?" in url or "#" in url:
-        return "must not hold a query or fragment (send a key with upstream.auth style: query)"
-    if "\\" in url or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in url):
-        return "must not hold a backslash, whitespace or control characters"
-    parts = urlsplit(url)
-    try:
-        port_ok = parts.port is None or parts.port > 0
-    except ValueError:
-        port_ok = False
-    if not port_ok:
-        return "has an invalid port"
-    return None if parts.hostname else "has no host"
-
-
-def _safe_url(url: str) -> str:
-    """A URL as written, for messages: userinfo and query values masked (``${VAR}`` text stays as it is)."""
-    url = re.sub(r"^([A-Za-z][A-Za-z0-9+.-]*://)?[^/?#@]*@", r"\1***@", url)
-    return re.sub(r"([?&;][^=&#]*)=[^&#]*", r"\1=***", url)[:120]
-
-
-def scrub_secrets(errors: list[ConfigError], values: Mapping[str, str]) -> None:
-    """Replace every env value the config references (``name → value``) by ``${NAME}`` in the messages,
-    so no error ever prints a resolved secret, whichever check wrote it."""
-    found = sorted(((v, n) for n, v in values.items() if len(v) >= 6), key=lambda item: -len(item[0]))
-    for error in errors:
-        for value, name in found:
-            for form in {value, repr(value)[1:-1], quote(value, safe="")}:
-                if form in error.message:
-                    error.message = error.message.replace(form, "${" + name + "}")

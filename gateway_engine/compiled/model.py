@@ -53,6 +53,8 @@ class StateKey(Generic[T]):
 
 
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
+# address an upstream gets): a client copy never reaches the upstream, in any spelling
 FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
                                 "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
                                 "fastly-client-ip"})
@@ -61,8 +63,6 @@ FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwa
 def query_name(key: str) -> str:
     """The name a server files ``key`` under: ``where[slug]`` and ``where`` are both ``where``."""
     return key.partition("[")[0]
-
-
 
 
 @dataclass(frozen=True)

@@ -12,11 +12,11 @@ from typing import Any, Callable
 
 from jsonschema.exceptions import SchemaError
 
-from gateway_engine.config.durations import parse_duration
-from gateway_engine.foundation.errors import ConfigError
-from gateway_engine.config.templates import TemplateError, compile_value
-from gateway_engine.config.documents import Document
 from gateway_engine.config.bodies import BodyValidator, body_validator
+from gateway_engine.config.documents import Document
+from gateway_engine.config.durations import parse_duration
+from gateway_engine.config.templates import TemplateError, compile_value
+from gateway_engine.foundation.errors import ConfigError
 
 REQUEST_NAMES = ("body", "query", "params", "headers", "identity", "env")
 RESPONSE_NAMES = ("body", "status", "headers", "params", "query", "identity")

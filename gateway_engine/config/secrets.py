@@ -15,6 +15,7 @@ from urllib.parse import quote, quote_plus
 
 from gateway_engine.config.env import Interpolation
 from gateway_engine.config.templates import env_names
+from gateway_engine.foundation.errors import ConfigError
 
 MASK = "****"
 MIN_SECRET = 4  # shorter values (a region, a flag) would mask ordinary text and protect nothing
@@ -77,3 +78,14 @@ def upstream_secrets(backend: Mapping[str, Any], environ: Mapping[str, str], aut
     names.tree([written, requests])
     referenced = [*names.referenced, *env_names(written), *env_names(requests)]
     return [*auth_secrets, *(environ[n] for n in dict.fromkeys(referenced) if environ.get(n))]
+
+
+def scrub_secrets(errors: list[ConfigError], values: Mapping[str, str]) -> None:
+    """Replace every env value the config references (``name → value``) by ``${NAME}`` in the messages,
+    so no error ever prints a resolved secret, whichever check wrote it."""
+    found = sorted(((v, n) for n, v in values.items() if len(v) >= 6), key=lambda item: -len(item[0]))
+    for error in errors:
+        for value, name in found:
+            for form in {value, repr(value)[1:-1], quote(value, safe="")}:
+                if form in error.message:
+                    error.message = error.message.replace(form, "${" + name + "}")
