@@ -12,12 +12,12 @@ from urllib.parse import quote
 
 from gateway_engine.compiled.model import CompiledConfig, CompiledRoute, PluginChain
 from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
+from gateway_engine.foundation.reply import Reply
 from gateway_engine.runtime.proxy import decoded_params, forward
 from gateway_engine.runtime.reload import Reloader
-from gateway_engine.foundation.reply import Reply
-from gateway_engine.foundation.envelope import error_reply
 
 log = logging.getLogger("gateway_engine")
 

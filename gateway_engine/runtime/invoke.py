@@ -10,11 +10,11 @@ from urllib.parse import quote, urlencode
 
 import orjson
 
-from gateway_engine.runtime.app import run_pipeline
 from gateway_engine.compiled.compiler import chain_tables
 from gateway_engine.compiled.model import CompiledConfig, CompiledRoute
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.runtime.app import run_pipeline
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,9 @@ import httptools
 import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
+from gateway_engine.config.server_settings import ServerSettings
 from gateway_engine.foundation.context import _random_id
 from gateway_engine.foundation.envelope import timestamp
-from gateway_engine.config.server_settings import ServerSettings
 
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
 _LINGER_BYTES = 4 * 1024 * 1024  # ... or until this much was dropped (reading is cheap; closing with unread input

@@ -6,18 +6,19 @@ import asyncio
 import logging
 import time
 from typing import Any, AsyncIterator
-
 from urllib.parse import quote, unquote_plus, urlencode
 
 import orjson
 
-from gateway_engine.compiled.model import BODY_METHODS, FORWARDING_HEADERS, CompiledConfig, CompiledRoute, query_name
+from gateway_engine.compiled.model import FORWARDING_HEADERS, CompiledConfig, CompiledRoute, query_name
+from gateway_engine.compiled.routing import decode_param
+from gateway_engine.config.bodies import MAX_PROBLEMS, problems
 from gateway_engine.foundation.context import RequestContext
-from gateway_engine.upstreams.encoding import encode_body, form_pairs
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
-from gateway_engine.compiled.routing import decode_param
-from gateway_engine.config.bodies import MAX_PROBLEMS, TooDeep, problems, too_deep
+from gateway_engine.runtime.client_body import BodyError, declared_length, has_body, read_body, stream_body
+from gateway_engine.runtime.mapping import map_response, mapping_error, render, template_variables
+from gateway_engine.upstreams.encoding import encode_body, form_pairs
 
 log = logging.getLogger("gateway_engine.proxy")
 
@@ -30,15 +31,6 @@ HOP_BY_HOP = frozenset({
 _DROP_REQUEST = HOP_BY_HOP | FORWARDING_HEADERS
 _RESERVED_EVERYWHERE = _DROP_REQUEST | {"content-length", "content-type"}  # reserved in every spelling on every route
 _DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
-
-
-class BodyError:
-    """Holds an error raised while streaming the client body, so the proxy can report it."""
-
-    __slots__ = ("error",)
-
-    def __init__(self) -> None:
-        self.error: GatewayError | None = None
 
 
 async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig) -> Reply:
@@ -91,10 +83,10 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     bodiless = route.upstream_method in ("GET", "HEAD")
     if bodiless:  # the client's body (already used by templates, if any) is not sent upstream
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type", "transfer-encoding")]
-        if _has_body(ctx) and ctx.body is None:
+        if has_body(ctx) and ctx.body is None:
             await read_body(ctx, config.limits["request_body"])
     elif plan.body is not None or plan.encoding == "form":
-        value = _render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
+        value = render(route, plan.body, variables, ctx) if plan.body is not None else variables["body"]
         body, content_type = _encoded(route, value, plan.encoding, ctx)
         headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type")]
         if content_type:
@@ -104,20 +96,20 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
         body = ctx.body
         headers = [(k, v) for k, v in headers if k != "content-length"]
         headers.append(("content-length", str(len(body))))
-    elif _has_body(ctx) and upstream.retries and _declared_length(ctx) <= config.limits["request_body"]:
+    elif has_body(ctx) and upstream.retries and declared_length(ctx) <= config.limits["request_body"]:
         body = await read_body(ctx, config.limits["request_body"])  # replayable, so it can be retried
         headers = [(k, v) for k, v in headers if k != "content-length"]
         headers.append(("content-length", str(len(body))))
-    elif _has_body(ctx):
-        body = _stream_body(ctx, body_error)
+    elif has_body(ctx):
+        body = stream_body(ctx, body_error)
     if plan.headers is not None:
-        extra = _render(route, plan.headers, variables, ctx) or {}
+        extra = render(route, plan.headers, variables, ctx) or {}
         names = {k.lower() for k in extra}  # a header whose template gives null (or "") is removed
         headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()
                                                                      if v is not None and v != ""]
 
     method = route.upstream_method or ctx.method
-    if plan.presign is not None and (plan.presign.when is None or _render(route, plan.presign.when, variables, ctx)):
+    if plan.presign is not None and (plan.presign.when is None or render(route, plan.presign.when, variables, ctx)):
         return _presigned(upstream, method, url, plan.presign.expires)
     url = upstream.auth.apply(method, url, headers, body)
     started = time.perf_counter()
@@ -136,14 +128,14 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
         await upstream.masker.scrub(reply, config.limits["response_body"])
     reply.headers = [(k, v) for k, v in reply.headers if k not in _DROP_RESPONSE]
     if route.response is not None:
-        await _map_response(ctx, route, config, reply)
+        await map_response(ctx, route, config, reply)
     return reply
 
 
 def _computed_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str],
                      variables: dict[str, Any]) -> dict[str, str]:
     out = dict(raw_params)
-    for name, value in (_render(route, route.request.params, variables, ctx) or {}).items():
+    for name, value in (render(route, route.request.params, variables, ctx) or {}).items():
         if value is None or value == "":
             raise GatewayError(400, "INVALID_PARAMETER", f"Parameter {name!r} is required.")
         ctx.params[name] = str(value)
@@ -188,7 +180,7 @@ def _encoded(route: CompiledRoute, value: Any, encoding: str, ctx: RequestContex
     try:
         return encode_body(value, encoding)
     except (TypeError, ValueError) as exc:  # a template gave something that has no JSON or form encoding
-        raise _mapping_error(route, ctx, f"the {encoding} body cannot be encoded: {exc}") from None
+        raise mapping_error(route, ctx, f"the {encoding} body cannot be encoded: {exc}") from None
 
 
 def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozenset[str]) -> list[tuple[str, str]]:
@@ -208,34 +200,6 @@ def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozen
     return out
 
 
-def _declared_length(ctx: RequestContext) -> int:
-    length = ctx.headers.get("content-length", "")
-    return int(length) if length.isdigit() else 1 << 62  # chunked: unknown, so stream it
-
-
-def _has_body(ctx: RequestContext) -> bool:
-    if ctx.method not in BODY_METHODS:
-        return False
-    length = ctx.headers.get("content-length")
-    return (length is not None and length != "0") or "chunked" in ctx.headers.get("transfer-encoding", "")
-
-
-async def _stream_body(ctx: RequestContext, holder: BodyError) -> AsyncIterator[bytes]:
-    try:
-        while True:
-            message = await ctx.receive()
-            if message["type"] == "http.disconnect":
-                raise GatewayError(400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body.")
-            chunk = message.get("body", b"")
-            if chunk:
-                yield chunk
-            if not message.get("more_body", False):
-                return
-    except GatewayError as exc:
-        holder.error = exc
-        raise
-
-
 def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] | None) -> str:
     plan = route.request
     if plan.query == "none":
@@ -250,158 +214,13 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] 
                             if query_name(unquote_plus(p.partition("=")[0])) not in route.owned_query)
     if plan.query_set is None:
         return base
-    values = _render(route, plan.query_set, variables, ctx)
+    values = render(route, plan.query_set, variables, ctx)
     if plan.query_brackets:  # {"where": {"slug": {"equals": "x"}}} → where[slug][equals]=x (Payload, Rails, Stripe)
         pairs = [pair for k, v in values.items() if v is not None for pair in form_pairs({k: v})]
     else:  # structures as JSON text (Frappe's fields=["name"])
         pairs = [(k, v if isinstance(v, str) else orjson.dumps(v).decode()) for k, v in values.items() if v is not None]
     extra = urlencode(pairs)
     return f"{base}&{extra}" if base and extra else (base or extra)
-
-
-async def read_body(ctx: RequestContext, limit: int) -> bytes:
-    """Buffer the client body once (413 past ``limit``, checked before and while reading)."""
-    if ctx.body is not None:
-        return ctx.body
-    length = ctx.headers.get("content-length")
-    if length and length.isdigit() and int(length) > limit:
-        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
-    upstream = ctx.route.upstream if ctx.route is not None else None
-    if upstream is None:  # no route deadline: the server's body timeout bounds the pauses
-        return await _read_chunks(ctx, limit)
-    total = upstream.timeouts.total
-    try:  # a buffered body must arrive within the route's total, counted from the request's start
-        async with asyncio.timeout(ctx.started + total - time.perf_counter()):
-            return await _read_chunks(ctx, limit)
-    except TimeoutError:
-        raise GatewayError(408, "REQUEST_TIMEOUT", f"The request body did not arrive within {total:g}s.",
-                           headers={"connection": "close"}) from None
-
-
-async def _read_chunks(ctx: RequestContext, limit: int) -> bytes:
-    chunks, size = [], 0
-    while True:
-        message = await ctx.receive()
-        if message["type"] == "http.disconnect":
-            raise GatewayError(400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body.")
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {limit} bytes.")
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            break
-    ctx.body = b"".join(chunks)
-    return ctx.body
-
-
-async def parse_json_body(ctx: RequestContext, config: CompiledConfig) -> Any:
-    """The client body as JSON: 415 for a non-JSON content type, 400 with the position for bad JSON."""
-    if ctx.body_json is not None:
-        return ctx.body_json
-    raw = await read_body(ctx, config.limits["request_body"])
-    if not raw.strip():
-        return None
-    content_type = ctx.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if content_type != "application/json" and not content_type.endswith("+json"):
-        raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE",
-                           f"This route expects a JSON body (Content-Type: application/json), got {content_type or 'none'!r}.")
-    depth = config.limits["body_depth"]
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        if exc.msg.startswith("depth limit"):  # orjson's own limit (1024) is past ours
-            raise _body_too_deep(depth) from None
-        raise GatewayError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc.msg}",
-                           details={"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
-    if too_deep(body, depth, raw):
-        raise _body_too_deep(depth)
-    ctx.body_json = body
-    return body
-
-
-def _body_too_deep(depth: int) -> GatewayError:
-    return GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {depth} levels.")
-
-
-async def template_variables(ctx: RequestContext, config: CompiledConfig) -> dict[str, Any]:
-    """Names a request template sees; built once per request, only for routes that template."""
-    cached = ctx.state.get("_vars")
-    if cached is None:
-        body = await parse_json_body(ctx, config) if ctx.route is not None and ctx.route.request.needs_body else ctx.body_json
-        cached = {"body": body, "query": ctx.query, "params": ctx.params, "headers": _safe_headers(ctx),
-                  "identity": ctx.identity or {}, "env": config.env}
-        ctx.state["_vars"] = cached
-    return cached
-
-
-def _safe_headers(ctx: RequestContext) -> dict[str, str]:
-    strip = ctx.route.strip_headers if ctx.route else frozenset()
-    return {k: v for k, v in ctx.headers.items() if k not in strip}
-
-
-def _render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None,
-            *, answer: bool = False) -> Any:
-    """Run a compiled template; ``answer`` says it maps the upstream's answer (so bad data there is a 502)."""
-    try:
-        return render(variables)
-    except TooDeep as exc:  # `fromjson` met nesting past the limit: bad data, not a bad config
-        if answer:
-            raise GatewayError(502, "UPSTREAM_ERROR", f"The upstream answer holds JSON text that {exc}.") from None
-        raise GatewayError(400, "BODY_TOO_DEEP", f"The request holds JSON text that {exc}.") from None
-    except Exception as exc:  # a template failing at runtime is the config's fault, not the client's
-        raise _mapping_error(route, ctx, exc) from None
-
-
-def _mapping_error(route: CompiledRoute, ctx: RequestContext | None, problem: Any) -> GatewayError:
-    detail = f"{route.source_file}:{route.source_line}: route {route.qualified_name}: {problem}"
-    if route.upstream is not None:
-        detail = route.upstream.masker.text(detail)
-    log.warning("mapping failed: %s", detail)
-    if ctx is not None:
-        ctx.state["mapping_error"] = detail
-    return GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).")
-
-
-async def _map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
-    plan = route.response
-    assert plan is not None
-    if reply.status < 400 and not plan.maps_success:
-        return
-    raw = await reply.read(config.limits["response_body"])
-    depth = config.limits["body_depth"]
-    try:
-        body = orjson.loads(raw) if raw.strip() else None
-        usable = not too_deep(body, depth, raw)
-    except orjson.JSONDecodeError:
-        if reply.status < 400:
-            raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream answered a body that is not JSON; this route maps JSON.") from None
-        usable = False
-    if not usable:
-        if reply.status < 400:
-            raise GatewayError(502, "UPSTREAM_ERROR", f"The upstream answer nests deeper than {depth} levels.")
-        body = raw[: config.limits["error_details"]].decode("utf-8", "replace")  # an error page: its text, shortened
-    variables = {"body": body, "status": reply.status, "headers": dict(reply.headers), "params": ctx.params,
-                 "query": ctx.query, "identity": ctx.identity or {}}
-    for rule in plan.fail:
-        if _render(route, rule.when, variables, ctx, answer=True):
-            raise GatewayError(rule.status, rule.code, rule.message)
-    if reply.status >= 400:
-        if plan.error_code is not None:
-            ctx.state["error_code"] = str(_render(route, plan.error_code, variables, ctx, answer=True))
-        if plan.error_message is not None:
-            ctx.state["error_message"] = str(_render(route, plan.error_message, variables, ctx, answer=True))
-        return
-    if plan.data is not None:
-        data = _render(route, plan.data, variables, ctx, answer=True)
-        try:
-            reply.set_json(data)
-        except TypeError as exc:  # a template gave something with no JSON form
-            raise _mapping_error(route, ctx, f"the mapped data cannot be encoded: {exc}") from None
-    if plan.meta is not None:
-        ctx.state["meta"] = _render(route, plan.meta, variables, ctx, answer=True)
-    if plan.status is not None:
-        reply.status = plan.status
 
 
 def decoded_params(raw: dict[str, str]) -> dict[str, str]:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import os
 
-from gateway_engine.runtime.app import GatewayApp
 from gateway_engine.compiled.compiler import load_config
+from gateway_engine.runtime.app import GatewayApp
 
 
 def app_from_env() -> GatewayApp:

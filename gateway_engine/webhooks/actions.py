@@ -12,11 +12,11 @@ from typing import Any, Mapping
 
 import orjson
 
+from gateway_engine.config.templates import Render
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.invoke import invoke
-from gateway_engine.config.templates import Render
-from gateway_engine.upstreams.seam import Timeouts, transport_factories
 from gateway_engine.upstreams.credentials import UpstreamAuth
+from gateway_engine.upstreams.seam import Timeouts, transport_factories
 
 log = logging.getLogger("gateway_engine.webhooks")
 TEMPLATE_NAMES = ("body", "headers", "source", "event")

@@ -9,14 +9,23 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Mapping
 
+from gateway_engine.config.documents import Document
 from gateway_engine.config.durations import parse_duration
 from gateway_engine.config.env import Interpolation, referenced_names
-from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.config.schema import fill_defaults, schema
 from gateway_engine.config.templates import Render, TemplateError, compile_value, env_names
+from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.auth import build_upstream_auth
-from gateway_engine.config.documents import Document
-from .actions import TEMPLATE_NAMES, Action, ForwardAction, LogAction, WorkflowAction, identity_headers, service_identity
+
+from .actions import (
+    TEMPLATE_NAMES,
+    Action,
+    ForwardAction,
+    LogAction,
+    WorkflowAction,
+    identity_headers,
+    service_identity,
+)
 from .dedupe import EventStore, open_store
 from .endpoint import WebhookEndpoint
 from .verify import Verifier, build_verifier, parse_signed_content

@@ -13,13 +13,14 @@ from urllib.parse import parse_qsl
 
 import orjson
 
-from gateway_engine.foundation.context import RequestContext
-from gateway_engine.foundation.errors import GatewayError
-from gateway_engine.runtime.proxy import read_body
-from gateway_engine.foundation.reply import Reply
-from gateway_engine.foundation.envelope import JSON, error_reply, success_body
 from gateway_engine.config.templates import Render, TemplateRuntimeError
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.envelope import JSON, error_reply, success_body
+from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import WEBHOOK_STORE_FULL
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.client_body import read_body
+
 from .actions import ActionFailed
 from .dedupe import EventStore, StoreError, StoreFull
 from .verify import Rejected
