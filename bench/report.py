@@ -8,7 +8,7 @@ import platform
 import statistics
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full --workers 2")
@@ -141,7 +141,7 @@ def checks_text(results: list[dict]) -> str:
 def write_json(data: dict, out_dir: Path, suffix: str = "") -> Path:
     """Write ``<UTC timestamp><suffix>.json`` and ``latest<suffix>.json``; return the first."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = json.dumps(data, indent=2, ensure_ascii=False) + "\n"
     path = out_dir / f"{stamp}{suffix}.json"
     path.write_text(text)

@@ -5,13 +5,13 @@ The public API is what a plugin needs: the ``Plugin`` base class, the
 ``GatewayError`` it may return. Everything else is internal (``_``-prefixed).
 """
 
+from gateway_engine.compiled.compiler import load_config
 from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.envelope import error_body, success_body, timestamp
 from gateway_engine.foundation.errors import ConfigError, ConfigErrors, GatewayError
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.foundation.reply import Reply
-from gateway_engine.foundation.envelope import error_body, success_body, timestamp
 from gateway_engine.runtime.server import create_app
-from gateway_engine.compiled.compiler import load_config
 
 __all__ = [
     "ConfigError",

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 import hashlib
 import hmac
+import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 
@@ -107,5 +106,5 @@ def parse_expires(value: str, where: str) -> float:
     except (TypeError, ValueError):
         raise ValueError(f"{where}: expires must be an ISO date or datetime, e.g. 2030-01-31 or 2030-01-31T12:00:00Z") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

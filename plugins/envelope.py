@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from gateway_engine import GatewayError, Plugin, Reply, RequestContext
-from gateway_engine import error_body, success_body
+from gateway_engine import GatewayError, Plugin, Reply, RequestContext, error_body, success_body
 
 _JSON = [("content-type", "application/json")]
 # the body is new: the upstream's encoding no longer applies, and its etag described other bytes

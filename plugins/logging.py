@@ -49,7 +49,7 @@ class LoggingPlugin(Plugin):
         self._task: asyncio.Task | None = None
 
     async def startup(self) -> None:
-        self._stream = sys.stdout.buffer if self.path == "-" else open(self.path, "ab")
+        self._stream = sys.stdout.buffer if self.path == "-" else open(self.path, "ab")  # noqa: ASYNC230 (once, at startup)
         self._task = asyncio.get_running_loop().create_task(self._flusher())
 
     async def shutdown(self) -> None:

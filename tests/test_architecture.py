@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from gateway_engine import ConfigError, ConfigErrors, GatewayError, Plugin, Reply, create_app, load_config
+from gateway_engine import ConfigError, GatewayError, Plugin, Reply, create_app, load_config
 from gateway_engine.cli.main import run
 from gateway_engine.compiled import features as feature_seam
 from gateway_engine.compiled.features import Feature, FeatureInput, installed_features

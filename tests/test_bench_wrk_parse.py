@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # bench/ is not part of the installed package
 
-from bench.wrk import parse  # noqa: E402
+from bench.wrk import parse
 
 # wrk 4.1.0 (Debian) against a server answering 500 to every third request and resetting connections.
 ERRORS_REPORT = """\

@@ -259,9 +259,8 @@ def test_workflow_input_validation_is_bounded_too():
     """The workflow API validates its input the same bounded way (called directly: no Temporal needed)."""
     from gateway_engine import load_config
     from gateway_engine.workflows.access import Caller
-    from gateway_engine.workflows.operations import _start_request
-
     from gateway_engine.workflows.definitions import CATALOG
+    from gateway_engine.workflows.operations import _start_request
 
     catalog = load_config(ROOT, {}).state(CATALOG)
     payload = {"workflow": "CopilotAction", "input": {"action": [1] * 300_000, "data": [1] * 300_000}}

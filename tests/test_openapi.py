@@ -8,9 +8,9 @@ import json
 import httpx
 import pytest
 import schemathesis
-from schemathesis.specs.openapi.checks import response_schema_conformance
 from hypothesis import HealthCheck, given, settings
 from openapi_spec_validator import validate
+from schemathesis.specs.openapi.checks import response_schema_conformance
 
 from gateway_engine.cli.main import run
 from gateway_engine.endpoints.docs import openapi_30

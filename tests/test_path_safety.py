@@ -11,7 +11,8 @@ import asyncio
 import http.client
 import json
 import posixpath
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from starlette.applications import Starlette

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import httpx
 import pytest
+from gateway_engine_plugins.auth import AuthPlugin
+from gateway_engine_plugins.auth_keys import KeyTable
 
 from gateway_engine import ConfigErrors, load_config
 from gateway_engine.cli.main import run
 from gateway_engine.compiled.registry import discover
-from gateway_engine_plugins.auth import AuthPlugin
-from gateway_engine_plugins.auth_keys import KeyTable
 from tests.servers import write_config
 
 KEYS = {

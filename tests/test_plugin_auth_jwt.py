@@ -15,6 +15,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from gateway_engine_plugins.auth_jwt import JwtVerifier
 from jwt.algorithms import RSAAlgorithm
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -23,7 +24,6 @@ from starlette.routing import Route
 
 from gateway_engine import ConfigErrors, load_config
 from gateway_engine.cli.main import run
-from gateway_engine_plugins.auth_jwt import JwtVerifier
 from tests.servers import serve, write_config
 
 SECRET = "hs-secret-2b7f0c9e8d1a6b5c4f3e2d1c0b9a8f7e6d5c4b3a"

@@ -8,10 +8,10 @@ import json
 
 import httpx
 import pytest
+from gateway_engine_plugins.cors import CorsPlugin, add_vary_origin
 
 from gateway_engine import GatewayInfo, Reply, RequestContext
 from gateway_engine.cli.main import run
-from gateway_engine_plugins.cors import CorsPlugin, add_vary_origin
 from tests.servers import write_config
 from tests.test_plugin_rate_limit import stub_auth  # noqa: F401  (fixture: a plugin at auth's priority)
 

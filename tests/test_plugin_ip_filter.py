@@ -7,10 +7,10 @@ import json
 
 import httpx
 import pytest
+from gateway_engine_plugins.ip_filter import IpFilterPlugin
 
 from gateway_engine import GatewayInfo
 from gateway_engine.cli.main import run
-from gateway_engine_plugins.ip_filter import IpFilterPlugin
 from tests.servers import write_config
 
 

@@ -9,11 +9,11 @@ import textwrap
 
 import httpx
 import pytest
+from gateway_engine_plugins.rate_limit import LocalWindows, RateLimitPlugin
 from limits.aio.strategies import MovingWindowRateLimiter
 
 from gateway_engine import GatewayInfo, RequestContext
 from gateway_engine.cli.main import run
-from gateway_engine_plugins.rate_limit import LocalWindows, RateLimitPlugin
 from tests.servers import free_port, write_config
 
 STUB_AUTH = textwrap.dedent('''

@@ -6,8 +6,8 @@ import io
 
 import httpx
 import pytest
-
 from gateway_engine_plugins.request_size_limit import RequestSizeLimitPlugin, parse_size
+
 from gateway_engine.cli.main import run
 from tests.servers import write_config
 

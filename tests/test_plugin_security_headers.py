@@ -7,10 +7,10 @@ import json
 
 import httpx
 import pytest
+from gateway_engine_plugins.security_headers import SecurityHeadersPlugin
 
 from gateway_engine import GatewayInfo, Reply, RequestContext
 from gateway_engine.cli.main import run
-from gateway_engine_plugins.security_headers import SecurityHeadersPlugin
 from tests.servers import write_config
 
 HELMET = {

@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 from gateway_engine import load_config
-from gateway_engine.config.schema import schema
 from gateway_engine.config.documents import load_document
-from gateway_engine.config.schema import validate_document
+from gateway_engine.config.schema import schema, validate_document
 from gateway_engine.webhooks.feature import WEBHOOKS
 from gateway_engine.workflows.definitions import CATALOG
 

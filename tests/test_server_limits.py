@@ -383,8 +383,8 @@ async def test_pipelined_requests_are_all_answered(gateway_default):
 
 def test_server_settings_defaults_and_derived_head_cap(tmp_path):
     from gateway_engine.compiled.compiler import load_config
-    from gateway_engine.foundation.errors import ConfigErrors
     from gateway_engine.config.server_settings import ServerSettings
+    from gateway_engine.foundation.errors import ConfigErrors
 
     plain = load_config(write_config(tmp_path / "a", "version: 1\n", {}), {})
     assert plain.server == ServerSettings(header_timeout=10.0, body_timeout=30.0, keep_alive_timeout=5.0,
@@ -406,8 +406,8 @@ def test_serve_hands_the_settings_to_uvicorn_and_its_workers(tmp_path, monkeypat
     import uvicorn
 
     from gateway_engine.cli.main import run
-    from gateway_engine.runtime.protocol import GatewayHttpProtocol
     from gateway_engine.config.server_settings import ENV_VAR, ServerSettings
+    from gateway_engine.runtime.protocol import GatewayHttpProtocol
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda *args, **kwargs: seen.update(kwargs))

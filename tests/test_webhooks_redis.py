@@ -10,7 +10,16 @@ import pytest
 from gateway_engine import create_app
 from gateway_engine.webhooks.dedupe import MemoryStore, RedisStore, StoreError, StoreFull
 from tests.servers import free_port, serve
-from tests.test_webhooks import ENV, GATEWAY, STRIPE_SECRET, post, stripe_event, stripe_signature, stripe_source, write_webhooks
+from tests.test_webhooks import (
+    ENV,
+    GATEWAY,
+    STRIPE_SECRET,
+    post,
+    stripe_event,
+    stripe_signature,
+    stripe_source,
+    write_webhooks,
+)
 
 
 def test_webhooks_redis_instances_share_event_ids(tmp_path, upstream, recorder, redis_url):

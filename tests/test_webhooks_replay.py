@@ -56,7 +56,7 @@ def send(url: str, body: bytes, headers: dict[str, str], content_type: str | Non
 
 
 @pytest.mark.parametrize("name", ["stripe", "medusa", "fleet", "plain"])
-def test_the_same_signed_delivery_under_another_content_type_runs_once(hooks, upstream, recorder, name):  # noqa: F811
+def test_the_same_signed_delivery_under_another_content_type_runs_once(hooks, upstream, recorder, name):
     base = hooks(sources(upstream), env=ENV)
     body = stripe_event("evt_once") if name == "stripe" else json.dumps({"id": "evt_once", "type": "t"}).encode()
     headers = signed(name, body)
@@ -75,7 +75,7 @@ def test_the_same_signed_delivery_under_another_content_type_runs_once(hooks, up
     assert len(recorder.requests) == 1
 
 
-def test_a_form_source_parses_its_form_whatever_the_label(hooks, upstream, recorder):  # noqa: F811
+def test_a_form_source_parses_its_form_whatever_the_label(hooks, upstream, recorder):
     legacy = source("legacy", '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}', upstream,
                     'body_format: form\nevent: {id: "{{ body.ref }}"}\n')
     base = hooks({"legacy": legacy}, env=ENV)
@@ -94,7 +94,7 @@ def store_full_count(source_name: str) -> float:
     return REGISTRY.get_sample_value("gateway_webhook_store_full_total", {"source": source_name}) or 0.0
 
 
-def test_a_full_memory_store_refuses_new_events_instead_of_forgetting_handled_ones(hooks, upstream, recorder):  # noqa: F811
+def test_a_full_memory_store_refuses_new_events_instead_of_forgetting_handled_ones(hooks, upstream, recorder):
     gateway_yaml = GATEWAY + "webhooks: {memory_capacity: 4}\n"
     base = hooks({"fleet": sources(upstream)["fleet"]}, env=ENV, gateway_yaml=gateway_yaml)
     url = f"{base}/api/webhooks/fleet"
@@ -115,7 +115,7 @@ def test_a_full_memory_store_refuses_new_events_instead_of_forgetting_handled_on
     assert store_full_count("fleet") == before + 1
 
 
-def test_a_full_memory_store_takes_new_events_once_ids_leave_their_window(hooks, upstream, recorder):  # noqa: F811
+def test_a_full_memory_store_takes_new_events_once_ids_leave_their_window(hooks, upstream, recorder):
     fleet = source("fleet", '{scheme: hmac, header: Signature, tolerance: 0.05, secrets: ["${FLEET_SECRET}"]}', upstream,
                    'event: {id: "{{ body.id }}"}\ndedupe: {window: 0.2}\n')
     base = hooks({"fleet": fleet}, env=ENV, gateway_yaml=GATEWAY + "webhooks: {memory_capacity: 2}\n")

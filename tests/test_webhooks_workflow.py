@@ -16,9 +16,24 @@ from gateway_engine import ConfigErrors, create_app, load_config
 from gateway_engine.workflows.client import connect
 from gateway_engine.workflows.worker import build_worker, connection_for
 from tests.servers import serve
-from tests.test_webhooks import (STANDARD_SECRET, STRIPE_SECRET, standard_headers, stripe_event, stripe_signature,
-                                 write_webhooks)
-from tests.workflow_support import ADMIN, JWT_SECRET, ROOT, FakeBackends, as_user, gateway_yaml, temporal_server, wait_for
+from tests.test_webhooks import (
+    STANDARD_SECRET,
+    STRIPE_SECRET,
+    standard_headers,
+    stripe_event,
+    stripe_signature,
+    write_webhooks,
+)
+from tests.workflow_support import (
+    ADMIN,
+    JWT_SECRET,
+    ROOT,
+    FakeBackends,
+    as_user,
+    gateway_yaml,
+    temporal_server,
+    wait_for,
+)
 
 SHOP = """backend: shop
 prefix: /shop

@@ -18,8 +18,21 @@ from gateway_engine import create_app, load_config
 from gateway_engine.cli.main import run
 from gateway_engine.runtime.invoke import invoke
 from tests.servers import free_port, serve, write_config
-from tests.workflow_support import (ADMIN, JWT_SECRET, PLAIN_KEY, ROOT, FakeBackends, Stack, as_user, gateway_yaml,
-                                    running_worker, start, temporal_server, wait_for, wait_until)
+from tests.workflow_support import (
+    ADMIN,
+    JWT_SECRET,
+    PLAIN_KEY,
+    ROOT,
+    FakeBackends,
+    Stack,
+    as_user,
+    gateway_yaml,
+    running_worker,
+    start,
+    temporal_server,
+    wait_for,
+    wait_until,
+)
 
 SHOP = """backend: shop
 prefix: /shop

@@ -13,8 +13,18 @@ import pytest
 
 from gateway_engine import create_app
 from tests.servers import serve
-from tests.workflow_support import (JWT_SECRET, ROOT, FakeBackends, Stack, as_user, running_worker, start,
-                                    temporal_server, wait_for, wait_until)
+from tests.workflow_support import (
+    JWT_SECRET,
+    ROOT,
+    FakeBackends,
+    Stack,
+    as_user,
+    running_worker,
+    start,
+    temporal_server,
+    wait_for,
+    wait_until,
+)
 
 SERVICE_KEY = "svc-key-for-workflow-tests"
 ORDER = {"id": "order_01JCITY", "display_id": 1042, "email": "ana@example.com", "currency_code": "eur", "total": 4200,

@@ -14,17 +14,17 @@ from typing import Any
 
 import orjson
 
-from gateway_engine.runtime.app import own_names, run_pipeline
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.foundation.context import RequestContext
 from gateway_engine.config.env import referenced_names
-from gateway_engine.foundation.errors import GatewayError
-from gateway_engine.runtime.invoke import body_receiver, build_scope
 from gateway_engine.config.loader import read_config_dir
-from gateway_engine.foundation.reply import Reply
-from gateway_engine.foundation.envelope import error_reply
-from gateway_engine.config.templates import env_names
 from gateway_engine.config.secrets import MASK, Masker
+from gateway_engine.config.templates import env_names
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.envelope import error_reply
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.app import own_names, run_pipeline
+from gateway_engine.runtime.invoke import body_receiver, build_scope
 
 
 class _Capture:

@@ -12,8 +12,8 @@ import orjson
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.foundation.errors import ConfigErrors
 from gateway_engine.config.loader import read_config_dir
+from gateway_engine.foundation.errors import ConfigErrors
 
 
 def _config_dir(value: str | None) -> str:
@@ -167,8 +167,8 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
 
     import uvicorn
 
-    from gateway_engine.runtime.protocol import GatewayHttpProtocol
     from gateway_engine.config.server_settings import ENV_VAR
+    from gateway_engine.runtime.protocol import GatewayHttpProtocol
 
     root = os.path.abspath(_config_dir(args.config))
     config = _load(root, err)
@@ -189,7 +189,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
                     workers=args.workers, loop="uvloop", http=GatewayHttpProtocol, access_log=False,
                     log_level=args.log_level, server_header=False, date_header=True, proxy_headers=False,
                     lifespan="on", timeout_graceful_shutdown=args.drain_timeout,
-                    limit_concurrency=server.max_connections, timeout_keep_alive=server.keep_alive_timeout)
+                    limit_concurrency=server.max_connections, timeout_keep_alive=max(1, round(server.keep_alive_timeout)))  # uvicorn takes whole seconds
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

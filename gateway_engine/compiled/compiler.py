@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 from urllib.parse import urlsplit
 
 from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
@@ -114,6 +115,7 @@ class _Compiler(PluginChains):
         try:
             server = server_settings(gdata.get("server", {}), limits["header_bytes"])
         except ValueError as exc:
+            assert gdoc is not None  # settings came from it
             self.errors.append(gdoc.error(("server", exc.args[0]), exc.args[1]))
         core = CompiledConfig(
             root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
@@ -316,7 +318,7 @@ class _Compiler(PluginChains):
                 interp.tree(doc.data)
         return {name: self.environ[name] for name in interp.referenced if self.environ.get(name)}
 
-    def _note_unset(self, doc: Document | None, interp: Interpolation, extra: list[str] = ()) -> None:
+    def _note_unset(self, doc: Document | None, interp: Interpolation, extra: Sequence[str] = ()) -> None:
         for name in [*interp.missing, *extra]:
             if name not in self.unset:
                 self.unset.append(name)

@@ -11,9 +11,10 @@ removes its folder, endpoints, transports and commands and leaves the rest worki
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import Callable, ClassVar, Mapping
+from typing import ClassVar
 
 from gateway_engine.compiled.model import CompiledConfig, Contribution
 from gateway_engine.config.documents import Document

@@ -7,8 +7,9 @@ Everything here is built once at load and never changes; a reload builds a new
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Generic, Mapping, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_engine.compiled.plans import ParamRule, RequestPlan, ResponsePlan
 from gateway_engine.compiled.routing import PathTemplate, Router, UpstreamPath

@@ -7,8 +7,9 @@ proxy only runs them. Template and schema errors are reported with their locatio
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from jsonschema.exceptions import SchemaError
 
@@ -142,6 +143,7 @@ class PlanCompiler:
     def request(self, doc: Document, path: tuple, spec: dict[str, Any], presign: dict[str, Any] | None = None) -> RequestPlan:
         query = spec.get("query", "pass")
         query_set = None
+        allow: frozenset[str]
         if isinstance(query, str):
             mode, allow = query, frozenset()
         else:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from importlib.metadata import entry_points
-from typing import Mapping
 
 from gateway_engine.foundation.plugin import Plugin
 

@@ -117,7 +117,8 @@ class UpstreamPath:
         #: placeholders whose value may span several segments (``{name:path}``)
         self.path_names = frozenset(p[0] for p in self.pieces if isinstance(p, tuple) and p[1] == _PATH)
         #: what every built path must stay below, decoded and normalised
-        self.base = normalised(unquote(self.pieces[0].rpartition("/")[0] + "/")) if self.literal is None else ""
+        first = self.pieces[0]  # the text before the first placeholder
+        self.base = normalised(unquote(str(first).rpartition("/")[0] + "/")) if self.literal is None else ""
 
     @property
     def names(self) -> list[str]:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping
 
-from gateway_engine.foundation.errors import ConfigError
-from gateway_engine.config.schema import validate_document
 from gateway_engine.config.documents import Document, load_document
+from gateway_engine.config.schema import validate_document
+from gateway_engine.foundation.errors import ConfigError
 
 GATEWAY_FILE = "gateway.yaml"
 ROUTES_DIR = "routes.d"

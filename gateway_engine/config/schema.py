@@ -3,24 +3,24 @@
 from __future__ import annotations
 
 import json
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.config.documents import Document
+from gateway_engine.foundation.errors import ConfigError
 
 
-@lru_cache(maxsize=None)
+@cache
 def schema(name: str) -> dict[str, Any]:
     """The shipped schema ``schemas/<name>.schema.json``."""
     text = resources.files("gateway_engine_schemas").joinpath(f"{name}.schema.json").read_text("utf-8")
     return json.loads(text)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _validator(name: str) -> Draft202012Validator:
     return Draft202012Validator(schema(name))
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import html
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 from urllib.parse import quote, quote_plus
 
 from gateway_engine.config.env import Interpolation

@@ -11,23 +11,23 @@ import hashlib
 import hmac
 import ipaddress
 import logging
-from typing import Any, Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 import orjson
 
-from gateway_engine.endpoints import docs as _docs
-
-from gateway_engine.foundation import metrics as _metrics
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.foundation.context import RequestContext
 from gateway_engine.config.durations import parse_duration
 from gateway_engine.config.env import referenced_names
-from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.config.schema import fill_defaults, schema
+from gateway_engine.endpoints import docs as _docs
 from gateway_engine.endpoints.health import HealthChecker
 from gateway_engine.endpoints.openapi import build_openapi
-from gateway_engine.foundation.reply import Reply
+from gateway_engine.foundation import metrics as _metrics
+from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.envelope import JSON, error_reply
-from gateway_engine.config.schema import fill_defaults, schema
+from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.foundation.reply import Reply
 
 log = logging.getLogger("gateway_engine")
 Handler = Callable[[RequestContext], Awaitable[Reply]]

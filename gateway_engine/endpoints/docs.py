@@ -8,7 +8,7 @@ document (``openapi_30``), while ``openapi.json`` stays 3.1.
 from __future__ import annotations
 
 import copy
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -31,7 +31,7 @@ CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline';
        "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
-@lru_cache(maxsize=None)
+@cache
 def asset(name: str) -> tuple[str, bytes]:
     """``(content type, bytes)`` of one asset, read once."""
     content_type, folder = ASSETS[name]

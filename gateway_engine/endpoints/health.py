@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from gateway_engine.compiled.model import CompiledConfig, Upstream
 from gateway_engine.config.durations import parse_duration
-from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.envelope import timestamp
+from gateway_engine.foundation.errors import GatewayError
 
 _TRANSPORT_ERRORS = {"UPSTREAM_TIMEOUT": "timed out", "UPSTREAM_UNAVAILABLE": "connection refused or dropped",
                      "UPSTREAM_ERROR": "invalid HTTP response"}

@@ -10,7 +10,8 @@ URLs and paths are never included: the document is public.
 from __future__ import annotations
 
 import re
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from gateway_engine.compiled.model import BODY_METHODS, CompiledConfig, CompiledRoute
 

@@ -11,7 +11,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from gateway_engine.compiled.model import CompiledRoute
 
 
-_entropy = [b"", 0]  # os.urandom bytes not handed out yet, and the read position
+_entropy: list[Any] = [b"", 0]  # os.urandom bytes not handed out yet, and the read position
 
 
 def _random_id() -> str:

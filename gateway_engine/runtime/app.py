@@ -7,7 +7,8 @@ import contextlib
 import gc
 import ipaddress
 import logging
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote
 
 from gateway_engine.compiled.model import CompiledConfig, CompiledRoute, PluginChain
@@ -35,7 +36,7 @@ class GatewayApp:
         self.drain_timeout = drain_timeout
         self._inflight: dict[int, int] = {}
         self._retiring: set[asyncio.Task] = set()
-        self._reloader = None
+        self._reloader: Reloader | None = None
         self._started = False
         watch_in_flight(self.in_flight)
 
@@ -54,7 +55,8 @@ class GatewayApp:
 
     async def _retire(self, old: CompiledConfig, new: CompiledConfig) -> None:
         deadline = asyncio.get_running_loop().time() + self.drain_timeout
-        while self._inflight.get(id(old), 0) > 0 and asyncio.get_running_loop().time() < deadline:
+        # a poll: the counter moves on the hot path, where an Event per request would cost more
+        while self._inflight.get(id(old), 0) > 0 and asyncio.get_running_loop().time() < deadline:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         await old.shutdown(keep=new)
 
@@ -81,8 +83,8 @@ class GatewayApp:
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)  # requests allocate in bursts; collect young objects less often
         if self.watch:
-            self._reloader = Reloader(self)
-            await self._reloader.start()
+            reloader = self._reloader = Reloader(self)
+            await reloader.start()
 
     async def shutdown(self) -> None:
         if self._reloader is not None:
@@ -217,7 +219,11 @@ async def run_pipeline(ctx: RequestContext, route: CompiledRoute | PluginChain, 
                 reply = error_reply(ctx, result) if isinstance(result, GatewayError) else result
                 break
         if reply is None:
-            reply = terminal() if terminal is not None else await forward(ctx, route, config)
+            if terminal is not None:
+                reply = terminal()
+            else:
+                assert isinstance(route, CompiledRoute)  # a bare PluginChain always comes with its terminal
+                reply = await forward(ctx, route, config)
     except GatewayError as err:
         reply = error_reply(ctx, err)
     for plugin in chain:
@@ -249,8 +255,11 @@ async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> No
 async def _pump_until_disconnect(reply: Reply, send: Any, receive: Any) -> None:
     """Stream the body; if the client goes away first, stop and so cancel the upstream request."""
 
+    stream = reply.stream
+    assert stream is not None  # only a streamed reply is pumped
+
     async def pump() -> None:
-        async for chunk in reply.stream:
+        async for chunk in stream:
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await send({"type": "http.response.body", "body": b""})
 
@@ -270,8 +279,9 @@ async def _pump_until_disconnect(reply: Reply, send: Any, receive: Any) -> None:
             if not task.done():
                 task.cancel()
         await asyncio.gather(pumping, watching, return_exceptions=True)
-    if pumping.done() and not pumping.cancelled() and pumping.exception() is not None and not watching.done():
-        raise pumping.exception()
+    failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
+    if failure is not None and not watching.done():
+        raise failure
 
 
 def _client_ip(scope: dict[str, Any], peer: str, trusted: int) -> str:

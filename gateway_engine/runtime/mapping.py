@@ -12,10 +12,9 @@ from gateway_engine.config.bodies import TooDeep, too_deep
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.client_body import parse_json_body
 
 log = logging.getLogger("gateway_engine.proxy")
-
-from gateway_engine.runtime.client_body import parse_json_body
 
 
 async def template_variables(ctx: RequestContext, config: CompiledConfig) -> dict[str, Any]:

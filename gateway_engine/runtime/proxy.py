@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import quote, unquote_plus, urlencode
 
 import orjson
@@ -41,7 +42,8 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
                            details={"missing": list(route.missing_env)})
     plan = route.request
     raw_params = ctx.state.get("_raw_params", {})
-    variables = await template_variables(ctx, config) if plan.has_templates else None
+    # only a plan with templates reads them: the others get an empty mapping, never consulted
+    variables: dict[str, Any] = await template_variables(ctx, config) if plan.has_templates else {}
     if plan.body_schema is not None:
         if len(ctx.body or b"") > OFF_LOOP_VALIDATION:
             await asyncio.to_thread(_validate_body, plan, variables["body"])
@@ -147,7 +149,7 @@ def _presigned(upstream: Any, method: str, url: str, expires: int) -> Reply:
     import datetime
 
     signed = upstream.auth.presign(method, url, expires)
-    expires_at = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=expires)
+    expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=expires)
     body = orjson.dumps({"url": signed, "method": method,
                          "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")})
     return Reply(200, [("content-type", "application/json"), ("cache-control", "no-store")], body, from_upstream=True)
@@ -200,7 +202,7 @@ def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozen
     return out
 
 
-def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any] | None) -> str:
+def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any]) -> str:
     plan = route.request
     if plan.query == "none":
         base = ""

@@ -8,7 +8,8 @@ fits the same ``apply`` seam.
 from __future__ import annotations
 
 import base64
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import quote
 
 from gateway_engine.config.templates import compile_value, env_names

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import AsyncIterator
+from collections.abc import AsyncIterator
 from urllib.parse import urlsplit
 
 import httptools

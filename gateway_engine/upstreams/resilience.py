@@ -10,8 +10,9 @@ import asyncio
 import random
 import time
 from collections import deque
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any, AsyncIterator
+from typing import Any
 
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply

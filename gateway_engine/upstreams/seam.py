@@ -10,9 +10,10 @@ README's Performance section).
 
 from __future__ import annotations
 
-from importlib.metadata import entry_points
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from typing import AsyncIterator, Callable, Mapping, Protocol
+from importlib.metadata import entry_points
+from typing import Protocol
 
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply

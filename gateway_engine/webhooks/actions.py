@@ -8,7 +8,8 @@ so the sender retries. Every input is a template over the event, compiled at loa
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import orjson
 

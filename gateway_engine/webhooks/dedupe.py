@@ -11,7 +11,8 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from typing import Any, Awaitable, Literal, Protocol
+from collections.abc import Awaitable
+from typing import Any, Literal, Protocol
 
 Claim = Literal["claimed", "done", "busy"]
 _DONE = "done"

@@ -6,8 +6,9 @@ A source whose secrets (or forward URLs) are unset still compiles: its endpoint 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 from gateway_engine.config.documents import Document
 from gateway_engine.config.durations import parse_duration

@@ -8,7 +8,8 @@ import hashlib
 import logging
 import os
 import time
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson

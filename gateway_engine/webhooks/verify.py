@@ -8,7 +8,8 @@ import binascii
 import hashlib
 import hmac
 import re
-from typing import Any, Mapping, Protocol, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol
 
 
 class Rejected(Exception):

@@ -16,6 +16,7 @@ from temporalio.exceptions import ApplicationError
 from gateway_engine.compiled.model import CompiledConfig
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.invoke import invoke
+
 from .interpreter import CALL_ROUTE
 
 _RETRYABLE = frozenset({408, 425, 429})

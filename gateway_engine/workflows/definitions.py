@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import difflib
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator, cast
+from typing import Any, cast
 
 import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from jsonschema import SchemaError
 
-from gateway_engine.foundation.errors import ConfigError
-from gateway_engine.config.templates import TemplateError, compile_value, is_template
-from gateway_engine.config.documents import Document
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.config.bodies import BodyValidator, body_validator
+from gateway_engine.config.documents import Document
+from gateway_engine.config.templates import TemplateError, compile_value, is_template
+from gateway_engine.foundation.errors import ConfigError
+
 from .access import check_identity_forwarding
 
 DEFAULT_TASK_QUEUE = "gateway-workflows"

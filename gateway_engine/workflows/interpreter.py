@@ -23,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
 
     from gateway_engine.config.durations import parse_duration
     from gateway_engine.config.templates import TemplateRuntimeError, compile_value
+
     from .definitions import DEFAULT_TASK_QUEUE, TEMPLATE_NAMES
     from .records import failure_of, memo_for, owner_attributes
 
@@ -163,7 +164,7 @@ class SagaWorkflow:
         timeout = step["wait"].get("timeout", "1h")
         try:
             await workflow.wait_condition(lambda: signal in self.signals, timeout=_seconds(timeout))
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise StepFailed(step["name"], "SIGNAL_TIMEOUT", f"no {signal!r} signal within {timeout}") from None
         return self.signals[signal]
 

@@ -11,13 +11,20 @@ import uuid
 from typing import Any
 
 import orjson
-from temporalio.client import Client, WorkflowExecution, WorkflowExecutionDescription, WorkflowExecutionStatus, WorkflowHandle
+from temporalio.client import (
+    Client,
+    WorkflowExecution,
+    WorkflowExecutionDescription,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+)
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.config.bodies import problems
+from gateway_engine.foundation.errors import GatewayError
+
 from .access import Caller
 from .definitions import WorkflowCatalog
 from .records import OWNER_ATTRIBUTE, memo_for, owner_attributes, owner_tag

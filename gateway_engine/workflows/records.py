@@ -7,7 +7,8 @@ import hashlib
 from typing import Any
 
 from temporalio.common import SearchAttributeKey, SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import ActivityError, ApplicationError, TimeoutError as TemporalTimeout
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.exceptions import TimeoutError as TemporalTimeout
 
 #: keyword search attribute holding a hash of the owner's user id, so a user's list is one indexed query
 OWNER_ATTRIBUTE = "GatewayOwner"

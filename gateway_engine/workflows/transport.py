@@ -12,16 +12,18 @@ The API key for Temporal arrives as the upstream auth's bearer token.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, AsyncIterator
+from collections.abc import AsyncIterator
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import orjson
 from temporalio.service import RPCError, RPCStatusCode
 
+from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
-from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
+
 from . import operations
 from .access import Caller, caller_of
 from .client import Connection, SharedClient

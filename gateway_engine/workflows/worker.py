@@ -21,9 +21,10 @@ from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from gateway_engine.compiled.model import CompiledConfig
-from .definitions import CATALOG
+
 from .activities import RouteActivities
 from .client import Connection, connect
+from .definitions import CATALOG
 from .interpreter import SagaWorkflow
 
 log = logging.getLogger("gateway_engine.workflows")
