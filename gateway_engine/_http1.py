@@ -33,8 +33,8 @@ from urllib.parse import quote, urlsplit
 
 from ._errors import GatewayError
 from ._reply import Reply
-from ._transport import (_SMALL_BODY, FIELD_VALUE, TOKEN, Timeouts, check_headers, declared_length, header_error,
-                         length_error, protocol_error, timeout_error, unavailable_error)
+from ._transport import (_SMALL_BODY, TOKEN, Timeouts, check_headers, declared_length, header_error, length_error,
+                         protocol_error, timeout_error, unavailable_error)
 
 _HIGH_WATER = 256 * 1024   # pause reading the upstream socket above this many buffered bytes
 MAX_HEAD = 64 * 1024       # bytes of an answer's head, interim answers included; also a trailer block, a chunk line
@@ -49,20 +49,23 @@ BROKEN = "broken"              # never reused: an error, surplus bytes, or an an
 
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_EOF = range(4)
 
-_VCHAR_LINE = r"[^\x00-\x08\x0a-\x1f\x7f]*+"  # a reason phrase or chunk extension: no control character but HTAB
-_FIELD = rf"({TOKEN}):[ \t]*+({FIELD_VALUE})[ \t]*+\r\n"
-_FIELD_RE = re.compile(_FIELD)
-_FIELDS_RE = re.compile(rf"(?:{TOKEN}:[ \t]*+{FIELD_VALUE}[ \t]*+\r\n)*+")
-_STATUS_RE = re.compile(rf"HTTP/1\.([01]) ([0-9]{{3}})(?: {_VCHAR_LINE})?\r\n")
 _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\x00-\x08\x0a-\x1f\x7f]*+)?[ \t]*+")
-_REQUEST_HEAD_RE = re.compile(rf"{TOKEN} [!-~]++ HTTP/1\.1\r\n(?:{TOKEN}:[ \t]*+{FIELD_VALUE}[ \t]*+\r\n)*+\r\n")
 _NAME_RE = re.compile(TOKEN)
+#: what ``bytes.translate`` deletes from a head, leaving its control characters but HTAB: a valid head leaves only
+#: the CRLFs that end its lines, in order (a bare CR or LF, or any other control character, leaves more)
+_HEAD_BYTES = bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100)) + b"\t"
+_STATUS_PREFIXES = frozenset({"HTTP/1.1 ", "HTTP/1.0 "})
+_STATUS_CODES = {str(code): code for code in range(100, 600)}  # RFC 9110 15: three digits, classes 1 to 5
 _TARGET_SAFE = string.punctuation  # every visible ASCII character stays as it is (and "%" is not encoded twice)
 _SET_HERE = frozenset({"host", "connection", "content-length", "transfer-encoding"})
 
 
 class _Connection(asyncio.Protocol):
     """One upstream connection carrying one exchange at a time; ``state`` says where that exchange is."""
+
+    __slots__ = ("transport", "loop", "state", "closed", "_write_ready", "method", "status", "headers", "headers_done",
+                 "chunks", "buffered", "error", "data_waiter", "received_any", "paused", "request_sent", "keep_alive",
+                 "message_done", "buf", "scanned", "head_bytes", "mode", "length", "remaining", "trailers")
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -71,32 +74,28 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self._write_ready = asyncio.Event()
         self._write_ready.set()
-        self._reset(None)
-
-    # -- per exchange ------------------------------------------------------
-    def _reset(self, method: str | None) -> None:
-        self.method = method
         self.status = 0
         self.headers: list[tuple[str, str]] = []
-        self.headers_done: asyncio.Future | None = None
         self.chunks: deque[bytes] = deque()
         self.buffered = 0
         self.error: BaseException | None = None
         self.data_waiter: asyncio.Future | None = None
-        self.received_any = False
         self.paused = False
-        self.request_sent = False
-        self.keep_alive = False
-        self.message_done = False
         self.buf: bytes | bytearray = b""
         self.scanned = 0      # how far the head buffer was searched for its end
-        self.head_bytes = 0
         self.mode = _NO_BODY
+        self.length = 0       # the Content-Length of a _LENGTH body
         self.remaining = 0    # body bytes still due (_LENGTH) or in the current chunk; -1: a chunk's CRLF is due
         self.trailers = False
+        self.begin("")
+        self.state = IDLE
 
     def begin(self, method: str) -> asyncio.Future:
-        self._reset(method)
+        """A new exchange. Only what an exchange changes on its way to COMPLETE is reset: a connection that ended
+        any other way is never reused (``pooled`` empties the body queue)."""
+        self.method = method
+        self.received_any = self.request_sent = self.keep_alive = self.message_done = False
+        self.head_bytes = 0
         self.state = WRITING
         self.headers_done = self.loop.create_future()
         return self.headers_done
@@ -169,24 +168,27 @@ class _Connection(asyncio.Protocol):
             self.head_bytes += end + 4
             if self.head_bytes > MAX_HEAD:
                 return self._fail(protocol_error("The upstream answer's head exceeds the size limit."))
-            text = buf[:end + 2].decode("latin-1")
+            raw = buf[:end]
             rest = buf[end + 4:]
             self.scanned = 0
-            status_line = _STATUS_RE.match(text)
-            if status_line is None:
+            lines = raw.decode("latin-1").split("\r\n")
+            if raw.translate(None, _HEAD_BYTES) != b"\r\n" * (len(lines) - 1):
+                return self._fail(protocol_error())  # a control character, or a CR or LF that ends no line
+            status_line = lines[0]
+            status = _STATUS_CODES.get(status_line[9:12], 0)
+            if not status or status_line[:9] not in _STATUS_PREFIXES or status_line[12:13] not in ("", " "):
                 return self._fail(protocol_error())
-            fields = _parse_fields(text, status_line.end())
+            fields = _parse_fields(lines, 1)
             if fields is None:
                 return self._fail(protocol_error())
             headers, length, chunked, close = fields
-            status = int(status_line.group(2))
             if status < 200:
-                if status < 100 or status == 101:  # no upgrade was asked for
+                if status == 101:  # no upgrade was asked for
                     return self._fail(protocol_error())
                 buf = rest  # an interim answer (100 Continue, 103 Early Hints): the real one follows
                 continue
-            http10 = status_line.group(1) == "0"
-            if status >= 600 or (chunked and (length is not None or http10)):  # RFC 9112 6.1, 6.3: faulty framing
+            http10 = status_line[7] == "0"
+            if chunked and (length is not None or http10):  # RFC 9112 6.1, 6.3: faulty framing
                 return self._fail(protocol_error())
             break
         self.status = status
@@ -202,11 +204,12 @@ class _Connection(asyncio.Protocol):
         elif chunked:
             self.mode = _CHUNKED
             self.remaining = 0
+            self.trailers = False
             if rest:
                 self._read_chunked(rest)
         elif length is not None:
             self.mode = _LENGTH
-            self.remaining = int(length)
+            self.remaining = self.length = int(length)
             if self.remaining == 0 or rest:
                 self._read_length_body(rest)
         else:
@@ -252,7 +255,10 @@ class _Connection(asyncio.Protocol):
                         if size - pos > MAX_HEAD:
                             return self._fail(protocol_error())
                         break
-                    if end + 4 - pos > MAX_HEAD or _parse_fields(buf[pos:end + 2].decode("latin-1"), 0) is None:
+                    block = buf[pos:end]
+                    lines = block.decode("latin-1").split("\r\n")
+                    if (end + 4 - pos > MAX_HEAD or block.translate(None, _HEAD_BYTES) != b"\r\n" * (len(lines) - 1)
+                            or _parse_fields(lines, 0) is None):
                         return self._fail(protocol_error())
                     pos = end + 4
                 self.buf = b""
@@ -334,6 +340,7 @@ class _Connection(asyncio.Protocol):
         if self.state is not COMPLETE or self.closed or self.transport is None or self.transport.is_closing():
             return False
         self.chunks.clear()
+        self.buffered = 0
         if self.paused:
             self.paused = False
             self.transport.resume_reading()
@@ -346,37 +353,50 @@ class _Connection(asyncio.Protocol):
             raise unavailable_error()
 
 
-def _parse_fields(text: str, start: int) -> tuple[list[tuple[str, str]], str | None, bool, bool] | None:
-    """Header (or trailer) lines from ``start`` of ``text``: the lower-cased fields, the one Content-Length, whether
-    the body is chunked and whether the connection closes after; None if any line or framing field is invalid."""
-    if _FIELDS_RE.fullmatch(text, start) is None:
-        return None
-    pairs = _FIELD_RE.findall(text, start)
-    if len(pairs) > MAX_FIELDS:
+def _parse_fields(lines: list[str], start: int) -> tuple[list[tuple[str, str]], str | None, bool, bool] | None:
+    """Header (or trailer) lines from ``start`` (their bytes already checked: no control character but HTAB): the
+    fields with lower-cased names, the one Content-Length, whether the body is chunked and whether the connection
+    closes after; None if a line is not ``token ":" value`` (obs-fold included) or a framing field is invalid."""
+    if len(lines) - start > MAX_FIELDS:
         return None
     headers = []
     length: str | None = None
     chunked = close = False
-    for name, value in pairs:
-        name = name.lower()
-        if name == "content-length":  # "5, 5" and repeated equal copies are one length (RFC 9110 8.6)
-            values = {v.strip(" \t") for v in value.split(",")}
-            if len(values) != 1:
+    names, framing = _LOWER_NAMES, _FRAMING
+    for line in lines[start:]:
+        name, colon, value = line.partition(":")
+        lower = names.get(name)
+        if lower is None:
+            if not colon or _NAME_RE.fullmatch(name) is None:
                 return None
-            value = values.pop()
-            if not (value.isdigit() and value.isascii() and len(value) <= 19) or (length is not None and value != length):
-                return None
-            if length is not None:
-                continue
-            length = value
-        elif name == "transfer-encoding":  # only exactly one "chunked": anything else cannot be framed here
-            if chunked or value.lower() != "chunked":
-                return None
-            chunked, value = True, "chunked"
-        elif name == "connection":
-            close = close or "close" in [token.strip(" \t").lower() for token in value.split(",")]
-        headers.append((name, value))
+            lower = name.lower()
+            if len(names) < 4096:
+                names[name] = lower
+        value = value.strip(" \t")
+        if lower in framing:
+            if lower == "content-length":
+                if not (value.isdigit() and value.isascii()):  # "5, 5" is one length too (RFC 9110 8.6)
+                    values = {v.strip(" \t") for v in value.split(",")}
+                    value = values.pop() if len(values) == 1 else ""
+                    if not (value.isdigit() and value.isascii()):
+                        return None
+                if len(value) > 19 or (length is not None and value != length):
+                    return None
+                if length is not None:
+                    continue
+                length = value
+            elif lower == "transfer-encoding":  # only exactly one "chunked": anything else cannot be framed here
+                if chunked or value.lower() != "chunked":
+                    return None
+                chunked, value = True, "chunked"
+            elif value != "keep-alive":
+                close = close or "close" in [token.strip(" \t").lower() for token in value.split(",")]
+        headers.append((lower, value))
     return headers, length, chunked, close
+
+
+_LOWER_NAMES: dict[str, str] = {}  # field names seen in answers (valid tokens only) -> lower-cased (bounded)
+_FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
 
 
 class Http1Transport:
@@ -436,7 +456,7 @@ class Http1Transport:
         idle = self._idle.get(key)
         while idle and not fresh:
             conn = idle.pop()
-            if conn.state is IDLE and not conn.closed and conn.transport is not None and not conn.transport.is_closing():
+            if conn.state is IDLE and not conn.closed and not conn.transport.is_closing():  # type: ignore[union-attr]
                 return conn, True
         scheme, host, port = key
         context = None
@@ -502,8 +522,7 @@ class Http1Transport:
             assert self._slots is not None
             self._slots.release()
 
-        length = next((v for k, v in conn.headers if k == "content-length"), None)
-        if conn.message_done or (conn.mode is _LENGTH and length is not None and int(length) <= _SMALL_BODY):
+        if conn.message_done or (conn.mode is _LENGTH and conn.length <= _SMALL_BODY):
             try:
                 chunks = []
                 while (chunk := await conn.next_chunk(self.timeouts.read)) is not None:
@@ -615,12 +634,20 @@ def _request_head(method: str, target: str, host: str, headers: list[tuple[str, 
         lines.append("transfer-encoding: chunked" if declared is None else f"content-length: {declared}")
     lines.append("\r\n")
     text = "\r\n".join(lines)
-    if text.count("\n") != len(lines) or _REQUEST_HEAD_RE.fullmatch(text) is None:
-        return _checked_head(method, target, host, headers, body)
     try:
-        return text.encode("latin-1"), declared  # client values were decoded as latin-1: the same bytes go out
+        head = text.encode("latin-1")  # client values were decoded as latin-1: the same bytes go out
     except UnicodeEncodeError:
-        return text.encode("utf-8"), declared    # a templated value beyond latin-1
+        head = text.encode("utf-8")    # a templated value beyond latin-1
+    # names are tokens (``_learn_name``); what is left: no control character but HTAB, CR and LF only as the line
+    # ends written here (a value holding CRLF would otherwise pass as two valid lines), a visible-ASCII target
+    if (head.translate(None, _HEAD_BYTES) != b"\r\n" * len(lines)
+            or not target.isascii() or " " in target
+            or (method not in _METHODS and _NAME_RE.fullmatch(method) is None)):
+        return _checked_head(method, target, host, headers, body)
+    return head, declared
+
+
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})  # others are checked as tokens
 
 
 _NAMES: dict[str, bool] = {}  # field name -> whether it is written as given (False: a framing field set here)
@@ -641,9 +668,9 @@ def _checked_head(method: str, target: str, host: str, headers: list[tuple[str, 
     """The slow path of a head the grammar refused: name the bad field (400), or percent-encode a target with
     non-ASCII characters and build the head again."""
     check_headers(headers)
+    if _NAME_RE.fullmatch(method) is None:
+        raise GatewayError(400, "BAD_METHOD", "The request method is not a valid token.")
     mended = quote(target.encode("utf-8" if max(target) > "\xff" else "latin-1"), safe=_TARGET_SAFE)
     if mended != target:
         return _request_head(method, mended, host, headers, body)
-    if re.fullmatch(TOKEN, method) is None:
-        raise GatewayError(400, "BAD_METHOD", "The request method is not a valid token.")
     raise GatewayError(502, "UPSTREAM_ERROR", "The upstream URL's host is not valid in a Host header.")

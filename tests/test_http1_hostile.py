@@ -143,7 +143,8 @@ def test_d11_close_delimited_answer_is_read_to_eof_and_never_pooled(head):
 
 
 def test_d11_close_delimited_json_answer_through_the_gateway(gateway):
-    server = RawUpstream(answering(b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"a":1}', then_close=True))
+    answer = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"a":1}'
+    server = RawUpstream(answering(answer, then_close=True))
     base = gateway(GATEWAY, {"svc": f"backend: svc\nprefix: /svc\nupstream: {{url: \"{server.url}\"}}\nroutes:\n"
                                     "  - {name: get, method: GET, path: /x, upstream_path: /x}\n"})
     r = httpx.get(base + "/api/svc/x", timeout=10)
@@ -311,9 +312,8 @@ def test_d1_a_streamed_body_with_a_declared_length_is_sent_raw_and_the_connectio
 
     async def go():
         for _ in range(2):
-            reply = await client.send("POST", server.url + "/u", [("content-length", "5"), ("transfer-encoding", "chunked"),
-                                                                  ("x-transfer-encoding", "chunked")],
-                                      _chunks(b"ab", b"cde"))
+            headers = [("content-length", "5"), ("transfer-encoding", "chunked"), ("x-transfer-encoding", "chunked")]
+            reply = await client.send("POST", server.url + "/u", headers, _chunks(b"ab", b"cde"))
             assert reply.status == 200
             await body_of(reply)
         await client.aclose()
@@ -328,8 +328,8 @@ def test_d1_a_bytes_body_is_framed_by_its_length_whatever_the_headers_say():
     client = transport()
 
     async def go():
-        reply = await client.send("POST", server.url + "/u", [("content-length", "2"), ("transfer-encoding", "chunked")],
-                                  b"hello")
+        headers = [("content-length", "2"), ("transfer-encoding", "chunked")]
+        reply = await client.send("POST", server.url + "/u", headers, b"hello")
         await body_of(reply)
         await client.aclose()
 
@@ -341,7 +341,7 @@ def test_d1_a_bytes_body_is_framed_by_its_length_whatever_the_headers_say():
 def test_d1_x_transfer_encoding_cannot_smuggle_a_request_into_the_pooled_connection(gateway):
     """The attack of issue 13 over real sockets: the body's tail, framed as chunks, would become a second request
     whose body swallows the next client's request, bearer token included."""
-    server = H11Upstream(lambda request: (200, b"captured:" + request[4]) if request[2] == "/capture" else (200, b'{"ok":true}'))
+    server = H11Upstream(lambda request: (200, b"captured:" + request[4] if request[2] == "/capture" else b'{"ok":true}'))
     base = gateway(GATEWAY, {"svc": f"""
 backend: svc
 prefix: /svc
