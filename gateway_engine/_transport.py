@@ -78,15 +78,24 @@ def declared_length(headers: list[tuple[str, str]]) -> int | None:
 
 
 async def exactly(body: AsyncIterator[bytes], length: int) -> AsyncIterator[bytes]:
-    """``body``, refused (400) as soon as it goes past ``length`` bytes or ends short of it."""
+    """``body``, refused (400) as soon as it goes past ``length`` bytes or ends short of it; the chunk that completes
+    the length is held until the body is known to end there, so the upstream never gets a whole request first."""
     sent = 0
+    held = None
     async for chunk in body:
+        if not chunk:
+            continue
         sent += len(chunk)
-        if sent > length:
+        if held is not None or sent > length:
             raise length_error()
+        if sent == length:
+            held = chunk
+            continue
         yield chunk
     if sent != length:
         raise length_error()
+    if held is not None:
+        yield held
 
 
 Body = bytes | AsyncIterator[bytes] | None
