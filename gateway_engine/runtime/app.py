@@ -238,9 +238,11 @@ async def run_pipeline(ctx: RequestContext, route: CompiledRoute | PluginChain, 
 async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> None:
     if reply.stream is None:  # the length of the body as it is now (plugins may have rewritten it)
         body = reply.body or b""
-        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k != "content-length"]
-        headers.append((b"content-length", b"%d" % len(body)))
         head_only = ctx is not None and ctx.method == "HEAD"
+        # a HEAD answer has no body but keeps the length a GET would have (RFC 9110 9.3.2)
+        length = reply.get_header("content-length") if head_only and not body else None
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers if k != "content-length"]
+        headers.append((b"content-length", length.encode("latin-1") if length is not None else b"%d" % len(body)))
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "http.response.body", "body": b"" if head_only else body})
         return

@@ -8,7 +8,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 from yarl import URL
 
+from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.upstreams.framing import framed
 from gateway_engine.upstreams.seam import _SMALL_BODY, Timeouts, protocol_error, timeout_error, unavailable_error
 
 
@@ -34,6 +36,7 @@ class AiohttpTransport:
     async def send(self, method: str, url: str, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
         session = self._session or self._open()
+        headers, body = framed(headers, body)
         try:
             async with asyncio.timeout(self.timeouts.total):
                 response = await session.request(method, URL(url, encoded=True), headers=headers, data=body,
@@ -47,7 +50,9 @@ class AiohttpTransport:
             raise timeout_error(self.timeouts.total) from None
         except (aiohttp.ClientConnectorError, aiohttp.ServerDisconnectedError, ConnectionError):
             raise unavailable_error() from None
-        except aiohttp.ClientError:
+        except aiohttp.ClientError as exc:
+            if isinstance(exc.__cause__, GatewayError):  # the body broke its declared length while being sent
+                raise exc.__cause__ from None
             raise protocol_error() from None
 
         async def release() -> None:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import httpx
 
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.upstreams.framing import framed
 from gateway_engine.upstreams.seam import Timeouts, protocol_error, timeout_error, unavailable_error
 
 
@@ -24,7 +25,9 @@ class HttpxTransport:
 
     async def send(self, method: str, url: str, headers: list[tuple[str, str]],
                    body: bytes | AsyncIterator[bytes] | None) -> Reply:
-        request = self._client.build_request(method, httpx.URL(url), headers=headers, content=body)
+        headers, body = framed(headers, body)
+        request = self._client.build_request(method, httpx.URL(url), headers=[(k.encode("ascii"), _wire(v)) for k, v in headers],
+                                             content=body)
         try:
             async with asyncio.timeout(self.timeouts.total):
                 response = await self._client.send(request, stream=True)
@@ -51,3 +54,11 @@ class HttpxTransport:
 
     async def aclose(self) -> None:
         await self._client.aclose()
+
+
+def _wire(value: str) -> bytes:
+    """A value as bytes: client values were decoded as latin-1, so the same bytes go out (httpx would refuse them)."""
+    try:
+        return value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode("utf-8")  # a templated value beyond latin-1

@@ -46,8 +46,8 @@ def unavailable_error() -> GatewayError:
     return GatewayError(502, "UPSTREAM_UNAVAILABLE", "The upstream refused or dropped the connection.")
 
 
-def protocol_error() -> GatewayError:
-    return GatewayError(502, "UPSTREAM_ERROR", "The upstream sent an invalid or incomplete response.")
+def protocol_error(message: str = "The upstream sent an invalid or incomplete response.") -> GatewayError:
+    return GatewayError(502, "UPSTREAM_ERROR", message)
 
 
 #: a transport class (or factory) takes ``timeouts`` and ``max_connections`` keywords
