@@ -26,20 +26,30 @@ SERVER_CORE, LOAD_CORE = (0, 1) if PIN else (None, None)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m bench", description="Measure gateway-engine against an nginx"
-                                " upstream and a Starlette ceiling (see bench/README.md).")
+    p = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Measure gateway-engine against an nginx upstream and a Starlette ceiling (see bench/README.md).",
+    )
     p.add_argument("--duration", type=float, default=10, help="seconds of each measured run (default 10)")
     p.add_argument("--warmup", type=float, default=3, help="seconds of the warm-up before each run (default 3)")
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds, at least 3 (default 3)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
     p.add_argument("--quick", action="store_true", help="duration 3, warm-up 1, rounds 3")
-    p.add_argument("--workers-2", action=argparse.BooleanOptionalAction, default=True,
-                   help="also measure the full chain with --workers 2 (default on)")
+    p.add_argument(
+        "--workers-2",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure the full chain with --workers 2 (default on)",
+    )
     p.add_argument("--soak", action="store_true", help="run only the soak against the full chain")
     p.add_argument("--soak-seconds", type=float, default=60, help="soak length (default 60)")
     p.add_argument("--soak-connections", type=int, default=64, help="soak connections (default 64)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results",
-                   help="directory for the JSON results (default bench/results)")
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path(__file__).resolve().parent / "results",
+        help="directory for the JSON results (default bench/results)",
+    )
     args = p.parse_args(argv)
     if args.quick:
         args.duration, args.warmup, args.rounds = 3, 1, 3
@@ -80,8 +90,14 @@ class Bench:
     def start(self, name: str, server: servers.Server, path: str = PATH, headers: dict | None = None) -> dict:
         """Start a server and return its target record; a failed start is recorded, not raised."""
         self.started.append(server)
-        target = {"name": name, "url": server.base + path, "runs": [], "headers": headers or {},
-                  "server": server, "error": None}
+        target = {
+            "name": name,
+            "url": server.base + path,
+            "runs": [],
+            "headers": headers or {},
+            "server": server,
+            "error": None,
+        }
         try:
             server.start()
             print(f"started {name} (pid {server.proc.pid})", flush=True)
@@ -91,9 +107,13 @@ class Bench:
         return target
 
     def gateway_env(self, upstream: servers.Server) -> dict:
-        return {**os.environ, "BENCH_UPSTREAM_URL": upstream.base,
-                "BENCH_API_KEY": secrets.token_urlsafe(24), "BENCH_JWT_SECRET": secrets.token_urlsafe(32),
-                "BENCH_LOG_FILE": str(self.workdir / "gateway.log")}
+        return {
+            **os.environ,
+            "BENCH_UPSTREAM_URL": upstream.base,
+            "BENCH_API_KEY": secrets.token_urlsafe(24),
+            "BENCH_JWT_SECRET": secrets.token_urlsafe(32),
+            "BENCH_LOG_FILE": str(self.workdir / "gateway.log"),
+        }
 
     def gateway(self, config: str, env: dict, workers: int = 1) -> dict:
         """The gateway on ``configs/<config>``; only a single worker is pinned (two need both cores)."""
@@ -113,8 +133,11 @@ class Bench:
                 try:
                     wrk.run(t["url"], a.warmup, a.connections, t["headers"], LOAD_CORE)
                     run = wrk.run(t["url"], a.duration, a.connections, t["headers"], LOAD_CORE)
-                    print(f"round {rnd}/{a.rounds}  {t['name']:<26} {run['requests_per_sec']:>10,.0f} req/s"
-                          f"  p99 {run['p99_ms']:.2f} ms", flush=True)
+                    print(
+                        f"round {rnd}/{a.rounds}  {t['name']:<26} {run['requests_per_sec']:>10,.0f} req/s"
+                        f"  p99 {run['p99_ms']:.2f} ms",
+                        flush=True,
+                    )
                 except wrk.WrkError as e:
                     run = {"error": str(e)}
                     print(f"round {rnd}/{a.rounds}  {t['name']:<26} {e}", flush=True)
@@ -124,10 +147,12 @@ class Bench:
         a = self.args
         upstream = self.start("upstream", servers.nginx(self.workdir, LOAD_CORE), path="/items")
         env = self.gateway_env(upstream["server"])
-        targets = [upstream,
-                   self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
-                   self.gateway("bare", env),
-                   self.gateway("full", env)]
+        targets = [
+            upstream,
+            self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
+            self.gateway("bare", env),
+            self.gateway("full", env),
+        ]
         self.measure(targets)
         self.record_rss(targets[2:])
         for t in targets[1:]:
@@ -178,16 +203,19 @@ def soak_text(s: dict) -> str:
         return f"{head}\n  {s['error']}"
     w = s["wrk"]
     classes = " ".join(f"{k}={v}" for k, v in w.get("status_classes", {}).items())
-    return "\n".join([
-        head,
-        f"  requests completed: {w['requests']:,} ({w['requests_per_sec']:,.0f} req/s, "
-        f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms)",
-        f"  responses by status class: {classes or 'n/a'}; non-2xx/3xx (wrk): {w['non_2xx_3xx']}",
-        f"  socket errors: {w['socket_errors_total']} ("
-        + ", ".join(f"{k} {v}" for k, v in w["socket_errors"].items()) + ")",
-        f"  gateway RSS: {s['rss_start']['total_mb']:.1f} MB after warm-up -> {s['rss_end']['total_mb']:.1f} MB"
-        f" at end ({s['rss_growth_pct']:+.1f}%)",
-    ])
+    return "\n".join(
+        [
+            head,
+            f"  requests completed: {w['requests']:,} ({w['requests_per_sec']:,.0f} req/s, "
+            f"p50 {w['p50_ms']:.2f} ms, p99 {w['p99_ms']:.2f} ms)",
+            f"  responses by status class: {classes or 'n/a'}; non-2xx/3xx (wrk): {w['non_2xx_3xx']}",
+            f"  socket errors: {w['socket_errors_total']} ("
+            + ", ".join(f"{k} {v}" for k, v in w["socket_errors"].items())
+            + ")",
+            f"  gateway RSS: {s['rss_start']['total_mb']:.1f} MB after warm-up -> {s['rss_end']['total_mb']:.1f} MB"
+            f" at end ({s['rss_growth_pct']:+.1f}%)",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,10 +224,17 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     ensure_tools()
     info = report.machine()
-    settings = ({"soak_seconds": args.soak_seconds, "soak_connections": args.soak_connections,
-                 "warmup": args.warmup} if args.soak else
-                {"duration": args.duration, "warmup": args.warmup, "rounds": args.rounds,
-                 "connections": args.connections, "workers_2": args.workers_2})
+    settings = (
+        {"soak_seconds": args.soak_seconds, "soak_connections": args.soak_connections, "warmup": args.warmup}
+        if args.soak
+        else {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "rounds": args.rounds,
+            "connections": args.connections,
+            "workers_2": args.workers_2,
+        }
+    )
     settings["pinning"] = pinning_note(args.workers_2 and not args.soak)
     print(report.header(info, settings), flush=True)
     bench = Bench(args)
@@ -212,8 +247,10 @@ def main(argv: list[str] | None = None) -> int:
         bench.close()
     info["cpu_busy_pct_after_end"] = report.cpu_busy_pct()
     if info["cpu_busy_pct_after_end"] > 10:
-        print(f"WARNING: the CPU was {info['cpu_busy_pct_after_end']:.0f}% busy after the servers stopped:"
-              " other processes were probably running during the measurements too")
+        print(
+            f"WARNING: the CPU was {info['cpu_busy_pct_after_end']:.0f}% busy after the servers stopped:"
+            " other processes were probably running during the measurements too"
+        )
     data = {"machine": info, "settings": settings, **data}
     if args.soak:
         print("\n" + soak_text(data["soak"]))
@@ -221,8 +258,14 @@ def main(argv: list[str] | None = None) -> int:
         for t in data["targets"]:
             del t["server"]
             t["headers"] = sorted(t["headers"])  # names only: the API key is a secret
-        print("\n" + report.table(data["targets"]) + "\n\n" + report.rss_lines(data["targets"]) + "\n\n"
-              + report.checks_text(data["checks"]))
+        print(
+            "\n"
+            + report.table(data["targets"])
+            + "\n\n"
+            + report.rss_lines(data["targets"])
+            + "\n\n"
+            + report.checks_text(data["checks"])
+        )
     path = report.write_json(data, args.out, "-soak" if args.soak else "")
     print(f"\nwrote {path} and {path.with_name('latest-soak.json' if args.soak else 'latest.json')}")
     return 0

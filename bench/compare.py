@@ -25,9 +25,13 @@ ROOT = Path(__file__).resolve().parent.parent
 def checkout(ref: str, into: Path) -> Path:
     """A detached worktree of ``ref``, importable as the installed packages are named."""
     tree = into / "tree"
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
-                   check=True, capture_output=True, text=True)
-    (tree / "gateway_engine_plugins").symlink_to(tree / "plugins")   # what pyproject's package-dir maps
+    subprocess.run(
+        ["git", "-C", str(ROOT), "worktree", "add", "--detach", str(tree), ref],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    (tree / "gateway_engine_plugins").symlink_to(tree / "plugins")  # what pyproject's package-dir maps
     (tree / "gateway_engine_schemas").symlink_to(tree / "schemas")
     return tree
 
@@ -35,7 +39,9 @@ def checkout(ref: str, into: Path) -> Path:
 def assert_imports_from(tree: Path) -> None:
     """Side A must really run the ref's code, not the installed (working tree) packages."""
     code = "import gateway_engine, gateway_engine_plugins; print(gateway_engine.__file__); print(gateway_engine_plugins.__file__)"
-    files = subprocess.run([sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, check=True).stdout.split()
+    files = subprocess.run(
+        [sys.executable, "-c", code], cwd=tree, capture_output=True, text=True, check=True
+    ).stdout.split()
     outside = [f for f in files if not Path(f).resolve().is_relative_to(tree.resolve())]
     if outside:
         raise SystemExit(f"side A would import {outside} instead of the checkout of the ref")
@@ -45,8 +51,18 @@ def gateway_at(tree: Path, slug: str, config: str, workdir: Path, env: dict) -> 
     """``python -m gateway_engine`` run from the worktree: ``-m`` puts the current directory first on
     sys.path, so the engine and (through the symlinks) the plugins are imported from that ref."""
     port = servers.free_port()
-    cmd = [sys.executable, "-m", "gateway_engine", "serve", "--config", str(CONFIGS / config),
-           "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "gateway_engine",
+        "serve",
+        "--config",
+        str(CONFIGS / config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return servers.Server(slug, servers.pinned(cmd, SERVER_CORE), port, "/api/gateway/health", workdir, env, cwd=tree)
 
 
@@ -66,20 +82,29 @@ def main(argv: list[str] | None = None) -> int:
             assert_imports_from(tree)
             upstream = bench.start("upstream", servers.nginx(bench.workdir, LOAD_CORE), path="/items")
             env = bench.gateway_env(upstream["server"])
-            headers = {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if args.config == "full" else {}
-            sides = {"A": bench.start(f"A {args.ref}", gateway_at(tree, "compare-a", args.config, bench.workdir, env), PATH, headers),
-                     "B": bench.gateway(args.config, env)}
+            headers = (
+                {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if args.config == "full" else {}
+            )
+            sides = {
+                "A": bench.start(
+                    f"A {args.ref}", gateway_at(tree, "compare-a", args.config, bench.workdir, env), PATH, headers
+                ),
+                "B": bench.gateway(args.config, env),
+            }
             if any(t["error"] for t in sides.values()):
                 return 1
             runs: dict[str, list[dict]] = {"A": [], "B": []}
             for i in range(args.rounds):
-                for side in ("AB" if i % 2 == 0 else "BA"):
+                for side in "AB" if i % 2 == 0 else "BA":
                     t = sides[side]
                     wrk.run(t["url"], 1, args.connections, t["headers"], LOAD_CORE)
                     run = wrk.run(t["url"], args.duration, args.connections, t["headers"], LOAD_CORE)
                     runs[side].append(run)
-                    print(f"round {i + 1}/{args.rounds}  {side}  {run['requests_per_sec']:8,.0f} req/s  "
-                          f"p99 {run['p99_ms']:.2f} ms  non-2xx {run['non_2xx_3xx']}", flush=True)
+                    print(
+                        f"round {i + 1}/{args.rounds}  {side}  {run['requests_per_sec']:8,.0f} req/s  "
+                        f"p99 {run['p99_ms']:.2f} ms  non-2xx {run['non_2xx_3xx']}",
+                        flush=True,
+                    )
         finally:
             bench.close()
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)

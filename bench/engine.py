@@ -29,8 +29,13 @@ from .__main__ import CONFIGS, PATH
 from .ceiling import BODY as _TEXT
 
 BODY = _TEXT.encode()
-_UPSTREAM_HEADERS = [("server", "nginx"), ("date", "Mon, 23 Nov 2026 19:00:00 GMT"), ("content-type", "application/json"),
-                     ("content-length", str(len(BODY))), ("connection", "keep-alive")]
+_UPSTREAM_HEADERS = [
+    ("server", "nginx"),
+    ("date", "Mon, 23 Nov 2026 19:00:00 GMT"),
+    ("content-type", "application/json"),
+    ("content-length", str(len(BODY))),
+    ("connection", "keep-alive"),
+]
 _BATCH = 2000
 
 
@@ -47,8 +52,12 @@ class StubTransport:
 async def measure(config: str, requests: int) -> tuple[float, float]:
     """(best, median) microseconds per request over batches of 2,000, after a warm-up batch."""
     with tempfile.TemporaryDirectory(prefix="gateway-engine-bench-") as tmp:
-        env = {"BENCH_LOG_FILE": os.path.join(tmp, "gateway.log"), "BENCH_API_KEY": "k" * 32,
-               "BENCH_JWT_SECRET": "s" * 32, "BENCH_UPSTREAM_URL": "http://127.0.0.1:9"}
+        env = {
+            "BENCH_LOG_FILE": os.path.join(tmp, "gateway.log"),
+            "BENCH_API_KEY": "k" * 32,
+            "BENCH_JWT_SECRET": "s" * 32,
+            "BENCH_UPSTREAM_URL": "http://127.0.0.1:9",
+        }
         app = create_app(str(CONFIGS / config), env)
         for route in app.config.routes:
             if route.upstream is not None:
@@ -67,9 +76,19 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
         headers = [(b"host", b"127.0.0.1:8080")]
         if config == "full":
             headers += [(b"x-api-key", b"k" * 32), (b"origin", b"http://localhost:5000")]
-        scope = {"type": "http", "http_version": "1.1", "method": "GET", "scheme": "http", "path": PATH,
-                 "raw_path": PATH.encode(), "query_string": b"", "root_path": "", "headers": headers,
-                 "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8080)}
+        scope = {
+            "type": "http",
+            "http_version": "1.1",
+            "method": "GET",
+            "scheme": "http",
+            "path": PATH,
+            "raw_path": PATH.encode(),
+            "query_string": b"",
+            "root_path": "",
+            "headers": headers,
+            "client": ("127.0.0.1", 50000),
+            "server": ("127.0.0.1", 8080),
+        }
         statuses: list[int] = []
 
         async def receive() -> dict:

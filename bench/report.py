@@ -15,18 +15,32 @@ GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full --workers 2")
 
 
 def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.machine())
+    model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.machine(),
+    )
     # the interpreter build matters (a PGO+LTO CPython is ~20% faster than one built without them): name it
-    return {"nproc": os.cpu_count(), "cpu_model": model, "python": platform.python_version(),
-            "interpreter": os.path.realpath(sys.executable), "kernel": platform.release(), "cpu_busy_pct_before_start": cpu_busy_pct()}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "python": platform.python_version(),
+        "interpreter": os.path.realpath(sys.executable),
+        "kernel": platform.release(),
+        "cpu_busy_pct_before_start": cpu_busy_pct(),
+    }
 
 
 def cpu_busy_pct(seconds: float = 1.0) -> float:
     """Share of all cores busy over ``seconds`` (/proc/stat): anything else running skews the figures."""
+
     def sample() -> tuple[int, int]:
         fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
         return sum(fields), fields[3] + fields[4]  # total, idle + iowait
+
     total0, idle0 = sample()
     time.sleep(seconds)
     total1, idle1 = sample()
@@ -34,12 +48,15 @@ def cpu_busy_pct(seconds: float = 1.0) -> float:
 
 
 def header(info: dict, settings: dict) -> str:
-    text = (f"gateway-engine bench — {info['nproc']} cores, {info['cpu_model']}, Python {info['python']}"
-            f" ({info['interpreter']})\n"
-            + ", ".join(f"{k}={v}" for k, v in settings.items()))
+    text = (
+        f"gateway-engine bench — {info['nproc']} cores, {info['cpu_model']}, Python {info['python']}"
+        f" ({info['interpreter']})\n" + ", ".join(f"{k}={v}" for k, v in settings.items())
+    )
     if info["cpu_busy_pct_before_start"] > 10:
-        text += (f"\nWARNING: the CPU was {info['cpu_busy_pct_before_start']:.0f}% busy before the start:"
-                 " other processes will skew the figures")
+        text += (
+            f"\nWARNING: the CPU was {info['cpu_busy_pct_before_start']:.0f}% busy before the start:"
+            " other processes will skew the figures"
+        )
     return text
 
 
@@ -50,7 +67,9 @@ def summarize(target: dict) -> None:
         return
     rps = [r["requests_per_sec"] for r in runs]
     target.update(
-        median_rps=statistics.median(rps), min_rps=min(rps), max_rps=max(rps),
+        median_rps=statistics.median(rps),
+        min_rps=min(rps),
+        max_rps=max(rps),
         p50_ms=statistics.median(r["p50_ms"] for r in runs),
         p99_ms=statistics.median(r["p99_ms"] for r in runs),
         non_2xx=sum(r["non_2xx_3xx"] for r in runs),
@@ -72,8 +91,16 @@ COLUMNS = ("target", "median req/s", "min–max req/s", "p50 ms", "p99 ms", "non
 
 
 def _cells(t: dict) -> list[str]:
-    return [t["name"], f"{t['median_rps']:,.0f}", f"{t['min_rps']:,.0f}–{t['max_rps']:,.0f}", f"{t['p50_ms']:.2f}",
-            f"{t['p99_ms']:.2f}", str(t["non_2xx"]), str(t["socket_errors"]), _fmt(t["ratio_to_ceiling"], ".3f")]
+    return [
+        t["name"],
+        f"{t['median_rps']:,.0f}",
+        f"{t['min_rps']:,.0f}–{t['max_rps']:,.0f}",
+        f"{t['p50_ms']:.2f}",
+        f"{t['p99_ms']:.2f}",
+        str(t["non_2xx"]),
+        str(t["socket_errors"]),
+        _fmt(t["ratio_to_ceiling"], ".3f"),
+    ]
 
 
 def table(targets: list[dict]) -> str:
@@ -126,11 +153,16 @@ def checks(targets: list[dict]) -> list[dict]:
         ratio("gateway full", 0.18),
         ratio("gateway bare", 0.25),
         check("gateway full p99 ≤ 15 ms", full_p99 is not None and full_p99 <= 15, _fmt(full_p99, ".2f") + " ms"),
-        check("gateway targets: zero non-2xx / socket errors",
-              bool(measured) and len(measured) == len(gw) and errors == 0 and failed_runs == 0,
-              f"{errors} errors, {failed_runs} failed runs, {len(measured)}/{len(gw)} targets measured"),
-        check("gateway RSS ≤ 120 MB per worker", bool(rss) and max(rss) <= 120,
-              f"max {max(rss):.1f} MB" if rss else "not measured"),
+        check(
+            "gateway targets: zero non-2xx / socket errors",
+            bool(measured) and len(measured) == len(gw) and errors == 0 and failed_runs == 0,
+            f"{errors} errors, {failed_runs} failed runs, {len(measured)}/{len(gw)} targets measured",
+        ),
+        check(
+            "gateway RSS ≤ 120 MB per worker",
+            bool(rss) and max(rss) <= 120,
+            f"max {max(rss):.1f} MB" if rss else "not measured",
+        ),
     ]
 
 

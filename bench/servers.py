@@ -43,8 +43,16 @@ def pinned(cmd: list[str], core: int | None) -> list[str]:
 class Server:
     """One server process group on 127.0.0.1:port, its log files and the path that says it is up."""
 
-    def __init__(self, name: str, cmd: list[str], port: int, ready_path: str, workdir: Path, env: dict | None = None,
-                 cwd: Path = REPO):
+    def __init__(
+        self,
+        name: str,
+        cmd: list[str],
+        port: int,
+        ready_path: str,
+        workdir: Path,
+        env: dict | None = None,
+        cwd: Path = REPO,
+    ):
         self.name, self.cmd, self.env, self.cwd = name, cmd, env, cwd
         self.port, self.ready_path = port, ready_path
         self.base = f"http://127.0.0.1:{port}"
@@ -55,8 +63,13 @@ class Server:
     def start(self) -> None:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(
-                self.cmd, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                env=self.env, cwd=self.cwd, start_new_session=True,
+                self.cmd,
+                stdout=out,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                cwd=self.cwd,
+                start_new_session=True,
             )
         self._wait_ready()
 
@@ -99,8 +112,11 @@ class Server:
         for pid in sorted(process_tree(self.proc.pid)):
             kb = vm_rss_kb(pid)
             if kb is not None:
-                role = "main" if pid == self.proc.pid else (
-                    "resource_tracker" if "resource_tracker" in cmdline(pid) else "worker")
+                role = (
+                    "main"
+                    if pid == self.proc.pid
+                    else ("resource_tracker" if "resource_tracker" in cmdline(pid) else "worker")
+                )
                 procs.append({"pid": pid, "role": role, "rss_mb": kb / 1024})
         return {"total_mb": sum(p["rss_mb"] for p in procs), "processes": procs}
 
@@ -199,14 +215,31 @@ def nginx(workdir: Path, core: int | None) -> Server:
 
 
 # The gateway CLI runs uvicorn with these settings too (server_header=False included).
-UVICORN_FLAGS = ["--loop", "uvloop", "--http", "httptools", "--no-access-log", "--log-level", "warning",
-                 "--no-server-header"]
+UVICORN_FLAGS = [
+    "--loop",
+    "uvloop",
+    "--http",
+    "httptools",
+    "--no-access-log",
+    "--log-level",
+    "warning",
+    "--no-server-header",
+]
 
 
 def ceiling(workdir: Path, core: int | None) -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "uvicorn", "bench.ceiling:app", "--host", "127.0.0.1", "--port", str(port),
-           *UVICORN_FLAGS]
+    cmd = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "bench.ceiling:app",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *UVICORN_FLAGS,
+    ]
     return Server("ceiling", pinned(cmd, core), port, "/api/gateway/health", workdir)
 
 
@@ -220,6 +253,16 @@ def gateway_command() -> list[str]:
 
 def gateway(slug: str, config: Path, workdir: Path, env: dict, workers: int, core: int | None) -> Server:
     port = free_port()
-    cmd = [*gateway_command(), "serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
-           "--workers", str(workers)]
+    cmd = [
+        *gateway_command(),
+        "serve",
+        "--config",
+        str(config),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+    ]
     return Server(slug, pinned(cmd, core), port, "/api/gateway/health", workdir, env)

@@ -40,8 +40,9 @@ class WrkError(Exception):
     """wrk failed or printed no report (e.g. it could not connect)."""
 
 
-def run(url: str, duration: float, connections: int, headers: dict[str, str], core: int | None,
-        script: Path | None = None) -> dict:
+def run(
+    url: str, duration: float, connections: int, headers: dict[str, str], core: int | None, script: Path | None = None
+) -> dict:
     """One ``wrk --latency -t1`` run, parsed. Bounded by wrk's own -d plus a 30 s margin."""
     cmd = [shutil.which("wrk") or "wrk", "--latency", "-t1", f"-c{connections}", f"-d{duration:g}s"]
     for name, value in headers.items():
@@ -49,8 +50,9 @@ def run(url: str, duration: float, connections: int, headers: dict[str, str], co
     if script is not None:
         cmd += ["-s", str(script)]
     try:
-        proc = subprocess.run(pinned([*cmd, url], core), capture_output=True, text=True,
-                              timeout=duration + 30, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            pinned([*cmd, url], core), capture_output=True, text=True, timeout=duration + 30, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise WrkError(f"wrk did not finish within {duration + 30:g}s") from None
     if proc.returncode != 0 or "Requests/sec:" not in proc.stdout:
@@ -68,8 +70,9 @@ def parse(text: str) -> dict:
     """Numbers from a ``wrk --latency`` report; absent error lines mean zero errors."""
     out: dict = {
         "requests_per_sec": float(re.search(r"^Requests/sec:\s+([\d.]+)", text, re.M).group(1)),
-        "latency_ms": {m.group(1): _ms(m.group(2))
-                       for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+[a-z]+)\s*$", text, re.M)},
+        "latency_ms": {
+            m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(\d+)%\s+([\d.]+[a-z]+)\s*$", text, re.M)
+        },
         "non_2xx_3xx": 0,
         "socket_errors": {"connect": 0, "read": 0, "write": 0, "timeout": 0},
     }

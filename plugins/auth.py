@@ -11,9 +11,25 @@ from gateway_engine import GatewayError, GatewayInfo, Plugin, RequestContext
 from .auth_jwt import JwtVerifier
 from .auth_keys import KeyEntry, KeyTable
 
-IDENTITY_FIELDS = ("user_id", "role", "roles", "email", "scopes", "client_id", "platform", "key_name", "consumer", "method")
-DEFAULT_IDENTITY_HEADERS = {"user_id": "X-User-Id", "role": "X-User-Role", "email": "X-User-Email",
-                            "client_id": "X-Client-Id", "platform": "X-Platform-Id"}
+IDENTITY_FIELDS = (
+    "user_id",
+    "role",
+    "roles",
+    "email",
+    "scopes",
+    "client_id",
+    "platform",
+    "key_name",
+    "consumer",
+    "method",
+)
+DEFAULT_IDENTITY_HEADERS = {
+    "user_id": "X-User-Id",
+    "role": "X-User-Role",
+    "email": "X-User-Email",
+    "client_id": "X-Client-Id",
+    "platform": "X-Platform-Id",
+}
 _SAFE_HEADER_CHARS = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
 
@@ -29,36 +45,72 @@ class AuthPlugin(Plugin):
     name = "auth"
     priority = 1000
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "accept": {"type": "array", "items": {"enum": ["api_key", "jwt"]}, "minItems": 1, "uniqueItems": True,
-                       "default": ["api_key"],
-                       "description": "Methods tried in order; the first whose credential is present decides. "
-                                      "`jwt` needs `auth.jwt` and `api_key` needs `auth.api_keys` in gateway.yaml."},
-            "optional": {"type": "boolean", "default": False,
-                         "description": "Let requests without any credential through anonymously "
-                                        "(on routes without roles, scopes or client-key requirements)."},
-            "scopes": {**_STRINGS, "default": [],
-                       "description": "Scopes the caller must all hold (key `scopes` or the JWT scopes claim); `*` grants every scope."},
-            "roles": {**_STRINGS, "default": [],
-                      "description": "Roles of which the caller must hold at least one (key `roles` or the JWT roles claim)."},
-            "require_client_key": {"type": "boolean", "default": False,
-                                   "description": "Require a per-client key (`auth.client_keys`) besides the platform API key."},
-            "api_key_header": {"type": "string", "minLength": 1, "default": "x-api-key",
-                               "description": "Header carrying the (platform) API key."},
-            "client_key_header": {"type": "string", "minLength": 1, "default": "client-x-api-key",
-                                  "description": "Header carrying the per-client key of a tenant."},
+            "accept": {
+                "type": "array",
+                "items": {"enum": ["api_key", "jwt"]},
+                "minItems": 1,
+                "uniqueItems": True,
+                "default": ["api_key"],
+                "description": "Methods tried in order; the first whose credential is present decides. "
+                "`jwt` needs `auth.jwt` and `api_key` needs `auth.api_keys` in gateway.yaml.",
+            },
+            "optional": {
+                "type": "boolean",
+                "default": False,
+                "description": "Let requests without any credential through anonymously "
+                "(on routes without roles, scopes or client-key requirements).",
+            },
+            "scopes": {
+                **_STRINGS,
+                "default": [],
+                "description": "Scopes the caller must all hold (key `scopes` or the JWT scopes claim); `*` grants every scope.",
+            },
+            "roles": {
+                **_STRINGS,
+                "default": [],
+                "description": "Roles of which the caller must hold at least one (key `roles` or the JWT roles claim).",
+            },
+            "require_client_key": {
+                "type": "boolean",
+                "default": False,
+                "description": "Require a per-client key (`auth.client_keys`) besides the platform API key.",
+            },
+            "api_key_header": {
+                "type": "string",
+                "minLength": 1,
+                "default": "x-api-key",
+                "description": "Header carrying the (platform) API key.",
+            },
+            "client_key_header": {
+                "type": "string",
+                "minLength": 1,
+                "default": "client-x-api-key",
+                "description": "Header carrying the per-client key of a tenant.",
+            },
             "forward_identity": {
-                "type": "object", "additionalProperties": False,
+                "type": "object",
+                "additionalProperties": False,
                 "default": {"enabled": False, "headers": DEFAULT_IDENTITY_HEADERS},
                 "description": "Identity headers sent upstream. Client-sent headers of these names are always removed.",
                 "properties": {
-                    "enabled": {"type": "boolean", "default": False,
-                                "description": "Send the identity of authenticated requests to the upstream."},
-                    "headers": {"type": "object", "additionalProperties": False, "default": DEFAULT_IDENTITY_HEADERS,
-                                "description": "Identity field → header name; replaces the default mapping when given.",
-                                "properties": {f: {"type": "string", "minLength": 1, "description": f"Header for the identity's `{f}`."}
-                                               for f in IDENTITY_FIELDS}},
+                    "enabled": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Send the identity of authenticated requests to the upstream.",
+                    },
+                    "headers": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "default": DEFAULT_IDENTITY_HEADERS,
+                        "description": "Identity field → header name; replaces the default mapping when given.",
+                        "properties": {
+                            f: {"type": "string", "minLength": 1, "description": f"Header for the identity's `{f}`."}
+                            for f in IDENTITY_FIELDS
+                        },
+                    },
                 },
             },
         },
@@ -77,7 +129,11 @@ class AuthPlugin(Plugin):
         self.forward = forward.get("enabled", False)
         self.identity_headers = tuple(forward.get("headers", DEFAULT_IDENTITY_HEADERS).items())
         # never let a client choose its own identity or pass its keys on: these are removed before forwarding
-        self.strip_request_headers = {self.key_header, self.client_header, *(h.lower() for _, h in self.identity_headers)}
+        self.strip_request_headers = {
+            self.key_header,
+            self.client_header,
+            *(h.lower() for _, h in self.identity_headers),
+        }
         settings = gateway.settings.get("auth") or {}
         if "api_key" in self.accept and "api_keys" not in settings:
             raise ValueError("accept lists api_key but gateway.yaml has no auth.api_keys")
@@ -85,19 +141,26 @@ class AuthPlugin(Plugin):
             raise ValueError("accept lists jwt but gateway.yaml has no auth.jwt section")
         # one key table and one verifier (with its JWKS cache) for the whole config, whatever the route options
         self.platform_keys: KeyTable = gateway.shared(
-            "auth.api_keys", lambda: KeyTable("api_keys", settings.get("api_keys", []), client=False))
+            "auth.api_keys", lambda: KeyTable("api_keys", settings.get("api_keys", []), client=False)
+        )
         self.client_keys: KeyTable = gateway.shared(
-            "auth.client_keys", lambda: KeyTable("client_keys", settings.get("client_keys", []), client=True))
+            "auth.client_keys", lambda: KeyTable("client_keys", settings.get("client_keys", []), client=True)
+        )
         self.jwt: JwtVerifier | None = None
         if "jwt" in self.accept:
             self.jwt = gateway.shared("auth.jwt", lambda: JwtVerifier(settings["jwt"], gateway.config_dir))
         self.challenge = {"WWW-Authenticate": "Bearer"} if "jwt" in self.accept else {}
         names = {"api_key": f"an API key in {options['api_key_header']}", "jwt": "a Bearer token in Authorization"}
-        self.unauthenticated = GatewayError(401, "UNAUTHENTICATED", "Authentication required: send "
-                                            + " or ".join(names[m] for m in self.accept) + ".", headers=self.challenge)
+        self.unauthenticated = GatewayError(
+            401,
+            "UNAUTHENTICATED",
+            "Authentication required: send " + " or ".join(names[m] for m in self.accept) + ".",
+            headers=self.challenge,
+        )
         self._key_identities: dict[bytes, dict[str, Any]] = {}  # key digest → identity; bounded by the declared keys
-        self.lone_client_key = GatewayError(401, "UNAUTHENTICATED",
-                                            f"A client key must come with a platform API key in {options['api_key_header']}.")
+        self.lone_client_key = GatewayError(
+            401, "UNAUTHENTICATED", f"A client key must come with a platform API key in {options['api_key_header']}."
+        )
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
@@ -148,7 +211,9 @@ class AuthPlugin(Plugin):
             for field, header in self.identity_headers:
                 value = result.get(field)
                 if value:
-                    ctx.upstream_headers[header] = _header_value(",".join(value) if isinstance(value, list) else str(value))
+                    ctx.upstream_headers[header] = _header_value(
+                        ",".join(value) if isinstance(value, list) else str(value)
+                    )
         return None
 
     def _api_key(self, ctx: RequestContext) -> dict[str, Any] | GatewayError:
@@ -162,12 +227,15 @@ class AuthPlugin(Plugin):
         presented = ctx.headers.get(self.client_header)
         if presented is None:
             if self.require_client:
-                return GatewayError(401, "CLIENT_KEY_REQUIRED", f"This route requires a client key in {self.client_header}.")
+                return GatewayError(
+                    401, "CLIENT_KEY_REQUIRED", f"This route requires a client key in {self.client_header}."
+                )
             # a platform key alone always yields the same identity: built once per key (a copy per request)
             identity = self._key_identities.get(entry.digest)
             if identity is None:
-                identity = self._key_identities[entry.digest] = _key_identity(entry, entry.name, entry.scopes, entry.roles,
-                                                                              entry.client_id)
+                identity = self._key_identities[entry.digest] = _key_identity(
+                    entry, entry.name, entry.scopes, entry.roles, entry.client_id
+                )
             return dict(identity)
         found = self.client_keys.lookup(presented)
         if found is not None and found.platform is not None and found.platform != entry.name:
@@ -187,28 +255,42 @@ class AuthPlugin(Plugin):
             return ambiguous
         scheme, _, token = ctx.headers["authorization"].partition(" ")
         if scheme.lower() != "bearer" or not token.strip():
-            return GatewayError(401, "INVALID_TOKEN", "The Authorization header must be `Bearer <token>`.",
-                                headers=self.challenge)
+            return GatewayError(
+                401, "INVALID_TOKEN", "The Authorization header must be `Bearer <token>`.", headers=self.challenge
+            )
         claims = await verifier.verify(token.strip())
         if isinstance(claims, GatewayError):
             return claims
         if self.client_header in ctx.headers:
             return self.lone_client_key
         if self.require_client:
-            return GatewayError(401, "CLIENT_KEY_REQUIRED",
-                                f"This route requires a platform API key and a client key in {self.client_header}.")
+            return GatewayError(
+                401,
+                "CLIENT_KEY_REQUIRED",
+                f"This route requires a platform API key and a client key in {self.client_header}.",
+            )
         fields = verifier.identity(claims)
-        return _identity("jwt", fields["user_id"], claims=claims, key_name=None, platform=None, client_id=None, **fields)
+        return _identity(
+            "jwt", fields["user_id"], claims=claims, key_name=None, platform=None, client_id=None, **fields
+        )
 
     def _authorize(self, identity: dict[str, Any]) -> GatewayError | None:
         if self.roles and not self.roles & set(identity["roles"]):
-            return GatewayError(403, "FORBIDDEN", f"This route requires one of the roles: {', '.join(sorted(self.roles))}.",
-                                details={"required_roles": sorted(self.roles)})
+            return GatewayError(
+                403,
+                "FORBIDDEN",
+                f"This route requires one of the roles: {', '.join(sorted(self.roles))}.",
+                details={"required_roles": sorted(self.roles)},
+            )
         held = set(identity["scopes"])
         missing = sorted(self.scopes - held) if "*" not in held else []
         if missing:
-            return GatewayError(403, "FORBIDDEN", f"This route requires the scope(s): {', '.join(sorted(self.scopes))}.",
-                                details={"required_scopes": sorted(self.scopes), "missing_scopes": missing})
+            return GatewayError(
+                403,
+                "FORBIDDEN",
+                f"This route requires the scope(s): {', '.join(sorted(self.scopes))}.",
+                details={"required_scopes": sorted(self.scopes), "missing_scopes": missing},
+            )
         return None
 
     # -- the generated API document (gateway_engine's Plugin.openapi_security hook) --------------
@@ -220,8 +302,12 @@ class AuthPlugin(Plugin):
             if method == "jwt":
                 if self.require_client:
                     continue  # a token never satisfies a route that needs a client key
-                schemes["bearerJwt"] = {"type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                                        "description": "A user's JWT in `Authorization: Bearer <token>`."}
+                schemes["bearerJwt"] = {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A user's JWT in `Authorization: Bearer <token>`.",
+                }
                 requirement.append({"bearerJwt": []})
                 continue
             key = _scheme_name("apiKey", self.key_header, "x-api-key")
@@ -229,8 +315,12 @@ class AuthPlugin(Plugin):
             alternative: dict[str, list[str]] = {key: []}
             if self.require_client:
                 client = _scheme_name("clientKey", self.client_header, "client-x-api-key")
-                schemes[client] = {"type": "apiKey", "in": "header", "name": self.client_header,
-                                   "description": "A tenant's per-client key, sent with the platform API key."}
+                schemes[client] = {
+                    "type": "apiKey",
+                    "in": "header",
+                    "name": self.client_header,
+                    "description": "A tenant's per-client key, sent with the platform API key.",
+                }
                 alternative[client] = []
             requirement.append(alternative)
         if self.optional and not (self.scopes or self.roles or self.require_client):
@@ -245,14 +335,30 @@ def _scheme_name(kind: str, header: str, default: str) -> str:
 
 def _identity(method: str, consumer: str | None, **fields: Any) -> dict[str, Any]:
     roles = fields["roles"]
-    return {"method": method, "consumer": consumer, "sub": fields["user_id"], "role": roles[0] if roles else None,
-            "claims": None, **fields}
+    return {
+        "method": method,
+        "consumer": consumer,
+        "sub": fields["user_id"],
+        "role": roles[0] if roles else None,
+        "claims": None,
+        **fields,
+    }
 
 
-def _key_identity(entry: KeyEntry, consumer: str, scopes: frozenset[str] | None, roles: tuple[str, ...] | None,
-                  client_id: str | None) -> dict[str, Any]:
-    return _identity("api_key", consumer, user_id=None, email=None, roles=list(roles or ()), scopes=sorted(scopes or ()),
-                     key_name=entry.name, platform=entry.platform, client_id=client_id)
+def _key_identity(
+    entry: KeyEntry, consumer: str, scopes: frozenset[str] | None, roles: tuple[str, ...] | None, client_id: str | None
+) -> dict[str, Any]:
+    return _identity(
+        "api_key",
+        consumer,
+        user_id=None,
+        email=None,
+        roles=list(roles or ()),
+        scopes=sorted(scopes or ()),
+        key_name=entry.name,
+        platform=entry.platform,
+        client_id=client_id,
+    )
 
 
 def _check_key(entry: KeyEntry | None, now: float, code: str, label: str) -> KeyEntry | GatewayError:

@@ -31,7 +31,11 @@ _FAMILIES = (
     ((ec.EllipticCurvePublicKey,), frozenset({"ES256", "ES384", "ES512"})),
     ((ed25519.Ed25519PublicKey, ed448.Ed448PublicKey), frozenset({"EdDSA"})),
 )
-_JWK_TYPES: dict[str, type[Algorithm]] = {"RSA": RSAAlgorithm, "EC": ECAlgorithm, "OKP": OKPAlgorithm}  # no "oct": HS keys never come from a JWKS
+_JWK_TYPES: dict[str, type[Algorithm]] = {
+    "RSA": RSAAlgorithm,
+    "EC": ECAlgorithm,
+    "OKP": OKPAlgorithm,
+}  # no "oct": HS keys never come from a JWKS
 
 
 def invalid(message: str) -> GatewayError:
@@ -53,8 +57,10 @@ class JwtVerifier:
         self.issuer = spec.get("issuer")
         self.leeway = spec.get("leeway", 30)
         self.require = list(spec.get("required_claims", ["exp"]))
-        self.claims = {name: spec.get(f"{name}_claim", default) for name, default in
-                       (("roles", "role"), ("scopes", "scope"), ("user_id", "sub"), ("email", "email"))}
+        self.claims = {
+            name: spec.get(f"{name}_claim", default)
+            for name, default in (("roles", "role"), ("scopes", "scope"), ("user_id", "sub"), ("email", "email"))
+        }
         sources = [k for k in ("public_key", "public_key_file", "jwks_url") if spec.get(k)]
         if len(sources) > 1:
             raise ValueError(f"auth.jwt: set one of public_key, public_key_file, jwks_url (found {', '.join(sources)})")
@@ -66,8 +72,12 @@ class JwtVerifier:
             if not algorithms_for(self.public_key) & self.allow:
                 raise ValueError("auth.jwt: the public key's type matches none of the allowed algorithms")
         elif spec.get("jwks_url"):
-            self.jwks = Jwks(spec["jwks_url"], ttl=spec.get("jwks_cache_ttl", 3600),
-                             min_interval=spec.get("jwks_min_refresh", 60), timeout=spec.get("jwks_timeout", 5))
+            self.jwks = Jwks(
+                spec["jwks_url"],
+                ttl=spec.get("jwks_cache_ttl", 3600),
+                min_interval=spec.get("jwks_min_refresh", 60),
+                timeout=spec.get("jwks_timeout", 5),
+            )
         if self.secret is not None and len(self.secret) < 32 and self.allow & HMAC_ALGS:
             log.warning("auth.jwt.secret is shorter than 32 bytes; use a longer random secret for HS256")
 
@@ -89,16 +99,30 @@ class JwtVerifier:
             key, jwk_alg = found
             algorithms = algorithms_for(key) & self.allow & ({jwk_alg} if jwk_alg else self.allow)
         if key is None:
-            return GatewayError(503, "AUTH_NOT_CONFIGURED", "JWT verification is not configured for this algorithm "
-                                "(its key in auth.jwt is unset).")
+            return GatewayError(
+                503,
+                "AUTH_NOT_CONFIGURED",
+                "JWT verification is not configured for this algorithm (its key in auth.jwt is unset).",
+            )
         if alg not in algorithms:
             return invalid("The token's signing algorithm does not match its key.")
         try:
-            return jwt.decode(token, key, algorithms=sorted(algorithms), audience=self.audience, issuer=self.issuer,
-                              leeway=self.leeway, options={"require": self.require})
+            return jwt.decode(
+                token,
+                key,
+                algorithms=sorted(algorithms),
+                audience=self.audience,
+                issuer=self.issuer,
+                leeway=self.leeway,
+                options={"require": self.require},
+            )
         except jwt.ExpiredSignatureError:
-            return GatewayError(401, "TOKEN_EXPIRED", "The token has expired.",
-                                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'})
+            return GatewayError(
+                401,
+                "TOKEN_EXPIRED",
+                "The token has expired.",
+                headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+            )
         except jwt.ImmatureSignatureError:
             return invalid("The token is not valid yet (nbf/iat is in the future).")
         except jwt.InvalidAudienceError:
@@ -129,8 +153,12 @@ class JwtVerifier:
         scopes = claim(claims, self.claims["scopes"])
         user_id = claim(claims, self.claims["user_id"])
         email = claim(claims, self.claims["email"])
-        return {"user_id": None if user_id is None else str(user_id), "email": None if email is None else str(email),
-                "roles": roles, "scopes": scopes.split() if isinstance(scopes, str) else _as_list(scopes)}
+        return {
+            "user_id": None if user_id is None else str(user_id),
+            "email": None if email is None else str(email),
+            "roles": roles,
+            "scopes": scopes.split() if isinstance(scopes, str) else _as_list(scopes),
+        }
 
 
 class JwksUnavailable(Exception):

@@ -16,11 +16,11 @@ class KeyEntry:
 
     name: str
     digest: bytes
-    scopes: frozenset[str] | None   # None: not declared (a client key then inherits its platform's)
+    scopes: frozenset[str] | None  # None: not declared (a client key then inherits its platform's)
     roles: tuple[str, ...] | None
-    expires: float | None           # POSIX timestamp
+    expires: float | None  # POSIX timestamp
     disabled: bool
-    platform: str | None            # api key: tenant id (default: its name); client key: the platform key it belongs to
+    platform: str | None  # api key: tenant id (default: its name); client key: the platform key it belongs to
     client_id: str | None
 
     def expired(self, now: float) -> bool:
@@ -43,8 +43,13 @@ class KeyTable:
             if entry.name in names:
                 raise ValueError(f"auth.{section}: the name {entry.name!r} is used twice")
             if entry.digest in self.by_digest:  # two env vars holding one key (aliases): the first entry wins
-                log.warning("auth.%s: %r has the same key as %r; %r is ignored", section, entry.name,
-                            self.by_digest[entry.digest].name, entry.name)
+                log.warning(
+                    "auth.%s: %r has the same key as %r; %r is ignored",
+                    section,
+                    entry.name,
+                    self.by_digest[entry.digest].name,
+                    entry.name,
+                )
                 continue
             names.add(entry.name)
             self.by_digest[entry.digest] = entry
@@ -72,8 +77,10 @@ def _entry(section: str, raw: dict[str, Any], *, client: bool) -> KeyEntry | Non
         return None
     if key is not None:
         if not key or key != key.strip():
-            raise ValueError(f"{where}: the key is empty or has leading/trailing whitespace (check its env var); "
-                             "no HTTP client can present it")
+            raise ValueError(
+                f"{where}: the key is empty or has leading/trailing whitespace (check its env var); "
+                "no HTTP client can present it"
+            )
         try:
             digest = hashlib.sha256(key.encode("latin-1")).digest()
         except UnicodeEncodeError:
@@ -89,7 +96,8 @@ def _entry(section: str, raw: dict[str, Any], *, client: bool) -> KeyEntry | Non
     scopes = raw.get("scopes")
     roles = raw.get("roles")
     return KeyEntry(
-        name=name, digest=digest,
+        name=name,
+        digest=digest,
         scopes=frozenset(scopes) if scopes is not None else (None if client else frozenset()),
         roles=tuple(roles) if roles is not None else (None if client else ()),
         expires=parse_expires(raw["expires"], where) if raw.get("expires") is not None else None,
@@ -104,7 +112,9 @@ def parse_expires(value: str, where: str) -> float:
     try:
         moment = datetime.fromisoformat(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{where}: expires must be an ISO date or datetime, e.g. 2030-01-31 or 2030-01-31T12:00:00Z") from None
+        raise ValueError(
+            f"{where}: expires must be an ISO date or datetime, e.g. 2030-01-31 or 2030-01-31T12:00:00Z"
+        ) from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

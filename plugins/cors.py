@@ -44,23 +44,51 @@ class CorsPlugin(Plugin):
     priority = 2000
     runs_unrouted = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "allow_origins": {"type": "array", "items": {"type": "string"}, "default": [],
-                              "description": "Origins allowed exactly (`https://app.example.com`), or `*` for any. "
-                                             "An item holding a JSON array of origins is expanded."},
-            "allow_origin_regex": {"type": "array", "items": {"type": "string"}, "default": [],
-                                   "description": "Regular expressions an origin may fully match instead (`https://.*\\.example\\.com`)."},
-            "allow_methods": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_METHODS,
-                              "description": "Methods a preflight may ask for; `*` allows any."},
-            "allow_headers": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_HEADERS,
-                              "description": "Request headers a preflight may ask for (CORS-safelisted ones are always allowed); `*` allows any."},
-            "expose_headers": {"type": "array", "items": {"type": "string"}, "default": DEFAULT_EXPOSE,
-                               "description": "Response headers the browser lets scripts read."},
-            "allow_credentials": {"type": "boolean", "default": False,
-                                  "description": "Let browsers send cookies / Authorization and read the answer (needs explicit origins)."},
-            "max_age": {"type": "integer", "minimum": 0, "default": 600,
-                        "description": "Seconds a browser may cache a preflight answer."},
+            "allow_origins": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": [],
+                "description": "Origins allowed exactly (`https://app.example.com`), or `*` for any. "
+                "An item holding a JSON array of origins is expanded.",
+            },
+            "allow_origin_regex": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": [],
+                "description": "Regular expressions an origin may fully match instead (`https://.*\\.example\\.com`).",
+            },
+            "allow_methods": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": DEFAULT_METHODS,
+                "description": "Methods a preflight may ask for; `*` allows any.",
+            },
+            "allow_headers": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": DEFAULT_HEADERS,
+                "description": "Request headers a preflight may ask for (CORS-safelisted ones are always allowed); `*` allows any.",
+            },
+            "expose_headers": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": DEFAULT_EXPOSE,
+                "description": "Response headers the browser lets scripts read.",
+            },
+            "allow_credentials": {
+                "type": "boolean",
+                "default": False,
+                "description": "Let browsers send cookies / Authorization and read the answer (needs explicit origins).",
+            },
+            "max_age": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 600,
+                "description": "Seconds a browser may cache a preflight answer.",
+            },
         },
     }
 
@@ -101,8 +129,10 @@ class CorsPlugin(Plugin):
             if origin != "*" and not _ORIGIN.match(origin):
                 problems.append(f"allow_origins: {origin!r} is not an origin (scheme://host[:port], no path)")
         if "*" in origins and options.get("allow_credentials"):
-            problems.append("allow_origins '*' cannot be combined with allow_credentials: true "
-                            "(browsers refuse it); list the origins explicitly")
+            problems.append(
+                "allow_origins '*' cannot be combined with allow_credentials: true "
+                "(browsers refuse it); list the origins explicitly"
+            )
         for pattern in options.get("allow_origin_regex", []):
             try:
                 re.compile(pattern)
@@ -123,13 +153,24 @@ class CorsPlugin(Plugin):
         allow_origin = self._origin_headers(origin)
         method = ctx.headers["access-control-request-method"].strip()
         if not self.any_method and method not in self.methods:
-            return GatewayError(400, "CORS_METHOD_DENIED", f"Method {method!r} is not allowed for cross-origin requests.",
-                                headers=allow_origin)
-        requested = [h.strip().lower() for h in ctx.headers.get("access-control-request-headers", "").split(",") if h.strip()]
+            return GatewayError(
+                400,
+                "CORS_METHOD_DENIED",
+                f"Method {method!r} is not allowed for cross-origin requests.",
+                headers=allow_origin,
+            )
+        requested = [
+            h.strip().lower() for h in ctx.headers.get("access-control-request-headers", "").split(",") if h.strip()
+        ]
         denied = [h for h in requested if h not in self.allowed_headers]
         if denied and not self.any_header:
-            return GatewayError(400, "CORS_HEADERS_DENIED", "Some requested headers are not allowed for cross-origin requests.",
-                                details={"headers": denied}, headers=allow_origin)
+            return GatewayError(
+                400,
+                "CORS_HEADERS_DENIED",
+                "Some requested headers are not allowed for cross-origin requests.",
+                details={"headers": denied},
+                headers=allow_origin,
+            )
         headers = self.preflight_headers + list(allow_origin.items())
         if self.any_method:
             headers.append(("access-control-allow-methods", method))

@@ -23,12 +23,21 @@ class EnvelopePlugin(Plugin):
     priority = 10
     needs_response_body = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "max_body": {"type": "integer", "minimum": 1, "default": 16 * 1024 * 1024,
-                         "description": "Largest upstream JSON body wrapped, in bytes; larger answers are a 502 RESPONSE_TOO_LARGE."},
-            "error_details_max": {"type": "integer", "minimum": 0, "default": 4096,
-                                  "description": "How many bytes of an upstream error body go into error.details."},
+            "max_body": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 16 * 1024 * 1024,
+                "description": "Largest upstream JSON body wrapped, in bytes; larger answers are a 502 RESPONSE_TOO_LARGE.",
+            },
+            "error_details_max": {
+                "type": "integer",
+                "minimum": 0,
+                "default": 4096,
+                "description": "How many bytes of an upstream error body go into error.details.",
+            },
         },
     }
 
@@ -55,7 +64,9 @@ class EnvelopePlugin(Plugin):
             try:
                 orjson.loads(raw)
             except orjson.JSONDecodeError:
-                raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream declared JSON but sent invalid JSON.") from None
+                raise GatewayError(
+                    502, "UPSTREAM_INVALID_JSON", "The upstream declared JSON but sent invalid JSON."
+                ) from None
         reply.set_body(success_body(ctx, raw, extra))
         reply.set_headers(_JSON, remove=_REWRITTEN_SUCCESS)
 

@@ -49,12 +49,21 @@ class IpFilterPlugin(Plugin):
     priority = 3000
     runs_unrouted = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "allow": {"type": "array", "items": {"type": "string"}, "default": [],
-                      "description": "Addresses or CIDR blocks allowed; when empty, every address not denied is allowed."},
-            "deny": {"type": "array", "items": {"type": "string"}, "default": [],
-                     "description": "Addresses or CIDR blocks refused with 403 IP_FORBIDDEN; deny wins over allow."},
+            "allow": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": [],
+                "description": "Addresses or CIDR blocks allowed; when empty, every address not denied is allowed.",
+            },
+            "deny": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": [],
+                "description": "Addresses or CIDR blocks refused with 403 IP_FORBIDDEN; deny wins over allow.",
+            },
         },
     }
 

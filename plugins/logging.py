@@ -24,16 +24,29 @@ class LoggingPlugin(Plugin):
     priority = 90_000
     runs_unrouted = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
             "format": {"enum": ["json"], "default": "json", "description": "Line format (JSON lines)."},
             "file": {"type": "string", "default": "-", "description": "Path of the log file, or `-` for stdout."},
-            "flush_interval": {"type": "number", "exclusiveMinimum": 0, "default": 0.5,
-                               "description": "Seconds between flushes of buffered lines."},
-            "buffer_bytes": {"type": "integer", "minimum": 1, "default": 65536,
-                             "description": "Write the buffered lines as soon as they reach this many bytes (1: every line at once)."},
-            "fields": {"type": "array", "items": {"enum": ["client_ip", "consumer", "user_agent"]}, "default": ["client_ip", "consumer"],
-                       "description": "Optional fields added to each line."},
+            "flush_interval": {
+                "type": "number",
+                "exclusiveMinimum": 0,
+                "default": 0.5,
+                "description": "Seconds between flushes of buffered lines.",
+            },
+            "buffer_bytes": {
+                "type": "integer",
+                "minimum": 1,
+                "default": 65536,
+                "description": "Write the buffered lines as soon as they reach this many bytes (1: every line at once).",
+            },
+            "fields": {
+                "type": "array",
+                "items": {"enum": ["client_ip", "consumer", "user_agent"]},
+                "default": ["client_ip", "consumer"],
+                "description": "Optional fields added to each line.",
+            },
         },
     }
 
@@ -76,8 +89,12 @@ class LoggingPlugin(Plugin):
         route = ctx.route
         line = {
             "time": timestamp(),
-            "request_id": ctx.request_id, "method": ctx.method, "path": ctx.path,
-            "route": route.name if route else None, "backend": ctx.backend, "status": reply.status,
+            "request_id": ctx.request_id,
+            "method": ctx.method,
+            "path": ctx.path,
+            "route": route.name if route else None,
+            "backend": ctx.backend,
+            "status": reply.status,
             "latency_ms": round((now - ctx.started) * 1000, 3),
             "upstream_latency_ms": round(ctx.upstream_latency * 1000, 3) if ctx.upstream_latency is not None else None,
         }

@@ -37,7 +37,9 @@ def parse_limits(value: str | list[str]) -> list[RateLimitItem]:
         try:
             items += parse_many(text)
         except ValueError:
-            raise ValueError(f"{text!r} is not a rate limit; write e.g. 100/minute, 5/15 minutes or 10/second;1000/hour") from None
+            raise ValueError(
+                f"{text!r} is not a rate limit; write e.g. 100/minute, 5/15 minutes or 10/second;1000/hour"
+            ) from None
     for item in items:
         if item.amount < 1:
             raise ValueError(f"rate limit {item} allows no request at all; use at least 1")
@@ -49,7 +51,9 @@ def compile_key(key: str) -> jinja2.Template | None:
     if key in KEYWORDS:
         return None
     if "{{" not in key:
-        raise ValueError(f"key {key!r} must be one of {', '.join(KEYWORDS)} or a template such as '{{{{ identity.platform }}}}:{{{{ ip }}}}'")
+        raise ValueError(
+            f"key {key!r} must be one of {', '.join(KEYWORDS)} or a template such as '{{{{ identity.platform }}}}:{{{{ ip }}}}'"
+        )
     try:
         return _TEMPLATES.from_string(key)
     except jinja2.TemplateSyntaxError as exc:
@@ -121,8 +125,12 @@ class Counters:
             return storage_from_string("async+memory://", wrap_exceptions=True)
         self._pool = redis.asyncio.ConnectionPool.from_url(self.url, socket_connect_timeout=2, socket_timeout=2)
         # limits types **options as float | str | bool, but its Redis storage takes a redis-py connection_pool
-        return storage_from_string("async+" + self.url, wrap_exceptions=True, implementation="redispy",
-                                   connection_pool=self._pool)  # type: ignore[arg-type]
+        return storage_from_string(
+            "async+" + self.url,
+            wrap_exceptions=True,
+            implementation="redispy",
+            connection_pool=self._pool,  # type: ignore[arg-type]
+        )
 
     async def close(self) -> None:
         if self.local is not None:
@@ -168,23 +176,49 @@ class RateLimitPlugin(Plugin):
     name = "rate_limit"
     priority = 900
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "limit": {"type": ["string", "array"], "items": {"type": "string"}, "minItems": 1, "default": "100/minute",
-                      "description": "One limit (`100/minute`, `5/15 minutes`) or a list; every limit applies."},
-            "key": {"type": "string", "minLength": 1, "default": "consumer",
-                    "description": "Whom a counter belongs to: `consumer` (authenticated consumer, else the IP), `ip`, "
-                                   "`client` (identity client_id, else the IP), `route` (everyone together), or a "
-                                   "Jinja2 template over ip, consumer, identity, route, backend, params, query, headers."},
-            "strategy": {"type": "string", "enum": list(STRATEGIES), "default": "fixed-window",
-                         "description": "`fixed-window` (cheap; bursts possible at window edges) or `moving-window` (exact)."},
-            "count": {"type": "string", "enum": ["all", "failures"], "default": "all",
-                      "description": "`all` requests, or only `failures` (answers with status >= 400, e.g. failed logins)."},
-            "on_storage_error": {"type": "string", "enum": ["open", "closed"], "default": "open",
-                                 "description": "When the storage is unreachable: `open` lets requests through (logs a warning), "
-                                                "`closed` answers 503 RATE_LIMIT_UNAVAILABLE."},
-            "scope": {"type": "string", "enum": ["route", "backend", "global"], "default": "route",
-                      "description": "Counters per `route`, shared by a whole `backend`, or `global` across routes."},
+            "limit": {
+                "type": ["string", "array"],
+                "items": {"type": "string"},
+                "minItems": 1,
+                "default": "100/minute",
+                "description": "One limit (`100/minute`, `5/15 minutes`) or a list; every limit applies.",
+            },
+            "key": {
+                "type": "string",
+                "minLength": 1,
+                "default": "consumer",
+                "description": "Whom a counter belongs to: `consumer` (authenticated consumer, else the IP), `ip`, "
+                "`client` (identity client_id, else the IP), `route` (everyone together), or a "
+                "Jinja2 template over ip, consumer, identity, route, backend, params, query, headers.",
+            },
+            "strategy": {
+                "type": "string",
+                "enum": list(STRATEGIES),
+                "default": "fixed-window",
+                "description": "`fixed-window` (cheap; bursts possible at window edges) or `moving-window` (exact).",
+            },
+            "count": {
+                "type": "string",
+                "enum": ["all", "failures"],
+                "default": "all",
+                "description": "`all` requests, or only `failures` (answers with status >= 400, e.g. failed logins).",
+            },
+            "on_storage_error": {
+                "type": "string",
+                "enum": ["open", "closed"],
+                "default": "open",
+                "description": "When the storage is unreachable: `open` lets requests through (logs a warning), "
+                "`closed` answers 503 RATE_LIMIT_UNAVAILABLE.",
+            },
+            "scope": {
+                "type": "string",
+                "enum": ["route", "backend", "global"],
+                "default": "route",
+                "description": "Counters per `route`, shared by a whole `backend`, or `global` across routes.",
+            },
         },
     }
 
@@ -193,8 +227,9 @@ class RateLimitPlugin(Plugin):
         self.limits = parse_limits(options["limit"])
         self.key = options["key"]
         self.template = compile_key(self.key)
-        self.template_names = (jinja2.meta.find_undeclared_variables(_TEMPLATES.parse(self.key))
-                               if self.template is not None else set())
+        self.template_names = (
+            jinja2.meta.find_undeclared_variables(_TEMPLATES.parse(self.key)) if self.template is not None else set()
+        )
         self.strategy = options["strategy"]
         self.failures_only = options["count"] == "failures"
         self.fail_open = options["on_storage_error"] == "open"
@@ -236,8 +271,14 @@ class RateLimitPlugin(Plugin):
         return self.prefix, namespace, who or "ip:" + ctx.client_ip
 
     def _render(self, template: jinja2.Template, ctx: RequestContext, route: str) -> str:
-        values = {"ip": ctx.client_ip, "consumer": ctx.consumer, "identity": ctx.identity or {}, "route": route,
-                  "backend": ctx.backend, "params": ctx.params}
+        values = {
+            "ip": ctx.client_ip,
+            "consumer": ctx.consumer,
+            "identity": ctx.identity or {},
+            "route": route,
+            "backend": ctx.backend,
+            "params": ctx.params,
+        }
         if "query" in self.template_names:
             values["query"] = ctx.query
         if "headers" in self.template_names:  # never the credential headers the proxy strips
@@ -245,7 +286,9 @@ class RateLimitPlugin(Plugin):
             values["headers"] = {k: v for k, v in ctx.headers.items() if k not in strip}
         try:
             rendered = template.render(values)
-        except Exception as exc:  # a key template failing at runtime falls back to the IP rather than failing the request
+        except (
+            Exception
+        ) as exc:  # a key template failing at runtime falls back to the IP rather than failing the request
             log.warning("rate limit key template failed on %s: %s", route, type(exc).__name__)
             return ""
         return "key:" + rendered if rendered.strip() else ""
@@ -313,8 +356,13 @@ class RateLimitPlugin(Plugin):
             self.counters.warn(exc)
             return
         item, window = stats
-        reply.set_headers([("ratelimit-limit", str(item.amount)), ("ratelimit-remaining", str(max(0, window.remaining))),
-                           ("ratelimit-reset", str(_seconds_until(window.reset_time, minimum=0)))])
+        reply.set_headers(
+            [
+                ("ratelimit-limit", str(item.amount)),
+                ("ratelimit-remaining", str(max(0, window.remaining))),
+                ("ratelimit-reset", str(_seconds_until(window.reset_time, minimum=0))),
+            ]
+        )
 
     async def _tightest(self, limiter: RateLimiter, ids: tuple[str, str, str]) -> tuple[RateLimitItem, WindowStats]:
         """The limit closest to running out: the one the RateLimit-* headers describe."""
@@ -324,10 +372,16 @@ class RateLimitPlugin(Plugin):
     def _rejection(self, item: RateLimitItem, window: WindowStats) -> GatewayError:
         retry = _seconds_until(window.reset_time, minimum=1)
         return GatewayError(
-            429, "RATE_LIMITED", f"Too many requests: the limit is {item.amount} per {_period(item)}. Retry in {retry}s.",
+            429,
+            "RATE_LIMITED",
+            f"Too many requests: the limit is {item.amount} per {_period(item)}. Retry in {retry}s.",
             details={"limit": item.amount, "period": _period(item), "retry_after": retry},
-            headers={"Retry-After": str(retry), "RateLimit-Limit": str(item.amount), "RateLimit-Remaining": "0",
-                     "RateLimit-Reset": str(retry)},
+            headers={
+                "Retry-After": str(retry),
+                "RateLimit-Limit": str(item.amount),
+                "RateLimit-Remaining": "0",
+                "RateLimit-Reset": str(retry),
+            },
         )
 
     def _storage_failed(self, exc: StorageError) -> GatewayError | None:

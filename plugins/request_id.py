@@ -14,11 +14,19 @@ class RequestIdPlugin(Plugin):
     priority = 100_000
     runs_unrouted = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "header": {"type": "string", "default": "X-Request-Id", "description": "Header carrying the id, both ways."},
-            "trust_incoming": {"type": "boolean", "default": True,
-                               "description": "Reuse a client-sent id when it is 1-128 characters of [A-Za-z0-9._-]; otherwise always generate one."},
+            "header": {
+                "type": "string",
+                "default": "X-Request-Id",
+                "description": "Header carrying the id, both ways.",
+            },
+            "trust_incoming": {
+                "type": "boolean",
+                "default": True,
+                "description": "Reuse a client-sent id when it is 1-128 characters of [A-Za-z0-9._-]; otherwise always generate one.",
+            },
         },
     }
     _VALID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")

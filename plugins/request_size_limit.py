@@ -8,7 +8,7 @@ from typing import Any
 from gateway_engine import GatewayError, Plugin, RequestContext
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([KMG]i?B|B)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024 ** 2, "mib": 1024 ** 2, "gb": 1024 ** 3, "gib": 1024 ** 3}
+_UNITS = {"": 1, "b": 1, "kb": 1024, "kib": 1024, "mb": 1024**2, "mib": 1024**2, "gb": 1024**3, "gib": 1024**3}
 
 
 def parse_size(value: int | str) -> int:
@@ -26,8 +26,12 @@ def parse_size(value: int | str) -> int:
 
 
 def too_large(limit: int) -> GatewayError:
-    return GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body is larger than the {limit} bytes this route accepts.",
-                        details={"max_bytes": limit})
+    return GatewayError(
+        413,
+        "PAYLOAD_TOO_LARGE",
+        f"The request body is larger than the {limit} bytes this route accepts.",
+        details={"max_bytes": limit},
+    )
 
 
 class RequestSizeLimitPlugin(Plugin):
@@ -41,10 +45,15 @@ class RequestSizeLimitPlugin(Plugin):
     name = "request_size_limit"
     priority = 1500
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
-            "max_bytes": {"type": ["integer", "string"], "minimum": 1, "default": "10MB",
-                          "description": "Largest request body accepted: bytes, or a size with a unit (`512KB`, `1MB`, `1GB`; powers of 1024)."},
+            "max_bytes": {
+                "type": ["integer", "string"],
+                "minimum": 1,
+                "default": "10MB",
+                "description": "Largest request body accepted: bytes, or a size with a unit (`512KB`, `1MB`, `1GB`; powers of 1024).",
+            },
         },
     }
 

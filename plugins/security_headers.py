@@ -20,8 +20,7 @@ _HEADER_VALUE = {"type": ["string", "boolean", "null"]}
 
 
 def _header_option(header: str, default: str) -> dict[str, Any]:
-    return {**_HEADER_VALUE, "default": default,
-            "description": f"Value of `{header}`; `false` leaves it unset."}
+    return {**_HEADER_VALUE, "default": default, "description": f"Value of `{header}`; `false` leaves it unset."}
 
 
 class SecurityHeadersPlugin(Plugin):
@@ -35,27 +34,54 @@ class SecurityHeadersPlugin(Plugin):
     priority = 95_000
     runs_unrouted = True
     options_schema = {
-        "type": "object", "additionalProperties": False,
+        "type": "object",
+        "additionalProperties": False,
         "properties": {
             **{opt: _header_option(header, value) for opt, (header, value) in DEFAULTS.items()},
             "content_security_policy": _header_option("content-security-policy", CSP_DEFAULT),
             "content_security_policy_on": {
-                "enum": ["json", "all"], "type": "string", "default": "json",
+                "enum": ["json", "all"],
+                "type": "string",
+                "default": "json",
                 "description": "Which replies get the CSP: `json` (API answers; pages served through the gateway keep "
-                               "their own policy) or `all`."},
+                "their own policy) or `all`.",
+            },
             "hsts": {
-                "type": ["object", "null"], "default": None, "additionalProperties": False,
+                "type": ["object", "null"],
+                "default": None,
+                "additionalProperties": False,
                 "description": "`Strict-Transport-Security`, sent only when set (serve over HTTPS first).",
                 "properties": {
-                    "max_age": {"type": "integer", "minimum": 0, "default": 31536000, "description": "Seconds browsers remember to use HTTPS."},
-                    "include_subdomains": {"type": "boolean", "default": True, "description": "Apply to every subdomain too."},
-                    "preload": {"type": "boolean", "default": False, "description": "Ask to be in browsers' HSTS preload lists."},
+                    "max_age": {
+                        "type": "integer",
+                        "minimum": 0,
+                        "default": 31536000,
+                        "description": "Seconds browsers remember to use HTTPS.",
+                    },
+                    "include_subdomains": {
+                        "type": "boolean",
+                        "default": True,
+                        "description": "Apply to every subdomain too.",
+                    },
+                    "preload": {
+                        "type": "boolean",
+                        "default": False,
+                        "description": "Ask to be in browsers' HSTS preload lists.",
+                    },
                 },
             },
-            "headers": {"type": "object", "additionalProperties": {"type": "string"}, "default": {},
-                        "description": "Extra headers set on every reply (`{Permissions-Policy: \"camera=()\"}`)."},
-            "remove": {"type": "array", "items": {"type": "string"}, "default": ["server", "x-powered-by"],
-                       "description": "Headers removed from every reply (they reveal the upstream's software)."},
+            "headers": {
+                "type": "object",
+                "additionalProperties": {"type": "string"},
+                "default": {},
+                "description": 'Extra headers set on every reply (`{Permissions-Policy: "camera=()"}`).',
+            },
+            "remove": {
+                "type": "array",
+                "items": {"type": "string"},
+                "default": ["server", "x-powered-by"],
+                "description": "Headers removed from every reply (they reveal the upstream's software).",
+            },
         },
     }
 
@@ -77,8 +103,11 @@ class SecurityHeadersPlugin(Plugin):
 
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
-        return [f"{opt}: use a header value, or false to leave it unset (true means nothing here)"
-                for opt in [*DEFAULTS, "content_security_policy"] if options.get(opt) is True]
+        return [
+            f"{opt}: use a header value, or false to leave it unset (true means nothing here)"
+            for opt in [*DEFAULTS, "content_security_policy"]
+            if options.get(opt) is True
+        ]
 
     async def on_response(self, ctx: RequestContext, reply: Reply) -> None:
         headers = [(k, v) for k, v in reply.headers if k not in self.drop]

@@ -64,8 +64,14 @@ class H11Upstream:
                     record = (number, request.method.decode(), request.target.decode("latin-1"), headers, body)
                     self.requests.append(record)
                     status, payload = self.answer(record)
-                    sock.sendall(http.send(h11.Response(status_code=status, headers=[
-                        ("content-type", "application/json"), ("content-length", str(len(payload)))])))
+                    sock.sendall(
+                        http.send(
+                            h11.Response(
+                                status_code=status,
+                                headers=[("content-type", "application/json"), ("content-length", str(len(payload)))],
+                            )
+                        )
+                    )
                     sock.sendall(http.send(h11.Data(data=payload)) + http.send(h11.EndOfMessage()))
                     if http.our_state is not h11.DONE or http.their_state is not h11.DONE:
                         return

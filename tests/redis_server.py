@@ -23,8 +23,26 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
     if not Path(binary).exists():
         pytest.skip("redis-server is not installed (CI installs it: apt-get install redis-server)")
     port, pidfile = free_port(), tmp_path / "redis.pid"
-    subprocess.run([binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
-                    "--daemonize", "yes", "--pidfile", str(pidfile), "--dir", str(tmp_path)], check=True)
+    subprocess.run(
+        [
+            binary,
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "yes",
+            "--pidfile",
+            str(pidfile),
+            "--dir",
+            str(tmp_path),
+        ],
+        check=True,
+    )
     try:
         deadline = time.monotonic() + 10
         while not _ready(port):

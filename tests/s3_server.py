@@ -31,8 +31,12 @@ def s3_server() -> Iterator[dict[str, str]]:
 
     port = free_port()
     env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "3"}
-    proc = subprocess.Popen([moto_server_binary(), "-H", "127.0.0.1", "-p", str(port)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [moto_server_binary(), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
@@ -44,15 +48,26 @@ def s3_server() -> Iterator[dict[str, str]]:
                 if time.monotonic() > deadline or proc.poll() is not None:
                     raise RuntimeError("moto_server did not start") from None
                 time.sleep(0.1)
-        iam = boto3.client("iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup",
-                           aws_secret_access_key="setup")
+        iam = boto3.client(
+            "iam", endpoint_url=url, region_name="us-east-1", aws_access_key_id="setup", aws_secret_access_key="setup"
+        )
         iam.create_user(UserName="gateway")
         iam.put_user_policy(UserName="gateway", PolicyName="s3", PolicyDocument=json.dumps(POLICY))
         key = iam.create_access_key(UserName="gateway")["AccessKey"]
-        s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1", aws_access_key_id=key["AccessKeyId"],
-                          aws_secret_access_key=key["SecretAccessKey"])
+        s3 = boto3.client(
+            "s3",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id=key["AccessKeyId"],
+            aws_secret_access_key=key["SecretAccessKey"],
+        )
         s3.create_bucket(Bucket="media")
-        yield {"url": url, "access_key": key["AccessKeyId"], "secret_key": key["SecretAccessKey"], "region": "us-east-1"}
+        yield {
+            "url": url,
+            "access_key": key["AccessKeyId"],
+            "secret_key": key["SecretAccessKey"],
+            "region": "us-east-1",
+        }
     finally:
         proc.terminate()
         proc.wait(10)

@@ -23,9 +23,19 @@ def free_port() -> int:
 def serve(app: Any, *, port: int | None = None, lifespan: str = "on", timeout: float = 10.0) -> Iterator[str]:
     """Run ``app`` under uvicorn (uvloop + httptools, as in production); yield its base URL."""
     port = port or free_port()
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, loop="uvloop", http="httptools", lifespan=lifespan,
-                            log_level="warning", access_log=False, timeout_graceful_shutdown=2,
-                            proxy_headers=False, server_header=False)  # as `gateway-engine serve` runs it
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan=lifespan,
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=2,
+        proxy_headers=False,
+        server_header=False,
+    )  # as `gateway-engine serve` runs it
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()

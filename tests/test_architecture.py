@@ -66,8 +66,11 @@ def test_architecture_has_no_import_cycle():
 
 
 def test_architecture_modules_stay_short():
-    long = {str(p.relative_to(ROOT)): n for p in (ROOT / "gateway_engine").rglob("*.py")
-            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    long = {
+        str(p.relative_to(ROOT)): n
+        for p in (ROOT / "gateway_engine").rglob("*.py")
+        if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES
+    }
     assert long == {}
 
 
@@ -95,9 +98,14 @@ def _without(name: str, monkeypatch) -> None:
 
 
 def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path, monkeypatch, upstream, recorder):
-    root = write_config(tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {
-        "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
-                "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"})
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n",
+        {
+            "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
+            "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"
+        },
+    )
     hooks = root / "webhooks.d"
     hooks.mkdir()
     # a webhooks.d file that would fail to load (its secret is unset and it names an unknown route):
@@ -113,16 +121,21 @@ def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path,
         answer = httpx.get(url + "/api/echo/one")
         assert answer.status_code == 200 and answer.json()["success"] is True
         assert recorder.requests[-1]["path"] == "/one"
-        assert httpx.get(url + "/api/health").status_code == 200          # the endpoints feature still serves
+        assert httpx.get(url + "/api/health").status_code == 200  # the endpoints feature still serves
         assert httpx.post(url + "/api/webhooks/stripe", content=b"{}").status_code == 404
         spec = httpx.get(url + "/api/openapi.json").json()
         assert not any(p.startswith("/api/webhooks") for p in spec["paths"])
 
 
 def test_architecture_every_feature_off_still_serves_routes(tmp_path, monkeypatch, upstream):
-    root = write_config(tmp_path / "cfg", "version: 1\nplugins: [envelope]\n", {
-        "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
-                "routes:\n  - {name: one, method: GET, path: /one}\n"})
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\nplugins: [envelope]\n",
+        {
+            "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
+            "routes:\n  - {name: one, method: GET, path: /one}\n"
+        },
+    )
     with serve(create_app(str(root), {})) as url:
         pass  # a sanity start with every feature
     config = load_config(root, {}, features=())
@@ -154,8 +167,12 @@ class _EchoTransport:
     async def send(self, method, url, headers, body):
         if url.endswith("/fail"):
             raise GatewayError(502, "ECHO_FAILED", "The echo transport was told to fail.")
-        return Reply(200, [("content-type", "application/json")], orjson.dumps({"method": method, "url": url}),
-                     from_upstream=True)
+        return Reply(
+            200,
+            [("content-type", "application/json")],
+            orjson.dumps({"method": method, "url": url}),
+            from_upstream=True,
+        )
 
     async def aclose(self) -> None:
         pass
@@ -183,9 +200,15 @@ class _ThirdParty(Feature):
     def compile(self, given: FeatureInput) -> Contribution:
         for route in given.core.routes:  # a validate check of the feature's own
             if route.name == "ping":
-                given.errors.append(ConfigError("the route name 'ping' is taken by the third-party feature",
-                                                file=route.source_file, line=route.source_line, col=3,
-                                                path=f"routes[{route.name}]"))
+                given.errors.append(
+                    ConfigError(
+                        "the route name 'ping' is taken by the third-party feature",
+                        file=route.source_file,
+                        line=route.source_line,
+                        col=3,
+                        path=f"routes[{route.name}]",
+                    )
+                )
 
         async def started() -> None:
             self.started.append("up")
@@ -193,11 +216,24 @@ class _ThirdParty(Feature):
         async def stopped() -> None:
             self.started.append("down")
 
-        return Contribution(endpoints={given.core.base_path + "/ping": _Ping()},
-                            openapi_paths={given.core.base_path + "/ping": {"get": {"responses": {"200": {"description": "pong"}}}}},
-                            listing=[{"methods": ["GET"], "path": given.core.base_path + "/ping", "backend": "third-party",
-                                      "name": "ping", "upstream": "-", "configured": True, "plugins": []}],
-                            startup=[started], shutdown=[stopped], state=["ping"])
+        return Contribution(
+            endpoints={given.core.base_path + "/ping": _Ping()},
+            openapi_paths={given.core.base_path + "/ping": {"get": {"responses": {"200": {"description": "pong"}}}}},
+            listing=[
+                {
+                    "methods": ["GET"],
+                    "path": given.core.base_path + "/ping",
+                    "backend": "third-party",
+                    "name": "ping",
+                    "upstream": "-",
+                    "configured": True,
+                    "plugins": [],
+                }
+            ],
+            startup=[started],
+            shutdown=[stopped],
+            state=["ping"],
+        )
 
     def add_commands(self, commands) -> None:
         ping = commands.add_parser("ping", help="say pong")
@@ -205,10 +241,15 @@ class _ThirdParty(Feature):
 
 
 def test_architecture_a_third_party_feature_contributes_through_the_seam(tmp_path, monkeypatch):
-    root = write_config(tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, greeting, envelope]\n", {
-        "echo": "backend: echo\nprefix: /echo\nupstream: {url: 'echo://anything', transport: echo}\n"
-                "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"
-                "  - {name: bad, method: GET, path: /fail, upstream_path: /fail}\n"})
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\nbase_path: /api\nplugins: [request_id, greeting, envelope]\n",
+        {
+            "echo": "backend: echo\nprefix: /echo\nupstream: {url: 'echo://anything', transport: echo}\n"
+            "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"
+            "  - {name: bad, method: GET, path: /fail, upstream_path: /fail}\n"
+        },
+    )
     features = [*installed_features(), _ThirdParty()]
     monkeypatch.setattr(feature_seam, "installed_features", lambda: tuple(features))
     monkeypatch.setattr("gateway_engine.compiled.compiler.installed_features", lambda: tuple(features))
@@ -229,16 +270,26 @@ def test_architecture_a_third_party_feature_contributes_through_the_seam(tmp_pat
     assert run(["routes", "--config", str(root)], stdout=out) == 0 and "/api/ping" in out.getvalue()
     out = io.StringIO()
     assert run(["ping"], stdout=out) == 0 and out.getvalue() == "pong\n"
-    (root / "routes.d" / "echo.yaml").write_text((root / "routes.d" / "echo.yaml").read_text().replace("name: bad", "name: ping"))
+    (root / "routes.d" / "echo.yaml").write_text(
+        (root / "routes.d" / "echo.yaml").read_text().replace("name: bad", "name: ping")
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
-    assert "routes.d/echo.yaml:6:3: routes[ping]: the route name 'ping' is taken by the third-party feature" in out.getvalue()
+    assert (
+        "routes.d/echo.yaml:6:3: routes[ping]: the route name 'ping' is taken by the third-party feature"
+        in out.getvalue()
+    )
 
 
 def test_architecture_an_unknown_transport_is_a_located_error(tmp_path):
-    root = write_config(tmp_path / "cfg", "version: 1\n", {
-        "echo": "backend: echo\nprefix: /echo\nupstream: {url: 'echo://x', transport: carrier_pigeon}\n"
-                "routes:\n  - {name: one, method: GET, path: /one}\n"})
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\n",
+        {
+            "echo": "backend: echo\nprefix: /echo\nupstream: {url: 'echo://x', transport: carrier_pigeon}\n"
+            "routes:\n  - {name: one, method: GET, path: /one}\n"
+        },
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     text = out.getvalue()
@@ -246,16 +297,20 @@ def test_architecture_an_unknown_transport_is_a_located_error(tmp_path):
 
 
 def test_architecture_the_gateway_mounts_inside_a_starlette_app(tmp_path, upstream, recorder):
-    root = write_config(tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {
-        "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
-                "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"})
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n",
+        {
+            "echo": f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
+            "routes:\n  - {name: one, method: GET, path: /one, upstream_path: /one}\n"
+        },
+    )
     gateway = create_app(str(root), {})
 
     async def home(request):
         return PlainTextResponse("the host app")
 
-    host = Starlette(routes=[Route("/", home), Mount("/", app=gateway)],
-                     lifespan=gateway.lifespan)
+    host = Starlette(routes=[Route("/", home), Mount("/", app=gateway)], lifespan=gateway.lifespan)
     with serve(host) as url:
         assert httpx.get(url + "/").text == "the host app"
         answer = httpx.get(url + "/api/echo/one")

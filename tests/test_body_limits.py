@@ -110,6 +110,7 @@ def _assert_small_validation_error(r: httpx.Response) -> None:
 
 # -- D4: validation is bounded ---------------------------------------------------------------------------
 
+
 def test_validation_of_a_megabyte_of_wrong_items_answers_few_small_details(svc, recorder):
     body = b"[" + b"1," * 500_000 + b"1]"
     answers: dict[str, httpx.Response] = {}
@@ -166,6 +167,7 @@ def test_shipped_chat_schema_answers_a_hostile_body_small(tmp_path):
 
 
 # -- D6: nesting depth -----------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("path", ["/svc/strings", "/svc/tree", "/svc/form", "/svc/wrapped", "/svc/merged"])
 @pytest.mark.parametrize("depth", [65, 300, 1000, 1100])

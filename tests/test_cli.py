@@ -17,6 +17,7 @@ GOOD_GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"
 def cli(*argv: str, stdin: str = "") -> tuple[int, str]:
     out = io.StringIO()
     import sys
+
     old = sys.stdin
     sys.stdin = io.StringIO(stdin)
     try:
@@ -33,28 +34,42 @@ def test_cli_validate_shipped_config_passes():
 
 
 def test_cli_validate_reports_every_error_with_file_and_line(tmp_path):
-    root = write_config(tmp_path, GOOD_GATEWAY, {
-        "typo": "backend: typo\nprefix: /typo\nupstream: {url: 'http://x'}\nroutes:\n  - name: a\n    method: GET\n    path: /a\n    upstream_pth: /a\n",
-        "template": "backend: tpl\nprefix: /tpl\nupstream: {url: 'http://x'}\nroutes:\n  - name: a\n    method: GET\n    path: /a\n    response: {data: '{{ body.data | }}'}\n",
-        "dup1": "backend: one\nprefix: /one\nupstream: {url: 'http://x'}\nroutes:\n  - {name: a, method: GET, path: /a}\n  - {name: b, method: GET, path: /a}\n",
-        "yaml": "backend: broken\nprefix: /broken\nroutes: [\n",
-    })
+    root = write_config(
+        tmp_path,
+        GOOD_GATEWAY,
+        {
+            "typo": "backend: typo\nprefix: /typo\nupstream: {url: 'http://x'}\nroutes:\n  - name: a\n    method: GET\n    path: /a\n    upstream_pth: /a\n",
+            "template": "backend: tpl\nprefix: /tpl\nupstream: {url: 'http://x'}\nroutes:\n  - name: a\n    method: GET\n    path: /a\n    response: {data: '{{ body.data | }}'}\n",
+            "dup1": "backend: one\nprefix: /one\nupstream: {url: 'http://x'}\nroutes:\n  - {name: a, method: GET, path: /a}\n  - {name: b, method: GET, path: /a}\n",
+            "yaml": "backend: broken\nprefix: /broken\nroutes: [\n",
+        },
+    )
     code, out = cli("validate", "--config", str(root))
     assert code == 1
     lines = out.strip().splitlines()
-    assert any(l.startswith("routes.d/typo.yaml:8:5: routes[0].upstream_pth: unknown key 'upstream_pth'") for l in lines), out
-    assert any(l.startswith("routes.d/template.yaml:8:16: routes[0].response.data: template syntax error") for l in lines), out
-    assert any(l.startswith("routes.d/dup1.yaml:6:3: routes[b]: GET /api/one/a duplicates route one.a") for l in lines), out
+    assert any(
+        l.startswith("routes.d/typo.yaml:8:5: routes[0].upstream_pth: unknown key 'upstream_pth'") for l in lines
+    ), out
+    assert any(
+        l.startswith("routes.d/template.yaml:8:16: routes[0].response.data: template syntax error") for l in lines
+    ), out
+    assert any(
+        l.startswith("routes.d/dup1.yaml:6:3: routes[b]: GET /api/one/a duplicates route one.a") for l in lines
+    ), out
     assert any(l.startswith("routes.d/yaml.yaml:4:1: (root): invalid YAML") for l in lines), out
     assert lines[-1] == f"4 error(s) in {root}"
 
 
 def test_cli_validate_semantic_errors(tmp_path):
-    root = write_config(tmp_path, "version: 1\nplugins: [request_id, no_such_plugin]\n", {
-        "a": "backend: a\nprefix: /a\nupstream: {url: 'http://x'}\nroutes:\n  - {name: r, method: GET, path: /r}\n",
-        "c": "backend: c\nprefix: /c\nupstream: {url: 'http://x', timeout: 10 parsecs}\nroutes:\n  - {name: r, method: GET, path: /r}\n",
-        "b": "backend: b\nprefix: /a/sub\nupstream: {url: 'http://x'}\nroutes:\n  - {name: r, method: GET, path: '/r/{id}', upstream_path: '/r/{uid}'}\n  - {name: t, method: GET, path: /t, response: {data: '{{ secrets.x }}'}}\n",
-    })
+    root = write_config(
+        tmp_path,
+        "version: 1\nplugins: [request_id, no_such_plugin]\n",
+        {
+            "a": "backend: a\nprefix: /a\nupstream: {url: 'http://x'}\nroutes:\n  - {name: r, method: GET, path: /r}\n",
+            "c": "backend: c\nprefix: /c\nupstream: {url: 'http://x', timeout: 10 parsecs}\nroutes:\n  - {name: r, method: GET, path: /r}\n",
+            "b": "backend: b\nprefix: /a/sub\nupstream: {url: 'http://x'}\nroutes:\n  - {name: r, method: GET, path: '/r/{id}', upstream_path: '/r/{uid}'}\n  - {name: t, method: GET, path: /t, response: {data: '{{ secrets.x }}'}}\n",
+        },
+    )
     code, out = cli("validate", "--config", str(root), "--format", "json")
     assert code == 1
     errors = json.loads(out)["errors"]
@@ -76,7 +91,13 @@ def test_cli_validate_rejects_wrong_version_and_missing_gateway(tmp_path):
 
 
 def test_cli_validate_strict_fails_on_unset_env(tmp_path, monkeypatch):
-    root = write_config(tmp_path, GOOD_GATEWAY, {"a": "backend: a\nprefix: /a\nupstream: {url: '${A_URL_FOR_TEST}'}\nroutes:\n  - {name: r, method: GET, path: /r}\n"})
+    root = write_config(
+        tmp_path,
+        GOOD_GATEWAY,
+        {
+            "a": "backend: a\nprefix: /a\nupstream: {url: '${A_URL_FOR_TEST}'}\nroutes:\n  - {name: r, method: GET, path: /r}\n"
+        },
+    )
     monkeypatch.delenv("A_URL_FOR_TEST", raising=False)
     assert cli("validate", "--config", str(root))[0] == 0
     code, out = cli("validate", "--config", str(root), "--strict")
@@ -88,7 +109,13 @@ def test_cli_validate_strict_fails_on_unset_env(tmp_path, monkeypatch):
 def test_cli_routes_never_shows_secrets(tmp_path, monkeypatch):
     monkeypatch.setenv("R_URL", "http://user:pw-secret@127.0.0.1:9")
     monkeypatch.setenv("R_TOKEN", "token-secret")
-    root = write_config(tmp_path, GOOD_GATEWAY, {"r": "backend: r\nprefix: /r\nupstream: {url: '${R_URL}', auth: {style: bearer, token: '${R_TOKEN}'}}\nroutes:\n  - {name: get, method: GET, path: '/x/{id}', upstream_path: '/v1/x/{id}'}\n"})
+    root = write_config(
+        tmp_path,
+        GOOD_GATEWAY,
+        {
+            "r": "backend: r\nprefix: /r\nupstream: {url: '${R_URL}', auth: {style: bearer, token: '${R_TOKEN}'}}\nroutes:\n  - {name: get, method: GET, path: '/x/{id}', upstream_path: '/v1/x/{id}'}\n"
+        },
+    )
     code, out = cli("routes", "--config", str(root))
     assert code == 0
     assert "GET" in out and "/api/r/x/{id}" in out and "${R_URL}/v1/x/{id}" in out and "request_id,envelope" in out
@@ -97,5 +124,6 @@ def test_cli_routes_never_shows_secrets(tmp_path, monkeypatch):
 
 def test_cli_hash_key_strips_one_newline():
     import hashlib
+
     assert cli("hash-key", stdin="abc\n")[1].strip() == hashlib.sha256(b"abc").hexdigest()
     assert cli("hash-key", "--keep-newline", stdin="abc\n")[1].strip() == hashlib.sha256(b"abc\n").hexdigest()

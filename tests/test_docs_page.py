@@ -56,12 +56,15 @@ def test_docs_page_html(docs):
     assert "http://" not in html and "https://" not in html  # no CDN: gateways often run offline
 
 
-@pytest.mark.parametrize("name, content_type, source", [
-    ("swagger-ui-bundle.js", "application/javascript; charset=utf-8", swagger_ui_path),
-    ("swagger-ui.css", "text/css; charset=utf-8", swagger_ui_path),
-    ("favicon-32x32.png", "image/png", swagger_ui_path),
-    ("docs-init.js", "application/javascript; charset=utf-8", ROOT / "gateway_engine" / "endpoints" / "templates"),
-])
+@pytest.mark.parametrize(
+    "name, content_type, source",
+    [
+        ("swagger-ui-bundle.js", "application/javascript; charset=utf-8", swagger_ui_path),
+        ("swagger-ui.css", "text/css; charset=utf-8", swagger_ui_path),
+        ("favicon-32x32.png", "image/png", swagger_ui_path),
+        ("docs-init.js", "application/javascript; charset=utf-8", ROOT / "gateway_engine" / "endpoints" / "templates"),
+    ],
+)
 def test_docs_page_assets_served_from_packages(docs, name, content_type, source):
     r = httpx.get(f"{docs}/api/docs/{name}")
     assert r.status_code == 200 and r.headers["content-type"] == content_type
@@ -86,10 +89,25 @@ def test_docs_page_spec_is_openapi_30_of_the_same_document(docs):
 
 def chromium(*args: str) -> subprocess.CompletedProcess:
     with tempfile.TemporaryDirectory() as profile:
-        return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                               "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
-                               f"--user-data-dir={profile}", "--virtual-time-budget=5000", *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--no-first-run",
+                "--hide-scrollbars",
+                f"--user-data-dir={profile}",
+                "--virtual-time-budget=5000",
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs Debian's chromium (.ci/run installs it)")

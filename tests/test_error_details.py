@@ -27,12 +27,26 @@ ROUTE_SECRET = "route-key+from/env"
 QUERY_SECRET = "q/k+ey=v&1 2"
 USER, PASSWORD = "svc-user", "pa:ss/w+rd=1"
 TEMPLATE_ID, TEMPLATE_SECRET = "tmpl-key-id", "tmpl/secret+part"
-ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = "AKIAEXAMPLEKEY123", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "FwoGZXIvYXdzE/session+token=="
+ACCESS_KEY, SECRET_KEY, SESSION_TOKEN = (
+    "AKIAEXAMPLEKEY123",
+    "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+    "FwoGZXIvYXdzE/session+token==",
+)
 
-ENV = {"TOKEN": TOKEN, "HEADER_SECRET": HEADER_SECRET, "STATIC_SECRET": STATIC_SECRET, "ROUTE_SECRET": ROUTE_SECRET,
-       "QUERY_SECRET": QUERY_SECRET, "BASIC_USER": USER, "BASIC_PASSWORD": PASSWORD, "TEMPLATE_ID": TEMPLATE_ID,
-       "TEMPLATE_SECRET": TEMPLATE_SECRET, "ACCESS_KEY": ACCESS_KEY, "SECRET_KEY": SECRET_KEY,
-       "SESSION_TOKEN": SESSION_TOKEN}
+ENV = {
+    "TOKEN": TOKEN,
+    "HEADER_SECRET": HEADER_SECRET,
+    "STATIC_SECRET": STATIC_SECRET,
+    "ROUTE_SECRET": ROUTE_SECRET,
+    "QUERY_SECRET": QUERY_SECRET,
+    "BASIC_USER": USER,
+    "BASIC_PASSWORD": PASSWORD,
+    "TEMPLATE_ID": TEMPLATE_ID,
+    "TEMPLATE_SECRET": TEMPLATE_SECRET,
+    "ACCESS_KEY": ACCESS_KEY,
+    "SECRET_KEY": SECRET_KEY,
+    "SESSION_TOKEN": SESSION_TOKEN,
+}
 
 AUTH = {
     "bearer": '{style: bearer, token: "${TOKEN}"}',
@@ -40,8 +54,10 @@ AUTH = {
     "basic": '{style: basic, username: "${BASIC_USER}", password: "${BASIC_PASSWORD}"}',
     "query": '{style: query, param: api_key, value: "${QUERY_SECRET}"}',
     "template": '{style: template, header: Authorization, value: "Token {{ env.TEMPLATE_ID }}:{{ env.TEMPLATE_SECRET }}"}',
-    "aws_sigv4": ('{style: aws_sigv4, access_key: "${ACCESS_KEY}", secret_key: "${SECRET_KEY}", '
-                  'session_token: "${SESSION_TOKEN}", region: us-east-1, service: execute-api}'),
+    "aws_sigv4": (
+        '{style: aws_sigv4, access_key: "${ACCESS_KEY}", secret_key: "${SECRET_KEY}", '
+        'session_token: "${SESSION_TOKEN}", region: us-east-1, service: execute-api}'
+    ),
 }
 
 
@@ -52,7 +68,8 @@ def secret_forms(value: str) -> set[str]:
 SECRETS = {
     "bearer": secret_forms(TOKEN),
     "header": secret_forms(HEADER_SECRET),
-    "basic": secret_forms(PASSWORD) | secret_forms(f"{USER}:{PASSWORD}")
+    "basic": secret_forms(PASSWORD)
+    | secret_forms(f"{USER}:{PASSWORD}")
     | secret_forms(base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()),
     "query": secret_forms(QUERY_SECRET),
     "template": secret_forms(TEMPLATE_SECRET) | secret_forms(f"Token {TEMPLATE_ID}:{TEMPLATE_SECRET}"),
@@ -72,14 +89,22 @@ def echo_error_app() -> Starlette:
         if auth.startswith("Basic "):
             decoded = base64.b64decode(auth[6:]).decode()
             seen["basic"] = {"decoded": decoded, "url_encoded": quote(decoded, safe="")}
-        echo = {"x-echo-authorization": auth or headers.get("x-api-key", ""), "x-echo-url": url.encode().decode("latin-1")}
+        echo = {
+            "x-echo-authorization": auth or headers.get("x-api-key", ""),
+            "x-echo-url": url.encode().decode("latin-1"),
+        }
         if request.url.path.startswith("/json"):
-            return Response(json.dumps({"error": {"message": f"denied for {auth}", "seen": seen}}), status_code=500,
-                            media_type="application/json", headers=echo)
+            return Response(
+                json.dumps({"error": {"message": f"denied for {auth}", "seen": seen}}),
+                status_code=500,
+                media_type="application/json",
+                headers=echo,
+            )
         lines = [f"<p>{html.escape(k)}: {html.escape(str(v))}</p>" for k, v in seen.items()]
         lines += [f"<p>{k}: {v}</p>" for k, v in headers.items()]
-        return Response("<html><body>" + "".join(lines) + "</body></html>", status_code=500, media_type="text/html",
-                        headers=echo)
+        return Response(
+            "<html><body>" + "".join(lines) + "</body></html>", status_code=500, media_type="text/html", headers=echo
+        )
 
     return Starlette(routes=[Route("/{path:path}", page, methods=["GET", "POST"])])
 

@@ -40,16 +40,22 @@ def example(tmp_path, upstream):
     root = tmp_path / "microservices"
     shutil.copytree(EXAMPLE, root)
     with serve(auth_service(attempts)) as auth_url:
-        env = {"JWT_SECRET": SECRET, "AUTH_SERVICE_URL": auth_url,
-               **{f"{name.upper()}_SERVICE_URL": upstream for name in SERVICES}}
+        env = {
+            "JWT_SECRET": SECRET,
+            "AUTH_SERVICE_URL": auth_url,
+            **{f"{name.upper()}_SERVICE_URL": upstream for name in SERVICES},
+        }
         with serve(create_app(str(root), env)) as gw:
             yield gw, attempts
 
 
 def token(role: str = "user", sub: str = "u-42") -> str:
     now = int(time.time())
-    return jwt.encode({"sub": sub, "role": role, "email": f"{sub}@example.org", "iat": now, "exp": now + 300},
-                      SECRET, algorithm="HS256")
+    return jwt.encode(
+        {"sub": sub, "role": role, "email": f"{sub}@example.org", "iat": now, "exp": now + 300},
+        SECRET,
+        algorithm="HS256",
+    )
 
 
 def bearer(role: str = "user", sub: str = "u-42") -> dict[str, str]:
@@ -91,7 +97,9 @@ def test_example_microservices_login_is_public_and_counts_only_failures(example)
     with httpx.Client() as c:
         for _ in range(3):
             assert c.post(f"{gw}/api/auth/login", json={"user": "a", "password": "right"}).status_code == 200
-        statuses = [c.post(f"{gw}/api/auth/login", json={"user": "a", "password": "wrong"}).status_code for _ in range(5)]
+        statuses = [
+            c.post(f"{gw}/api/auth/login", json={"user": "a", "password": "wrong"}).status_code for _ in range(5)
+        ]
         sixth = c.post(f"{gw}/api/auth/login", json={"user": "a", "password": "wrong"})
     assert statuses == [401] * 5
     assert sixth.status_code == 429 and int(sixth.headers["retry-after"]) >= 1

@@ -29,7 +29,9 @@ routes:
 
 
 def explain(tmp_path, monkeypatch, *argv: str) -> tuple[int, dict]:
-    root = write_config(tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {"erp": ROUTES})
+    root = write_config(
+        tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {"erp": ROUTES}
+    )
     monkeypatch.setenv("ERP_URL", "http://erp.internal:8000")
     monkeypatch.setenv("ERP_KEY", "key-abcdef")
     monkeypatch.setenv("ERP_SECRET", "secret-123456")
@@ -43,7 +45,9 @@ def explain(tmp_path, monkeypatch, *argv: str) -> tuple[int, dict]:
 def test_explain_shows_upstream_request_and_mapped_response(tmp_path, monkeypatch):
     sample = tmp_path / "sample.json"
     sample.write_text('{"data": {"name": "INV-1", "grand_total": 10}}')
-    code, result = explain(tmp_path, monkeypatch, "GET", "/api/erp/invoices/INV%2F1", "--upstream-response", str(sample))
+    code, result = explain(
+        tmp_path, monkeypatch, "GET", "/api/erp/invoices/INV%2F1", "--upstream-response", str(sample)
+    )
     assert code == 0
     assert result["route"]["name"] == "erp.invoice" and result["route"]["file"] == "routes.d/erp.yaml:8"
     upstream = result["upstream_request"]

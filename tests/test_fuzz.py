@@ -20,7 +20,9 @@ from tests.servers import serve, write_config
 from tests.upstream_app import Recorder, echo_app
 
 SECRET = "s3cr3t-upstream-token-value"
-GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\nlimits: {request_body: 4096, header_bytes: 8192}\n"
+GATEWAY = (
+    "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\nlimits: {request_body: 4096, header_bytes: 8192}\n"
+)
 ROUTES = """
 backend: svc
 prefix: /svc
@@ -52,21 +54,72 @@ def stack(tmp_path_factory):
         yield gw, recorder
 
 
-hostile = st.sampled_from(["..", ".", "%2e%2e", "%2F", "%00", "%ff", "%", "%zz", "a%2Fb", "@evil", "?", "#x", "%0d%0a",
-                           "%C3%A9", "x" * 300, "..;", "..;x", ".;", "..%2F", "%2e%2e%5c", "..%5C", "%252e%252e", "%252f",
-                           "a;b", "...", "..%20", "x%2F..%2F..", "%2e%2e%2f%2e%2e%2f"])
+hostile = st.sampled_from(
+    [
+        "..",
+        ".",
+        "%2e%2e",
+        "%2F",
+        "%00",
+        "%ff",
+        "%",
+        "%zz",
+        "a%2Fb",
+        "@evil",
+        "?",
+        "#x",
+        "%0d%0a",
+        "%C3%A9",
+        "x" * 300,
+        "..;",
+        "..;x",
+        ".;",
+        "..%2F",
+        "%2e%2e%5c",
+        "..%5C",
+        "%252e%252e",
+        "%252f",
+        "a;b",
+        "...",
+        "..%20",
+        "x%2F..%2F..",
+        "%2e%2e%2f%2e%2e%2f",
+    ]
+)
 segment = st.one_of(
-    st.sampled_from(["items", "files", "mapped", "validated"]), hostile,
-    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e, exclude_characters="/?#"), max_size=12),
+    st.sampled_from(["items", "files", "mapped", "validated"]),
+    hostile,
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="/?#"), max_size=12),
 )
 paths = st.one_of(
     st.lists(segment, min_size=0, max_size=5).map(lambda parts: "/api/svc/" + "/".join(parts)),
-    st.tuples(st.sampled_from(["items", "files"]), st.lists(st.one_of(hostile, segment), min_size=1, max_size=3))
-    .map(lambda t: f"/api/svc/{t[0]}/" + "/".join(t[1])),  # a route's own path with hostile parameters
+    st.tuples(st.sampled_from(["items", "files"]), st.lists(st.one_of(hostile, segment), min_size=1, max_size=3)).map(
+        lambda t: f"/api/svc/{t[0]}/" + "/".join(t[1])
+    ),  # a route's own path with hostile parameters
 )
-queries = st.one_of(st.just(""), st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7e, exclude_characters="#"), max_size=40).map(lambda q: "?" + q))
-header_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e), max_size=60)
-bodies = st.one_of(st.just(b""), st.binary(max_size=300), st.sampled_from([b'{"name": "x", "n": 1}', b'{"a": 1}', b'{"a": "x"}', b"{bad", b"[]", b"null", b'{"name": {"deep": [1, 2]}}', b"x" * 5000]))
+queries = st.one_of(
+    st.just(""),
+    st.text(alphabet=st.characters(min_codepoint=0x21, max_codepoint=0x7E, exclude_characters="#"), max_size=40).map(
+        lambda q: "?" + q
+    ),
+)
+header_values = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60)
+bodies = st.one_of(
+    st.just(b""),
+    st.binary(max_size=300),
+    st.sampled_from(
+        [
+            b'{"name": "x", "n": 1}',
+            b'{"a": 1}',
+            b'{"a": "x"}',
+            b"{bad",
+            b"[]",
+            b"null",
+            b'{"name": {"deep": [1, 2]}}',
+            b"x" * 5000,
+        ]
+    ),
+)
 
 
 def served_path(raw_path: str) -> str:
@@ -83,11 +136,23 @@ def served_path(raw_path: str) -> str:
     return "/".join(out)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
-@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]), path=paths, query=queries,
-       content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
-       extra=st.dictionaries(st.sampled_from(["X-Request-Id", "X-Forwarded-For", "Authorization", "x-api-key", "Accept-Encoding", "X-Custom"]), header_values, max_size=3),
-       body=bodies)
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@given(
+    method=st.sampled_from(["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]),
+    path=paths,
+    query=queries,
+    content_type=st.sampled_from(["application/json", "text/plain", "application/x-www-form-urlencoded", ""]),
+    extra=st.dictionaries(
+        st.sampled_from(
+            ["X-Request-Id", "X-Forwarded-For", "Authorization", "x-api-key", "Accept-Encoding", "X-Custom"]
+        ),
+        header_values,
+        max_size=3,
+    ),
+    body=bodies,
+)
 def test_fuzz_gateway_never_fails_open(stack, method, path, query, content_type, extra, body):
     gw, recorder = stack
     host, port = gw.split("//")[1].split(":")
@@ -125,8 +190,21 @@ def test_fuzz_gateway_never_fails_open(stack, method, path, query, content_type,
     for sent in recorder.requests[before:]:
         assert sent["raw_path"].startswith("/base/"), sent["raw_path"]
         assert ".." not in sent["raw_path"].split("/")
-        assert served_path(sent["raw_path"]).startswith("/base/"), sent["raw_path"]  # as a normalising upstream reads it
-        assert "authorization" not in {k.lower() for k in extra} or sent["headers"].get("authorization") == f"Bearer {SECRET}"
-    if code in ("ROUTE_NOT_FOUND", "METHOD_NOT_ALLOWED", "BAD_PATH", "INVALID_JSON", "PAYLOAD_TOO_LARGE",
-                "HEADERS_TOO_LARGE", "VALIDATION_ERROR", "UNSUPPORTED_MEDIA_TYPE"):
+        assert served_path(sent["raw_path"]).startswith("/base/"), sent[
+            "raw_path"
+        ]  # as a normalising upstream reads it
+        assert (
+            "authorization" not in {k.lower() for k in extra}
+            or sent["headers"].get("authorization") == f"Bearer {SECRET}"
+        )
+    if code in (
+        "ROUTE_NOT_FOUND",
+        "METHOD_NOT_ALLOWED",
+        "BAD_PATH",
+        "INVALID_JSON",
+        "PAYLOAD_TOO_LARGE",
+        "HEADERS_TOO_LARGE",
+        "VALIDATION_ERROR",
+        "UNSUPPORTED_MEDIA_TYPE",
+    ):
         assert not from_upstream, (code, path)  # refused by the gateway: the upstream never saw it

@@ -30,15 +30,47 @@ auth:
   jwt: {secret: "${JWT_SECRET}", algorithms: [HS256], roles_claim: roles}
 """
 # every header name the gateway reserves on these routes: identity it forwards, credentials, forwarding, request id
-RESERVED = {"x-user-id", "x-user-role", "x-user-email", "x-client-id", "x-platform-id", "authorization", "x-api-key",
-            "cookie", "client-x-api-key", "x-real-ip", "x-client-ip", "true-client-ip", "cf-connecting-ip",
-            "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded", "x-request-id"}
-SPOOFS = [("X-User-Id", "admin"), ("X-User_Id", "admin"), ("X_User_Id", "admin"), ("x_user_id", "admin"),
-          ("X_User_Role", "admin"), ("X-User_Email", "boss@example.test"), ("X_Client_Id", "acme"),
-          ("X-Real-IP", "6.6.6.6"), ("X_Real_IP", "6.6.6.6"), ("X_Forwarded_For", "6.6.6.6"),
-          ("X-Forwarded_Host", "evil.example"), ("Forwarded", "for=6.6.6.6"), ("X_Request_Id", "forged"),
-          ("X-Client-IP", "6.6.6.6"), ("True-Client-IP", "6.6.6.6"), ("CF_Connecting_IP", "6.6.6.6"),
-          ("X_API_KEY", "another-key"), ("Client_X_Api_Key", "c"), ("X_Custom_Header", "kept")]
+RESERVED = {
+    "x-user-id",
+    "x-user-role",
+    "x-user-email",
+    "x-client-id",
+    "x-platform-id",
+    "authorization",
+    "x-api-key",
+    "cookie",
+    "client-x-api-key",
+    "x-real-ip",
+    "x-client-ip",
+    "true-client-ip",
+    "cf-connecting-ip",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "forwarded",
+    "x-request-id",
+}
+SPOOFS = [
+    ("X-User-Id", "admin"),
+    ("X-User_Id", "admin"),
+    ("X_User_Id", "admin"),
+    ("x_user_id", "admin"),
+    ("X_User_Role", "admin"),
+    ("X-User_Email", "boss@example.test"),
+    ("X_Client_Id", "acme"),
+    ("X-Real-IP", "6.6.6.6"),
+    ("X_Real_IP", "6.6.6.6"),
+    ("X_Forwarded_For", "6.6.6.6"),
+    ("X-Forwarded_Host", "evil.example"),
+    ("Forwarded", "for=6.6.6.6"),
+    ("X_Request_Id", "forged"),
+    ("X-Client-IP", "6.6.6.6"),
+    ("True-Client-IP", "6.6.6.6"),
+    ("CF_Connecting_IP", "6.6.6.6"),
+    ("X_API_KEY", "another-key"),
+    ("Client_X_Api_Key", "c"),
+    ("X_Custom_Header", "kept"),
+]
 
 
 def routes(url: str) -> str:
@@ -83,9 +115,18 @@ def test_a_wsgi_upstream_sees_exactly_the_real_user(gateway, wsgi_upstream):
     assert environ["HTTP_X_USER_ROLE"] == "user"
     assert environ["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
     assert environ["HTTP_X_REQUEST_ID"] == r.headers["x-request-id"] != "forged"
-    for name in ("HTTP_X_USER_EMAIL", "HTTP_X_CLIENT_ID", "HTTP_X_REAL_IP", "HTTP_FORWARDED", "HTTP_X_API_KEY",
-                 "HTTP_CLIENT_X_API_KEY", "HTTP_AUTHORIZATION", "HTTP_X_CLIENT_IP", "HTTP_TRUE_CLIENT_IP",
-                 "HTTP_CF_CONNECTING_IP"):
+    for name in (
+        "HTTP_X_USER_EMAIL",
+        "HTTP_X_CLIENT_ID",
+        "HTTP_X_REAL_IP",
+        "HTTP_FORWARDED",
+        "HTTP_X_API_KEY",
+        "HTTP_CLIENT_X_API_KEY",
+        "HTTP_AUTHORIZATION",
+        "HTTP_X_CLIENT_IP",
+        "HTTP_TRUE_CLIENT_IP",
+        "HTTP_CF_CONNECTING_IP",
+    ):
         assert name not in environ, name
     assert environ["HTTP_X_CUSTOM_HEADER"] == "kept"  # an unreserved name with underscores is left alone
     assert not environ["HTTP_X_FORWARDED_HOST"].startswith("evil")
@@ -109,20 +150,25 @@ def test_no_reserved_name_reaches_the_upstream_but_the_gateways_own(gateway, ups
 @pytest.mark.parametrize("line", [b"X-User-Id : admin", b"X-User-Id\t: admin", b" X-User-Id: admin"])
 def test_whitespace_around_a_reserved_name_never_reaches_the_upstream(gateway, upstream, recorder, line):
     gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
-    answer = raw_request(gw, b"GET /api/svc/open HTTP/1.1\r\nHost: x\r\nX-Other: 1\r\n" + line + b"\r\nConnection: close\r\n\r\n")
+    answer = raw_request(
+        gw, b"GET /api/svc/open HTTP/1.1\r\nHost: x\r\nX-Other: 1\r\n" + line + b"\r\nConnection: close\r\n\r\n"
+    )
     status = int(answer.split(b" ", 2)[1])
     assert status in (200, 400)
     for entry in recorder.requests:
         assert all("admin" not in v for k, v in entry["headers"].items() if normalised(k.strip()) in RESERVED)
 
 
-@pytest.mark.parametrize("lines", [
-    [("x-api-key", API_KEY), ("x-api-key", API_KEY)],
-    [("x-api-key", API_KEY), ("x-api-key", "key-of-someone-else")],
-    [("x-api-key", "key-of-someone-else"), ("X-Api-Key", API_KEY)],
-    [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token('admin')}")],
-    [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token()}")],
-])
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [("x-api-key", API_KEY), ("x-api-key", API_KEY)],
+        [("x-api-key", API_KEY), ("x-api-key", "key-of-someone-else")],
+        [("x-api-key", "key-of-someone-else"), ("X-Api-Key", API_KEY)],
+        [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token('admin')}")],
+        [("authorization", f"Bearer {token()}"), ("authorization", f"Bearer {token()}")],
+    ],
+)
 def test_several_credential_lines_are_refused_not_picked_from(gateway, upstream, recorder, lines):
     gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
     r = httpx.get(gw + "/api/svc/me", headers=lines)
@@ -143,6 +189,8 @@ def raw_request(base: str, head: bytes) -> bytes:
 
 def test_two_host_lines_are_refused_not_forwarded_as_one(gateway, upstream, recorder):
     gw = gateway(GATEWAY, {"svc": routes(upstream)}, ENV)
-    answer = raw_request(gw, b"GET /api/svc/open HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\nConnection: close\r\n\r\n")
+    answer = raw_request(
+        gw, b"GET /api/svc/open HTTP/1.1\r\nHost: shop.example\r\nHost: evil.example\r\nConnection: close\r\n\r\n"
+    )
     assert answer.startswith(b"HTTP/1.1 400 ") and b"BAD_HOST" in answer
     assert recorder.requests == []

@@ -45,15 +45,23 @@ def test_health_liveness_refuses_other_methods(gateway, upstream):
 
 def test_health_backends_reports_each_state(gateway, upstream, recorder):
     dead = f"http://127.0.0.1:{free_port()}"
-    base = gateway(GATEWAY, {
-        "web": backend("web", upstream, "{path: /ping/me, expect: 200}",
-                       '  auth: {style: bearer, token: "${WEB_TOKEN}"}\n  headers: {X-Static: s1}'),
-        "tcp": backend("tcp", upstream),  # no health block: TCP connect
-        "broken": backend("broken", upstream, "{path: /status/500}"),
-        "gone": backend("gone", dead, "{tcp: true}"),
-        "slow": backend("slow", upstream, '{path: "/slow?s=5", timeout: 300ms}'),
-        "offline": backend("offline", "${OFF_URL}", "{path: /health, critical: true}"),
-    }, env={"WEB_TOKEN": "sekret-token-value"})
+    base = gateway(
+        GATEWAY,
+        {
+            "web": backend(
+                "web",
+                upstream,
+                "{path: /ping/me, expect: 200}",
+                '  auth: {style: bearer, token: "${WEB_TOKEN}"}\n  headers: {X-Static: s1}',
+            ),
+            "tcp": backend("tcp", upstream),  # no health block: TCP connect
+            "broken": backend("broken", upstream, "{path: /status/500}"),
+            "gone": backend("gone", dead, "{tcp: true}"),
+            "slow": backend("slow", upstream, '{path: "/slow?s=5", timeout: 300ms}'),
+            "offline": backend("offline", "${OFF_URL}", "{path: /health, critical: true}"),
+        },
+        env={"WEB_TOKEN": "sekret-token-value"},
+    )
     r = httpx.get(f"{base}/api/health/backends", timeout=10)
     assert r.status_code == 200  # nothing critical is down (an unconfigured backend is not an outage)
     body = r.json()
@@ -65,8 +73,13 @@ def test_health_backends_reports_each_state(gateway, upstream, recorder):
     assert systems["broken"] == {**systems["broken"], "status": "down", "error": "HTTP 500, expected 200"}
     assert systems["gone"]["status"] == "down" and systems["gone"]["error"] == "connection refused"
     assert systems["slow"]["status"] == "down" and systems["slow"]["error"] == "no answer within 0.3s"
-    assert systems["offline"] == {**systems["offline"], "status": "unconfigured", "error": "set OFF_URL", "missing": ["OFF_URL"],
-                              "latency_ms": None}
+    assert systems["offline"] == {
+        **systems["offline"],
+        "status": "unconfigured",
+        "error": "set OFF_URL",
+        "missing": ["OFF_URL"],
+        "latency_ms": None,
+    }
     # the probe went through the backend's transport with its static headers and upstream auth ...
     probe = next(q for q in recorder.requests if q.get("path") == "/ping/me")
     assert probe["method"] == "GET" and probe["headers"]["authorization"] == "Bearer sekret-token-value"
@@ -77,8 +90,13 @@ def test_health_backends_reports_each_state(gateway, upstream, recorder):
 
 def test_health_backends_critical_down_is_503(gateway, upstream):
     dead = f"http://127.0.0.1:{free_port()}"
-    base = gateway(GATEWAY, {"core": backend("core", dead, "{tcp: true, critical: true}"),
-                             "extra": backend("extra", upstream, "{path: /anything}")})
+    base = gateway(
+        GATEWAY,
+        {
+            "core": backend("core", dead, "{tcp: true, critical: true}"),
+            "extra": backend("extra", upstream, "{path: /anything}"),
+        },
+    )
     r = httpx.get(f"{base}/api/health/backends", timeout=10)
     assert r.status_code == 503
     body = r.json()
@@ -87,14 +105,17 @@ def test_health_backends_critical_down_is_503(gateway, upstream):
 
 
 def test_health_backends_all_up_is_operational(gateway, upstream):
-    base = gateway(GATEWAY, {"a": backend("a", upstream, "{path: /a, critical: true}"), "b": backend("b", upstream, "{tcp: true}")})
+    base = gateway(
+        GATEWAY, {"a": backend("a", upstream, "{path: /a, critical: true}"), "b": backend("b", upstream, "{tcp: true}")}
+    )
     r = httpx.get(f"{base}/api/health/backends")
     assert r.status_code == 200 and r.json()["status"] == "operational"
 
 
 def test_health_backends_cached_between_calls(gateway, upstream, recorder):
-    base = gateway(GATEWAY + "health: {cache_seconds: 60}\n",
-                   {"a": backend("a", upstream, '{path: "/flaky?key=probe&fail=0"}')})
+    base = gateway(
+        GATEWAY + "health: {cache_seconds: 60}\n", {"a": backend("a", upstream, '{path: "/flaky?key=probe&fail=0"}')}
+    )
     answers = [httpx.get(f"{base}/api/health/backends").json() for _ in range(5)]
     assert recorder.counts["probe"] == 1  # five health calls, one probe
     assert all(a == answers[0] for a in answers)
@@ -113,8 +134,11 @@ def test_health_backends_burst_shares_one_round():
         await send({"type": "http.response.body", "body": b"ok"})
 
     with serve(slow_backend, lifespan="off") as slow, tempfile.TemporaryDirectory() as tmp:
-        root = write_config(Path(tmp), GATEWAY + "health: {cache_seconds: 0}\n",
-                            {"s": backend("s", slow, "{path: /probe, timeout: 5s}")})
+        root = write_config(
+            Path(tmp),
+            GATEWAY + "health: {cache_seconds: 0}\n",
+            {"s": backend("s", slow, "{path: /probe, timeout: 5s}")},
+        )
         with serve(create_app(str(root), {})) as base, ThreadPoolExecutor(6) as pool:
             answers = list(pool.map(lambda _: httpx.get(f"{base}/api/health/backends", timeout=10), range(6)))
     assert [a.status_code for a in answers] == [200] * 6
@@ -123,8 +147,11 @@ def test_health_backends_burst_shares_one_round():
 
 
 def test_health_validate_reports_bad_settings(tmp_path):
-    root = write_config(tmp_path, GATEWAY + "health: {timeout: soon, cache_seconds: -1}\n",
-                        {"a": backend("a", "http://127.0.0.1:9", "{tcp: yes-please}")})
+    root = write_config(
+        tmp_path,
+        GATEWAY + "health: {timeout: soon, cache_seconds: -1}\n",
+        {"a": backend("a", "http://127.0.0.1:9", "{tcp: yes-please}")},
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     text = out.getvalue()

@@ -68,7 +68,11 @@ class ScriptedServer:
 
 
 def ok(body: bytes = b'{"ok":true}', extra: bytes = b"") -> bytes:
-    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b\r\n%b" % (len(body), extra, body)
+    return b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n%b\r\n%b" % (
+        len(body),
+        extra,
+        body,
+    )
 
 
 def run(coro):
@@ -153,8 +157,10 @@ def test_http1_stale_pooled_connection_is_retried_once_on_a_fresh_one(transport)
 
 
 def test_http1_chunked_response_streams_and_interim_100_is_skipped(transport):
-    chunked = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n"
-               b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n")
+    chunked = (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-type: text/plain\r\n\r\n"
+        b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    )
     server = ScriptedServer(lambda req, n: (chunked, False))
 
     async def go():
@@ -186,7 +192,9 @@ def test_http1_streamed_request_body_is_chunked(transport):
         yield b"defg"
 
     async def go():
-        assert (await transport.send("POST", f"http://127.0.0.1:{server.port}/u", [("content-type", "text/plain")], body())).status == 200
+        assert (
+            await transport.send("POST", f"http://127.0.0.1:{server.port}/u", [("content-type", "text/plain")], body())
+        ).status == 200
         await transport.aclose()
 
     run(go())

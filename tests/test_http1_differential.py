@@ -41,7 +41,7 @@ EXAMPLES = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 TOKEN_CHARS = "!#$%&'*+-.^_`|~abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
 token = st.text(TOKEN_CHARS, min_size=1, max_size=12)
-plain_value = st.binary(max_size=20).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7e or c >= 0x80))
+plain_value = st.binary(max_size=20).map(lambda b: bytes(c for c in b if 0x21 <= c <= 0x7E or c >= 0x80))
 names = st.one_of(st.sampled_from(["content-type", "x-a", "set-cookie", "cache-control", "etag", "X-Mixed"]), token)
 
 
@@ -95,8 +95,11 @@ def answers(draw) -> tuple[bytes, str, set[str]]:
     body = draw(st.binary(max_size=600))
     method = draw(st.sampled_from(["GET", "GET", "POST", "HEAD"]))
     body_tags: set[str] = set()  # tags of bytes that are only read if the answer has a body
-    framing = draw(st.sampled_from(["length"] * 4 + ["chunked"] * 4 + ["close"] * 2 + ["cl+te", "te-other",
-                                                                                    "two-lengths", "bad-length"]))
+    framing = draw(
+        st.sampled_from(
+            ["length"] * 4 + ["chunked"] * 4 + ["close"] * 2 + ["cl+te", "te-other", "two-lengths", "bad-length"]
+        )
+    )
     if framing in ("chunked", "cl+te"):
         if framing == "cl+te":
             head += b"content-length: %d\r\n" % len(body)
@@ -113,7 +116,7 @@ def answers(draw) -> tuple[bytes, str, set[str]]:
             size_text = draw(st.sampled_from([b"%x", b"%X", b"%04x"])) % size
             if draw(st.integers(0, 29)) == 0:
                 size_text = b"zz"  # hostile: not a size
-            encoded += size_text + ext + b"\r\n" + body[at:at + size] + draw(st.sampled_from([b"\r\n"] * 9 + [b"XX"]))
+            encoded += size_text + ext + b"\r\n" + body[at : at + size] + draw(st.sampled_from([b"\r\n"] * 9 + [b"XX"]))
             at += size
         encoded += b"0\r\n" + draw(field_lines(body_tags)) + b"\r\n"
         payload = encoded
@@ -139,13 +142,14 @@ def answers(draw) -> tuple[bytes, str, set[str]]:
         head += b"connection: " + draw(st.sampled_from([b"close", b"keep-alive", b"Close", b"foo, close"])) + b"\r\n"
     data += head + b"\r\n" + payload
     if draw(st.integers(0, 3)) == 0:  # surplus: bytes past the end of the answer
-        data += draw(st.sampled_from([b"HTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\nhi",
-                                      b"\r\n", b"x"]))
+        data += draw(
+            st.sampled_from([b"HTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 2\r\n\r\nhi", b"\r\n", b"x"])
+        )
     if draw(st.integers(0, 29)) == 0 and b"\r\n" in data:  # a bare LF somewhere in the head
         at = draw(st.integers(0, data.index(b"\r\n\r\n") if b"\r\n\r\n" in data else 0))
         crlf = data.find(b"\r\n", at)
         if crlf >= 0:
-            data = data[:crlf] + data[crlf + 1:]
+            data = data[:crlf] + data[crlf + 1 :]
             tags.add("lf")
     return data, method, tags
 
@@ -186,9 +190,14 @@ def reference(data: bytes, method: str) -> dict:
     except h11.ProtocolError:
         return {"refused": True}
     trailing, _ = client.trailing_data
-    return {"refused": False, "status": response.status_code, "body": body, "needs_eof": eof_sent,
-            "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers],
-            "clean": client.their_state is h11.DONE and not trailing and not eof_sent}
+    return {
+        "refused": False,
+        "status": response.status_code,
+        "body": body,
+        "needs_eof": eof_sent,
+        "headers": [(k.decode("latin-1"), v.decode("latin-1")) for k, v in response.headers],
+        "clean": client.their_state is h11.DONE and not trailing and not eof_sent,
+    }
 
 
 class _FakeTransport:
@@ -318,15 +327,29 @@ def test_answers_over_a_socket_agree_with_h11_and_the_pool_stays_clean(answer, c
 # -- (b) requests -------------------------------------------------------------------------------------
 
 header_text = st.text(st.characters(codec="utf-8", exclude_categories=["Cs"]), max_size=12)
-client_values = st.one_of(st.text(st.characters(min_codepoint=0x20, max_codepoint=0xff), max_size=16), header_text)
-client_names = st.one_of(names, st.sampled_from(["content-length", "transfer-encoding", "x-transfer-encoding",
-                                                 "Content-Length", "host", "connection", "bad name", "", "x\x00"]))
+client_values = st.one_of(st.text(st.characters(min_codepoint=0x20, max_codepoint=0xFF), max_size=16), header_text)
+client_names = st.one_of(
+    names,
+    st.sampled_from(
+        [
+            "content-length",
+            "transfer-encoding",
+            "x-transfer-encoding",
+            "Content-Length",
+            "host",
+            "connection",
+            "bad name",
+            "",
+            "x\x00",
+        ]
+    ),
+)
 
 
 @st.composite
 def client_requests(draw):
     method = draw(st.sampled_from(["GET", "POST", "PUT", "PATCH", "DELETE"]))
-    target = "/" + draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2ff), max_size=12))
+    target = "/" + draw(st.text(st.characters(min_codepoint=0x21, max_codepoint=0x2FF), max_size=12))
     headers = [(draw(client_names), draw(client_values)) for _ in range(draw(st.integers(0, 5)))]
     kind = draw(st.sampled_from(["none", "bytes", "stream", "stream-declared", "stream-wrong-length"]))
     parts = draw(st.lists(st.binary(max_size=40), max_size=4))
@@ -372,8 +395,12 @@ def test_every_request_written_is_exactly_one_request_to_h11(request):
         data = asyncio.run(wire(method, target, headers, body))
     except GatewayError as exc:  # refused before anything was written: only for input that is really invalid
         assert exc.status == 400 and exc.code in ("BAD_HEADER", "BODY_LENGTH_MISMATCH"), exc
-        bad_field = any(not name or any(c not in TOKEN_CHARS for c in name)
-                        or any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value) for name, value in headers)
+        bad_field = any(
+            not name
+            or any(c not in TOKEN_CHARS for c in name)
+            or any((ord(c) < 0x20 and c != "\t") or c == "\x7f" for c in value)
+            for name, value in headers
+        )
         declared = [v for k, v in headers if k == "content-length"]
         wrong_length = isinstance(body, list) and bool(declared) and declared[-1] != str(len(b"".join(body)))
         bad_length = isinstance(body, list) and any(not v.strip(" \t").isdigit() for v in declared)

@@ -55,6 +55,7 @@ OK_NEXT = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nnext"
 
 # -- D3: a connection carries one message per exchange, and nothing more --------------------------------
 
+
 def test_d3_surplus_after_a_framed_answer_never_reaches_the_client_and_retires_the_connection():
     smuggled = b'HTTP/1.1 200 OK\r\nx-smuggled: 1\r\ncontent-length: 23\r\n\r\n{"secret":"of-userA!!"}'
     first = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello" + smuggled
@@ -127,8 +128,11 @@ def test_d3_bytes_after_a_bodyless_answer_are_surplus(status):
 
 # -- D11: answers framed by closing the connection -----------------------------------------------------
 
-@pytest.mark.parametrize("head", [b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\n",
-                                  b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"])
+
+@pytest.mark.parametrize(
+    "head",
+    [b"HTTP/1.0 200 OK\r\ncontent-type: text/plain\r\n\r\n", b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\n"],
+)
 def test_d11_close_delimited_answer_is_read_to_eof_and_never_pooled(head):
     big = b"x" * 300_000  # past the small-body size, so it streams
     server = RawUpstream(answering(head + b"hello world" + big, then_close=True))
@@ -147,17 +151,28 @@ def test_d11_close_delimited_answer_is_read_to_eof_and_never_pooled(head):
 def test_d11_close_delimited_json_answer_through_the_gateway(gateway):
     answer = b'HTTP/1.0 200 OK\r\ncontent-type: application/json\r\n\r\n{"a":1}'
     server = RawUpstream(answering(answer, then_close=True))
-    base = gateway(GATEWAY, {"svc": f"backend: svc\nprefix: /svc\nupstream: {{url: \"{server.url}\"}}\nroutes:\n"
-                                    "  - {name: get, method: GET, path: /x, upstream_path: /x}\n"})
+    base = gateway(
+        GATEWAY,
+        {
+            "svc": f'backend: svc\nprefix: /svc\nupstream: {{url: "{server.url}"}}\nroutes:\n'
+            "  - {name: get, method: GET, path: /x, upstream_path: /x}\n"
+        },
+    )
     r = httpx.get(base + "/api/svc/x", timeout=10)
     assert r.status_code == 200 and r.json()["data"] == {"a": 1}
 
 
 # -- D12: a cap on the upstream head -----------------------------------------------------------------------
 
-@pytest.mark.parametrize("line", [b"x-big: " + b"a" * (1 << 20),  # huge headers
-                                  b"x: 1",                         # many small ones
-                                  b"x-never-ends: aaaaaaaa"])      # no line end at all
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"x-big: " + b"a" * (1 << 20),  # huge headers
+        b"x: 1",  # many small ones
+        b"x-never-ends: aaaaaaaa",
+    ],
+)  # no line end at all
 def test_d12_an_oversized_upstream_head_is_an_upstream_error_and_closes_the_connection(line):
     outcome: list[str] = []
     total = 64 << 20  # more than any socket buffers hold: only a client that stops reading stops the sender
@@ -192,22 +207,26 @@ def test_d12_an_oversized_upstream_head_is_an_upstream_error_and_closes_the_conn
 
 # -- framing the client refuses -----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("answer", [
-    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
-    b"HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\nabcd",
-    b"HTTP/1.1 200 OK\r\ncontent-length: -3\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-folded: a\r\n b\r\n\r\nabc",
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
-    b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
-    b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nx-nul: a\x00b\r\ncontent-length: 0\r\n\r\n",
-    b"HTTP/1.1 200 OK\r\nbad name: 1\r\ncontent-length: 0\r\n\r\n",
-    b"HTTP/1.1 200 OK\ncontent-length: 0\n\n",
-    b"HTTP/2.0 200 OK\r\ncontent-length: 0\r\n\r\n",
-])
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3, 4\r\n\r\nabcd",
+        b"HTTP/1.1 200 OK\r\ncontent-length: -3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\nx-folded: a\r\n b\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabcX\r\n0\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nx-nul: a\x00b\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nbad name: 1\r\ncontent-length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\ncontent-length: 0\n\n",
+        b"HTTP/2.0 200 OK\r\ncontent-length: 0\r\n\r\n",
+    ],
+)
 def test_ambiguous_or_invalid_framing_is_refused(answer):
     server = RawUpstream(answering(answer))
     client = transport()
@@ -222,8 +241,10 @@ def test_ambiguous_or_invalid_framing_is_refused(answer):
 
 
 def test_interim_answers_are_skipped_and_same_length_values_are_one():
-    answer = (b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
-              b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\ncontent-length: 3\r\n\r\nabc")
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\ncontent-length: 3\r\n\r\nabc"
+    )
     server = RawUpstream(answering(answer))
     client = transport()
 
@@ -240,10 +261,13 @@ def test_interim_answers_are_skipped_and_same_length_values_are_one():
 
 # -- D15: trailers ------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", TRANSPORTS)
 def test_d15_trailers_never_become_response_headers(kind):
-    answer = (b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: set-cookie\r\n\r\n"
-              b"5\r\nhello\r\n0\r\nset-cookie: session=attacker\r\nx-trailer: 1\r\n\r\n")
+    answer = (
+        b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ntrailer: set-cookie\r\n\r\n"
+        b"5\r\nhello\r\n0\r\nset-cookie: session=attacker\r\nx-trailer: 1\r\n\r\n"
+    )
     server = RawUpstream(answering(answer))
     client = transport(kind)
 
@@ -259,10 +283,25 @@ def test_d15_trailers_never_become_response_headers(kind):
 
 # -- D16: what the gateway writes upstream ---------------------------------------------------------------
 
+
 @pytest.mark.parametrize("kind", TRANSPORTS)
-@pytest.mark.parametrize("header", [("x-v", "a\x00b"), ("x-v", "a\x0bb"), ("x-v", "a\x1bb"), ("x-v", "a\x7fb"),
-                                    ("x-v", "a\rb"), ("x-v", "a\nx-injected: 1"), ("x-v", "a\x0cb"),
-                                    ("x y", "1"), ("x:y", "1"), ("", "1"), ("x\x00", "1"), ("x\n", "1")])
+@pytest.mark.parametrize(
+    "header",
+    [
+        ("x-v", "a\x00b"),
+        ("x-v", "a\x0bb"),
+        ("x-v", "a\x1bb"),
+        ("x-v", "a\x7fb"),
+        ("x-v", "a\rb"),
+        ("x-v", "a\nx-injected: 1"),
+        ("x-v", "a\x0cb"),
+        ("x y", "1"),
+        ("x:y", "1"),
+        ("", "1"),
+        ("x\x00", "1"),
+        ("x\n", "1"),
+    ],
+)
 def test_d16_control_characters_and_non_token_names_are_refused_before_anything_is_sent(kind, header):
     server = H11Upstream()
     client = transport(kind)
@@ -283,6 +322,7 @@ def test_d16_control_characters_and_non_token_names_are_refused_before_anything_
 
 
 # -- D1: the request body's framing ---------------------------------------------------------------------
+
 
 async def _chunks(*parts: bytes):
     for part in parts:
@@ -344,15 +384,22 @@ def test_d1_a_bytes_body_is_framed_by_its_length_whatever_the_headers_say():
 def test_d1_x_transfer_encoding_cannot_smuggle_a_request_into_the_pooled_connection(gateway):
     """The attack of issue 13 over real sockets: the body's tail, framed as chunks, would become a second request
     whose body swallows the next client's request, bearer token included."""
-    server = H11Upstream(lambda request: (200, b"captured:" + request[4] if request[2] == "/capture" else b'{"ok":true}'))
-    base = gateway(GATEWAY, {"svc": f"""
+    server = H11Upstream(
+        lambda request: (200, b"captured:" + request[4] if request[2] == "/capture" else b'{"ok":true}')
+    )
+    base = gateway(
+        GATEWAY,
+        {
+            "svc": f"""
 backend: svc
 prefix: /svc
 upstream: {{url: "{server.url}", headers: {{authorization: "Bearer upstream-secret"}}}}
 routes:
   - {{name: register, method: POST, path: /register, upstream_path: /register, plugins: {{envelope: false}}}}
   - {{name: me, method: GET, path: /me, upstream_path: /me, plugins: {{envelope: false}}}}
-"""})
+"""
+        },
+    )
     # eleven 16-byte pieces and a last one of 100: each becomes its own chunk upstream (2 hex digits + 2 CRLF:
     # 6 bytes of framing each, 5 for the end), so the last 6 * 12 - 2 bytes of the body would be read as a request
     sizes = [16] * 11 + [100]
@@ -361,11 +408,13 @@ routes:
     body = b"a" * (sum(sizes) - len(smuggled_head)) + smuggled_head
     host, port = base.split("//")[1].split(":")
     with socket.create_connection((host, int(port)), timeout=10) as attacker:
-        attacker.sendall(b"POST /api/svc/register HTTP/1.1\r\nhost: gw\r\ncontent-type: text/plain\r\n"
-                         b"x-transfer-encoding: chunked\r\ncontent-length: %d\r\n\r\n" % len(body))
+        attacker.sendall(
+            b"POST /api/svc/register HTTP/1.1\r\nhost: gw\r\ncontent-type: text/plain\r\n"
+            b"x-transfer-encoding: chunked\r\ncontent-length: %d\r\n\r\n" % len(body)
+        )
         at = 0
         for size in sizes:
-            attacker.sendall(body[at:at + size])
+            attacker.sendall(body[at : at + size])
             at += size
             time.sleep(0.05)  # pacing only, so the gateway forwards the pieces one by one
         answer = attacker.recv(65536)
@@ -378,12 +427,19 @@ routes:
 
 # -- D18: HEAD ---------------------------------------------------------------------------------------------
 
+
 def test_d18_a_head_answer_keeps_the_upstream_content_length(gateway):
-    server = RawUpstream(answering(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\n"
-                                   b"content-length: 1000\r\n\r\n"))
-    base = gateway(GATEWAY, {"svc": f"backend: svc\nprefix: /svc\nupstream: {{url: \"{server.url}\"}}\nroutes:\n"
-                                    "  - {name: file, method: GET, path: /file, upstream_path: /file, "
-                                    "plugins: {envelope: false}}\n"})
+    server = RawUpstream(
+        answering(b"HTTP/1.1 200 OK\r\ncontent-type: application/octet-stream\r\ncontent-length: 1000\r\n\r\n")
+    )
+    base = gateway(
+        GATEWAY,
+        {
+            "svc": f'backend: svc\nprefix: /svc\nupstream: {{url: "{server.url}"}}\nroutes:\n'
+            "  - {name: file, method: GET, path: /file, upstream_path: /file, "
+            "plugins: {envelope: false}}\n"
+        },
+    )
     r = httpx.head(base + "/api/svc/file", timeout=10)
     assert r.status_code == 200 and r.headers["content-length"] == "1000" and r.content == b""
 

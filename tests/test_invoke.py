@@ -12,7 +12,11 @@ from tests.servers import write_config
 
 
 def test_invoke_runs_the_route_pipeline(tmp_path, upstream, recorder):
-    root = write_config(tmp_path, "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {"shop": f"""
+    root = write_config(
+        tmp_path,
+        "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n",
+        {
+            "shop": f"""
 backend: shop
 prefix: /shop
 upstream: {{url: "{upstream}", auth: {{style: bearer, token: "${{TOKEN}}"}}}}
@@ -23,13 +27,16 @@ routes:
     upstream_path: "/store/carts/{{id}}/complete"
     params: {{id: {{allow_encoded_slash: true}}}}
     request: {{body: {{note: "{{{{ body.note }}}}", user: "{{{{ identity.sub }}}}"}}, encoding: form}}
-"""})
+"""
+        },
+    )
     config = load_config(root, {"TOKEN": "t0k"})
 
     async def run():
         try:
-            return await invoke(config, "shop.create-order", params={"id": "c/1"}, body={"note": "hi"},
-                                identity={"sub": "user-7"})
+            return await invoke(
+                config, "shop.create-order", params={"id": "c/1"}, body={"note": "hi"}, identity={"sub": "user-7"}
+            )
         finally:
             await config.shutdown()
 

@@ -63,7 +63,10 @@ def test_mapping_form_body_with_bracketed_nesting(shop, recorder):
     sent = recorder.last
     assert sent["raw_path"] == "/v1/orders/o1"
     assert sent["headers"]["content-type"] == "application/x-www-form-urlencoded"
-    assert sent["body"] == "amount=1200&currency=eur&metadata[order]=o1&metadata[tag]=fixed&items[0][sku]=a&items[1][sku]=b"
+    assert (
+        sent["body"]
+        == "amount=1200&currency=eur&metadata[order]=o1&metadata[tag]=fixed&items[0][sku]=a&items[1][sku]=b"
+    )
     assert sent["headers"]["x-tenant"] == "t-o1"
 
 
@@ -71,6 +74,7 @@ def test_mapping_json_body_template_keeps_native_types(shop, recorder):
     with httpx.Client() as c:
         c.post(shop + "/api/shop/json", json={"n": 5, "list": [1, 2]})
     import json
+
     assert json.loads(recorder.last["body"]) == {"wrapped": {"n": 5, "list": [1, 2]}, "n": 5}
     assert recorder.last["headers"]["content-type"] == "application/json"
 
@@ -87,14 +91,19 @@ def test_mapping_malformed_json_is_400_with_position(shop, recorder):
 
 def test_mapping_wrong_content_type_is_415(shop, recorder):
     with httpx.Client() as c:
-        r = c.post(shop + "/api/shop/json", content=b"n=5", headers={"content-type": "application/x-www-form-urlencoded"})
+        r = c.post(
+            shop + "/api/shop/json", content=b"n=5", headers={"content-type": "application/x-www-form-urlencoded"}
+        )
     assert r.status_code == 415
     assert r.json()["error"]["code"] == "UNSUPPORTED_MEDIA_TYPE"
     assert recorder.requests == []
 
 
 def test_mapping_oversized_buffered_body_is_413(gateway, upstream, recorder):
-    gw = gateway("version: 1\nbase_path: /api\nplugins: [envelope]\nlimits: {request_body: 100}\n", {"shop": ROUTES.format(url=upstream)})
+    gw = gateway(
+        "version: 1\nbase_path: /api\nplugins: [envelope]\nlimits: {request_body: 100}\n",
+        {"shop": ROUTES.format(url=upstream)},
+    )
     with httpx.Client() as c:
         r = c.post(gw + "/api/shop/json", json={"n": "x" * 200})
     assert r.status_code == 413

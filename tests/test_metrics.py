@@ -22,11 +22,13 @@ GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"
 
 
 def routes(backend: str, url: str, extra: str = "") -> str:
-    return (f"backend: {backend}\nprefix: /{backend}\nupstream: {{url: \"{url}\", timeout: 300ms}}\n{extra}routes:\n"
-            "  - {name: get-item, method: GET, path: '/items/{id}', upstream_path: '/items/{id}'}\n"
-            "  - {name: slow, method: GET, path: /slow, upstream_path: '/slow'}\n"
-            "  - {name: fail, method: GET, path: /fail, upstream_path: /status/503}\n"
-            "  - {name: missing, method: GET, path: /missing, upstream_path: /status/404}\n")
+    return (
+        f'backend: {backend}\nprefix: /{backend}\nupstream: {{url: "{url}", timeout: 300ms}}\n{extra}routes:\n'
+        "  - {name: get-item, method: GET, path: '/items/{id}', upstream_path: '/items/{id}'}\n"
+        "  - {name: slow, method: GET, path: /slow, upstream_path: '/slow'}\n"
+        "  - {name: fail, method: GET, path: /fail, upstream_path: /status/503}\n"
+        "  - {name: missing, method: GET, path: /missing, upstream_path: /status/404}\n"
+    )
 
 
 def scrape(base: str, path: str = "/metrics", **kwargs) -> str:
@@ -38,8 +40,12 @@ def scrape(base: str, path: str = "/metrics", **kwargs) -> str:
 
 def value(text: str, name: str, **labels: str) -> float:
     """Sum of the samples called ``name`` whose labels include ``labels``."""
-    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
-               if s.name == name and all(s.labels.get(k) == v for k, v in labels.items()))
+    return sum(
+        s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if s.name == name and all(s.labels.get(k) == v for k, v in labels.items())
+    )
 
 
 def test_metrics_requests_labelled_by_route_name_never_path(gateway, upstream):
@@ -79,9 +85,11 @@ def test_metrics_upstream_errors_by_kind(gateway, upstream):
 
 
 def test_metrics_rate_limit_rejections_and_auth_failures(gateway, upstream):
-    yaml = ("version: 1\nbase_path: /api\nplugins: [request_id, {auth: {accept: [api_key]}}, "
-            "{rate_limit: {limit: 2/minute, key: consumer}}, envelope]\n"
-            "auth:\n  api_keys:\n    - {name: app, key: \"${APP_KEY}\"}\n")
+    yaml = (
+        "version: 1\nbase_path: /api\nplugins: [request_id, {auth: {accept: [api_key]}}, "
+        "{rate_limit: {limit: 2/minute, key: consumer}}, envelope]\n"
+        'auth:\n  api_keys:\n    - {name: app, key: "${APP_KEY}"}\n'
+    )
     base = gateway(yaml, {"mguard": routes("mguard", upstream)}, env={"APP_KEY": "app-key-1"})
     url = f"{base}/api/mguard/items/1"
     statuses = [httpx.get(url, headers={"x-api-key": "app-key-1"}).status_code for _ in range(4)]
@@ -115,7 +123,9 @@ def test_metrics_config_reloads_counted():
 
 
 def test_metrics_path_and_ip_allowlist(gateway, upstream):
-    base = gateway(GATEWAY + "metrics: {path: /internal/prom, allow_ips: [10.0.0.0/8]}\n", {"mip": routes("mip", upstream)})
+    base = gateway(
+        GATEWAY + "metrics: {path: /internal/prom, allow_ips: [10.0.0.0/8]}\n", {"mip": routes("mip", upstream)}
+    )
     assert httpx.get(f"{base}/metrics").status_code == 404  # moved
     r = httpx.get(f"{base}/internal/prom")
     assert r.status_code == 403 and r.json()["error"]["code"] == "FORBIDDEN"
@@ -125,8 +135,11 @@ def test_metrics_path_and_ip_allowlist(gateway, upstream):
 
 def test_metrics_key_required(gateway, upstream):
     digest = hashlib.sha256(b"rotated-key").hexdigest()
-    base = gateway(GATEWAY + f"metrics: {{key: '${{METRICS_KEY}}', key_sha256: {digest}}}\n",
-                   {"mkey": routes("mkey", upstream)}, env={"METRICS_KEY": "scrape-secret"})
+    base = gateway(
+        GATEWAY + f"metrics: {{key: '${{METRICS_KEY}}', key_sha256: {digest}}}\n",
+        {"mkey": routes("mkey", upstream)},
+        env={"METRICS_KEY": "scrape-secret"},
+    )
     assert httpx.get(f"{base}/metrics").status_code == 401
     r = httpx.get(f"{base}/metrics", headers={"x-metrics-key": "scrape-secre"})
     assert r.status_code == 401 and r.json()["error"]["code"] == "INVALID_METRICS_KEY" and "scrape-secret" not in r.text
@@ -139,7 +152,10 @@ def test_metrics_key_with_unset_variable_locks_endpoint(gateway, upstream):
     for headers in ({}, {"x-metrics-key": ""}):
         r = httpx.get(f"{base}/metrics", headers=headers)
         assert r.status_code == 503
-        assert r.json()["error"] == {"code": "METRICS_NOT_CONFIGURED", "message": "The metrics key is not configured: set METRICS_KEY."}
+        assert r.json()["error"] == {
+            "code": "METRICS_NOT_CONFIGURED",
+            "message": "The metrics key is not configured: set METRICS_KEY.",
+        }
     # an empty key (a `:-` default of nothing) never matches a request without the header
     base = gateway(GATEWAY + "metrics: {key: '${METRICS_KEY:-}'}\n", {"mlock": routes("mlock", upstream)})
     assert httpx.get(f"{base}/metrics").json()["error"]["code"] == "METRICS_NOT_CONFIGURED"
@@ -151,7 +167,9 @@ def test_metrics_disabled(gateway, upstream):
 
 
 def test_metrics_validate_reports_bad_settings(tmp_path):
-    root = write_config(tmp_path, GATEWAY + "metrics: {path: metrics, allow_ips: [10.0.0.300/8], key_sha256: abc, extra: 1}\n", {})
+    root = write_config(
+        tmp_path, GATEWAY + "metrics: {path: metrics, allow_ips: [10.0.0.300/8], key_sha256: abc, extra: 1}\n", {}
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     text = out.getvalue()
@@ -165,8 +183,23 @@ def test_metrics_two_workers_are_summed(tmp_path, upstream):
     port = free_port()
     env = {**os.environ, "TMPDIR": str(tmp_path)}  # the fresh multiprocess dir is made under it
     env.pop("PROMETHEUS_MULTIPROC_DIR", None)
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--workers", "2", "--log-level", "warning"], env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(root),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30

@@ -69,13 +69,25 @@ def test_openapi_served_document_is_valid_and_describes_routes(shop):
     paths = doc["paths"]
     listing = paths["/api/shop/orders"]["get"]
     assert listing["summary"] == "List orders." and listing["tags"] == ["shop"]
-    assert [(p["name"], p["in"], p["required"]) for p in listing["parameters"]] == [("limit", "query", False), ("status", "query", False)]
-    assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/SuccessEnvelope"}
-    assert listing["responses"]["default"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorEnvelope"}
+    assert [(p["name"], p["in"], p["required"]) for p in listing["parameters"]] == [
+        ("limit", "query", False),
+        ("status", "query", False),
+    ]
+    assert listing["responses"]["200"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/SuccessEnvelope"
+    }
+    assert listing["responses"]["default"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorEnvelope"
+    }
     item = paths["/api/shop/orders/{id}"]
     assert set(item) == {"get", "put", "patch"}
-    assert item["get"]["parameters"] == [{"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^(?:[0-9]+)$"}}]
-    assert item["put"]["operationId"] == "shop.update-order.put" and item["patch"]["operationId"] == "shop.update-order.patch"
+    assert item["get"]["parameters"] == [
+        {"name": "id", "in": "path", "required": True, "schema": {"type": "string", "pattern": "^(?:[0-9]+)$"}}
+    ]
+    assert (
+        item["put"]["operationId"] == "shop.update-order.put"
+        and item["patch"]["operationId"] == "shop.update-order.patch"
+    )
     report = paths["/api/shop/reports/{kind}"]["get"]
     assert report["parameters"][0]["schema"] == {"type": "string", "enum": ["daily", "weekly"]}
     files = paths["/api/shop/files/{rest}"]["get"]
@@ -96,7 +108,10 @@ def test_openapi_security_per_route(shop):
     assert "401" not in paths["/api/shop/public"]["get"]["responses"]
     assert paths["/api/shop/maybe"]["get"]["security"] == [{"apiKey": []}, {"bearerJwt": []}, {}]
     assert paths["/api/shop/tenant"]["get"]["security"] == [{"apiKey.x-platform-key": [], "clientKey": []}]
-    assert schemes["apiKey.x-platform-key"]["name"] == "x-platform-key" and schemes["clientKey"]["name"] == "client-x-api-key"
+    assert (
+        schemes["apiKey.x-platform-key"]["name"] == "x-platform-key"
+        and schemes["clientKey"]["name"] == "client-x-api-key"
+    )
     assert "app-key-1" not in json.dumps(doc) and "jjjj" not in json.dumps(doc)
 
 
@@ -118,8 +133,10 @@ def test_openapi_request_body_schema(shop):
 
 def test_openapi_same_shape_paths_are_one_path(tmp_path):
     """OpenAPI forbids /a/{id} next to /a/{key}: the second route's operations join the first path, renamed."""
-    routes = ("backend: b\nprefix: /b\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
-              "  - {name: get, method: GET, path: '/a/{id}'}\n  - {name: put, method: PUT, path: '/a/{key}'}\n")
+    routes = (
+        "backend: b\nprefix: /b\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+        "  - {name: get, method: GET, path: '/a/{id}'}\n  - {name: put, method: PUT, path: '/a/{key}'}\n"
+    )
     root = write_config(tmp_path, "version: 1\n", {"b": routes})
     out = io.StringIO()
     assert run(["openapi", "--config", str(root)], stdout=out) == 0
@@ -146,7 +163,11 @@ def test_openapi_cli_reports_config_errors(tmp_path):
 
 
 def test_openapi_disabled_with_docs(gateway, upstream):
-    base = gateway(GATEWAY.replace("docs: {title: Shop API}", "docs: {enabled: false}"), {"shop": SHOP.replace("URL", upstream)}, env=ENV)
+    base = gateway(
+        GATEWAY.replace("docs: {title: Shop API}", "docs: {enabled: false}"),
+        {"shop": SHOP.replace("URL", upstream)},
+        env=ENV,
+    )
     assert httpx.get(f"{base}/api/openapi.json").status_code == 404
     assert httpx.get(f"{base}/api/docs").status_code == 404
 
@@ -160,8 +181,9 @@ def test_openapi_schemathesis_finds_no_server_error(shop):
     for operation in operations:
 
         @given(case=operation.as_strategy())
-        @settings(max_examples=15, deadline=None, database=None, derandomize=True,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=15, deadline=None, database=None, derandomize=True, suppress_health_check=list(HealthCheck)
+        )
         def check(case):
             response = case.call(base_url=shop, headers={"x-api-key": "app-key-1"}, timeout=5)
             assert response.status_code != 500, (case.method, case.formatted_path, response.text)

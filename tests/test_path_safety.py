@@ -76,16 +76,21 @@ class Seen:
 
 def hostile_upstream(seen: Seen, root) -> Any:
     """Starlette: StaticFiles under /base/files, and an echo of the decoded path for everything else."""
+
     async def echo(request: Request) -> JSONResponse:
         return JSONResponse({"path": request.scope["path"], "headers": dict(request.headers)})
 
-    app = Starlette(routes=[Mount("/base/files", StaticFiles(directory=str(root))),
-                            Route("/{anything:path}", echo)])
+    app = Starlette(routes=[Mount("/base/files", StaticFiles(directory=str(root))), Route("/{anything:path}", echo)])
 
     async def recording(scope, receive, send):
         if scope["type"] == "http":
-            seen.requests.append({"raw_path": scope["raw_path"].decode("latin-1"), "path": scope["path"],
-                                  "normalised": normalise(scope["path"])})
+            seen.requests.append(
+                {
+                    "raw_path": scope["raw_path"].decode("latin-1"),
+                    "path": scope["path"],
+                    "normalised": normalise(scope["path"]),
+                }
+            )
         await app(scope, receive, send)
 
     return recording
@@ -127,20 +132,48 @@ def assert_bad_path(svc: str, seen: Seen, path: str) -> None:
     assert seen.requests == [], seen.requests
 
 
-@pytest.mark.parametrize("param", [
-    "..%2Fusers%2Fme", "%2e%2e%2fusers%2fme", "%2E%2E%2Fusers", "..%5Cadmin", "a%2Fb", "%2F%2Fevil.example",
-    "a%5Cb", "..;", "..;jsessionid=1", ".;x", "%2e%2e;x", "%2e.;x", ".%2E", "...", "..%20",
-    "%252e%252e", "%252e%252e%252fadmin", "a%252Fb", "%2e%252e",
-])
+@pytest.mark.parametrize(
+    "param",
+    [
+        "..%2Fusers%2Fme",
+        "%2e%2e%2fusers%2fme",
+        "%2E%2E%2Fusers",
+        "..%5Cadmin",
+        "a%2Fb",
+        "%2F%2Fevil.example",
+        "a%5Cb",
+        "..;",
+        "..;jsessionid=1",
+        ".;x",
+        "%2e%2e;x",
+        "%2e.;x",
+        ".%2E",
+        "...",
+        "..%20",
+        "%252e%252e",
+        "%252e%252e%252fadmin",
+        "a%252Fb",
+        "%2e%252e",
+    ],
+)
 def test_path_single_segment_param_cannot_climb(svc, seen, param):
     assert_bad_path(svc, seen, f"/api/svc/items/{param}")
 
 
-@pytest.mark.parametrize("rest", [
-    "..%2Fprivate%2Fsecret.txt", "x/..%2F..%2Fprivate%2Fsecret.txt", "%2e%2e/private/secret.txt",
-    "a/..;/..;/private/secret.txt", "..%5Cprivate%5Csecret.txt", "%252e%252e/private/secret.txt",
-    "x/%2e%2e%2f%2e%2e%2fprivate/secret.txt", "..;x/private/secret.txt", "%2Fetc%2Fpasswd",
-])
+@pytest.mark.parametrize(
+    "rest",
+    [
+        "..%2Fprivate%2Fsecret.txt",
+        "x/..%2F..%2Fprivate%2Fsecret.txt",
+        "%2e%2e/private/secret.txt",
+        "a/..;/..;/private/secret.txt",
+        "..%5Cprivate%5Csecret.txt",
+        "%252e%252e/private/secret.txt",
+        "x/%2e%2e%2f%2e%2e%2fprivate/secret.txt",
+        "..;x/private/secret.txt",
+        "%2Fetc%2Fpasswd",
+    ],
+)
 def test_path_catch_all_cannot_reach_a_sibling_directory(svc, seen, rest):
     assert_bad_path(svc, seen, f"/api/svc/files/{rest}")
 
@@ -153,12 +186,14 @@ def test_path_opt_in_encoded_slash_still_refuses_dot_segments(svc, seen, param):
 @pytest.mark.parametrize("user", ["../admin", "..", "a/b", "..;x", "a\\b", "%2e%2e", "%2e%2e%2fadmin"])
 def test_path_computed_param_cannot_climb(svc, seen, user):
     from urllib.parse import quote
+
     assert_bad_path(svc, seen, "/api/svc/lookup?user=" + quote(user, safe=""))
 
 
 @pytest.mark.parametrize("key", ["a/../../admin", "../x", "a/..;/x", "a%2F..%2F..%2Fadmin", "a/./b", "a//b"])
 def test_path_computed_path_param_cannot_climb(svc, seen, key):
     from urllib.parse import quote
+
     assert_bad_path(svc, seen, "/api/svc/objects?key=" + quote(key, safe=""))
 
 
@@ -168,13 +203,24 @@ def test_path_static_files_serves_public_only(svc, seen):
     assert seen.requests[-1]["raw_path"] == "/base/files/public/ok.txt"
 
 
-@pytest.mark.parametrize("param, sent", [
-    ("a.b", "/base/items/a.b"), ("..a", "/base/items/..a"), ("a..", "/base/items/a.."), (".a", "/base/items/.a"),
-    ("a%20b", "/base/items/a%20b"), ("caf%C3%A9", "/base/items/caf%C3%A9"), ("%E2%9C%93", "/base/items/%E2%9C%93"),
-    ("a;b", "/base/items/a%3Bb"), ("a%3Bb", "/base/items/a%3Bb"), ("%3Fx=1%23frag", "/base/items/%3Fx=1%23frag"),
-    ("user%40evil.example", "/base/items/user%40evil.example"), (":8080", "/base/items/:8080"),
-    ("100%25", "/base/items/100%25"),
-])
+@pytest.mark.parametrize(
+    "param, sent",
+    [
+        ("a.b", "/base/items/a.b"),
+        ("..a", "/base/items/..a"),
+        ("a..", "/base/items/a.."),
+        (".a", "/base/items/.a"),
+        ("a%20b", "/base/items/a%20b"),
+        ("caf%C3%A9", "/base/items/caf%C3%A9"),
+        ("%E2%9C%93", "/base/items/%E2%9C%93"),
+        ("a;b", "/base/items/a%3Bb"),
+        ("a%3Bb", "/base/items/a%3Bb"),
+        ("%3Fx=1%23frag", "/base/items/%3Fx=1%23frag"),
+        ("user%40evil.example", "/base/items/user%40evil.example"),
+        (":8080", "/base/items/:8080"),
+        ("100%25", "/base/items/100%25"),
+    ],
+)
 def test_path_normal_values_pass_encoded(svc, seen, param, sent):
     status, data = raw_get(svc, f"/api/svc/items/{param}")
     assert status == 200, data
@@ -216,9 +262,13 @@ def test_path_invoke_params_cannot_climb(tmp_path, seen):
 
         async def all_calls() -> list:
             try:
-                return [await run("svc.item", {"id": "../admin"}), await run("svc.item", {"id": ".."}),
-                        await run("svc.files", {"rest": "a/../../private"}), await run("svc.item", {"id": "..;x"}),
-                        await run("svc.item", {"id": "a.b"})]
+                return [
+                    await run("svc.item", {"id": "../admin"}),
+                    await run("svc.item", {"id": ".."}),
+                    await run("svc.files", {"rest": "a/../../private"}),
+                    await run("svc.item", {"id": "..;x"}),
+                    await run("svc.item", {"id": "a.b"}),
+                ]
             finally:
                 await config.shutdown()
 
@@ -233,8 +283,12 @@ def test_path_fuzzed_values_never_leave_the_base(svc, seen):
     pieces = ["..", ".", "%2e", "%2E%2e", "%2f", "%5c", ";", ";x", "%3b", "%252e", "%252f", "a", "%00"]
     for first in pieces:
         for second in pieces:
-            for path in (f"/api/svc/items/{first}{second}", f"/api/svc/files/{first}{second}/x",
-                         f"/api/svc/files/x/{first}/{second}", f"/api/svc/opaque/{first}{second}"):
+            for path in (
+                f"/api/svc/items/{first}{second}",
+                f"/api/svc/files/{first}{second}/x",
+                f"/api/svc/files/x/{first}/{second}",
+                f"/api/svc/opaque/{first}{second}",
+            ):
                 before = len(seen.requests)
                 status, _ = raw_get(svc, path)
                 assert status in (200, 400, 404), (path, status)
@@ -248,6 +302,7 @@ def validate(root) -> tuple[int, str]:
     import io
 
     from gateway_engine.cli.main import run
+
     out = io.StringIO()
     return run(["validate", "--config", str(root)], stdout=out, stderr=out), out.getvalue()
 
@@ -255,32 +310,59 @@ def validate(root) -> tuple[int, str]:
 @pytest.mark.parametrize("upstream_path", ["{id}", "x/{id}", "//evil.example/{id}", "@evil.example/{id}"])
 def test_path_upstream_path_must_start_with_one_slash(tmp_path, upstream_path):
     """``upstream_path: "{id}"`` let ``/api/t/:PORT`` pick the upstream's port and ``/.evil.example`` its host (D17)."""
-    root = write_config(tmp_path, GATEWAY, {"t": (
-        "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
-        f"  - name: r\n    method: GET\n    path: '/{{id}}'\n    upstream_path: '{upstream_path}'\n")})
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "t": (
+                "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+                f"  - name: r\n    method: GET\n    path: '/{{id}}'\n    upstream_path: '{upstream_path}'\n"
+            )
+        },
+    )
     code, out = validate(root)
     assert code == 1
     assert out.startswith("routes.d/t.yaml:8:5: routes[0].upstream_path: "), out
     assert "starts with `/`" in out
 
 
-@pytest.mark.parametrize("url, problem", [
-    ("http://127.0.0.1:9/v1?key=SECRET", "query"), ("http://127.0.0.1:9/v1#x", "query"),
-    ("http://127.0.0.1:9\\\\@evil.example/", "backslash"), ("http://127.0.0.1:port/", "port"), ("http:///x", "host"),
-    ("http://127.0.0.1:9/a b", "whitespace"),
-])
+@pytest.mark.parametrize(
+    "url, problem",
+    [
+        ("http://127.0.0.1:9/v1?key=SECRET", "query"),
+        ("http://127.0.0.1:9/v1#x", "query"),
+        ("http://127.0.0.1:9\\\\@evil.example/", "backslash"),
+        ("http://127.0.0.1:port/", "port"),
+        ("http:///x", "host"),
+        ("http://127.0.0.1:9/a b", "whitespace"),
+    ],
+)
 def test_path_upstream_url_is_an_origin_and_a_path(tmp_path, url, problem):
-    root = write_config(tmp_path, GATEWAY, {"t": (
-        f"backend: t\nprefix: /t\nupstream: {{url: '{url}'}}\nroutes:\n  - {{name: r, method: GET, path: /r}}\n")})
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "t": (
+                f"backend: t\nprefix: /t\nupstream: {{url: '{url}'}}\nroutes:\n  - {{name: r, method: GET, path: /r}}\n"
+            )
+        },
+    )
     code, out = validate(root)
     assert code == 1 and out.startswith("routes.d/t.yaml:3:12: upstream.url: ") and problem in out, out
     assert "SECRET" not in out
 
 
 def test_path_opt_in_is_for_one_segment_params(tmp_path):
-    root = write_config(tmp_path, GATEWAY, {"t": (
-        "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
-        "  - name: r\n    method: GET\n    path: '/{rest:path}'\n    params: {rest: {allow_encoded_slash: true}}\n")})
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "t": (
+                "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+                "  - name: r\n    method: GET\n    path: '/{rest:path}'\n    params: {rest: {allow_encoded_slash: true}}\n"
+            )
+        },
+    )
     code, out = validate(root)
     assert code == 1 and "routes[0].params.rest.allow_encoded_slash: " in out, out
 
@@ -288,14 +370,22 @@ def test_path_opt_in_is_for_one_segment_params(tmp_path):
 @pytest.mark.parametrize("folder", [".", "examples/microservices", "tests/fixtures/kitchen_sink"])
 def test_path_shipped_configs_still_validate(folder):
     from pathlib import Path
+
     code, out = validate(Path(__file__).resolve().parent.parent / folder)
     assert code == 0, out
 
 
 def test_path_default_upstream_path_must_not_start_with_two_slashes(tmp_path):
-    root = write_config(tmp_path, GATEWAY, {"t": (
-        "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
-        "  - {name: r, method: GET, path: '//evil.example/{id}'}\n")})
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "t": (
+                "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+                "  - {name: r, method: GET, path: '//evil.example/{id}'}\n"
+            )
+        },
+    )
     code, out = validate(root)
     assert code == 1 and out.startswith("routes.d/t.yaml:5:5: routes[0].upstream_path: upstream_path must start"), out
 
@@ -303,7 +393,10 @@ def test_path_default_upstream_path_must_not_start_with_two_slashes(tmp_path):
 def test_query_client_cannot_override_keys_the_gateway_sets(gateway, upstream, recorder):
     """A client copy of a `set` key or of the query-style upstream key comes first, and many servers read the
     first (Flask, servlets, Go): the gateway's own keys must be the only ones of their name."""
-    gw = gateway(GATEWAY, {"svc": f"""
+    gw = gateway(
+        GATEWAY,
+        {
+            "svc": f"""
 backend: svc
 prefix: /svc
 upstream: {{url: "{upstream}", auth: {{style: query, param: api_key, value: "${{KEY}}"}}}}
@@ -314,8 +407,12 @@ routes:
     path: /allow
     upstream_path: /allow
     request: {{query: {{allow: [a, tenant, api_key], set: {{tenant: t1}}}}}}
-"""}, env={"KEY": "REAL"})
+"""
+        },
+        env={"KEY": "REAL"},
+    )
     import httpx
+
     with httpx.Client() as c:
         c.get(gw + "/api/svc/pass?a=1&api_key=mine&tenant=t2&tenant%5Bx%5D=1&where%5Bslug%5D=y&api%5Fkey=m2&b=2")
         assert recorder.last["query"] == "a=1&b=2&tenant=t1&where%5Bslug%5D=x&api_key=REAL"
@@ -324,10 +421,17 @@ routes:
 
 
 def test_path_mapped_values_are_checked_at_load(tmp_path):
-    root = write_config(tmp_path, GATEWAY, {"t": (
-        "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
-        "  - name: r\n    method: GET\n    path: '/{kind}'\n    upstream_path: '/r/{kind}'\n"
-        "    params: {kind: {map: {a: 'x/y', b: '..', c: 'fine value'}}}\n")})
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "t": (
+                "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9'}\nroutes:\n"
+                "  - name: r\n    method: GET\n    path: '/{kind}'\n    upstream_path: '/r/{kind}'\n"
+                "    params: {kind: {map: {a: 'x/y', b: '..', c: 'fine value'}}}\n"
+            )
+        },
+    )
     code, out = validate(root)
     assert code == 1
     assert "routes[0].params.kind.map.a: 'x/y': A path parameter holds a slash" in out, out

@@ -28,8 +28,10 @@ KEYS = {
     "GONE_KEY": "gone-00112233445566778899aabbccddeeff",
 }
 ADMIN_KEY = "adm-b7e1c9d3f5a7b9c1d3e5f7a9b1c3d5e7"  # configured only as its SHA-256
-IDENTITY_HEADERS = ("{user_id: X-User-Id, role: X-User-Role, email: X-User-Email, client_id: X-Client-Id, "
-                    "platform: X-Platform-Id, key_name: X-Key-Name, consumer: X-Consumer, scopes: X-Scopes}")
+IDENTITY_HEADERS = (
+    "{user_id: X-User-Id, role: X-User-Role, email: X-User-Email, client_id: X-Client-Id, "
+    "platform: X-Platform-Id, key_name: X-Key-Name, consumer: X-Consumer, scopes: X-Scopes}"
+)
 AUTH_SECTION = f"""auth:
   api_keys:
     - {{name: web, key: "${{WEB_KEY}}", scopes: ["orders:read"], roles: [user]}}
@@ -89,13 +91,16 @@ def test_auth_api_key_valid_reaches_upstream_without_the_key(svc, recorder):
     assert_no_secret(r)
 
 
-@pytest.mark.parametrize("key, code", [
-    ("nope-not-a-key", "INVALID_API_KEY"),
-    (KEYS["OLD_KEY"], "API_KEY_EXPIRED"),
-    (KEYS["OFF_KEY"], "API_KEY_DISABLED"),
-    (KEYS["WEB_KEY"].upper(), "INVALID_API_KEY"),
-    ("", "INVALID_API_KEY"),
-])
+@pytest.mark.parametrize(
+    "key, code",
+    [
+        ("nope-not-a-key", "INVALID_API_KEY"),
+        (KEYS["OLD_KEY"], "API_KEY_EXPIRED"),
+        (KEYS["OFF_KEY"], "API_KEY_DISABLED"),
+        (KEYS["WEB_KEY"].upper(), "INVALID_API_KEY"),
+        ("", "INVALID_API_KEY"),
+    ],
+)
 def test_auth_api_key_refused(svc, recorder, key, code):
     r = get(svc, "/api/svc/items", {"x-api-key": key})
     assert r.status_code == 401
@@ -164,18 +169,23 @@ def test_auth_tenant_keys_identify_platform_and_client(svc, recorder):
     r = get(svc, "/api/svc/tenant", {"x-api-key": KEYS["PLATFORM_KEY"], "client-x-api-key": KEYS["ACME_KEY"]})
     assert r.status_code == 200
     seen = recorder.last["headers"]
-    assert seen["x-platform-id"] == "platform" and seen["x-client-id"] == "acme" and seen["x-consumer"] == "platform/acme"
+    assert (
+        seen["x-platform-id"] == "platform" and seen["x-client-id"] == "acme" and seen["x-consumer"] == "platform/acme"
+    )
     assert "x-api-key" not in seen and "client-x-api-key" not in seen
     assert KEYS["ACME_KEY"] not in json.dumps(recorder.last) and KEYS["PLATFORM_KEY"] not in json.dumps(recorder.last)
     assert_no_secret(r)
 
 
-@pytest.mark.parametrize("platform, client, code", [
-    ("PLATFORM_KEY", "STRANGER_KEY", "INVALID_CLIENT_KEY"),  # a client of another platform
-    ("PLATFORM_KEY", "GONE_KEY", "CLIENT_KEY_EXPIRED"),
-    ("PLATFORM_KEY", "WEB_KEY", "INVALID_CLIENT_KEY"),  # a platform key is no client key
-    ("OLD_KEY", "ACME_KEY", "API_KEY_EXPIRED"),
-])
+@pytest.mark.parametrize(
+    "platform, client, code",
+    [
+        ("PLATFORM_KEY", "STRANGER_KEY", "INVALID_CLIENT_KEY"),  # a client of another platform
+        ("PLATFORM_KEY", "GONE_KEY", "CLIENT_KEY_EXPIRED"),
+        ("PLATFORM_KEY", "WEB_KEY", "INVALID_CLIENT_KEY"),  # a platform key is no client key
+        ("OLD_KEY", "ACME_KEY", "API_KEY_EXPIRED"),
+    ],
+)
 def test_auth_tenant_bad_client_key_is_401(svc, recorder, platform, client, code):
     r = get(svc, "/api/svc/tenant", {"x-api-key": KEYS[platform], "client-x-api-key": KEYS[client]})
     assert r.status_code == 401 and r.json()["error"]["code"] == code
@@ -204,8 +214,13 @@ def test_auth_client_key_alone_is_401(svc, recorder):
 
 
 def test_auth_spoofed_identity_headers_never_reach_upstream(svc, recorder):
-    spoof = {"X-User-Id": "admin", "X-User-Role": "admin", "X-Client-Id": "evil", "X-Platform-Id": "evil",
-             "X-User-Email": "evil@example.com"}
+    spoof = {
+        "X-User-Id": "admin",
+        "X-User-Role": "admin",
+        "X-Client-Id": "evil",
+        "X-Platform-Id": "evil",
+        "X-User-Email": "evil@example.com",
+    }
     assert get(svc, "/api/svc/items", {**spoof, "x-api-key": KEYS["WEB_KEY"]}).status_code == 200
     seen = recorder.last["headers"]
     assert "x-user-id" not in seen and "x-user-email" not in seen and "x-client-id" not in seen
@@ -257,7 +272,9 @@ def test_auth_priority_sits_between_cors_and_rate_limit():
 def test_auth_options_schema_documents_every_option():
     for name, prop in AuthPlugin.options_schema["properties"].items():
         assert prop.get("description") and "type" in prop and "default" in prop, name
-    for name, prop in AuthPlugin.options_schema["properties"]["forward_identity"]["properties"]["headers"]["properties"].items():
+    for name, prop in AuthPlugin.options_schema["properties"]["forward_identity"]["properties"]["headers"][
+        "properties"
+    ].items():
         assert prop.get("description") and prop["type"] == "string", name
 
 
@@ -276,7 +293,9 @@ def test_auth_key_table_skips_entries_without_key_and_rejects_bad_ones():
 
 
 def test_auth_key_table_aliases_of_one_key_keep_the_first_entry():
-    table = KeyTable("api_keys", [{"name": "a", "key": "s3cret", "scopes": ["x"]}, {"name": "b", "key": "s3cret"}], client=False)
+    table = KeyTable(
+        "api_keys", [{"name": "a", "key": "s3cret", "scopes": ["x"]}, {"name": "b", "key": "s3cret"}], client=False
+    )
     assert len(table) == 1 and table.lookup("s3cret").name == "a"
 
 
@@ -289,21 +308,26 @@ def test_auth_env_key_with_newline_is_a_config_error(tmp_path: Path, upstream):
 
 
 def validate(tmp_path: Path, gateway_text: str, backend: str = "") -> tuple[int, str]:
-    backend = backend or ("backend: svc\nprefix: /svc\nupstream: {url: 'http://127.0.0.1:9'}\n"
-                          "routes:\n  - {name: items, method: GET, path: /items}\n")
+    backend = backend or (
+        "backend: svc\nprefix: /svc\nupstream: {url: 'http://127.0.0.1:9'}\n"
+        "routes:\n  - {name: items, method: GET, path: /items}\n"
+    )
     root = write_config(tmp_path, gateway_text, {"svc": backend})
     out = io.StringIO()
     return run(["validate", "--config", str(root)], stdout=out), out.getvalue()
 
 
-@pytest.mark.parametrize("options, needle", [
-    ("{accept: [nonsense]}", "'nonsense' is not one of"),
-    ("{accept: [api_key], acept: [jwt]}", "unknown key 'acept'"),
-    ("{accept: [jwt], require_client_key: true}", "require_client_key needs api_key"),
-    ("{accept: [api_key], client_key_header: X-API-KEY}", "must differ"),
-    ("{accept: [api_key], forward_identity: {enabled: true, headers: {user_id: Authorization}}}", "collides"),
-    ("{accept: [api_key], forward_identity: true, api_key_header: 5}", "is not of type"),  # no crash on bad shapes
-])
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ("{accept: [nonsense]}", "'nonsense' is not one of"),
+        ("{accept: [api_key], acept: [jwt]}", "unknown key 'acept'"),
+        ("{accept: [jwt], require_client_key: true}", "require_client_key needs api_key"),
+        ("{accept: [api_key], client_key_header: X-API-KEY}", "must differ"),
+        ("{accept: [api_key], forward_identity: {enabled: true, headers: {user_id: Authorization}}}", "collides"),
+        ("{accept: [api_key], forward_identity: true, api_key_header: 5}", "is not of type"),  # no crash on bad shapes
+    ],
+)
 def test_auth_validate_reports_bad_options_with_location(tmp_path, options, needle):
     code, out = validate(tmp_path, gateway_yaml(options))
     assert code == 1
@@ -312,9 +336,11 @@ def test_auth_validate_reports_bad_options_with_location(tmp_path, options, need
 
 
 def test_auth_validate_reports_bad_auth_section_with_location(tmp_path):
-    text = ("version: 1\nplugins: [{auth: {accept: [api_key, jwt]}}]\nauth:\n  api_keys:\n"
-            "    - {name: a, key_sha256: not-hex}\n    - {name: b, key: x, expires: 2030-01-01}\n"
-            "  jwt: {algorithms: [HS256, none]}\n")
+    text = (
+        "version: 1\nplugins: [{auth: {accept: [api_key, jwt]}}]\nauth:\n  api_keys:\n"
+        "    - {name: a, key_sha256: not-hex}\n    - {name: b, key: x, expires: 2030-01-01}\n"
+        "  jwt: {algorithms: [HS256, none]}\n"
+    )
     code, out = validate(tmp_path, text)
     assert code == 1
     assert "gateway.yaml:5:" in out and "key_sha256" in out

@@ -40,9 +40,13 @@ HS_SECTION = f"""  jwt:
 """
 
 
-def gateway_yaml(jwt_section: str = HS_SECTION, options: str = "{accept: [jwt], forward_identity: {enabled: true}}") -> str:
-    return (f"version: 1\nbase_path: /api\nplugins: [request_id, {{auth: {options}}}, envelope]\n"
-            f"auth:\n  api_keys:\n    - {{name: web, key: \"${{WEB_KEY}}\", scopes: [\"*\"]}}\n{jwt_section}")
+def gateway_yaml(
+    jwt_section: str = HS_SECTION, options: str = "{accept: [jwt], forward_identity: {enabled: true}}"
+) -> str:
+    return (
+        f"version: 1\nbase_path: /api\nplugins: [request_id, {{auth: {options}}}, envelope]\n"
+        f'auth:\n  api_keys:\n    - {{name: web, key: "${{WEB_KEY}}", scopes: ["*"]}}\n{jwt_section}'
+    )
 
 
 def routes(url: str) -> str:
@@ -59,8 +63,15 @@ routes:
 
 def claims(**overrides) -> dict:
     now = int(time.time())
-    base = {"sub": "u-42", "email": "ana@example.test", "roles": ["user"], "iss": ISSUER, "aud": AUDIENCE,
-            "iat": now, "exp": now + 600}
+    base = {
+        "sub": "u-42",
+        "email": "ana@example.test",
+        "roles": ["user"],
+        "iss": ISSUER,
+        "aud": AUDIENCE,
+        "iat": now,
+        "exp": now + 600,
+    }
     base.update(overrides)
     return {k: v for k, v in base.items() if v is not None}
 
@@ -94,8 +105,11 @@ def rsa_keys():
 
 
 def public_pem(private_key) -> str:
-    return private_key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                  serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
 
 
 @pytest.fixture
@@ -129,19 +143,26 @@ def test_auth_jwt_identity_claims_by_default_names():
     assert verifier.identity({})["roles"] == [] and verifier.identity({})["user_id"] is None
 
 
-@pytest.mark.parametrize("token, code, needle", [
-    (lambda: hs256(claims(exp=int(time.time()) - 3600)), "TOKEN_EXPIRED", "expired"),
-    (lambda: hs256(claims(nbf=int(time.time()) + 3600)), "INVALID_TOKEN", "not valid yet"),
-    (lambda: hs256(claims(aud="someone-else")), "INVALID_TOKEN", "audience"),
-    (lambda: hs256(claims(aud=None)), "INVALID_TOKEN", "'aud'"),
-    (lambda: hs256(claims(iss="https://evil.example.test")), "INVALID_TOKEN", "issuer"),
-    (lambda: hs256(claims(sub=None)), "INVALID_TOKEN", "'sub'"),
-    (lambda: hs256(claims(exp=None)), "INVALID_TOKEN", "'exp'"),
-    (lambda: hs256(claims(), secret="another-secret-of-sufficient-length-0123456789"), "INVALID_TOKEN", "signature"),
-    (lambda: "not.a.token", "INVALID_TOKEN", "malformed"),
-    (lambda: forged({"alg": "none", "typ": "JWT"}, claims(), None), "INVALID_TOKEN", "algorithm"),
-    (lambda: forged({"alg": "HS512", "typ": "JWT"}, claims(), SECRET.encode()), "INVALID_TOKEN", "algorithm"),
-])
+@pytest.mark.parametrize(
+    "token, code, needle",
+    [
+        (lambda: hs256(claims(exp=int(time.time()) - 3600)), "TOKEN_EXPIRED", "expired"),
+        (lambda: hs256(claims(nbf=int(time.time()) + 3600)), "INVALID_TOKEN", "not valid yet"),
+        (lambda: hs256(claims(aud="someone-else")), "INVALID_TOKEN", "audience"),
+        (lambda: hs256(claims(aud=None)), "INVALID_TOKEN", "'aud'"),
+        (lambda: hs256(claims(iss="https://evil.example.test")), "INVALID_TOKEN", "issuer"),
+        (lambda: hs256(claims(sub=None)), "INVALID_TOKEN", "'sub'"),
+        (lambda: hs256(claims(exp=None)), "INVALID_TOKEN", "'exp'"),
+        (
+            lambda: hs256(claims(), secret="another-secret-of-sufficient-length-0123456789"),
+            "INVALID_TOKEN",
+            "signature",
+        ),
+        (lambda: "not.a.token", "INVALID_TOKEN", "malformed"),
+        (lambda: forged({"alg": "none", "typ": "JWT"}, claims(), None), "INVALID_TOKEN", "algorithm"),
+        (lambda: forged({"alg": "HS512", "typ": "JWT"}, claims(), SECRET.encode()), "INVALID_TOKEN", "algorithm"),
+    ],
+)
 def test_auth_jwt_refused(hs_gateway, recorder, token, code, needle):
     token = token()
     r = call(hs_gateway, "/api/svc/items", token)
@@ -171,7 +192,10 @@ def test_auth_jwt_roles_and_scopes_from_claims(hs_gateway, recorder):
     assert call(hs_gateway, "/api/svc/audit", hs256(claims(roles=["auditor", "admin"]))).status_code == 200
     r = call(hs_gateway, "/api/svc/orders", hs256(claims(scope="orders:read")), method="POST")
     assert r.status_code == 403 and "orders:write" in r.json()["error"]["message"]
-    assert call(hs_gateway, "/api/svc/orders", hs256(claims(scope="orders:read orders:write")), method="POST").status_code == 200
+    assert (
+        call(hs_gateway, "/api/svc/orders", hs256(claims(scope="orders:read orders:write")), method="POST").status_code
+        == 200
+    )
 
 
 def test_auth_jwt_nested_roles_claim(gateway, upstream):
@@ -194,8 +218,11 @@ def rs_section(extra: str, algorithms: str = "[RS256]") -> str:
 
 def test_auth_jwt_rs256_with_public_key_and_algorithm_confusion(gateway, upstream, recorder, rsa_keys):
     pem = public_pem(rsa_keys[0])
-    gw = gateway(gateway_yaml(rs_section('    public_key: "${JWT_PUBLIC_KEY}"\n')), {"svc": routes(upstream)},
-                 env={**ENV, "JWT_PUBLIC_KEY": pem})
+    gw = gateway(
+        gateway_yaml(rs_section('    public_key: "${JWT_PUBLIC_KEY}"\n')),
+        {"svc": routes(upstream)},
+        env={**ENV, "JWT_PUBLIC_KEY": pem},
+    )
     assert call(gw, "/api/svc/items", jwt.encode(claims(), rsa_keys[0], algorithm="RS256")).status_code == 200
     assert call(gw, "/api/svc/items", jwt.encode(claims(), rsa_keys[1], algorithm="RS256")).status_code == 401
     confused = forged({"alg": "HS256", "typ": "JWT"}, claims(), pem.encode())  # HMAC keyed with the public PEM
@@ -207,7 +234,9 @@ def test_auth_jwt_rs256_with_public_key_and_algorithm_confusion(gateway, upstrea
 def test_auth_jwt_mixed_families_never_share_keys(gateway, upstream, tmp_path, rsa_keys):
     pem = public_pem(rsa_keys[0])
     (tmp_path / "idp.pem").write_text(pem)
-    section = rs_section(f'    secret: "${{JWT_SECRET}}"\n    public_key_file: "{tmp_path / "idp.pem"}"\n', "[HS256, RS256]")
+    section = rs_section(
+        f'    secret: "${{JWT_SECRET}}"\n    public_key_file: "{tmp_path / "idp.pem"}"\n', "[HS256, RS256]"
+    )
     gw = gateway(gateway_yaml(section), {"svc": routes(upstream)}, env=ENV)
     assert call(gw, "/api/svc/items", jwt.encode(claims(), rsa_keys[0], algorithm="RS256")).status_code == 200
     assert call(gw, "/api/svc/items", hs256(claims())).status_code == 200
@@ -230,6 +259,7 @@ class JwksServer:
         async def jwks(request: Request) -> JSONResponse:
             self.fetches += 1
             return JSONResponse({"keys": self.keys}, status_code=self.status)
+
         return Starlette(routes=[Route("/.well-known/jwks.json", jwks)])
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from gateway_engine.compiled.registry import discover
 
-PLUGIN_SOURCE = textwrap.dedent('''
+PLUGIN_SOURCE = textwrap.dedent("""
     from gateway_engine import GatewayError, Plugin, Reply
 
     class DemoPlugin(Plugin):
@@ -37,7 +37,7 @@ PLUGIN_SOURCE = textwrap.dedent('''
 
         async def on_response(self, ctx, reply):
             reply.set_header("x-early-saw", reply.get_header("x-demo-order") or "none")
-''')
+""")
 
 
 @pytest.fixture
@@ -50,7 +50,8 @@ def demo_plugin(tmp_path, monkeypatch):
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: demo-gw-plugin\nVersion: 1.0\n")
     (info / "entry_points.txt").write_text(
-        "[gateway_engine.plugins]\ndemo = demo_gw_plugin:DemoPlugin\nearly = demo_gw_plugin:EarlyPlugin\n")
+        "[gateway_engine.plugins]\ndemo = demo_gw_plugin:DemoPlugin\nearly = demo_gw_plugin:EarlyPlugin\n"
+    )
     monkeypatch.syspath_prepend(str(site))
     return site
 
@@ -61,19 +62,27 @@ def test_plugin_chain_builtins_are_entry_points():
 
 
 def test_plugin_chain_entry_point_plugin_runs(demo_plugin, gateway, upstream, recorder):
-    gw = gateway("version: 1\nbase_path: /api\nplugins: [{demo: {greeting: hi}}, early, envelope]\n",
-                 {"s": f"backend: s\nprefix: /s\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: a, method: GET, path: /a}}\n"})
+    gw = gateway(
+        "version: 1\nbase_path: /api\nplugins: [{demo: {greeting: hi}}, early, envelope]\n",
+        {
+            "s": f"backend: s\nprefix: /s\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: a, method: GET, path: /a}}\n"
+        },
+    )
     with httpx.Client() as c:
         r = c.get(gw + "/api/s/a")
     assert r.status_code == 200
     assert recorder.last["headers"]["x-demo"] == "hi"
-    assert r.headers["x-demo-order"] == "early,demo"   # priority 600 ran before 500
-    assert r.headers["x-early-saw"] == "early,demo"    # and its response phase ran after
+    assert r.headers["x-demo-order"] == "early,demo"  # priority 600 ran before 500
+    assert r.headers["x-early-saw"] == "early,demo"  # and its response phase ran after
 
 
 def test_plugin_chain_short_circuit_runs_only_plugins_that_ran(demo_plugin, gateway, upstream, recorder):
-    gw = gateway("version: 1\nbase_path: /api\nplugins: [{demo: {block: true}}, early, envelope]\n",
-                 {"s": f"backend: s\nprefix: /s\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: a, method: GET, path: /a}}\n"})
+    gw = gateway(
+        "version: 1\nbase_path: /api\nplugins: [{demo: {block: true}}, early, envelope]\n",
+        {
+            "s": f"backend: s\nprefix: /s\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: a, method: GET, path: /a}}\n"
+        },
+    )
     with httpx.Client() as c:
         r = c.get(gw + "/api/s/a")
     assert r.status_code == 418
@@ -106,6 +115,7 @@ routes:
 def test_plugin_chain_options_are_validated_with_location(demo_plugin, tmp_path):
     from gateway_engine import ConfigErrors, load_config
     from tests.servers import write_config
+
     root = write_config(tmp_path / "c", "version: 1\nplugins:\n  - demo: {greting: typo}\n", {})
     with pytest.raises(ConfigErrors) as info:
         load_config(root, {})
@@ -114,12 +124,30 @@ def test_plugin_chain_options_are_validated_with_location(demo_plugin, tmp_path)
 
 def test_plugin_chain_builtin_order_is_pinned():
     """The request-phase order of the built-ins; changing a priority must be a deliberate change here."""
-    builtins = {"request_id", "security_headers", "logging", "ip_filter", "cors", "request_size_limit", "auth",
-                "rate_limit", "envelope"}
+    builtins = {
+        "request_id",
+        "security_headers",
+        "logging",
+        "ip_filter",
+        "cors",
+        "request_size_limit",
+        "auth",
+        "rate_limit",
+        "envelope",
+    }
     registry = discover()
     ordered = [name for name in sorted(builtins, key=lambda n: -registry[n].priority)]
-    assert ordered == ["request_id", "security_headers", "logging", "ip_filter", "cors", "request_size_limit",
-                       "auth", "rate_limit", "envelope"]
+    assert ordered == [
+        "request_id",
+        "security_headers",
+        "logging",
+        "ip_filter",
+        "cors",
+        "request_size_limit",
+        "auth",
+        "rate_limit",
+        "envelope",
+    ]
 
 
 def test_plugin_chain_every_builtin_documents_its_options():

@@ -24,12 +24,16 @@ def gateway_yaml(cors: dict, *, auth: bool = False) -> str:
 
 
 def backend(upstream: str) -> str:
-    return (f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
-            "  - {name: items, method: [GET, POST], path: /items}\n"
-            "  - {name: denied, method: GET, path: /denied, upstream_path: /status/401}\n")
+    return (
+        f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
+        "  - {name: items, method: [GET, POST], path: /items}\n"
+        "  - {name: denied, method: GET, path: /denied, upstream_path: /status/401}\n"
+    )
 
 
-def preflight(c: httpx.Client, url: str, origin: str, method: str = "POST", headers: str | None = None) -> httpx.Response:
+def preflight(
+    c: httpx.Client, url: str, origin: str, method: str = "POST", headers: str | None = None
+) -> httpx.Response:
     h = {"origin": origin, "access-control-request-method": method}
     if headers:
         h["access-control-request-headers"] = headers
@@ -107,7 +111,9 @@ def test_cors_error_replies_carry_the_headers(gateway, upstream, stub_auth):
 
 def test_cors_wildcard_and_credentials(gateway, upstream):
     any_origin = gateway(gateway_yaml({"allow_origins": ["*"]}), {"svc": backend(upstream)})
-    with_credentials = gateway(gateway_yaml({"allow_origins": [APP], "allow_credentials": True}), {"svc": backend(upstream)})
+    with_credentials = gateway(
+        gateway_yaml({"allow_origins": [APP], "allow_credentials": True}), {"svc": backend(upstream)}
+    )
     with httpx.Client() as c:
         r = c.get(any_origin + "/api/svc/items", headers={"origin": "https://anything.example"})
         assert r.headers["access-control-allow-origin"] == "*"
@@ -121,10 +127,14 @@ def test_cors_wildcard_and_credentials(gateway, upstream):
 
 
 def test_cors_origin_regex_must_match_fully(gateway, upstream):
-    gw = gateway(gateway_yaml({"allow_origin_regex": [r"https://[a-z0-9-]+\.example\.com"]}), {"svc": backend(upstream)})
+    gw = gateway(
+        gateway_yaml({"allow_origin_regex": [r"https://[a-z0-9-]+\.example\.com"]}), {"svc": backend(upstream)}
+    )
     with httpx.Client() as c:
+
         def grant(origin: str) -> str | None:
             return c.get(gw + "/api/svc/items", headers={"origin": origin}).headers.get("access-control-allow-origin")
+
         assert grant("https://shop.example.com") == "https://shop.example.com"
         assert grant("https://shop.example.com.evil.io") is None
         assert grant("http://shop.example.com") is None
@@ -136,8 +146,14 @@ def test_cors_origins_from_env_including_a_json_array(gateway, upstream):
     gw = gateway(gateway_yaml(cors), {"svc": backend(upstream)}, env)
     with httpx.Client() as c:
         for origin in ("https://a.example", "https://b.example", "http://localhost:5000"):
-            assert c.get(gw + "/api/svc/items", headers={"origin": origin}).headers.get("access-control-allow-origin") == origin
-        assert "access-control-allow-origin" not in c.get(gw + "/api/svc/items", headers={"origin": "https://c.example"}).headers
+            assert (
+                c.get(gw + "/api/svc/items", headers={"origin": origin}).headers.get("access-control-allow-origin")
+                == origin
+            )
+        assert (
+            "access-control-allow-origin"
+            not in c.get(gw + "/api/svc/items", headers={"origin": "https://c.example"}).headers
+        )
 
 
 def test_cors_plain_options_probe_gets_allow_and_grant(gateway, upstream):
@@ -162,8 +178,16 @@ def run_response(plugin: CorsPlugin, reply: Reply, origin: str) -> Reply:
 
 
 def test_cors_upstream_cors_headers_are_replaced_and_vary_is_appended():
-    reply = Reply(200, [("access-control-allow-origin", "*"), ("access-control-allow-credentials", "true"),
-                        ("vary", "Accept-Encoding"), ("vary", "Accept-Language")], b"{}")
+    reply = Reply(
+        200,
+        [
+            ("access-control-allow-origin", "*"),
+            ("access-control-allow-credentials", "true"),
+            ("vary", "Accept-Encoding"),
+            ("vary", "Accept-Language"),
+        ],
+        b"{}",
+    )
     run_response(make_plugin(allow_origins=[APP]), reply, "https://evil.example")
     assert reply.get_header("access-control-allow-origin") is None
     assert reply.get_header("access-control-allow-credentials") is None
@@ -172,28 +196,39 @@ def test_cors_upstream_cors_headers_are_replaced_and_vary_is_appended():
     assert [v for k, v in reply.headers if k == "vary"] == ["Accept-Encoding, Accept-Language, Origin"]
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"allow_origins": ["*"], "allow_credentials": True}, "cannot be combined with allow_credentials"),
-    ({"allow_origins": ["https://app.example.com/path"]}, "is not an origin"),
-    ({"allow_origins": ["[not json"]}, "allow_origins:"),
-    ({"allow_origin_regex": ["https://(unclosed"]}, "is not a valid regular expression"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"allow_origins": ["*"], "allow_credentials": True}, "cannot be combined with allow_credentials"),
+        ({"allow_origins": ["https://app.example.com/path"]}, "is not an origin"),
+        ({"allow_origins": ["[not json"]}, "allow_origins:"),
+        ({"allow_origin_regex": ["https://(unclosed"]}, "is not a valid regular expression"),
+    ],
+)
 def test_cors_check_options_refuses(options, message):
     problems = CorsPlugin.check_options({"allow_origins": [], "allow_origin_regex": [], **options})
     assert len(problems) == 1 and message in problems[0]
 
 
 def test_cors_validate_reports_wildcard_with_credentials_with_location(tmp_path, upstream):
-    root = write_config(tmp_path, "version: 1\nplugins:\n  - request_id\n  - cors: {allow_origins: ['*'], allow_credentials: true}\n",
-                        {"svc": backend(upstream)})
+    root = write_config(
+        tmp_path,
+        "version: 1\nplugins:\n  - request_id\n  - cors: {allow_origins: ['*'], allow_credentials: true}\n",
+        {"svc": backend(upstream)},
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
-    assert "gateway.yaml:4:5: plugins[1].cors: allow_origins '*' cannot be combined with allow_credentials" in out.getvalue()
+    assert (
+        "gateway.yaml:4:5: plugins[1].cors: allow_origins '*' cannot be combined with allow_credentials"
+        in out.getvalue()
+    )
 
 
 def test_cors_preflight_needs_no_credentials_with_the_real_auth_plugin(gateway, upstream, recorder):
-    config = ("version: 1\nbase_path: /api\nauth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
-              f"plugins: [request_id, {{cors: {{allow_origins: ['{APP}']}}}}, {{auth: {{accept: [api_key]}}}}, envelope]\n")
+    config = (
+        "version: 1\nbase_path: /api\nauth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
+        f"plugins: [request_id, {{cors: {{allow_origins: ['{APP}']}}}}, {{auth: {{accept: [api_key]}}}}, envelope]\n"
+    )
     gw = gateway(config, {"svc": backend(upstream)}, {"WEB_KEY": "web-key-123456"})
     with httpx.Client() as c:
         assert preflight(c, gw + "/api/svc/items", APP, "GET", "x-api-key").status_code == 204

@@ -20,9 +20,11 @@ def gateway_yaml(options: dict, trusted_proxies: int = 1) -> str:
 
 
 def backend(upstream: str) -> str:
-    return (f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
-            "  - {name: items, method: GET, path: /items}\n"
-            "  - {name: open, method: GET, path: /open, plugins: {ip_filter: false}}\n")
+    return (
+        f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
+        "  - {name: items, method: GET, path: /items}\n"
+        "  - {name: open, method: GET, path: /open, plugins: {ip_filter: false}}\n"
+    )
 
 
 def status_from(c: httpx.Client, url: str, ip: str) -> int:
@@ -68,23 +70,33 @@ def test_ip_filter_uses_the_peer_when_no_proxy_is_trusted(gateway, upstream):
 
 
 def test_ip_filter_permits_unit():
-    plugin = IpFilterPlugin({"allow": [], "deny": ["::1", "127.0.0.0/8"]}, GatewayInfo(base_path="", settings={}, config_dir="."))
+    plugin = IpFilterPlugin(
+        {"allow": [], "deny": ["::1", "127.0.0.0/8"]}, GatewayInfo(base_path="", settings={}, config_dir=".")
+    )
     assert not plugin.permits("127.0.0.1") and not plugin.permits("::1") and not plugin.permits("::ffff:127.0.0.2")
     assert plugin.permits("128.0.0.1") and plugin.permits("garbage")  # deny-only: an unparsable address is not listed
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"allow": ["10.0.0.1/8"]}, "did you mean 10.0.0.0/8?"),
-    ({"deny": ["300.1.1.1"]}, "deny: '300.1.1.1' is not an IP address or CIDR block"),
-    ({"allow": ["2001:db8::/129"]}, "allow: '2001:db8::/129' is not an IP address or CIDR block"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"allow": ["10.0.0.1/8"]}, "did you mean 10.0.0.0/8?"),
+        ({"deny": ["300.1.1.1"]}, "deny: '300.1.1.1' is not an IP address or CIDR block"),
+        ({"allow": ["2001:db8::/129"]}, "allow: '2001:db8::/129' is not an IP address or CIDR block"),
+    ],
+)
 def test_ip_filter_check_options_refuses(options, message):
     problems = IpFilterPlugin.check_options({"allow": [], "deny": [], **options})
     assert len(problems) == 1 and message in problems[0]
 
 
 def test_ip_filter_validate_reports_bad_cidr(tmp_path, upstream):
-    root = write_config(tmp_path, "version: 1\nplugins:\n  - ip_filter:\n      allow: [10.0.0.0/33]\n", {"svc": backend(upstream)})
+    root = write_config(
+        tmp_path, "version: 1\nplugins:\n  - ip_filter:\n      allow: [10.0.0.0/33]\n", {"svc": backend(upstream)}
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
-    assert "gateway.yaml:3:5: plugins[0].ip_filter: allow: '10.0.0.0/33' is not an IP address or CIDR block" in out.getvalue()
+    assert (
+        "gateway.yaml:3:5: plugins[0].ip_filter: allow: '10.0.0.0/33' is not an IP address or CIDR block"
+        in out.getvalue()
+    )

@@ -50,18 +50,24 @@ def stub_auth(tmp_path, monkeypatch):
     return site
 
 
-def gateway_yaml(rate_limit: dict | None = None, *, auth: bool = False, storage: str = "memory://", extra: str = "") -> str:
+def gateway_yaml(
+    rate_limit: dict | None = None, *, auth: bool = False, storage: str = "memory://", extra: str = ""
+) -> str:
     chain = ["request_id"] + ([{"stub_auth": {"required": False}}] if auth else [])
     chain += [{"rate_limit": rate_limit}] if rate_limit is not None else []
-    return (f"version: 1\nbase_path: /api\ntrusted_proxies: 1\nrate_limit_storage: '{storage}'\n{extra}"
-            f"plugins: {json.dumps(chain + ['envelope'])}\n")
+    return (
+        f"version: 1\nbase_path: /api\ntrusted_proxies: 1\nrate_limit_storage: '{storage}'\n{extra}"
+        f"plugins: {json.dumps(chain + ['envelope'])}\n"
+    )
 
 
 def backend(upstream: str, extra_routes: str = "") -> str:
-    return (f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
-            "  - {name: items, method: [GET, POST], path: /items}\n"
-            "  - {name: other, method: GET, path: /other}\n"
-            "  - {name: login, method: POST, path: '/login/{code}', upstream_path: '/status/{code}'}\n" + extra_routes)
+    return (
+        f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
+        "  - {name: items, method: [GET, POST], path: /items}\n"
+        "  - {name: other, method: GET, path: /other}\n"
+        "  - {name: login, method: POST, path: '/login/{code}', upstream_path: '/status/{code}'}\n" + extra_routes
+    )
 
 
 def get(c: httpx.Client, url: str, ip: str = "203.0.113.1", **headers: str) -> httpx.Response:
@@ -92,7 +98,11 @@ def test_rate_limit_route_shorthand_and_multi_unit_window(gateway, upstream):
         other = get(c, gw + "/api/svc/items")
     assert statuses == [200, 200, 429]
     assert 60 < int(refused.headers["retry-after"]) <= 900  # a 15-minute window, not a 1-minute one
-    assert refused.json()["error"]["details"] == {"limit": 2, "period": "15 minutes", "retry_after": int(refused.headers["retry-after"])}
+    assert refused.json()["error"]["details"] == {
+        "limit": 2,
+        "period": "15 minutes",
+        "retry_after": int(refused.headers["retry-after"]),
+    }
     assert other.headers["ratelimit-limit"] == "100"  # per-route counters: the other route is untouched
     assert other.headers["ratelimit-remaining"] == "99"
 
@@ -114,14 +124,18 @@ def test_rate_limit_counts_only_failures(gateway, upstream, recorder):
 
 
 def test_rate_limit_moving_window(gateway, upstream):
-    gw = gateway(gateway_yaml({"limit": ["2/minute", "10/hour"], "key": "ip", "strategy": "moving-window"}),
-                 {"svc": backend(upstream)})
+    gw = gateway(
+        gateway_yaml({"limit": ["2/minute", "10/hour"], "key": "ip", "strategy": "moving-window"}),
+        {"svc": backend(upstream)},
+    )
     with httpx.Client() as c:
         responses = [get(c, gw + "/api/svc/items") for _ in range(3)]
     assert [r.status_code for r in responses] == [200, 200, 429]
     assert [r.headers["ratelimit-limit"] for r in responses] == ["2", "2", "2"]  # the tightest limit is reported
     assert 1 <= int(responses[2].headers["retry-after"]) <= 60
-    plugin = RateLimitPlugin({**defaults(), "strategy": "moving-window"}, GatewayInfo(base_path="", settings={}, config_dir="."))
+    plugin = RateLimitPlugin(
+        {**defaults(), "strategy": "moving-window"}, GatewayInfo(base_path="", settings={}, config_dir=".")
+    )
     assert isinstance(plugin.counters.limiter(plugin.strategy), MovingWindowRateLimiter)
 
 
@@ -130,14 +144,18 @@ def test_rate_limit_key_consumer_versus_ip(gateway, upstream, stub_auth):
     gw = gateway(gateway_yaml({"limit": "2/minute", "key": "consumer"}, auth=True), {"svc": backend(upstream, routes)})
     with httpx.Client() as c:
         # one consumer from two IPs shares one budget
-        by_consumer = [get(c, gw + "/api/svc/items", ip, **{"x-test-user": "alice"}).status_code
-                       for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1")]
+        by_consumer = [
+            get(c, gw + "/api/svc/items", ip, **{"x-test-user": "alice"}).status_code
+            for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.1")
+        ]
         assert get(c, gw + "/api/svc/items", "198.51.100.1", **{"x-test-user": "bob"}).status_code == 200
         # anonymous callers fall back to their IP: two IPs, two budgets
         anonymous = [get(c, gw + "/api/svc/items", ip).status_code for ip in ("192.0.2.1", "192.0.2.1", "192.0.2.2")]
         # keyed by IP, the same consumer from two IPs gets two budgets
-        by_ip = [get(c, gw + "/api/svc/by-ip", ip, **{"x-test-user": "alice"}).status_code
-                 for ip in ("198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.1")]
+        by_ip = [
+            get(c, gw + "/api/svc/by-ip", ip, **{"x-test-user": "alice"}).status_code
+            for ip in ("198.51.100.1", "198.51.100.1", "198.51.100.2", "198.51.100.1")
+        ]
     assert by_consumer == [200, 200, 429]
     assert anonymous == [200, 200, 200]
     assert by_ip == [200, 200, 200, 429]
@@ -147,20 +165,25 @@ def test_rate_limit_key_template_and_backend_scope(gateway, upstream, stub_auth)
     options = {"limit": "2/minute", "key": "{{ identity.platform }}:{{ ip }}", "scope": "backend"}
     gw = gateway(gateway_yaml(options, auth=True), {"svc": backend(upstream)})
     with httpx.Client() as c:
+
         def call(path: str, platform: str) -> int:
             return get(c, gw + path, "192.0.2.9", **{"x-test-user": "u", "x-test-platform": platform}).status_code
+
         web = [call("/api/svc/items", "web"), call("/api/svc/other", "web"), call("/api/svc/items", "web")]
         ios = [call("/api/svc/other", "ios"), call("/api/svc/items", "ios")]
     assert web == [200, 200, 429]  # the backend scope shares one budget across its routes
-    assert ios == [200, 200]       # another platform, another counter
+    assert ios == [200, 200]  # another platform, another counter
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"limit": "100/fortnight"}, "limit: '100/fortnight' is not a rate limit"),
-    ({"limit": ["10/second", "0/minute"]}, "allows no request at all"),
-    ({"key": "user"}, "key 'user' must be one of consumer, ip, route, client or a template"),
-    ({"key": "{{ ip "}, "does not compile"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"limit": "100/fortnight"}, "limit: '100/fortnight' is not a rate limit"),
+        ({"limit": ["10/second", "0/minute"]}, "allows no request at all"),
+        ({"key": "user"}, "key 'user' must be one of consumer, ip, route, client or a template"),
+        ({"key": "{{ ip "}, "does not compile"),
+    ],
+)
 def test_rate_limit_check_options_refuses(options, message):
     problems = RateLimitPlugin.check_options({**defaults(), **options})
     assert len(problems) == 1 and message in problems[0]
@@ -206,7 +229,9 @@ def test_rate_limit_redis_down_fails_open_or_closed(gateway, upstream, caplog):
 
 
 def test_rate_limit_anonymous_template_key_falls_back_to_the_ip():
-    plugin = RateLimitPlugin({**defaults(), "key": "{{ consumer }}"}, GatewayInfo(base_path="", settings={}, config_dir="."))
+    plugin = RateLimitPlugin(
+        {**defaults(), "key": "{{ consumer }}"}, GatewayInfo(base_path="", settings={}, config_dir=".")
+    )
     ctx = RequestContext({"type": "http", "method": "GET", "path": "/", "headers": []}, None, None, {}, "192.0.2.1")
     assert plugin.identifiers(ctx)[2] == "ip:192.0.2.1"
     ctx.consumer = "alice"
@@ -214,24 +239,30 @@ def test_rate_limit_anonymous_template_key_falls_back_to_the_ip():
 
 
 def test_rate_limit_with_the_real_auth_plugin_keys_by_key_name(gateway, upstream):
-    auth = ("auth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
-            "    - {name: mobile, key: '${MOBILE_KEY}', scopes: ['*']}\n")
-    config = (f"version: 1\nbase_path: /api\ntrusted_proxies: 1\n{auth}"
-              "plugins: [request_id, {auth: {accept: [api_key]}}, {rate_limit: {limit: 2/minute}}, envelope]\n")
+    auth = (
+        "auth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
+        "    - {name: mobile, key: '${MOBILE_KEY}', scopes: ['*']}\n"
+    )
+    config = (
+        f"version: 1\nbase_path: /api\ntrusted_proxies: 1\n{auth}"
+        "plugins: [request_id, {auth: {accept: [api_key]}}, {rate_limit: {limit: 2/minute}}, envelope]\n"
+    )
     gw = gateway(config, {"svc": backend(upstream)}, {"WEB_KEY": "web-key-123456", "MOBILE_KEY": "mobile-key-123456"})
     with httpx.Client() as c:
-        web = [get(c, gw + "/api/svc/items", ip, **{"x-api-key": "web-key-123456"}).status_code
-               for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.3")]
+        web = [
+            get(c, gw + "/api/svc/items", ip, **{"x-api-key": "web-key-123456"}).status_code
+            for ip in ("198.51.100.1", "198.51.100.2", "198.51.100.3")
+        ]
         mobile = get(c, gw + "/api/svc/items", "198.51.100.1", **{"x-api-key": "mobile-key-123456"})
-    assert web == [200, 200, 429]   # one consumer, three IPs, one budget
+    assert web == [200, 200, 429]  # one consumer, three IPs, one budget
     assert mobile.status_code == 200 and mobile.headers["ratelimit-remaining"] == "1"
 
 
 def test_rate_limit_local_windows_start_at_first_hit_end_on_time_and_sweep_ended_keys():
     windows = LocalWindows()
-    assert windows.hit("a", 60, 1000.0) == (1, 1060.0)   # the window starts at the first hit
+    assert windows.hit("a", 60, 1000.0) == (1, 1060.0)  # the window starts at the first hit
     assert windows.hit("a", 60, 1059.9) == (2, 1060.0)
-    assert windows.hit("b", 10, 1001.0) == (1, 1011.0)   # keys count apart
-    assert windows.hit("a", 60, 1060.0) == (1, 1120.0)   # the window has ended: a fresh one
-    windows.hit("c", 60, 1200.0)                         # a new window after a minute sweeps the ended ones
+    assert windows.hit("b", 10, 1001.0) == (1, 1011.0)  # keys count apart
+    assert windows.hit("a", 60, 1060.0) == (1, 1120.0)  # the window has ended: a fresh one
+    windows.hit("c", 60, 1200.0)  # a new window after a minute sweeps the ended ones
     assert set(windows._windows) == {"c"}

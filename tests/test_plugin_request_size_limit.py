@@ -17,10 +17,12 @@ def gateway_yaml(max_bytes: int | str) -> str:
 
 
 def backend(upstream: str, transport: str = "aiohttp") -> str:
-    return (f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}', transport: {transport}}}\nroutes:\n"
-            "  - {name: upload, method: [POST, PUT], path: /upload, upstream_path: /upload}\n"
-            "  - {name: mapped, method: POST, path: /mapped, upstream_path: /echo, request: {body: '{{ body }}'}}\n"
-            "  - {name: big, method: POST, path: /big, upstream_path: /upload, plugins: {request_size_limit: {max_bytes: 1MB}}}\n")
+    return (
+        f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}', transport: {transport}}}\nroutes:\n"
+        "  - {name: upload, method: [POST, PUT], path: /upload, upstream_path: /upload}\n"
+        "  - {name: mapped, method: POST, path: /mapped, upstream_path: /echo, request: {body: '{{ body }}'}}\n"
+        "  - {name: big, method: POST, path: /big, upstream_path: /upload, plugins: {request_size_limit: {max_bytes: 1MB}}}\n"
+    )
 
 
 def chunks(size: int, chunk: int = 600):
@@ -64,7 +66,9 @@ def test_request_size_limit_chunked_body_buffered_for_mapping(gateway, upstream,
     gw = gateway(gateway_yaml(1000), {"svc": backend(upstream)})
     body = b'{"pad": "' + b"y" * 2000 + b'"}'
     with httpx.Client() as c:
-        r = c.post(gw + "/api/svc/mapped", content=iter([body[:700], body[700:]]), headers={"content-type": "application/json"})
+        r = c.post(
+            gw + "/api/svc/mapped", content=iter([body[:700], body[700:]]), headers={"content-type": "application/json"}
+        )
     assert r.status_code == 413
     assert recorder.requests == []
 
@@ -76,10 +80,20 @@ def test_request_size_limit_route_override(gateway, upstream):
     assert r.status_code == 200 and r.json()["data"] == {"received": 100_000}
 
 
-@pytest.mark.parametrize("value, expected", [
-    (1, 1), (2048, 2048), ("512", 512), ("512B", 512), ("512KB", 512 * 1024), ("1MB", 1024 ** 2),
-    ("1 mb", 1024 ** 2), ("2MiB", 2 * 1024 ** 2), ("1GB", 1024 ** 3),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        (1, 1),
+        (2048, 2048),
+        ("512", 512),
+        ("512B", 512),
+        ("512KB", 512 * 1024),
+        ("1MB", 1024**2),
+        ("1 mb", 1024**2),
+        ("2MiB", 2 * 1024**2),
+        ("1GB", 1024**3),
+    ],
+)
 def test_request_size_limit_parse_size(value, expected):
     assert parse_size(value) == expected
 
@@ -91,7 +105,9 @@ def test_request_size_limit_check_options_refuses(value):
 
 
 def test_request_size_limit_validate_reports_bad_size(tmp_path, upstream):
-    root = write_config(tmp_path, "version: 1\nplugins:\n  - request_size_limit: {max_bytes: 10XB}\n", {"svc": backend(upstream)})
+    root = write_config(
+        tmp_path, "version: 1\nplugins:\n  - request_size_limit: {max_bytes: 10XB}\n", {"svc": backend(upstream)}
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     assert "gateway.yaml:3:5: plugins[0].request_size_limit: max_bytes '10XB' is not a size" in out.getvalue()

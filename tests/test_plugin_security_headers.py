@@ -30,10 +30,12 @@ def gateway_yaml(options: dict | None = None, extra: list | None = None) -> str:
 
 
 def backend(upstream: str) -> str:
-    return (f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
-            "  - {name: items, method: GET, path: /items}\n"
-            "  - {name: text, method: GET, path: /text, upstream_path: /text}\n"
-            "  - {name: missing, method: GET, path: /missing, upstream_path: /status/404}\n")
+    return (
+        f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n"
+        "  - {name: items, method: GET, path: /items}\n"
+        "  - {name: text, method: GET, path: /text, upstream_path: /text}\n"
+        "  - {name: missing, method: GET, path: /missing, upstream_path: /status/404}\n"
+    )
 
 
 def test_security_headers_defaults_on_json_and_errors(gateway, upstream):
@@ -65,7 +67,9 @@ def test_security_headers_csp_only_on_json_unless_all(gateway, upstream):
 
 def test_security_headers_override_remove_hsts_and_custom(gateway, upstream):
     options = {
-        "frame_options": "SAMEORIGIN", "referrer_policy": False, "dns_prefetch_control": False,
+        "frame_options": "SAMEORIGIN",
+        "referrer_policy": False,
+        "dns_prefetch_control": False,
         "content_security_policy": "default-src 'self'",
         "hsts": {"max_age": 63072000, "preload": True},
         "headers": {"Permissions-Policy": "camera=()"},
@@ -84,8 +88,17 @@ def test_security_headers_override_remove_hsts_and_custom(gateway, upstream):
 async def test_security_headers_removes_upstream_software_headers():
     options = {k: v["default"] for k, v in SecurityHeadersPlugin.options_schema["properties"].items()}
     plugin = SecurityHeadersPlugin(options, GatewayInfo(base_path="", settings={}, config_dir="."))
-    reply = Reply(200, [("server", "nginx/1.25"), ("x-powered-by", "PHP/8.2"), ("content-type", "application/json"),
-                        ("x-frame-options", "ALLOWALL"), ("content-security-policy", "default-src *")], b"{}")
+    reply = Reply(
+        200,
+        [
+            ("server", "nginx/1.25"),
+            ("x-powered-by", "PHP/8.2"),
+            ("content-type", "application/json"),
+            ("x-frame-options", "ALLOWALL"),
+            ("content-security-policy", "default-src *"),
+        ],
+        b"{}",
+    )
     ctx = RequestContext({"type": "http", "method": "GET", "path": "/", "headers": []}, None, None, {}, "127.0.0.1")
     await plugin.on_response(ctx, reply)
     names = [k for k, _ in reply.headers]
@@ -102,7 +115,9 @@ def test_security_headers_check_options_refuses_true(option):
 
 
 def test_security_headers_validate_reports_with_location(tmp_path, upstream):
-    root = write_config(tmp_path, "version: 1\nplugins:\n  - security_headers: {frame_options: true}\n", {"svc": backend(upstream)})
+    root = write_config(
+        tmp_path, "version: 1\nplugins:\n  - security_headers: {frame_options: true}\n", {"svc": backend(upstream)}
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     assert "gateway.yaml:3:5: plugins[0].security_headers: frame_options: use a header value" in out.getvalue()

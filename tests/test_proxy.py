@@ -12,7 +12,7 @@ GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"
 
 
 def backend(url: str, routes: str, extra: str = "") -> str:
-    return f"backend: svc\nprefix: /svc\nupstream:\n  url: \"{url}/base\"\n{extra}routes:\n{routes}"
+    return f'backend: svc\nprefix: /svc\nupstream:\n  url: "{url}/base"\n{extra}routes:\n{routes}'
 
 
 ROUTES = """
@@ -55,13 +55,16 @@ def test_proxy_dot_segment_params_are_refused(svc, recorder, param):
     assert recorder.requests == []
 
 
-@pytest.mark.parametrize("param, expected", [
-    ("a%2Fb", "/base/opaque/a%2Fb"),
-    ("%3Fx=1%23frag", "/base/items/%3Fx=1%23frag"),
-    ("user%40evil.com", "/base/items/user%40evil.com"),
-    ("evil.com%2Fx%2F%3A1", "/base/opaque/evil.com%2Fx%2F:1"),
-    ("caf%C3%A9", "/base/items/caf%C3%A9"),
-])
+@pytest.mark.parametrize(
+    "param, expected",
+    [
+        ("a%2Fb", "/base/opaque/a%2Fb"),
+        ("%3Fx=1%23frag", "/base/items/%3Fx=1%23frag"),
+        ("user%40evil.com", "/base/items/user%40evil.com"),
+        ("evil.com%2Fx%2F%3A1", "/base/opaque/evil.com%2Fx%2F:1"),
+        ("caf%C3%A9", "/base/items/caf%C3%A9"),
+    ],
+)
 def test_proxy_params_are_encoded_into_one_segment(svc, recorder, param, expected):
     route = "opaque" if "%2F" in param else "items"  # a slash stays encoded only where the route opts in
     status, _ = raw_get(svc, f"/api/svc/{route}/{param}")
@@ -96,8 +99,15 @@ def test_proxy_catch_all_keeps_segments_and_refuses_climbing(svc, recorder):
 
 def test_proxy_client_credentials_are_not_forwarded(svc, recorder):
     with httpx.Client() as c:
-        r = c.get(svc + "/api/svc/items/1", headers={"Authorization": "Bearer client-token", "x-api-key": "client-key",
-                                                      "Cookie": "session=s", "Proxy-Authorization": "Basic x"})
+        r = c.get(
+            svc + "/api/svc/items/1",
+            headers={
+                "Authorization": "Bearer client-token",
+                "x-api-key": "client-key",
+                "Cookie": "session=s",
+                "Proxy-Authorization": "Basic x",
+            },
+        )
     assert r.status_code == 200
     sent = recorder.last["headers"]
     for name in ("authorization", "x-api-key", "cookie", "proxy-authorization"):
@@ -113,9 +123,17 @@ def test_proxy_route_may_forward_authorization(svc, recorder):
 
 def test_proxy_sets_forwarding_headers_and_drops_hop_by_hop(svc, recorder):
     with httpx.Client() as c:
-        r = c.get(svc + "/api/svc/items/1", headers={"X-Forwarded-For": "6.6.6.6", "X-Request-Id": "abc-123",
-                                                      "Connection": "keep-alive, X-Secret-Hop", "TE": "trailers",
-                                                      "Upgrade": "websocket", "X-Secret-Hop": "1"})
+        r = c.get(
+            svc + "/api/svc/items/1",
+            headers={
+                "X-Forwarded-For": "6.6.6.6",
+                "X-Request-Id": "abc-123",
+                "Connection": "keep-alive, X-Secret-Hop",
+                "TE": "trailers",
+                "Upgrade": "websocket",
+                "X-Secret-Hop": "1",
+            },
+        )
     sent = recorder.last["headers"]
     assert sent["x-forwarded-for"] == "127.0.0.1"  # trusted_proxies 0: a client cannot inject a hop
     assert sent["x-forwarded-proto"] == "http"
@@ -199,7 +217,14 @@ def test_proxy_head_uses_get_route(svc, recorder):
 
 
 def test_proxy_upstream_error_keeps_status_and_details(gateway, upstream):
-    gw = gateway(GATEWAY, {"svc": backend(upstream, '  - {name: s, method: GET, path: "/s/{code}", upstream_path: "/status/{code}"}\n').replace("/base", "")})
+    gw = gateway(
+        GATEWAY,
+        {
+            "svc": backend(
+                upstream, '  - {name: s, method: GET, path: "/s/{code}", upstream_path: "/status/{code}"}\n'
+            ).replace("/base", "")
+        },
+    )
     with httpx.Client() as c:
         r = c.get(gw + "/api/svc/s/404")
     assert r.status_code == 404
@@ -211,6 +236,7 @@ def test_proxy_upstream_error_keeps_status_and_details(gateway, upstream):
 
 def test_proxy_refused_connection_is_502(gateway):
     from tests.servers import free_port
+
     gw = gateway(GATEWAY, {"svc": backend(f"http://127.0.0.1:{free_port()}", ROUTES)})
     with httpx.Client() as c:
         r = c.get(gw + "/api/svc/items/1")
@@ -219,8 +245,16 @@ def test_proxy_refused_connection_is_502(gateway):
 
 
 def test_proxy_slow_upstream_is_504(gateway, upstream):
-    gw = gateway(GATEWAY, {"svc": backend(upstream, '  - {name: slow, method: GET, path: /slow, upstream_path: /slow}\n',
-                                         extra="  timeout: 300ms\n").replace("/base", "")})
+    gw = gateway(
+        GATEWAY,
+        {
+            "svc": backend(
+                upstream,
+                "  - {name: slow, method: GET, path: /slow, upstream_path: /slow}\n",
+                extra="  timeout: 300ms\n",
+            ).replace("/base", "")
+        },
+    )
     with httpx.Client(timeout=10) as c:
         r = c.get(gw + "/api/svc/slow?s=3")
     assert r.status_code == 504
@@ -241,14 +275,24 @@ def test_proxy_unset_env_answers_503_naming_the_variable(gateway):
 
 
 def test_proxy_upstream_non_json_success_passes_untouched(gateway, upstream):
-    gw = gateway(GATEWAY, {"svc": backend(upstream, '  - {name: t, method: GET, path: /t, upstream_path: /text}\n').replace("/base", "")})
+    gw = gateway(
+        GATEWAY,
+        {"svc": backend(upstream, "  - {name: t, method: GET, path: /t, upstream_path: /text}\n").replace("/base", "")},
+    )
     with httpx.Client() as c:
         r = c.get(gw + "/api/svc/t")
     assert r.status_code == 200 and r.text == "plain text"
 
 
 def test_proxy_upstream_invalid_json_is_502(gateway, upstream):
-    gw = gateway(GATEWAY, {"svc": backend(upstream, '  - {name: t, method: GET, path: /t, upstream_path: /not-json}\n').replace("/base", "")})
+    gw = gateway(
+        GATEWAY,
+        {
+            "svc": backend(upstream, "  - {name: t, method: GET, path: /t, upstream_path: /not-json}\n").replace(
+                "/base", ""
+            )
+        },
+    )
     with httpx.Client() as c:
         r = c.get(gw + "/api/svc/t")
     assert r.status_code == 502 and r.json()["error"]["code"] == "UPSTREAM_INVALID_JSON"

@@ -45,7 +45,9 @@ def test_reload_rejects_a_broken_change_and_keeps_serving(gateway, upstream, cap
     root = gateway.root
     with httpx.Client() as c:
         version = c.get(gw + "/api/health").json()["version"]
-        (root / "routes.d" / "b.yaml").write_text(routes(upstream) + "  - {name: bad, method: GET, path: /x, upstream_pth: /y}\n")
+        (root / "routes.d" / "b.yaml").write_text(
+            routes(upstream) + "  - {name: bad, method: GET, path: /x, upstream_pth: /y}\n"
+        )
         assert wait_for(lambda: "config reload rejected" in caplog.text)
         assert "routes.d/b.yaml:6" in caplog.text and "upstream_pth" in caplog.text
         assert c.get(gw + "/api/health").json()["version"] == version
@@ -57,9 +59,18 @@ def test_reload_reuses_unchanged_upstream_pools(tmp_path, upstream):
 
     from gateway_engine import load_config
 
-    root = write_config(tmp_path / "c", GATEWAY, {"b": routes(upstream), "c": routes(upstream + "/c").replace("backend: b", "backend: c").replace("prefix: /b", "prefix: /c")})
+    root = write_config(
+        tmp_path / "c",
+        GATEWAY,
+        {
+            "b": routes(upstream),
+            "c": routes(upstream + "/c").replace("backend: b", "backend: c").replace("prefix: /b", "prefix: /c"),
+        },
+    )
     first = load_config(root, {})
-    (root / "routes.d" / "c.yaml").write_text(routes(upstream + "/other").replace("backend: b", "backend: c").replace("prefix: /b", "prefix: /c"))
+    (root / "routes.d" / "c.yaml").write_text(
+        routes(upstream + "/other").replace("backend: b", "backend: c").replace("prefix: /b", "prefix: /c")
+    )
     second = load_config(root, {}, previous=first)
     by_backend = lambda cfg: {u.backend: u.transport for u in cfg.upstreams}
     assert by_backend(second)["b"] is by_backend(first)["b"]
@@ -69,10 +80,31 @@ def test_reload_reuses_unchanged_upstream_pools(tmp_path, upstream):
 
 
 def test_reload_graceful_shutdown_finishes_in_flight_requests(tmp_path, upstream):
-    root = write_config(tmp_path / "g", GATEWAY, {"b": f"backend: b\nprefix: /b\nupstream: {{url: '{upstream}', timeout: 10s}}\nroutes:\n  - {{name: slow, method: GET, path: /slow}}\n"})
+    root = write_config(
+        tmp_path / "g",
+        GATEWAY,
+        {
+            "b": f"backend: b\nprefix: /b\nupstream: {{url: '{upstream}', timeout: 10s}}\nroutes:\n  - {{name: slow, method: GET, path: /slow}}\n"
+        },
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--log-level", "warning", "--drain-timeout", "10"], stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(root),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--drain-timeout",
+            "10",
+        ],
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _up(url), 20), proc.stderr.read1().decode() if proc.poll() is not None else "not up"
@@ -109,8 +141,23 @@ def _up(url: str) -> bool:
 def test_reload_every_worker_converges(tmp_path, upstream):
     root = write_config(tmp_path / "w", GATEWAY, {"b": routes(upstream)})
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--workers", "2", "--log-level", "warning"], stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(root),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        stderr=subprocess.DEVNULL,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         assert wait_for(lambda: _up(url), 30)
@@ -125,6 +172,7 @@ def test_reload_every_worker_converges(tmp_path, upstream):
         before = versions()
         assert len(before) == 1
         (root / "routes.d" / "b.yaml").write_text(routes(upstream, "/renamed"))
+
         def converged() -> bool:
             seen = versions()
             return len(seen) == 1 and not seen & before
@@ -144,7 +192,9 @@ def test_reload_keeps_memory_rate_limit_counts(gateway, upstream):
     with httpx.Client() as c:
         before = [c.get(gw + "/api/b/a").status_code for _ in range(2)]
         version = c.get(gw + "/api/health").json()["version"]
-        (root / "routes.d" / "b.yaml").write_text(routes(upstream) + "  - {name: s, method: GET, path: /s, upstream_path: /echo}\n")
+        (root / "routes.d" / "b.yaml").write_text(
+            routes(upstream) + "  - {name: s, method: GET, path: /s, upstream_path: /echo}\n"
+        )
         assert wait_for(lambda: c.get(gw + "/api/health").json()["version"] != version)
         after = [c.get(gw + "/api/b/a") for _ in range(2)]
     assert before == [200, 200]

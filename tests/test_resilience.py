@@ -48,8 +48,9 @@ def test_resilience_post_is_retried_only_with_idempotency_key(gateway, upstream,
     gw = gateway(GATEWAY, {"b": backend("b", upstream, RETRY)})
     with httpx.Client() as c:
         plain = c.post(gw + "/api/b/flaky", params={"key": "p1", "fail": 1}, json={"a": 1})
-        keyed = c.post(gw + "/api/b/flaky", params={"key": "p2", "fail": 1}, json={"a": 1},
-                       headers={"Idempotency-Key": "abc"})
+        keyed = c.post(
+            gw + "/api/b/flaky", params={"key": "p2", "fail": 1}, json={"a": 1}, headers={"Idempotency-Key": "abc"}
+        )
     assert plain.status_code == 503 and recorder.counts["p1"] == 1
     assert keyed.status_code == 200 and recorder.counts["p2"] == 2
     assert all(r["headers"].get("idempotency-key") == "abc" for r in recorder.requests if r.get("key") == "p2")
@@ -116,7 +117,9 @@ def test_resilience_bulkhead_contains_a_hanging_backend(gateway, upstream):
 def test_resilience_circuit_state_shows_in_health_and_metrics(gateway, upstream):
     from gateway_engine.foundation.metrics import exposition
 
-    breaker = "  circuit_breaker: {failures: 2, window: 30s, open_for: 30s}\n  health: {path: '/flaky?key=health&fail=99'}"
+    breaker = (
+        "  circuit_breaker: {failures: 2, window: 30s, open_for: 30s}\n  health: {path: '/flaky?key=health&fail=99'}"
+    )
     gw = gateway(GATEWAY + "health: {cache_seconds: 0.1}\n", {"cb": backend("cb", upstream, breaker)})
     with httpx.Client() as c:
         assert c.get(gw + "/api/health/backends").json()["systems"]["cb"]["circuit"] == "closed"

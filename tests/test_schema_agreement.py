@@ -51,12 +51,15 @@ def _free_form(path: tuple) -> bool:
     return any(p in ("headers", "body", "data", "meta", "set", "plugins") for p in path[:-1])
 
 
-@pytest.mark.parametrize("name, files", [
-    ("gateway", [KITCHEN / "gateway.yaml"]),
-    ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
-    ("webhooks", sorted((KITCHEN / "webhooks.d").glob("*.yaml"))),
-    ("workflows", sorted((KITCHEN / "workflows.d").glob("*.yaml"))),
-])
+@pytest.mark.parametrize(
+    "name, files",
+    [
+        ("gateway", [KITCHEN / "gateway.yaml"]),
+        ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
+        ("webhooks", sorted((KITCHEN / "webhooks.d").glob("*.yaml"))),
+        ("workflows", sorted((KITCHEN / "workflows.d").glob("*.yaml"))),
+    ],
+)
 def test_schema_agreement_kitchen_sink_uses_every_key(name, files):
     used: set[tuple] = set()
     for f in files:
@@ -83,7 +86,9 @@ def test_schema_agreement_kitchen_sink_loads():
     assert route.request.body_schema is not None and route.response.fail[0].code == "GONE"
     assert route.param_rules[0].pattern.pattern == "[a-z0-9-]+"
     storage = next(r for r in config.routes if r.backend == "storage")
-    assert storage.request.presign.expires == 900 and storage.request.params({"query": {"key": "a.txt"}}) == {"key": "a.txt"}
+    assert storage.request.presign.expires == 900 and storage.request.params({"query": {"key": "a.txt"}}) == {
+        "key": "a.txt"
+    }
     assert storage.param_rules[0].mapping == {"a.txt": "docs/a.txt"}
     assert upstream.auth.headers == [("authorization", "token k:s")]
     hooks = {s.name: s for s in config.state(WEBHOOKS).sources}
@@ -93,15 +98,35 @@ def test_schema_agreement_kitchen_sink_loads():
     assert signed.verifier.tolerance == 120 and signed.verifier.keys == [b"s"] and signed.verifier.prefix == "v1="
     assert [a.kind for a in signed.actions] == ["workflow", "workflow", "forward", "log"]
     assert signed.actions[0].route == "ks-workflows.start-run" and signed.actions[1].route == "ks-workflows.signal-run"
-    assert signed.actions[2].auth.headers == [("x-api-key", "Key k")] and signed.actions[2].transport.timeouts.total == 5
-    assert [a.auth.description for a in hooks["ks-standard"].actions[:5]] == ["bearer", "basic", "query key", "template Authorization", "none"]
+    assert (
+        signed.actions[2].auth.headers == [("x-api-key", "Key k")] and signed.actions[2].transport.timeouts.total == 5
+    )
+    assert [a.auth.description for a in hooks["ks-standard"].actions[:5]] == [
+        "bearer",
+        "basic",
+        "query key",
+        "template Authorization",
+        "none",
+    ]
     everything = config.state(CATALOG).get("Everything")
-    assert everything.task_queue == "kitchen-sink" and everything.children == ("Child",) and everything.signals == {"approve"}
+    assert (
+        everything.task_queue == "kitchen-sink"
+        and everything.children == ("Child",)
+        and everything.signals == {"approve"}
+    )
     assert set(config.state(CATALOG).bundle("Everything")["definitions"]) == {"Everything", "Child"}
 
 
-LOADER_SOURCES = ["compiled/compiler.py", "compiled/chains.py", "compiled/upstream_settings.py", "upstreams/auth.py", "config/loader.py", "webhooks/definitions.py", "webhooks/verify.py",
-                  "workflows/definitions.py"]
+LOADER_SOURCES = [
+    "compiled/compiler.py",
+    "compiled/chains.py",
+    "compiled/upstream_settings.py",
+    "upstreams/auth.py",
+    "config/loader.py",
+    "webhooks/definitions.py",
+    "webhooks/verify.py",
+    "workflows/definitions.py",
+]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 
 
@@ -118,8 +143,12 @@ def test_schema_agreement_loader_reads_only_schema_keys():
 
 
 def shipped_yaml() -> list[Path]:
-    files = [ROOT / "gateway.yaml", *sorted((ROOT / "routes.d").glob("*.yaml")), *sorted((ROOT / "webhooks.d").glob("*.yaml")),
-             *sorted((ROOT / "workflows.d").glob("*.yaml"))]
+    files = [
+        ROOT / "gateway.yaml",
+        *sorted((ROOT / "routes.d").glob("*.yaml")),
+        *sorted((ROOT / "webhooks.d").glob("*.yaml")),
+        *sorted((ROOT / "workflows.d").glob("*.yaml")),
+    ]
     for d in ["bench/configs", "examples"]:
         if (ROOT / d).is_dir():
             files += sorted((ROOT / d).rglob("*.yaml"))
@@ -129,7 +158,13 @@ def shipped_yaml() -> list[Path]:
 @pytest.mark.parametrize("path", shipped_yaml(), ids=lambda p: str(p.relative_to(ROOT)))
 def test_schema_agreement_shipped_yaml_validates(path):
     doc = load_document(path.read_text(), str(path))
-    kind = "gateway" if path.name == "gateway.yaml" else "routes" if path.parent.name == "routes.d" else path.parent.name[:-2]
+    kind = (
+        "gateway"
+        if path.name == "gateway.yaml"
+        else "routes"
+        if path.parent.name == "routes.d"
+        else path.parent.name[:-2]
+    )
     assert validate_document(doc, kind) == []
 
 
@@ -141,7 +176,17 @@ def test_schema_agreement_readme_examples_validate():
         data = yaml.safe_load(block)
         if not isinstance(data, dict):
             continue
-        kind = "gateway" if "version" in data else "routes" if "backend" in data else "webhooks" if "source" in data else "workflows" if "workflow" in data else None
+        kind = (
+            "gateway"
+            if "version" in data
+            else "routes"
+            if "backend" in data
+            else "webhooks"
+            if "source" in data
+            else "workflows"
+            if "workflow" in data
+            else None
+        )
         if kind:
             assert validate_document(load_document(block, "README.md"), kind) == [], block
             checked += 1
@@ -157,6 +202,7 @@ def test_schema_agreement_every_property_is_described():
             walk(node["items"], path + ["[]"])
         for b in node.get("anyOf", []) + node.get("oneOf", []):
             walk(b, path)
+
     for name in ("gateway", "routes", "webhooks", "workflows"):
         s = schema(name)
         assert s["$schema"].endswith("2020-12/schema") and s["$id"]

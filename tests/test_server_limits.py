@@ -43,9 +43,24 @@ routes:
 
 def start_gateway(root: Path, *args: str) -> tuple[str, int, subprocess.Popen]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--log-level", "warning", "--no-watch", *args],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(root),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--no-watch",
+            *args,
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + GUARD
     while True:
@@ -69,8 +84,11 @@ def module_upstream():
 @pytest.fixture(scope="module")
 def gateway_short(tmp_path_factory, module_upstream):
     """Timeouts of 1 s; backend ``b`` has a 2 s total, backend ``s`` a 30 s one."""
-    root = write_config(tmp_path_factory.mktemp("short"), "version: 1\nbase_path: /api\nplugins: [envelope]\n" + SHORT,
-                        {"b": _routes("b", module_upstream, "2s"), "s": _routes("s", module_upstream, "30s")})
+    root = write_config(
+        tmp_path_factory.mktemp("short"),
+        "version: 1\nbase_path: /api\nplugins: [envelope]\n" + SHORT,
+        {"b": _routes("b", module_upstream, "2s"), "s": _routes("s", module_upstream, "30s")},
+    )
     _, port, proc = start_gateway(root)
     yield port
     proc.terminate()
@@ -79,8 +97,11 @@ def gateway_short(tmp_path_factory, module_upstream):
 
 @pytest.fixture(scope="module")
 def gateway_default(tmp_path_factory, module_upstream):
-    root = write_config(tmp_path_factory.mktemp("default"), "version: 1\nbase_path: /api\nplugins: [envelope]\n",
-                        {"b": _routes("b", module_upstream, "30s")})
+    root = write_config(
+        tmp_path_factory.mktemp("default"),
+        "version: 1\nbase_path: /api\nplugins: [envelope]\n",
+        {"b": _routes("b", module_upstream, "30s")},
+    )
     _, port, proc = start_gateway(root)
     yield port, proc.pid
     proc.terminate()
@@ -157,16 +178,18 @@ async def test_an_endless_request_line_is_refused_while_it_is_read(gateway_defau
 
 async def test_endless_headers_are_refused_while_they_are_read(gateway_default):
     port, _ = gateway_default
-    sent, answer = await send_until_refused(port, b"GET /api/health HTTP/1.1\r\nhost: x\r\nx-a: ", b"b" * 65536,
-                                            64 * 1024 * 1024)
+    sent, answer = await send_until_refused(
+        port, b"GET /api/health HTTP/1.1\r\nhost: x\r\nx-a: ", b"b" * 65536, 64 * 1024 * 1024
+    )
     assert_envelope(answer, 431, "HEADERS_TOO_LARGE")
     assert sent < 16 * 1024 * 1024
 
 
 async def test_many_short_header_lines_are_refused_while_they_are_read(gateway_default):
     port, _ = gateway_default
-    sent, answer = await send_until_refused(port, b"GET /api/health HTTP/1.1\r\nhost: x\r\n", b"x-a: b\r\n" * 8192,
-                                            64 * 1024 * 1024)
+    sent, answer = await send_until_refused(
+        port, b"GET /api/health HTTP/1.1\r\nhost: x\r\n", b"x-a: b\r\n" * 8192, 64 * 1024 * 1024
+    )
     assert_envelope(answer, 431, "HEADERS_TOO_LARGE")
     assert sent < 16 * 1024 * 1024
 
@@ -210,8 +233,9 @@ async def test_heads_under_the_caps_still_work_and_keep_alive(gateway_default):
     async with httpx.AsyncClient(timeout=GUARD) as client:
         long_target = await client.get(f"http://127.0.0.1:{port}/api/b/echo", params={"q": "a" * 7000})
         big_headers = await client.get(f"http://127.0.0.1:{port}/api/b/echo", headers={"x-big": "b" * 30000})
-        repeated = await client.get(f"http://127.0.0.1:{port}/api/b/echo",
-                                    headers=[("x-r", str(i)) for i in range(500)])
+        repeated = await client.get(
+            f"http://127.0.0.1:{port}/api/b/echo", headers=[("x-r", str(i)) for i in range(500)]
+        )
     assert long_target.status_code == 200 and long_target.json()["data"]["query"] == "q=" + "a" * 7000
     assert big_headers.status_code == 200
     assert repeated.status_code == 200
@@ -256,7 +280,7 @@ async def test_a_head_trickled_one_byte_at_a_time_is_cut_off(gateway_short):
     try:
         async with asyncio.timeout(GUARD * 3):
             while sent < len(head) and not reader.at_eof() and not reader._buffer:
-                writer.write(head[sent:sent + 1])
+                writer.write(head[sent : sent + 1])
                 sent += 1
                 await asyncio.sleep(0.3)
         answer = await read_all(reader)
@@ -268,17 +292,21 @@ async def test_a_head_trickled_one_byte_at_a_time_is_cut_off(gateway_short):
     assert_envelope(answer, 408, "REQUEST_TIMEOUT")
 
 
-async def _trickle_body(port: int, path: str, length: int, pause: float, stop_after: int | None = None) -> tuple[int, bytes]:
+async def _trickle_body(
+    port: int, path: str, length: int, pause: float, stop_after: int | None = None
+) -> tuple[int, bytes]:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-                 f"content-length: {length}\r\n\r\n".encode())
+    writer.write(
+        f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+        f"content-length: {length}\r\n\r\n".encode()
+    )
     body = b'"' + b"a" * (length - 2) + b'"'
     sent = 0
     try:
         async with asyncio.timeout(GUARD * 3):
             while sent < length and not reader.at_eof() and not reader._buffer:
                 if stop_after is None or sent < stop_after:
-                    writer.write(body[sent:sent + 1])
+                    writer.write(body[sent : sent + 1])
                     sent += 1
                 await asyncio.sleep(pause)
         answer = await read_all(reader)
@@ -331,9 +359,12 @@ def _rss_mb(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def gateway_small(tmp_path_factory, module_upstream):
-    root = write_config(tmp_path_factory.mktemp("small"), "version: 1\nbase_path: /api\nplugins: [envelope]\n"
-                        "server: {header_timeout: 60s, max_pending_heads: 10, max_connections: 5}\n",
-                        {"b": _routes("b", module_upstream, "30s")})
+    root = write_config(
+        tmp_path_factory.mktemp("small"),
+        "version: 1\nbase_path: /api\nplugins: [envelope]\n"
+        "server: {header_timeout: 60s, max_pending_heads: 10, max_connections: 5}\n",
+        {"b": _routes("b", module_upstream, "30s")},
+    )
     _, port, proc = start_gateway(root)
     yield port
     proc.terminate()
@@ -387,11 +418,23 @@ def test_server_settings_defaults_and_derived_head_cap(tmp_path):
     from gateway_engine.foundation.errors import ConfigErrors
 
     plain = load_config(write_config(tmp_path / "a", "version: 1\n", {}), {})
-    assert plain.server == ServerSettings(header_timeout=10.0, body_timeout=30.0, keep_alive_timeout=5.0,
-                                          max_connections=4096, max_pending_heads=1000, max_head_bytes=65536,
-                                          max_request_line=8192)
-    big = load_config(write_config(tmp_path / "b", "version: 1\nlimits: {header_bytes: 100000}\n"
-                                   "server: {header_timeout: 500ms, max_request_line: 1000}\n", {}), {})
+    assert plain.server == ServerSettings(
+        header_timeout=10.0,
+        body_timeout=30.0,
+        keep_alive_timeout=5.0,
+        max_connections=4096,
+        max_pending_heads=1000,
+        max_head_bytes=65536,
+        max_request_line=8192,
+    )
+    big = load_config(
+        write_config(
+            tmp_path / "b",
+            "version: 1\nlimits: {header_bytes: 100000}\nserver: {header_timeout: 500ms, max_request_line: 1000}\n",
+            {},
+        ),
+        {},
+    )
     assert big.server.max_head_bytes == 101000 and big.server.header_timeout == 0.5
     with pytest.raises(ConfigErrors) as bad:
         load_config(write_config(tmp_path / "c", "version: 1\nserver: {body_timeout: 0s}\n", {}), {})
@@ -421,11 +464,13 @@ def test_serve_hands_the_settings_to_uvicorn_and_its_workers(tmp_path, monkeypat
     assert ServerSettings.from_env(os.environ).max_connections == 77
 
 
-
 @pytest.fixture
 def gateway_two_workers(tmp_path, module_upstream):
-    root = write_config(tmp_path / "w", "version: 1\nbase_path: /api\nserver: {header_timeout: 1s}\n",
-                        {"b": _routes("b", module_upstream, "30s")})
+    root = write_config(
+        tmp_path / "w",
+        "version: 1\nbase_path: /api\nserver: {header_timeout: 1s}\n",
+        {"b": _routes("b", module_upstream, "30s")},
+    )
     _, port, proc = start_gateway(root, "--workers", "2")
     yield port
     proc.terminate()

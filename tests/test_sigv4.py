@@ -11,7 +11,9 @@ import pytest
 
 from tests.s3_server import moto_server_binary, s3_server
 
-pytestmark = pytest.mark.skipif(moto_server_binary() is None, reason="moto_server is installed by `pip install -e .[test]`")
+pytestmark = pytest.mark.skipif(
+    moto_server_binary() is None, reason="moto_server is installed by `pip install -e .[test]`"
+)
 
 GATEWAY = "version: 1\nbase_path: /api\nplugins: [envelope]\n"
 ROUTES = """
@@ -54,7 +56,7 @@ def test_sigv4_streamed_upload_download_delete(gateway, s3):
 
     def chunks():
         for i in range(0, len(data), 8192):
-            yield data[i:i + 8192]
+            yield data[i : i + 8192]
 
     with httpx.Client(timeout=30) as c:
         put = c.put(gw + "/api/files/objects/dir/hello.txt", content=chunks(), headers={"content-type": "text/plain"})

@@ -24,17 +24,37 @@ def _peak_rss_mb(pid: int) -> float:
 
 @pytest.fixture
 def gateway_process(tmp_path, upstream):
-    root = write_config(tmp_path / "cfg", "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n", {"files": f"""
+    root = write_config(
+        tmp_path / "cfg",
+        "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n",
+        {
+            "files": f"""
 backend: files
 prefix: /files
 upstream: {{url: "{upstream}", timeout: 60s}}
 routes:
   - {{name: download, method: GET, path: /download, upstream_path: /download}}
   - {{name: upload, method: POST, path: /upload, upstream_path: /upload}}
-"""})
+"""
+        },
+    )
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port),
-                             "--log-level", "warning"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(root),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20
     while True:

@@ -14,24 +14,36 @@ ORIGIN = "http://app.example"
 
 
 def gateway_yaml(log: Path, deny: list[str] | None = None) -> str:
-    chain = ["request_id", "security_headers", {"logging": {"file": str(log), "buffer_bytes": 1}},
-             {"cors": {"allow_origins": [ORIGIN]}}, {"auth": {"accept": ["api_key"]}},
-             {"rate_limit": {"limit": "1/minute", "key": "ip"}}, "envelope"]
+    chain = [
+        "request_id",
+        "security_headers",
+        {"logging": {"file": str(log), "buffer_bytes": 1}},
+        {"cors": {"allow_origins": [ORIGIN]}},
+        {"auth": {"accept": ["api_key"]}},
+        {"rate_limit": {"limit": "1/minute", "key": "ip"}},
+        "envelope",
+    ]
     if deny:
         chain.insert(2, {"ip_filter": {"deny": deny}})
-    return ("version: 1\nbase_path: /api\nauth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
-            "plugins: " + json.dumps(chain) + "\n")
+    return (
+        "version: 1\nbase_path: /api\nauth:\n  api_keys:\n    - {name: web, key: '${WEB_KEY}', scopes: ['*']}\n"
+        "plugins: " + json.dumps(chain) + "\n"
+    )
 
 
 def backend(upstream: str) -> str:
     return f"backend: svc\nprefix: /svc\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: items, method: GET, path: /items}}\n"
 
 
-def test_a_404_carries_ids_security_and_cors_headers_is_logged_and_skips_auth_and_rate_limit(gateway, upstream, tmp_path):
+def test_a_404_carries_ids_security_and_cors_headers_is_logged_and_skips_auth_and_rate_limit(
+    gateway, upstream, tmp_path
+):
     log = tmp_path / "access.log"
     gw = gateway(gateway_yaml(log), {"svc": backend(upstream)}, {"WEB_KEY": "web-key-123456"})
     with httpx.Client() as c:
-        answers = [c.get(gw + "/api/nowhere", headers={"Origin": ORIGIN, "x-request-id": f"probe-{i}"}) for i in range(2)]
+        answers = [
+            c.get(gw + "/api/nowhere", headers={"Origin": ORIGIN, "x-request-id": f"probe-{i}"}) for i in range(2)
+        ]
     for i, r in enumerate(answers):
         assert r.status_code == 404 and r.json()["error"]["code"] == "ROUTE_NOT_FOUND"  # not 401, not 429
         assert r.headers["x-request-id"] == f"probe-{i}" == r.json()["meta"]["requestId"]
@@ -55,13 +67,18 @@ def test_a_405_carries_the_same_headers_and_is_logged_under_the_paths_route(gate
 def test_a_preflight_to_an_unknown_path_is_answered_by_cors(gateway, upstream, tmp_path):
     gw = gateway(gateway_yaml(tmp_path / "access.log"), {"svc": backend(upstream)}, {"WEB_KEY": "web-key-123456"})
     allowed = httpx.options(gw + "/api/nowhere", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "GET"})
-    denied = httpx.options(gw + "/api/nowhere", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"})
+    denied = httpx.options(
+        gw + "/api/nowhere", headers={"Origin": "http://evil.example", "Access-Control-Request-Method": "GET"}
+    )
     assert allowed.status_code == 204 and allowed.headers["access-control-allow-origin"] == ORIGIN
     assert denied.status_code == 400 and "access-control-allow-origin" not in denied.headers
 
 
 def test_a_denied_ip_gets_403_on_unknown_paths_too(gateway, upstream, tmp_path):
-    gw = gateway(gateway_yaml(tmp_path / "access.log", deny=["127.0.0.1"]), {"svc": backend(upstream)},
-                 {"WEB_KEY": "web-key-123456"})
+    gw = gateway(
+        gateway_yaml(tmp_path / "access.log", deny=["127.0.0.1"]),
+        {"svc": backend(upstream)},
+        {"WEB_KEY": "web-key-123456"},
+    )
     r = httpx.get(gw + "/api/nowhere")
     assert r.status_code == 403 and r.headers["x-content-type-options"] == "nosniff"

@@ -12,16 +12,31 @@ ENV = {"TOKEN": "tok-123", "KEY": "key-1", "SECRET": "sec-2", "USER": "u", "PASS
 
 
 def routes(url: str, auth: str) -> str:
-    return f"backend: b\nprefix: /b\nupstream:\n  url: \"{url}\"\n  auth: {auth}\nroutes:\n  - {{name: r, method: GET, path: /r, upstream_path: /r}}\n"
+    return f'backend: b\nprefix: /b\nupstream:\n  url: "{url}"\n  auth: {auth}\nroutes:\n  - {{name: r, method: GET, path: /r, upstream_path: /r}}\n'
 
 
-@pytest.mark.parametrize("auth, header, expected", [
-    ("{style: bearer, token: '${TOKEN}'}", "authorization", "Bearer tok-123"),
-    ("{style: header, header: x-publishable-api-key, value: '${KEY}'}", "x-publishable-api-key", "key-1"),
-    ("{style: header, header: Authorization, prefix: 'users API-Key ', value: '${KEY}'}", "authorization", "users API-Key key-1"),
-    ("{style: basic, username: '${USER}', password: '${PASS}'}", "authorization", "Basic " + base64.b64encode(b"u:p:w").decode()),
-    ("{style: template, header: Authorization, value: 'token {{ env.KEY }}:{{ env.SECRET }}'}", "authorization", "token key-1:sec-2"),
-])
+@pytest.mark.parametrize(
+    "auth, header, expected",
+    [
+        ("{style: bearer, token: '${TOKEN}'}", "authorization", "Bearer tok-123"),
+        ("{style: header, header: x-publishable-api-key, value: '${KEY}'}", "x-publishable-api-key", "key-1"),
+        (
+            "{style: header, header: Authorization, prefix: 'users API-Key ', value: '${KEY}'}",
+            "authorization",
+            "users API-Key key-1",
+        ),
+        (
+            "{style: basic, username: '${USER}', password: '${PASS}'}",
+            "authorization",
+            "Basic " + base64.b64encode(b"u:p:w").decode(),
+        ),
+        (
+            "{style: template, header: Authorization, value: 'token {{ env.KEY }}:{{ env.SECRET }}'}",
+            "authorization",
+            "token key-1:sec-2",
+        ),
+    ],
+)
 def test_upstream_auth_header_styles(gateway, upstream, recorder, auth, header, expected):
     gw = gateway(GATEWAY, {"b": routes(upstream, auth)}, env=ENV)
     with httpx.Client() as c:
@@ -55,7 +70,9 @@ def test_upstream_auth_template_with_unset_env_is_unconfigured(gateway, upstream
 
 
 def test_upstream_auth_replaces_a_client_header_of_the_same_name(gateway, upstream, recorder):
-    gw = gateway(GATEWAY, {"b": routes(upstream, "{style: header, header: x-publishable-api-key, value: '${KEY}'}")}, env=ENV)
+    gw = gateway(
+        GATEWAY, {"b": routes(upstream, "{style: header, header: x-publishable-api-key, value: '${KEY}'}")}, env=ENV
+    )
     with httpx.Client() as c:
         c.get(gw + "/api/b/r", headers={"x-publishable-api-key": "pk_attacker"})
     assert recorder.last["headers"]["x-publishable-api-key"] == "key-1"

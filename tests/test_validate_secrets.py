@@ -9,8 +9,12 @@ from gateway_engine.cli.main import run
 from tests.servers import write_config
 
 GATEWAY = "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"
-ENV = {"X": "api.partner.example/v1?apikey=SECRETVALUE", "L": "SECRETVALUE4 per fortnight", "M": "SECRETVALUE5",
-       "T": "SECRETVALUE6"}
+ENV = {
+    "X": "api.partner.example/v1?apikey=SECRETVALUE",
+    "L": "SECRETVALUE4 per fortnight",
+    "M": "SECRETVALUE5",
+    "T": "SECRETVALUE6",
+}
 
 
 def validate(root, monkeypatch, fmt: str) -> tuple[int, str]:
@@ -22,17 +26,29 @@ def validate(root, monkeypatch, fmt: str) -> tuple[int, str]:
 
 
 def test_validate_never_prints_a_resolved_secret(tmp_path, monkeypatch):
-    root = write_config(tmp_path, GATEWAY, {
-        "partner": ("backend: partner\nprefix: /partner\nupstream: {url: '${X}'}\n"
-                    "routes:\n  - {name: r, method: GET, path: /r}\n"),
-        "plugins": ("backend: other\nprefix: /other\nupstream: {url: 'http://127.0.0.1:9'}\n"
-                    "plugins: {rate_limit: {limit: '${L}'}, auth: {accept: ['${M}']}}\n"
-                    "routes:\n  - {name: r, method: GET, path: /r}\n"),
-        "timeout": ("backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9', timeout: '${T}'}\n"
-                    "routes:\n  - {name: r, method: GET, path: /r}\n"),
-        "literal": ("backend: lit\nprefix: /lit\nupstream: {url: 'https://user:pw-LITERAL@api.partner.example/v1?apikey=LITERAL2'}\n"
-                    "routes:\n  - {name: r, method: GET, path: /r}\n"),
-    })
+    root = write_config(
+        tmp_path,
+        GATEWAY,
+        {
+            "partner": (
+                "backend: partner\nprefix: /partner\nupstream: {url: '${X}'}\n"
+                "routes:\n  - {name: r, method: GET, path: /r}\n"
+            ),
+            "plugins": (
+                "backend: other\nprefix: /other\nupstream: {url: 'http://127.0.0.1:9'}\n"
+                "plugins: {rate_limit: {limit: '${L}'}, auth: {accept: ['${M}']}}\n"
+                "routes:\n  - {name: r, method: GET, path: /r}\n"
+            ),
+            "timeout": (
+                "backend: t\nprefix: /t\nupstream: {url: 'http://127.0.0.1:9', timeout: '${T}'}\n"
+                "routes:\n  - {name: r, method: GET, path: /r}\n"
+            ),
+            "literal": (
+                "backend: lit\nprefix: /lit\nupstream: {url: 'https://user:pw-LITERAL@api.partner.example/v1?apikey=LITERAL2'}\n"
+                "routes:\n  - {name: r, method: GET, path: /r}\n"
+            ),
+        },
+    )
     for fmt in ("text", "json"):
         code, out = validate(root, monkeypatch, fmt)
         assert code == 1

@@ -48,8 +48,12 @@ def frappe_signature(secret: str, body: bytes) -> str:
 
 
 def stripe_event(event_id: str = "evt_1", kind: str = "payment_intent.succeeded", **obj) -> bytes:
-    payload = {"id": event_id, "object": "event", "type": kind,
-               "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount": 2000, **obj}}}
+    payload = {
+        "id": event_id,
+        "object": "event",
+        "type": kind,
+        "data": {"object": {"id": "pi_1", "object": "payment_intent", "amount": 2000, **obj}},
+    }
     return json.dumps(payload, separators=(",", ":")).encode()
 
 
@@ -58,8 +62,13 @@ def hooks(tmp_path: Path):
     """``hooks({file: yaml}, env=..., gateway_yaml=..., backends=...)`` → base URL of a gateway serving them."""
     stack = contextlib.ExitStack()
 
-    def start(webhooks: dict[str, str], *, env: dict[str, str] | None = None, gateway_yaml: str = GATEWAY,
-              backends: dict[str, str] | None = None) -> str:
+    def start(
+        webhooks: dict[str, str],
+        *,
+        env: dict[str, str] | None = None,
+        gateway_yaml: str = GATEWAY,
+        backends: dict[str, str] | None = None,
+    ) -> str:
         root = write_webhooks(tmp_path / f"config{len(stack._exit_callbacks)}", webhooks, gateway_yaml, backends)
         return stack.enter_context(serve(create_app(str(root), env or {})))
 
@@ -67,8 +76,9 @@ def hooks(tmp_path: Path):
         yield start
 
 
-def write_webhooks(root: Path, webhooks: dict[str, str], gateway_yaml: str = GATEWAY,
-                   backends: dict[str, str] | None = None) -> Path:
+def write_webhooks(
+    root: Path, webhooks: dict[str, str], gateway_yaml: str = GATEWAY, backends: dict[str, str] | None = None
+) -> Path:
     write_config(root, gateway_yaml, backends or {})
     (root / "webhooks.d").mkdir(exist_ok=True)
     for name, text in webhooks.items():
@@ -104,19 +114,28 @@ def test_webhooks_stripe_valid_signature_runs_the_forward(hooks, upstream, recor
     body = stripe_event()
     res = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
     assert res.status_code == 200, res.text
-    assert res.json()["data"] == {"received": True, "duplicate": False,
-                                  "event": {"id": "evt_1", "type": "payment_intent.succeeded"},
-                                  "actions": [{"action": "forward", "status": "delivered"}]}
+    assert res.json()["data"] == {
+        "received": True,
+        "duplicate": False,
+        "event": {"id": "evt_1", "type": "payment_intent.succeeded"},
+        "actions": [{"action": "forward", "status": "delivered"}],
+    }
     assert res.json()["meta"]["source"] == "stripe"
     sent = recorder.last
-    assert sent["path"] == "/orders/paid" and json.loads(sent["body"]) == {"payment": "pi_1", "amount": 2000, "event": "evt_1"}
+    assert sent["path"] == "/orders/paid" and json.loads(sent["body"]) == {
+        "payment": "pi_1",
+        "amount": 2000,
+        "event": "evt_1",
+    }
     assert sent["headers"]["authorization"] == "Bearer orders-token"
     assert sent["headers"]["idempotency-key"] == "stripe:evt_1" and sent["headers"]["x-webhook-event-id"] == "evt_1"
     assert "stripe-signature" not in sent["headers"]
 
 
-@pytest.mark.parametrize("case", ["tampered body", "wrong secret", "stale timestamp", "future timestamp",
-                                  "missing header", "no v1", "garbage"])
+@pytest.mark.parametrize(
+    "case",
+    ["tampered body", "wrong secret", "stale timestamp", "future timestamp", "missing header", "no v1", "garbage"],
+)
 def test_webhooks_stripe_refusals_are_401_and_run_nothing(hooks, upstream, recorder, case):
     base = hooks({"stripe": stripe_source(upstream)}, env=ENV)
     body = stripe_event()
@@ -127,7 +146,9 @@ def test_webhooks_stripe_refusals_are_401_and_run_nothing(hooks, upstream, recor
         headers["stripe-signature"] = stripe_signature("whsec_someone_else", body)
     elif case in ("stale timestamp", "future timestamp"):
         # 330 s: past the 300 s tolerance however far int(time.time()) truncated and however long the request took
-        headers["stripe-signature"] = stripe_signature(STRIPE_SECRET, body, int(time.time()) + (-330 if "stale" in case else 330))
+        headers["stripe-signature"] = stripe_signature(
+            STRIPE_SECRET, body, int(time.time()) + (-330 if "stale" in case else 330)
+        )
     elif case == "missing header":
         headers = {}
     elif case == "no v1":
@@ -158,13 +179,22 @@ def test_webhooks_replayed_event_runs_no_second_action(hooks, upstream, recorder
     signature = stripe_signature(STRIPE_SECRET, body)
     first = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": signature})
     replay = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": signature})
-    resent = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body, int(time.time()) - 5)})
+    resent = post(
+        f"{base}/api/webhooks/stripe",
+        body,
+        {"stripe-signature": stripe_signature(STRIPE_SECRET, body, int(time.time()) - 5)},
+    )
     assert first.json()["data"]["duplicate"] is False
     for res in (replay, resent):  # a captured replay, and Stripe's own retry of the event (new t, same id)
         assert res.status_code == 200 and res.json()["data"] == {
-            "received": True, "duplicate": True, "event": {"id": "evt_replay", "type": "payment_intent.succeeded"}}
+            "received": True,
+            "duplicate": True,
+            "event": {"id": "evt_replay", "type": "payment_intent.succeeded"},
+        }
     assert len(recorder.requests) == 1
-    outcomes = [json.loads(r.getMessage())["outcome"] for r in caplog.records if r.getMessage().startswith('{"webhook"')]
+    outcomes = [
+        json.loads(r.getMessage())["outcome"] for r in caplog.records if r.getMessage().startswith('{"webhook"')
+    ]
     assert outcomes == ["accepted", "duplicate", "duplicate"]
 
 
@@ -174,7 +204,9 @@ def test_webhooks_rotation_accepts_both_secrets(hooks, upstream, recorder):
     statuses = []
     for i, secret in enumerate([STRIPE_SECRET, "whsec_old_one", "whsec_never_configured"]):
         body = stripe_event(f"evt_rot_{i}")
-        statuses.append(post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(secret, body)}).status_code)
+        statuses.append(
+            post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(secret, body)}).status_code
+        )
     assert statuses == [200, 200, 401]
     assert [json.loads(r["body"])["event"] for r in recorder.requests] == ["evt_rot_0", "evt_rot_1"]
 
@@ -183,8 +215,11 @@ def test_webhooks_oversized_body_is_413_before_verification(hooks, upstream, rec
     base = hooks({"stripe": stripe_source(upstream)}, env=ENV)
     body = stripe_event(padding="x" * 5000)
     declared = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
-    streamed = httpx.post(f"{base}/api/webhooks/stripe", content=iter([body[:3000], body[3000:]]),
-                          headers={"stripe-signature": stripe_signature(STRIPE_SECRET, body)})  # chunked: no length
+    streamed = httpx.post(
+        f"{base}/api/webhooks/stripe",
+        content=iter([body[:3000], body[3000:]]),
+        headers={"stripe-signature": stripe_signature(STRIPE_SECRET, body)},
+    )  # chunked: no length
     for res in (declared, streamed):
         assert res.status_code == 413 and res.json()["error"]["code"] == "PAYLOAD_TOO_LARGE"
     assert recorder.requests == []
@@ -193,7 +228,9 @@ def test_webhooks_oversized_body_is_413_before_verification(hooks, upstream, rec
 def test_webhooks_payments_alias_and_method(hooks, upstream, recorder):
     base = hooks({"stripe": stripe_source(upstream)}, env=ENV)
     body = stripe_event("evt_alias")
-    res = post(f"{base}/api/gateway/payments/webhooks", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
+    res = post(
+        f"{base}/api/gateway/payments/webhooks", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)}
+    )
     assert res.status_code == 200 and res.json()["data"]["event"]["id"] == "evt_alias"
     wrong = httpx.get(f"{base}/api/webhooks/stripe")
     assert wrong.status_code == 405 and wrong.headers["allow"] == "POST"
@@ -235,14 +272,24 @@ def test_webhooks_failed_forward_is_5xx_and_the_retry_runs_only_what_did_not_run
     body = stripe_event("evt_retry")
     first = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
     assert first.status_code == 502
-    assert first.json()["error"]["code"] == "WEBHOOK_ACTION_FAILED" and first.json()["error"]["details"] == {"action": 2, "kind": "forward"}
+    assert first.json()["error"]["code"] == "WEBHOOK_ACTION_FAILED" and first.json()["error"]["details"] == {
+        "action": 2,
+        "kind": "forward",
+    }
     retry = post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
     assert retry.status_code == 200
     assert [a["status"] for a in retry.json()["data"]["actions"]] == ["already-done", "already-done", "delivered"]
     assert [r["path"] for r in recorder.requests] == ["/orders/paid", "/flaky", "/flaky"]
     logged = [json.loads(r.getMessage()) for r in caplog.records if r.getMessage().startswith('{"message"')]
-    assert logged == [{"message": "payment seen", "source": "stripe", "event_id": "evt_retry",
-                       "event_type": "payment_intent.succeeded", "payment": "pi_1"}]
+    assert logged == [
+        {
+            "message": "payment seen",
+            "source": "stripe",
+            "event_id": "evt_retry",
+            "event_type": "payment_intent.succeeded",
+            "payment": "pi_1",
+        }
+    ]
     assert STRIPE_SECRET not in caplog.text and "orders-token" not in caplog.text
 
 
@@ -265,8 +312,17 @@ actions:
 """
 
 
-@pytest.mark.parametrize("case, status", [("valid", 200), ("wrong secret", 401), ("stale", 401), ("tampered", 401),
-                                          ("missing id", 401), ("other version only", 401)])
+@pytest.mark.parametrize(
+    "case, status",
+    [
+        ("valid", 200),
+        ("wrong secret", 401),
+        ("stale", 401),
+        ("tampered", 401),
+        ("missing id", 401),
+        ("other version only", 401),
+    ],
+)
 def test_webhooks_standard_webhooks_scheme(hooks, upstream, recorder, case, status):
     base = hooks({"medusa": standard_source(upstream)}, env={"MEDUSA_WEBHOOK_SECRET": STANDARD_SECRET})
     body = json.dumps({"type": "order.placed", "data": {"id": "order_1"}}).encode()
@@ -299,17 +355,24 @@ actions:
     base = hooks({"erpnext": source}, env={"ERPNEXT_WEBHOOK_SECRET": "frappe-secret"})
     data = {"doctype": "Sales Invoice", "name": "SINV-0001", "modified": "2026-01-02 10:00:00", "event": "on_submit"}
     body = json.dumps(data).encode()  # what Frappe sends: requests' json= is json.dumps(data)
-    ok = post(f"{base}/api/webhooks/erpnext", body, {"x-frappe-webhook-signature": frappe_signature("frappe-secret", body)})
+    ok = post(
+        f"{base}/api/webhooks/erpnext", body, {"x-frappe-webhook-signature": frappe_signature("frappe-secret", body)}
+    )
     assert ok.status_code == 200
     assert ok.json()["data"]["event"] == {"id": "Sales Invoice:SINV-0001:2026-01-02 10:00:00", "type": "on_submit"}
     assert json.loads(recorder.last["body"]) == data  # the default forward body is the whole event
     tampered = body.replace(b"SINV-0001", b"SINV-0002")
-    bad = post(f"{base}/api/webhooks/erpnext", tampered, {"x-frappe-webhook-signature": frappe_signature("frappe-secret", body)})
+    bad = post(
+        f"{base}/api/webhooks/erpnext",
+        tampered,
+        {"x-frappe-webhook-signature": frappe_signature("frappe-secret", body)},
+    )
     assert bad.status_code == 401 and len(recorder.requests) == 1
 
 
-@pytest.mark.parametrize("case, status", [("valid", 200), ("stale", 401), ("no timestamp", 401), ("no prefix", 401),
-                                          ("sha1 instead", 401)])
+@pytest.mark.parametrize(
+    "case, status", [("valid", 200), ("stale", 401), ("no timestamp", 401), ("no prefix", 401), ("sha1 instead", 401)]
+)
 def test_webhooks_hmac_prefix_timestamp_and_signed_content(hooks, upstream, recorder, case, status):
     source = f"""
 source: temporal
@@ -327,8 +390,10 @@ actions:
     body = b'{"workflowId": "order-1", "status": "COMPLETED"}'
     t = str(int(time.time()) - (400 if case == "stale" else 0))
     algorithm = hashlib.sha1 if case == "sha1 instead" else hashlib.sha256
-    headers = {"x-signature": "sha256=" + hmac.new(b"tw-secret", t.encode() + b"." + body, algorithm).hexdigest(),
-               "x-timestamp": t}
+    headers = {
+        "x-signature": "sha256=" + hmac.new(b"tw-secret", t.encode() + b"." + body, algorithm).hexdigest(),
+        "x-timestamp": t,
+    }
     if case == "no timestamp":
         del headers["x-timestamp"]
     elif case == "no prefix":
@@ -349,8 +414,16 @@ actions:
 """
     base = hooks({"legacy": source}, env={"LEGACY_TOKEN": "legacy-token"})
     form = {"content-type": "application/x-www-form-urlencoded"}
-    ok = httpx.post(f"{base}/api/webhooks/legacy", content=b"ref=r1&amount=12", headers={**form, "authorization": "Bearer legacy-token"})
-    bad = httpx.post(f"{base}/api/webhooks/legacy", content=b"ref=r2&amount=1", headers={**form, "authorization": "Bearer legacy-tokem"})
+    ok = httpx.post(
+        f"{base}/api/webhooks/legacy",
+        content=b"ref=r1&amount=12",
+        headers={**form, "authorization": "Bearer legacy-token"},
+    )
+    bad = httpx.post(
+        f"{base}/api/webhooks/legacy",
+        content=b"ref=r2&amount=1",
+        headers={**form, "authorization": "Bearer legacy-tokem"},
+    )
     assert ok.status_code == 200 and bad.status_code == 401
     assert [json.loads(r["body"]) for r in recorder.requests] == [{"ref": "r1", "amount": 12}]
 
@@ -399,9 +472,14 @@ actions:
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     text = out.getvalue()
-    assert "webhooks.d/stripe.yaml:14:5: actions[3]: " in text and "is valid under each of" in text, text  # schema first
-    root = write_webhooks(tmp_path / "second", {"stripe": bad.replace("    forward: {url: \"http://127.0.0.1:9\"}\n", "")},
-                          backends={"shop": backend})
+    assert "webhooks.d/stripe.yaml:14:5: actions[3]: " in text and "is valid under each of" in text, (
+        text
+    )  # schema first
+    root = write_webhooks(
+        tmp_path / "second",
+        {"stripe": bad.replace('    forward: {url: "http://127.0.0.1:9"}\n', "")},
+        backends={"shop": backend},
+    )
     out = io.StringIO()
     assert run(["validate", "--config", str(root)], stdout=out) == 1
     text = out.getvalue()
@@ -431,8 +509,13 @@ def test_webhooks_event_being_handled_elsewhere_is_409(tmp_path, upstream, recor
 def test_webhooks_memory_store_survives_a_reload(tmp_path, upstream):
     root = write_webhooks(tmp_path, {"stripe": stripe_source(upstream)})
     before, after = load_config(root, ENV), load_config(root, ENV)
-    assert before.state(WEBHOOKS).store is after.state(WEBHOOKS).store  # a replay after a hot reload is still a duplicate
-    assert load_config(write_webhooks(tmp_path / "other", {"stripe": stripe_source(upstream)}), ENV).state(WEBHOOKS).store is not before.state(WEBHOOKS).store
+    assert (
+        before.state(WEBHOOKS).store is after.state(WEBHOOKS).store
+    )  # a replay after a hot reload is still a duplicate
+    assert (
+        load_config(write_webhooks(tmp_path / "other", {"stripe": stripe_source(upstream)}), ENV).state(WEBHOOKS).store
+        is not before.state(WEBHOOKS).store
+    )
 
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -451,15 +534,28 @@ def _shipped_delivery(source: str, secret: str) -> tuple[bytes, dict[str, str]]:
         body = b'{"id": "event_65f", "api_version": "v1", "event": "order.completed", "data": {"id": "order_f", "status": "completed"}}'
         return body, {"signature": hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()}
     if source == "erpnext":
-        body = json.dumps({"doctype": "Sales Invoice", "name": "SINV-1", "modified": "2026-11-23", "event": "on_submit"}).encode()
+        body = json.dumps(
+            {"doctype": "Sales Invoice", "name": "SINV-1", "modified": "2026-11-23", "event": "on_submit"}
+        ).encode()
         return body, {"x-frappe-webhook-signature": frappe_signature(secret, body)}
     body = b'{"id": "n1", "type": "workflow.completed", "workflowId": "w1", "workflow": "RideBooking"}'
-    return body, {"x-gateway-timestamp": now,
-                  "x-gateway-signature": "sha256=" + hmac.new(secret.encode(), now.encode() + b"." + body, hashlib.sha256).hexdigest()}
+    return body, {
+        "x-gateway-timestamp": now,
+        "x-gateway-signature": "sha256="
+        + hmac.new(secret.encode(), now.encode() + b"." + body, hashlib.sha256).hexdigest(),
+    }
 
 
-@pytest.mark.parametrize("source, secret", [("stripe", STRIPE_SECRET), ("medusa", STANDARD_SECRET), ("fleetbase", "fb-api-secret"),
-                                            ("erpnext", "frappe-webhook-secret"), ("temporal", "temporal-notify-secret")])
+@pytest.mark.parametrize(
+    "source, secret",
+    [
+        ("stripe", STRIPE_SECRET),
+        ("medusa", STANDARD_SECRET),
+        ("fleetbase", "fb-api-secret"),
+        ("erpnext", "frappe-webhook-secret"),
+        ("temporal", "temporal-notify-secret"),
+    ],
+)
 def test_webhooks_shipped_sources_accept_their_senders_signatures(source, secret, caplog):
     caplog.set_level(logging.INFO, logger="gateway_engine.webhooks")
     body, headers = _shipped_delivery(source, secret)
@@ -477,8 +573,10 @@ def test_webhooks_failing_template_is_500_and_frees_the_event(hooks, upstream, r
 """
     base = hooks({"stripe": stripe_source(upstream, extra=extra)}, env=ENV)
     body = stripe_event("evt_bad_template")
-    answers = [post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
-               for _ in range(2)]
+    answers = [
+        post(f"{base}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
+        for _ in range(2)
+    ]
     for res in answers:  # never remembered as handled: each retry tries again (and the forward ran once)
         assert res.status_code == 500 and res.json()["error"]["code"] == "MAPPING_ERROR"
         assert "ZeroDivisionError" in res.json()["error"]["message"]
@@ -494,7 +592,8 @@ def test_webhooks_endpoints_are_listed_by_routes_and_described_in_openapi(tmp_pa
     rows = [r for r in json.loads(out.getvalue()) if r["backend"] == "webhooks"]
     assert [(r["methods"], r["path"], r["name"], r["upstream"]) for r in rows] == [
         (["POST"], "/api/webhooks/stripe", "stripe", "webhooks.d/stripe.yaml"),
-        (["POST"], "/api/gateway/payments/webhooks", "stripe", "webhooks.d/stripe.yaml")]
+        (["POST"], "/api/gateway/payments/webhooks", "stripe", "webhooks.d/stripe.yaml"),
+    ]
     assert [r["configured"] for r in rows] == [False, False]  # STRIPE_WEBHOOK_SECRET is not set here
     doc = json.loads(_openapi_text(root))
     validate(doc)

@@ -24,8 +24,12 @@ from tests.test_webhooks import (
 
 def test_webhooks_redis_instances_share_event_ids(tmp_path, upstream, recorder, redis_url):
     # one instance names the store, the other inherits it from rate_limit_storage
-    a = write_webhooks(tmp_path / "a", {"stripe": stripe_source(upstream)}, GATEWAY + f"webhooks: {{store: '{redis_url}'}}\n")
-    b = write_webhooks(tmp_path / "b", {"stripe": stripe_source(upstream)}, GATEWAY + f"rate_limit_storage: '{redis_url}'\n")
+    a = write_webhooks(
+        tmp_path / "a", {"stripe": stripe_source(upstream)}, GATEWAY + f"webhooks: {{store: '{redis_url}'}}\n"
+    )
+    b = write_webhooks(
+        tmp_path / "b", {"stripe": stripe_source(upstream)}, GATEWAY + f"rate_limit_storage: '{redis_url}'\n"
+    )
     body = stripe_event("evt_shared")
     with serve(create_app(str(a), ENV)) as first, serve(create_app(str(b), ENV)) as second:
         one = post(f"{first}/api/webhooks/stripe", body, {"stripe-signature": stripe_signature(STRIPE_SECRET, body)})
@@ -57,17 +61,17 @@ async def test_webhooks_store_claim_finish_release(store_factory):
     store = store_factory()
     try:
         assert await store.claim("s:evt", "t1", 30) == "claimed"
-        assert await store.claim("s:evt", "t2", 30) == "busy"          # a concurrent delivery waits
-        await store.release("s:evt", "t2")                              # not its claim: nothing happens
+        assert await store.claim("s:evt", "t2", 30) == "busy"  # a concurrent delivery waits
+        await store.release("s:evt", "t2")  # not its claim: nothing happens
         assert await store.claim("s:evt", "t3", 30) == "busy"
-        await store.release("s:evt", "t1")                              # the failed delivery frees it
+        await store.release("s:evt", "t1")  # the failed delivery frees it
         assert await store.claim("s:evt", "t4", 30) == "claimed"
         assert not await store.action_done("s:evt", 0)
         await store.mark_action("s:evt", 0, 60)
         assert await store.action_done("s:evt", 0) and not await store.action_done("s:evt", 1)
         await store.finish("s:evt", 60)
         assert await store.claim("s:evt", "t5", 30) == "done"
-        await store.release("s:evt", "t4")                              # a finished event is never freed
+        await store.release("s:evt", "t4")  # a finished event is never freed
         assert await store.claim("s:evt", "t6", 30) == "done"
     finally:
         await store.aclose()

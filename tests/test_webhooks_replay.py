@@ -28,8 +28,10 @@ RELABELS = ["text/plain", "application/x-www-form-urlencoded", "application/octe
 
 
 def source(name: str, verify: str, target: str, extra: str = "") -> str:
-    return (f"source: {name}\nverify: {verify}\n{extra}"
-            f"actions:\n  - forward: {{url: \"{target}/{name}\", body: {{event: \"{{{{ event.id }}}}\"}}}}\n")
+    return (
+        f"source: {name}\nverify: {verify}\n{extra}"
+        f'actions:\n  - forward: {{url: "{target}/{name}", body: {{event: "{{{{ event.id }}}}"}}}}\n'
+    )
 
 
 def sources(target: str) -> dict[str, str]:
@@ -37,8 +39,12 @@ def sources(target: str) -> dict[str, str]:
         "stripe": source("stripe", '{scheme: stripe, secrets: ["${STRIPE_WEBHOOK_SECRET}"]}', target),
         "medusa": source("medusa", '{scheme: standard-webhooks, secrets: ["${STANDARD_SECRET}"]}', target),
         # no timestamp is signed: the id in the body is the only thing that stops a replay, forever
-        "fleet": source("fleet", '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}', target,
-                        'event: {id: "{{ body.id }}"}\n'),
+        "fleet": source(
+            "fleet",
+            '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}',
+            target,
+            'event: {id: "{{ body.id }}"}\n',
+        ),
         "plain": source("plain", '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}', target),
     }
 
@@ -52,7 +58,9 @@ def signed(name: str, body: bytes) -> dict[str, str]:
 
 
 def send(url: str, body: bytes, headers: dict[str, str], content_type: str | None) -> httpx.Response:
-    return httpx.post(url, content=body, headers={**headers, **({"content-type": content_type} if content_type else {})})
+    return httpx.post(
+        url, content=body, headers={**headers, **({"content-type": content_type} if content_type else {})}
+    )
 
 
 @pytest.mark.parametrize("name", ["stripe", "medusa", "fleet", "plain"])
@@ -76,8 +84,12 @@ def test_the_same_signed_delivery_under_another_content_type_runs_once(hooks, up
 
 
 def test_a_form_source_parses_its_form_whatever_the_label(hooks, upstream, recorder):
-    legacy = source("legacy", '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}', upstream,
-                    'body_format: form\nevent: {id: "{{ body.ref }}"}\n')
+    legacy = source(
+        "legacy",
+        '{scheme: hmac, header: Signature, secrets: ["${FLEET_SECRET}"]}',
+        upstream,
+        'body_format: form\nevent: {id: "{{ body.ref }}"}\n',
+    )
     base = hooks({"legacy": legacy}, env=ENV)
     body = b"ref=r1&amount=12"
     url = f"{base}/api/webhooks/legacy"
@@ -116,8 +128,12 @@ def test_a_full_memory_store_refuses_new_events_instead_of_forgetting_handled_on
 
 
 def test_a_full_memory_store_takes_new_events_once_ids_leave_their_window(hooks, upstream, recorder):
-    fleet = source("fleet", '{scheme: hmac, header: Signature, tolerance: 0.05, secrets: ["${FLEET_SECRET}"]}', upstream,
-                   'event: {id: "{{ body.id }}"}\ndedupe: {window: 0.2}\n')
+    fleet = source(
+        "fleet",
+        '{scheme: hmac, header: Signature, tolerance: 0.05, secrets: ["${FLEET_SECRET}"]}',
+        upstream,
+        'event: {id: "{{ body.id }}"}\ndedupe: {window: 0.2}\n',
+    )
     base = hooks({"fleet": fleet}, env=ENV, gateway_yaml=GATEWAY + "webhooks: {memory_capacity: 2}\n")
     url = f"{base}/api/webhooks/fleet"
     first = json.dumps({"id": "evt_a"}).encode()

@@ -120,8 +120,11 @@ def stack(tmp_path, temporal):
     fake = FakeBackends(shop_answer)
     queue = f"tq-{uuid.uuid4().hex[:10]}"
     with serve(fake, lifespan="off") as fake_url:
-        root = write_config(tmp_path / "config", gateway_yaml(), {
-            "shop": SHOP.format(url=fake_url), "workflows": (ROOT / "routes.d" / "workflows.yaml").read_text()})
+        root = write_config(
+            tmp_path / "config",
+            gateway_yaml(),
+            {"shop": SHOP.format(url=fake_url), "workflows": (ROOT / "routes.d" / "workflows.yaml").read_text()},
+        )
         (root / "workflows.d").mkdir()
         for name, text in SAGAS.items():
             (root / "workflows.d" / f"{name}.yaml").write_text(text.replace("QUEUE", queue))
@@ -137,8 +140,11 @@ async def test_workflows_happy_path_runs_steps_skips_and_renders(stack):
         run_id = started.json()["data"]["workflowId"]
         done = await wait_for(http, run_id, as_user("ana"))
     assert done["status"] == "completed" and done["step"] is None
-    assert done["result"] == {"success": True, "result": {"a": "a-1", "c": "c-1", "big": True},
-                              "artifacts": [{"type": "confirmation-card", "data": {"title": "Done 7"}}]}
+    assert done["result"] == {
+        "success": True,
+        "result": {"a": "a-1", "c": "c-1", "big": True},
+        "artifacts": [{"type": "confirmation-card", "data": {"title": "Done 7"}}],
+    }
     assert stack.fake.paths() == ["/steps/a", "/steps/b", "/steps/c"]
     assert stack.fake.bodies("/steps/c") == [{"a": "a-1", "b": "b-1"}]
     assert stack.fake.calls[0]["headers"]["idempotency-key"].endswith("/a")
@@ -161,7 +167,9 @@ async def test_workflows_failed_compensation_is_reported(stack):
     stack.fake.fail["/steps/c"] = (503, {"message": "down"})
     stack.fake.fail["/steps/a/a-1/undo"] = (500, {"message": "cannot undo"})
     async with running_worker(stack), httpx.AsyncClient(base_url=stack.url) as http:
-        run_id = (await start(http, "Trio", ADMIN, input={"userId": "ana", "data": {"n": 1}})).json()["data"]["workflowId"]
+        run_id = (await start(http, "Trio", ADMIN, input={"userId": "ana", "data": {"n": 1}})).json()["data"][
+            "workflowId"
+        ]
         done = await wait_for(http, run_id, as_user("ana"))  # started for ana by a service: ana owns it
     report = done["result"]["compensation"]
     assert report["compensated"] == ["b"]
@@ -174,13 +182,20 @@ async def test_workflows_signal_resumes_the_waiting_step(stack):
     async with running_worker(stack), httpx.AsyncClient(base_url=stack.url) as http:
         run_id = (await start(http, "Approval", as_user("ana"))).json()["data"]["workflowId"]
         await wait_for(http, run_id, as_user("ana"), lambda d: d["step"] == "approval")
-        unknown = await http.post(f"/api/gateway/workflows/{run_id}/signal", json={"name": "nope"}, headers=as_user("ana"))
+        unknown = await http.post(
+            f"/api/gateway/workflows/{run_id}/signal", json={"name": "nope"}, headers=as_user("ana")
+        )
         assert unknown.status_code == 400 and unknown.json()["error"]["code"] == "UNKNOWN_SIGNAL"
-        sent = await http.post(f"/api/gateway/workflows/{run_id}/signal", json={"name": "approve", "args": [{"by": "ops"}]},
-                               headers=as_user("ana"))
+        sent = await http.post(
+            f"/api/gateway/workflows/{run_id}/signal",
+            json={"name": "approve", "args": [{"by": "ops"}]},
+            headers=as_user("ana"),
+        )
         assert sent.status_code == 202, sent.text
         done = await wait_for(http, run_id, as_user("ana"))
-        again = await http.post(f"/api/gateway/workflows/{run_id}/signal", json={"name": "approve"}, headers=as_user("ana"))
+        again = await http.post(
+            f"/api/gateway/workflows/{run_id}/signal", json={"name": "approve"}, headers=as_user("ana")
+        )
     assert done["status"] == "completed" and done["result"]["result"]["id"] == "b-1"
     assert stack.fake.bodies("/steps/b") == [{"by": "ops"}]
     assert again.status_code == 409 and again.json()["error"]["code"] == "WORKFLOW_CLOSED"
@@ -235,7 +250,9 @@ async def test_workflows_in_process_calls_act_as_the_gateway(stack):
     assert started.status == 201 and seen.status == 200 and cancelled.status == 202
     async with httpx.AsyncClient(base_url=stack.url) as http:  # owned by the user it was started for
         assert (await http.get(f"/api/gateway/workflows/{run_id}", headers=as_user("cy"))).status_code == 200
-        spoof = await http.get(f"/api/gateway/workflows/{run_id}", headers={**as_user("zed"), "x-auth-method": "internal"})
+        spoof = await http.get(
+            f"/api/gateway/workflows/{run_id}", headers={**as_user("zed"), "x-auth-method": "internal"}
+        )
         assert spoof.status_code == 404
 
 
@@ -249,8 +266,13 @@ async def test_workflows_list_and_ownership(stack):
 
         listed = (await http.get("/api/gateway/workflows/list", headers=as_user(ana))).json()["data"]
         assert {w["workflowId"] for w in listed["workflows"]} == {mine, waiting}
-        running = (await http.get("/api/gateway/workflows/list", params={"workflow": "Approval", "status": "running"},
-                                  headers=as_user(ana))).json()["data"]["workflows"]
+        running = (
+            await http.get(
+                "/api/gateway/workflows/list",
+                params={"workflow": "Approval", "status": "running"},
+                headers=as_user(ana),
+            )
+        ).json()["data"]["workflows"]
         assert [w["workflowId"] for w in running] == [waiting] and running[0]["status"] == "running"
         every = (await http.get("/api/gateway/workflows/list", params={"limit": 100}, headers=ADMIN)).json()["data"]
         assert {mine, waiting, theirs} <= {w["workflowId"] for w in every["workflows"]}
@@ -259,9 +281,16 @@ async def test_workflows_list_and_ownership(stack):
 
         # bob cannot read, signal or cancel ana's run: to him it does not exist
         for method, path in [("GET", ""), ("POST", "/signal"), ("POST", "/cancel")]:
-            reply = await http.request(method, f"/api/gateway/workflows/{waiting}{path}", headers=as_user(bob),
-                                       json={"name": "approve"} if path == "/signal" else None)
-            assert reply.status_code == 404 and reply.json()["error"]["code"] == "WORKFLOW_NOT_FOUND", (path, reply.text)
+            reply = await http.request(
+                method,
+                f"/api/gateway/workflows/{waiting}{path}",
+                headers=as_user(bob),
+                json={"name": "approve"} if path == "/signal" else None,
+            )
+            assert reply.status_code == 404 and reply.json()["error"]["code"] == "WORKFLOW_NOT_FOUND", (
+                path,
+                reply.text,
+            )
         assert (await http.get(f"/api/gateway/workflows/{waiting}", headers=ADMIN)).status_code == 200
         plain = await http.get("/api/gateway/workflows/list", headers={"x-api-key": PLAIN_KEY})
         assert plain.status_code == 403
@@ -298,8 +327,11 @@ async def test_workflows_definition_is_pinned_at_start(stack):
         with serve(create_app(str(stack.root), stack.env)) as new_url:
             async with httpx.AsyncClient(base_url=new_url) as new_http:
                 new = (await start(new_http, "Approval", as_user("ana"))).json()["data"]
-                await new_http.post(f"/api/gateway/workflows/{old['workflowId']}/signal",
-                                    json={"name": "approve", "args": [{"by": "ops"}]}, headers=as_user("ana"))
+                await new_http.post(
+                    f"/api/gateway/workflows/{old['workflowId']}/signal",
+                    json={"name": "approve", "args": [{"by": "ops"}]},
+                    headers=as_user("ana"),
+                )
                 done = await wait_for(new_http, old["workflowId"], as_user("ana"))
                 await new_http.post(f"/api/gateway/workflows/{new['workflowId']}/cancel", headers=as_user("ana"))
     assert new["definitionHash"] != old["definitionHash"] == done["definitionHash"]
@@ -325,8 +357,12 @@ async def test_workflows_worker_restart_resumes_mid_workflow(stack):
 async def test_workflows_worker_command_runs_until_sigterm(stack):
     """``gateway-engine worker`` as a process: it serves the config's task queues and stops cleanly."""
     env = {**os.environ, **stack.env}
-    proc = subprocess.Popen([sys.executable, "-m", "gateway_engine", "worker", "--config", str(stack.root)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway_engine", "worker", "--config", str(stack.root)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         async with httpx.AsyncClient(base_url=stack.url) as http:
             run_id = (await start(http, "Trio", as_user("ana"), input={"data": {"n": 5}})).json()["data"]["workflowId"]
@@ -361,16 +397,28 @@ def test_workflows_health_and_reconnect(tmp_path):
     assert health.json()["systems"]["workflows"]["status"] == "up"
 
 
-@pytest.mark.parametrize("saga, message", [
-    ("workflow: W\nsteps:\n  - {name: a, call: shop.stepp}\n", "no route 'shop.stepp'"),
-    ("workflow: W\nsteps:\n  - {name: a, call: shop.undo, with: {params: {kind: a}}}\n", "needs path parameter(s) id"),
-    ("workflow: W\nsteps:\n  - {name: a, call: shop.step, with: {params: {kind: '{{ steps.b.result }}'}}}\n"
-     "  - {name: b, call: shop.step, with: {params: {kind: b}}}\n", "reads steps.b, which is not an earlier step"),
-    ("workflow: W\nsteps:\n  - {name: a, switch: {value: x, cases: {x: Missing}}}\n", "unknown workflow 'Missing'"),
-    ("workflow: W\nsteps:\n  - {name: a, switch: {value: x, cases: {x: W}}}\n", "cycle: W -> W"),
-    ("workflow: W\nsteps:\n  - {name: a, call: shop.step, with: {params: {kind: '{{ env.X }}'}}}\n", "unknown name(s) env"),
-    ("workflow: W\nsteps:\n  - {name: a, call: shop.step, bogus: 1}\n", "unknown key 'bogus'"),
-])
+@pytest.mark.parametrize(
+    "saga, message",
+    [
+        ("workflow: W\nsteps:\n  - {name: a, call: shop.stepp}\n", "no route 'shop.stepp'"),
+        (
+            "workflow: W\nsteps:\n  - {name: a, call: shop.undo, with: {params: {kind: a}}}\n",
+            "needs path parameter(s) id",
+        ),
+        (
+            "workflow: W\nsteps:\n  - {name: a, call: shop.step, with: {params: {kind: '{{ steps.b.result }}'}}}\n"
+            "  - {name: b, call: shop.step, with: {params: {kind: b}}}\n",
+            "reads steps.b, which is not an earlier step",
+        ),
+        ("workflow: W\nsteps:\n  - {name: a, switch: {value: x, cases: {x: Missing}}}\n", "unknown workflow 'Missing'"),
+        ("workflow: W\nsteps:\n  - {name: a, switch: {value: x, cases: {x: W}}}\n", "cycle: W -> W"),
+        (
+            "workflow: W\nsteps:\n  - {name: a, call: shop.step, with: {params: {kind: '{{ env.X }}'}}}\n",
+            "unknown name(s) env",
+        ),
+        ("workflow: W\nsteps:\n  - {name: a, call: shop.step, bogus: 1}\n", "unknown key 'bogus'"),
+    ],
+)
 def test_workflows_validate_reports_located_errors(tmp_path, saga, message):
     root = write_config(tmp_path, gateway_yaml(), {"shop": SHOP.format(url="http://127.0.0.1:9")})
     (root / "workflows.d").mkdir()

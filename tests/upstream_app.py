@@ -56,23 +56,22 @@ def echo_app(recorder: Recorder) -> Starlette:
                 sent += n
                 yield chunk[:n]
 
-        return StreamingResponse(chunks(), media_type="application/octet-stream",
-                                 headers={"content-length": str(size)})
+        return StreamingResponse(chunks(), media_type="application/octet-stream", headers={"content-length": str(size)})
 
     async def upload(request: Request) -> Response:
         total = 0
         async for chunk in request.stream():
             total += len(chunk)
-        recorder.requests.append({"path": request.url.path, "received": total,
-                                  "headers": dict(request.headers)})
+        recorder.requests.append({"path": request.url.path, "received": total, "headers": dict(request.headers)})
         return JSONResponse({"received": total})
 
     async def flaky(request: Request) -> Response:
         """Fails with ``status`` for the first ``fail`` calls of a ``key``, then answers 200."""
         key = request.query_params["key"]
         recorder.counts[key] = recorder.counts.get(key, 0) + 1
-        recorder.requests.append({"path": request.url.path, "key": key, "method": request.method,
-                                  "headers": dict(request.headers)})
+        recorder.requests.append(
+            {"path": request.url.path, "key": key, "method": request.method, "headers": dict(request.headers)}
+        )
         if recorder.counts[key] <= int(request.query_params.get("fail", "1")):
             return JSONResponse({"error": "flaky"}, status_code=int(request.query_params.get("status", "503")))
         return JSONResponse({"ok": True, "calls": recorder.counts[key]})
@@ -83,13 +82,15 @@ def echo_app(recorder: Recorder) -> Starlette:
     async def not_json(request: Request) -> Response:
         return Response("{not json", media_type="application/json")
 
-    return Starlette(routes=[
-        Route("/status/{code:int}", status, methods=["GET", "POST"]),
-        Route("/slow", slow),
-        Route("/download", download),
-        Route("/upload", upload, methods=["POST", "PUT"]),
-        Route("/text", text),
-        Route("/flaky", flaky, methods=["GET", "POST"]),
-        Route("/not-json", not_json),
-        Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
-    ])
+    return Starlette(
+        routes=[
+            Route("/status/{code:int}", status, methods=["GET", "POST"]),
+            Route("/slow", slow),
+            Route("/download", download),
+            Route("/upload", upload, methods=["POST", "PUT"]),
+            Route("/text", text),
+            Route("/flaky", flaky, methods=["GET", "POST"]),
+            Route("/not-json", not_json),
+            Route("/{path:path}", echo, methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"]),
+        ]
+    )

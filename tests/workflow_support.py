@@ -39,9 +39,22 @@ def temporal_binary() -> str:
 def temporal_server(port: int | None = None, timeout: float = 20.0) -> Iterator[str]:
     """``temporal server start-dev`` on a free 127.0.0.1 port (in memory); yields ``host:port``."""
     port = port or free_port()
-    proc = subprocess.Popen([temporal_binary(), "server", "start-dev", "--headless", "--ip", "127.0.0.1",
-                             "--port", str(port), "--log-level", "error"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [
+            temporal_binary(),
+            "server",
+            "start-dev",
+            "--headless",
+            "--ip",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "error",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         deadline = time.monotonic() + timeout
         while True:
@@ -67,8 +80,8 @@ class FakeBackends:
     def __init__(self, answer: Callable[[str, str, Any], tuple[int, Any, dict[str, str]]]) -> None:
         self.answer = answer
         self.calls: list[dict[str, Any]] = []
-        self.fail: dict[str, tuple[int, Any]] = {}      # path -> (status, body), every time
-        self.hold: dict[str, threading.Event] = {}      # path -> answered once the event is set
+        self.fail: dict[str, tuple[int, Any]] = {}  # path -> (status, body), every time
+        self.hold: dict[str, threading.Event] = {}  # path -> answered once the event is set
         self.lock = threading.Lock()
 
     def paths(self, method: str | None = None) -> list[str]:
@@ -94,8 +107,15 @@ class FakeBackends:
         path = scope["path"]
         headers = {k.decode().lower(): v.decode() for k, v in scope["headers"]}
         with self.lock:
-            self.calls.append({"method": scope["method"], "path": path, "query": scope["query_string"].decode(),
-                               "body": body, "headers": headers})
+            self.calls.append(
+                {
+                    "method": scope["method"],
+                    "path": path,
+                    "query": scope["query_string"].decode(),
+                    "body": body,
+                    "headers": headers,
+                }
+            )
         if path in self.hold:
             await asyncio.to_thread(self.hold[path].wait, 30)
         if path in self.fail:
@@ -132,8 +152,13 @@ auth:
 """
 
 
-async def wait_for(client: httpx.AsyncClient, workflow_id: str, headers: dict[str, str],
-                   done: Callable[[dict], bool] = lambda d: d["status"] != "running", timeout: float = 20.0) -> dict:
+async def wait_for(
+    client: httpx.AsyncClient,
+    workflow_id: str,
+    headers: dict[str, str],
+    done: Callable[[dict], bool] = lambda d: d["status"] != "running",
+    timeout: float = 20.0,
+) -> dict:
     """Poll ``GET /workflows/{id}`` until ``done`` holds (bounded)."""
     deadline = time.monotonic() + timeout
     while True:

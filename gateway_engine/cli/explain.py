@@ -40,16 +40,25 @@ class _Capture:
         self.sent = {"method": method, "url": url, "headers": headers, "body": body}
         status, sample_headers, sample_body = self.sample
         if sample_body is None:
-            raise GatewayError(502, "NO_SAMPLE_RESPONSE", "No --upstream-response given; the upstream request is shown above.")
+            raise GatewayError(
+                502, "NO_SAMPLE_RESPONSE", "No --upstream-response given; the upstream request is shown above."
+            )
         return Reply(status, list(sample_headers), sample_body, from_upstream=True)
 
     async def aclose(self) -> None:
         return None
 
 
-def explain(config: CompiledConfig, method: str, target: str, *, body: bytes | None = None,
-            headers: list[tuple[str, str]] | None = None, upstream_status: int = 200,
-            upstream_body: bytes | None = None) -> dict[str, Any]:
+def explain(
+    config: CompiledConfig,
+    method: str,
+    target: str,
+    *,
+    body: bytes | None = None,
+    headers: list[tuple[str, str]] | None = None,
+    upstream_status: int = 200,
+    upstream_body: bytes | None = None,
+) -> dict[str, Any]:
     return asyncio.run(_explain(config, method.upper(), target, body, headers or [], upstream_status, upstream_body))
 
 
@@ -64,7 +73,9 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
     if route is None:
         ctx = RequestContext(scope, receive, None, {}, "127.0.0.1")
         code = "ROUTE_NOT_FOUND" if matched is None else "METHOD_NOT_ALLOWED"
-        reply = error_reply(ctx, GatewayError(404 if matched is None else 405, code, f"No {method} route matches {path!r}."))
+        reply = error_reply(
+            ctx, GatewayError(404 if matched is None else 405, code, f"No {method} route matches {path!r}.")
+        )
         return {"route": None, "upstream_request": None, "response": _reply(reply, secrets)}
     capture = _Capture(upstream_status, [("content-type", "application/json")], upstream_body)
     if route.upstream is not None:
@@ -76,14 +87,25 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
         await reply.read(config.limits["response_body"])
     upstream = None
     if capture.sent:
-        upstream = {"method": capture.sent["method"], "url": secrets.text(capture.sent["url"]),
-                    "headers": {k: _mask_header(k, v, route, secrets) for k, v in capture.sent["headers"]},
-                    "body": secrets.text(capture.sent["body"].decode("utf-8", "replace")) if capture.sent["body"] else None}
+        upstream = {
+            "method": capture.sent["method"],
+            "url": secrets.text(capture.sent["url"]),
+            "headers": {k: _mask_header(k, v, route, secrets) for k, v in capture.sent["headers"]},
+            "body": secrets.text(capture.sent["body"].decode("utf-8", "replace")) if capture.sent["body"] else None,
+        }
     mapping_error = ctx.state.get("mapping_error")
-    return {"route": {"name": route.qualified_name, "file": f"{route.source_file}:{route.source_line}",
-                      "path": route.path, "params": ctx.params, "plugins": [p.name for p in route.plugins]},
-            "upstream_request": upstream, "mapping_error": secrets.text(mapping_error) if mapping_error else None,
-            "response": _reply(reply, secrets)}
+    return {
+        "route": {
+            "name": route.qualified_name,
+            "file": f"{route.source_file}:{route.source_line}",
+            "path": route.path,
+            "params": ctx.params,
+            "plugins": [p.name for p in route.plugins],
+        },
+        "upstream_request": upstream,
+        "mapping_error": secrets.text(mapping_error) if mapping_error else None,
+        "response": _reply(reply, secrets),
+    }
 
 
 def _reply(reply: Reply, secrets: Masker) -> dict[str, Any]:

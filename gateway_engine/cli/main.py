@@ -30,8 +30,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--workers", type=int, default=1)
     serve.add_argument("--log-level", default="info")
     serve.add_argument("--no-watch", action="store_true", help="do not reload when the config directory changes")
-    serve.add_argument("--drain-timeout", type=float, default=30.0,
-                       help="seconds in-flight requests may take to finish on shutdown or reload (default 30)")
+    serve.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=30.0,
+        help="seconds in-flight requests may take to finish on shutdown or reload (default 30)",
+    )
     validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
     validate.add_argument("--config")
     validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
@@ -48,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
     explain.add_argument("--upstream-status", type=int, default=200)
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
-    hash_key.add_argument("--keep-newline", action="store_true", help="hash the input exactly, including a final newline")
+    hash_key.add_argument(
+        "--keep-newline", action="store_true", help="hash the input exactly, including a final newline"
+    )
     for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
         feature.add_commands(sub)
     return parser
@@ -82,13 +88,24 @@ def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
             out.write(f"{len(errors)} error(s) in {root}\n")
         return 1
     if fmt == "json":
-        out.write(orjson.dumps({"valid": True, "routes": len(config.routes), "version": config.version,
-                                "unset_env": list(config.unset_env)}).decode() + "\n")
+        out.write(
+            orjson.dumps(
+                {
+                    "valid": True,
+                    "routes": len(config.routes),
+                    "version": config.version,
+                    "unset_env": list(config.unset_env),
+                }
+            ).decode()
+            + "\n"
+        )
     else:
         files = len(read_config_dir(root).backends) + 1  # gateway.yaml and routes.d
         out.write(f"ok: {files} file(s), {len(config.routes)} route(s), config version {config.version}\n")
         if config.unset_env:
-            out.write(f"note: unset env vars (their backends answer 503 BACKEND_NOT_CONFIGURED): {', '.join(config.unset_env)}\n")
+            out.write(
+                f"note: unset env vars (their backends answer 503 BACKEND_NOT_CONFIGURED): {', '.join(config.unset_env)}\n"
+            )
     return 0
 
 
@@ -106,8 +123,15 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.upstream_response:
         with open(args.upstream_response, "rb") as f:
             sample = f.read()
-    result = explain(config, args.method, args.path, body=args.body.encode() if args.body is not None else None,
-                     headers=headers, upstream_status=args.upstream_status, upstream_body=sample)
+    result = explain(
+        config,
+        args.method,
+        args.path,
+        body=args.body.encode() if args.body is not None else None,
+        headers=headers,
+        upstream_status=args.upstream_status,
+        upstream_body=sample,
+    )
     out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0 if result["route"] else 1
 
@@ -132,7 +156,10 @@ def _routes(root: str, fmt: str, out: TextIO, err: TextIO) -> int:
         out.write(orjson.dumps(rows).decode() + "\n")
         return 0
     headers = ["METHOD", "PATH", "BACKEND", "ROUTE", "UPSTREAM", "PLUGINS"]
-    table = [[",".join(r["methods"]), r["path"], r["backend"], r["name"], r["upstream"], ",".join(r["plugins"])] for r in rows]
+    table = [
+        [",".join(r["methods"]), r["path"], r["backend"], r["name"], r["upstream"], ",".join(r["plugins"])]
+        for r in rows
+    ]
     widths = [max(len(h), *(len(row[i]) for row in table)) if table else len(h) for i, h in enumerate(headers)]
     for row in [headers, *table]:
         out.write("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() + "\n")
@@ -153,9 +180,17 @@ def route_table(config: CompiledConfig) -> list[dict]:
     Upstream URLs are shown as written (``${VAR}``), never resolved: no secret leaks."""
     rows = []
     for route in sorted(config.routes, key=lambda r: (r.path, r.methods)):
-        rows.append({"methods": list(route.methods), "path": route.path, "backend": route.backend, "name": route.name,
-                     "upstream": route.upstream_template, "configured": route.upstream is not None,
-                     "plugins": [p.name for p in route.plugins]})
+        rows.append(
+            {
+                "methods": list(route.methods),
+                "path": route.path,
+                "backend": route.backend,
+                "name": route.name,
+                "upstream": route.upstream_template,
+                "configured": route.upstream is not None,
+                "plugins": [p.name for p in route.plugins],
+            }
+        )
     for contribution in config.contributions.values():
         rows.extend(contribution.listing)
     return rows
@@ -185,11 +220,24 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     os.environ["GATEWAY_DRAIN_TIMEOUT"] = str(args.drain_timeout)
     os.environ[ENV_VAR] = server.to_env()  # each worker's protocol reads its limits from here
     try:
-        uvicorn.run("gateway_engine.runtime.server:app_from_env", factory=True, host=args.host, port=args.port,
-                    workers=args.workers, loop="uvloop", http=GatewayHttpProtocol, access_log=False,
-                    log_level=args.log_level, server_header=False, date_header=True, proxy_headers=False,
-                    lifespan="on", timeout_graceful_shutdown=args.drain_timeout,
-                    limit_concurrency=server.max_connections, timeout_keep_alive=max(1, round(server.keep_alive_timeout)))  # uvicorn takes whole seconds
+        uvicorn.run(
+            "gateway_engine.runtime.server:app_from_env",
+            factory=True,
+            host=args.host,
+            port=args.port,
+            workers=args.workers,
+            loop="uvloop",
+            http=GatewayHttpProtocol,
+            access_log=False,
+            log_level=args.log_level,
+            server_header=False,
+            date_header=True,
+            proxy_headers=False,
+            lifespan="on",
+            timeout_graceful_shutdown=args.drain_timeout,
+            limit_concurrency=server.max_connections,
+            timeout_keep_alive=max(1, round(server.keep_alive_timeout)),
+        )  # uvicorn takes whole seconds
     finally:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)

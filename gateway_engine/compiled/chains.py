@@ -32,9 +32,14 @@ class PluginChains:
         consumed = set()
         for plugin in self.instances.values():
             consumed |= {h.lower() for h in getattr(plugin, "strip_request_headers", ())}
-        return [dataclasses.replace(r, strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)),
-                                    reserved_headers=r.reserved_headers | consumed)
-                for r in routes]
+        return [
+            dataclasses.replace(
+                r,
+                strip_headers=frozenset(r.strip_headers | (consumed - r.request.forward_headers)),
+                reserved_headers=r.reserved_headers | consumed,
+            )
+            for r in routes
+        ]
 
     def _default_chain(self, doc: Document, interp: Interpolation) -> list[list[Any]]:
         chain: list[list[Any]] = []
@@ -79,7 +84,9 @@ class PluginChains:
             if key not in self.instances:
                 problems = validate_value(doc, path, options, options_validator(cls.options_schema))
                 if not problems:  # semantic checks only see options of the right shape
-                    problems = [doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))]
+                    problems = [
+                        doc.error(path, msg) for msg in cls.check_options(fill_defaults(cls.options_schema, options))
+                    ]
                 if problems:
                     self.errors.extend(problems)
                     ok = False
@@ -104,8 +111,9 @@ def chain_tables(plugins: tuple[Plugin, ...]) -> tuple[tuple[Plugin, ...], tuple
     request_plugins = tuple(p for p in plugins if type(p).on_request is not Plugin.on_request)
     responders = [p for p in plugins if type(p).on_response is not Plugin.on_response]
     position = {id(p): i for i, p in enumerate(plugins)}
-    chains = tuple(tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]]))
-                   for rp in request_plugins)
+    chains = tuple(
+        tuple(reversed([p for p in responders if position[id(p)] <= position[id(rp)]])) for rp in request_plugins
+    )
     return request_plugins, chains + (tuple(reversed(responders)),)
 
 

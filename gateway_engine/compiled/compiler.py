@@ -12,21 +12,19 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
+from gateway_engine.compiled.chains import chain_tables, shorthands
 from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
 from gateway_engine.compiled.model import (
     BODY_METHODS,
-    FORWARDING_HEADERS,
     CompiledConfig,
     CompiledRoute,
     Contribution,
     PluginChain,
     Upstream,
 )
-from gateway_engine.compiled.plans import PlanCompiler, encoded_slash_params
 from gateway_engine.compiled.registry import discover
-from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Router, UpstreamPath
-from gateway_engine.compiled.upstream_settings import owned_query, policies, safe_url, timeouts_of, url_problem
+from gateway_engine.compiled.route_compiler import RouteCompiler
+from gateway_engine.compiled.upstream_settings import policies, safe_url, timeouts_of, url_problem
 from gateway_engine.config.bodies import DEFAULT_DEPTH
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
@@ -34,7 +32,7 @@ from gateway_engine.config.loader import RawConfig, read_config_dir
 from gateway_engine.config.secrets import Masker, scrub_secrets, upstream_secrets
 from gateway_engine.config.server_settings import ServerSettings, server_settings
 from gateway_engine.config.templates import TemplateError, compile_value, env_names
-from gateway_engine.foundation.errors import ConfigError, ConfigErrors, GatewayError
+from gateway_engine.foundation.errors import ConfigError, ConfigErrors
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.upstreams.auth import build_upstream_auth
 from gateway_engine.upstreams.resilience import ResilientTransport
@@ -42,14 +40,23 @@ from gateway_engine.upstreams.seam import Timeouts, Transport, TransportFactory,
 
 __all__ = ["BODY_METHODS", "CompiledConfig", "CompiledRoute", "PluginChain", "Upstream", "chain_tables", "load_config"]
 
-DEFAULT_LIMITS = {"request_body": 10 * 1024 * 1024, "response_body": 16 * 1024 * 1024, "error_details": 4096,
-                  "header_bytes": 32 * 1024, "body_depth": DEFAULT_DEPTH}
-CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+DEFAULT_LIMITS = {
+    "request_body": 10 * 1024 * 1024,
+    "response_body": 16 * 1024 * 1024,
+    "error_details": 4096,
+    "header_bytes": 32 * 1024,
+    "body_depth": DEFAULT_DEPTH,
+}
 
 
-def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None = None, *,
-                strict: bool = False, previous: "CompiledConfig | None" = None,
-                features: Sequence[Feature] | None = None) -> CompiledConfig:
+def load_config(
+    root: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    strict: bool = False,
+    previous: "CompiledConfig | None" = None,
+    features: Sequence[Feature] | None = None,
+) -> CompiledConfig:
     """Read, validate and compile a config directory; ConfigErrors lists every problem.
 
     With ``previous`` (a reload), transports whose settings did not change are reused.
@@ -60,9 +67,15 @@ def load_config(root: str | os.PathLike[str], environ: Mapping[str, str] | None 
     return _Compiler(raw, dict(os.environ if environ is None else environ), strict, previous, features).run()
 
 
-class _Compiler(PluginChains):
-    def __init__(self, raw: RawConfig, environ: dict[str, str], strict: bool, previous: "CompiledConfig | None",
-                 features: Sequence[Feature]) -> None:
+class _Compiler(RouteCompiler):
+    def __init__(
+        self,
+        raw: RawConfig,
+        environ: dict[str, str],
+        strict: bool,
+        previous: "CompiledConfig | None",
+        features: Sequence[Feature],
+    ) -> None:
         self.reusable: dict[tuple, Transport] = dict(previous.transports) if previous else {}
         self.transports: dict[tuple, Transport] = {}
         self.raw = raw
@@ -97,7 +110,9 @@ class _Compiler(PluginChains):
         for doc in self.raw.backends:
             name = doc.data["backend"]
             if name in seen_backends:
-                self.errors.append(doc.error(("backend",), f"backend {name!r} is already defined in {seen_backends[name]}"))
+                self.errors.append(
+                    doc.error(("backend",), f"backend {name!r} is already defined in {seen_backends[name]}")
+                )
                 continue
             seen_backends[name] = doc.file
             self._check_prefix(doc, prefixes)
@@ -118,23 +133,43 @@ class _Compiler(PluginChains):
             assert gdoc is not None  # settings came from it
             self.errors.append(gdoc.error(("server", exc.args[0]), exc.args[1]))
         core = CompiledConfig(
-            root=str(self.raw.root), version=self.raw.version, base_path=base_path, router=router,
-            routes=tuple(routes), upstreams=tuple(upstreams), plugins=tuple(self.instances.values()),
-            gateway=self.gateway, trusted_proxies=int(gdata.get("trusted_proxies", 0)), limits=limits,
-            server=server, unset_env=(), env=self.environ, transports=self.transports, unrouted=unrouted,
+            root=str(self.raw.root),
+            version=self.raw.version,
+            base_path=base_path,
+            router=router,
+            routes=tuple(routes),
+            upstreams=tuple(upstreams),
+            plugins=tuple(self.instances.values()),
+            gateway=self.gateway,
+            trusted_proxies=int(gdata.get("trusted_proxies", 0)),
+            limits=limits,
+            server=server,
+            unset_env=(),
+            env=self.environ,
+            transports=self.transports,
+            unrouted=unrouted,
         )
         contributions: dict[str, Contribution] = {}
         for feature in self.features:  # each checks its own folder against the compiled core
-            contributions[feature.name] = feature.compile(FeatureInput(
-                documents=self.raw.folders.get(feature.folder or "", []), core=core, errors=self.errors,
-                note_unset=self._note_unset, earlier=dict(contributions)))
+            contributions[feature.name] = feature.compile(
+                FeatureInput(
+                    documents=self.raw.folders.get(feature.folder or "", []),
+                    core=core,
+                    errors=self.errors,
+                    note_unset=self._note_unset,
+                    earlier=dict(contributions),
+                )
+            )
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             scrub_secrets(unique, self._referenced_env())
             raise ConfigErrors(unique)
         return dataclasses.replace(
-            core, unset_env=tuple(self.unset), contributions=contributions,
-            endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()})
+            core,
+            unset_env=tuple(self.unset),
+            contributions=contributions,
+            endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()},
+        )
 
     def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
         """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""
@@ -153,19 +188,15 @@ class _Compiler(PluginChains):
             return self.reusable[key]
         transport: Transport = factory(timeouts=timeouts, max_connections=spec.get("max_connections", 100))
         if retry.attempts > 1 or breaker.failures or bulkhead.max_concurrent:
-            transport = ResilientTransport(transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead,
-                                           name=doc.data["backend"])
+            transport = ResilientTransport(
+                transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead, name=doc.data["backend"]
+            )
         self.transports[key] = transport
         return transport
 
-    def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
-        prefix = doc.data["prefix"].rstrip("/")
-        for other, odoc in prefixes:
-            if prefix == other or prefix.startswith(other + "/") or other.startswith(prefix + "/"):
-                self.errors.append(doc.error(("prefix",), f"prefix {prefix!r} overlaps prefix {other!r} of {odoc.file}"))
-        prefixes.append((prefix, doc))
-
-    def _backend(self, doc: Document, base_path: str, default_chain: list) -> tuple[list[CompiledRoute], Upstream | None] | None:
+    def _backend(
+        self, doc: Document, base_path: str, default_chain: list
+    ) -> tuple[list[CompiledRoute], Upstream | None] | None:
         data = doc.data
         interp = Interpolation(self.environ)
         upstream_data = interp.tree(data["upstream"])
@@ -192,7 +223,9 @@ class _Compiler(PluginChains):
             factory = self.factories.get(kind)
             if factory is None:
                 known = ", ".join(sorted(self.factories)) or "none installed"
-                self.errors.append(doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}"))
+                self.errors.append(
+                    doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}")
+                )
                 return None
             problem = url_problem(url, url_schemes(factory))
             if problem:
@@ -210,105 +243,35 @@ class _Compiler(PluginChains):
                 self.errors.append(doc.error(("upstream", "auth"), str(exc)))
                 return None
             upstream = Upstream(
-                backend=data["backend"], url=url, auth=auth,
+                backend=data["backend"],
+                url=url,
+                auth=auth,
                 transport=transport,
-                timeouts=timeouts, headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
+                timeouts=timeouts,
+                headers=tuple((k.lower(), v) for k, v in upstream_data.get("headers", {}).items()),
                 health=data["upstream"].get("health"),
-                retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1 if "retry" in data["upstream"] else False,
+                retries=data["upstream"].get("retry", {}).get("attempts", 3) > 1
+                if "retry" in data["upstream"]
+                else False,
                 masker=Masker(upstream_secrets(data, self.environ, auth.secrets)),
             )
         overrides = shorthands(doc, (), data, interp)
         routes = []
         for i, spec in enumerate(data["routes"]):
-            route = self._route(doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp)
+            route = self._route(
+                doc, ("routes", i), spec, base_path, default_chain, overrides, upstream, missing, interp
+            )
             if route:
                 routes.append(route)
         names = [r["name"] for r in data["routes"]]
         for i, name in enumerate(names):
             if name in names[:i]:
-                self.errors.append(doc.error(("routes", i, "name"), f"route name {name!r} is used twice in backend {data['backend']!r}"))
+                self.errors.append(
+                    doc.error(
+                        ("routes", i, "name"), f"route name {name!r} is used twice in backend {data['backend']!r}"
+                    )
+                )
         return routes, upstream
-
-    def _route(self, doc: Document, path: tuple, spec: dict, base_path: str, default_chain: list,
-               overrides: list, upstream: Upstream | None, missing: list[str], interp: Interpolation) -> CompiledRoute | None:
-        errors_before = len(self.errors)
-        public = base_path + doc.data["prefix"].rstrip("/") + ("" if spec["path"] in ("", "/") else "/" + spec["path"].strip("/"))
-        try:
-            template = PathTemplate.parse(public)
-        except PathTemplateError as exc:
-            self.errors.append(doc.error(path + ("path",), str(exc)))
-            return None
-        catch_all = frozenset([template.catch_all]) if template.catch_all else frozenset()
-        written_path = spec.get("upstream_path", spec["path"])
-        if written_path and not (written_path.startswith("/") and not written_path.startswith("//")):
-            self.errors.append(doc.error(path + ("upstream_path",), "upstream_path must start with a single '/': "
-                                         "it is appended to upstream.url, whose host and port it must never change"))
-            return None
-        rules = spec.get("params", {})
-        slash_ok = encoded_slash_params(rules)
-        upstream_path = UpstreamPath(written_path, catch_all, slash_ok)
-        for name in sorted(slash_ok & (upstream_path.path_names | catch_all)):
-            self.errors.append(doc.error(path + ("params", name, "allow_encoded_slash"),
-                                         f"{{{name}}} spans segments already; allow_encoded_slash is for one-segment parameters"))
-        computed = list(spec.get("request", {}).get("params", {}))
-        for name in upstream_path.names:
-            if name not in template.names and name not in computed:
-                self.errors.append(doc.error(path + ("upstream_path",),
-                                             f"upstream_path names {{{name}}} but the path {spec['path']!r} has no such parameter"))
-        plans = PlanCompiler(self.errors)
-        request = plans.request(doc, path + ("request",), spec.get("request", {}), spec.get("presign"))
-        response = plans.response(doc, path + ("response",), spec.get("response"))
-        param_rules = plans.params(doc, path + ("params",), rules, [*template.names, *computed])
-        for rule in param_rules:  # a mapped value is the config's own: refuse it here, not on every request
-            for public, value in (rule.mapping or {}).items():
-                try:
-                    upstream_path.check(rule.name, value)
-                except GatewayError as exc:
-                    self.errors.append(doc.error(path + ("params", rule.name, "map", public), f"{value!r}: {exc.message}"))
-        route_overrides = overrides + shorthands(doc, path, spec, interp)
-        plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
-        if len(self.errors) > errors_before or plugins is None or request is None:
-            return None
-        methods = (spec["method"],) if isinstance(spec["method"], str) else tuple(spec["method"])
-        request_plugins, response_chains = chain_tables(plugins)
-        strip = set(CREDENTIAL_HEADERS)
-        for p in plugins:
-            strip |= {h.lower() for h in getattr(p, "strip_request_headers", ())}
-        # CGI/WSGI upstreams read `X-User_Id` as `X-User-Id`: every name the gateway consumes, forwards or sets is reserved
-        reserved = strip | request.forward_headers | FORWARDING_HEADERS
-        reserved |= {h.lower() for h in spec.get("request", {}).get("headers", {})}
-        if upstream is not None:
-            reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
-        strip -= request.forward_headers
-        return CompiledRoute(
-            name=spec["name"], backend=doc.data["backend"], methods=methods, path=public, template=template,
-            upstream_path=upstream_path, upstream_method=spec.get("upstream_method"), upstream=upstream,
-            upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
-            missing_env=tuple(missing), request=request, response=response, param_rules=param_rules, plugins=plugins,
-            request_plugins=request_plugins, response_chains=response_chains,
-            strip_headers=frozenset(strip), reserved_headers=frozenset(reserved),
-            needs_response_body=(response is not None and response.maps_success) or any(p.needs_response_body for p in plugins),
-            description=spec.get("description", ""), source_file=doc.file, source_line=doc.where(path)[0],
-            owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
-        )
-
-    def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
-        seen: dict[tuple[str, tuple], CompiledRoute] = {}
-        entries = []
-        for route in routes:
-            shape = tuple("{}" if p else s for s, p in zip(route.template.segments, route.template.params))
-            shape += ("{path}",) if route.template.catch_all else ()
-            for method in route.methods:
-                key = (method, shape)
-                if key in seen:
-                    other = seen[key]
-                    self.errors.append(ConfigError(
-                        f"{method} {route.path} duplicates route {other.qualified_name} ({other.source_file})",
-                        file=route.source_file, line=route.source_line, col=3, path=f"routes[{route.name}]"))
-                    continue
-                seen[key] = route
-                entries.append((method, route.template, route))
-        return Router(entries)
 
     def _referenced_env(self) -> dict[str, str]:
         """Every env variable any config document references, with its value (to keep out of messages)."""
@@ -323,6 +286,8 @@ class _Compiler(PluginChains):
             if name not in self.unset:
                 self.unset.append(name)
                 if self.strict and doc is not None:
-                    self.errors.append(ConfigError(f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1))
-
-
+                    self.errors.append(
+                        ConfigError(
+                            f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1
+                        )
+                    )

@@ -34,20 +34,20 @@ class FeatureInput:
     at request time instead.
     """
 
-    documents: list[Document]                 # its folder's files, schema-checked
+    documents: list[Document]  # its folder's files, schema-checked
     core: CompiledConfig
-    errors: list[ConfigError]                 # append located errors: `validate` reports them
-    note_unset: Callable[..., None]           # note env vars a document references but the environment lacks
-    earlier: Mapping[str, Contribution]       # contributions of the features compiled before this one
+    errors: list[ConfigError]  # append located errors: `validate` reports them
+    note_unset: Callable[..., None]  # note env vars a document references but the environment lacks
+    earlier: Mapping[str, Contribution]  # contributions of the features compiled before this one
 
 
 class Feature:
     """Subclass, set what applies, and register the class under the entry-point group."""
 
     name: ClassVar[str] = ""
-    order: ClassVar[int] = 100                         # lower compiles first; later features see ``earlier``
-    folder: ClassVar[str | None] = None                # a config folder of YAML files, e.g. "webhooks.d"
-    schema: ClassVar[str | None] = None                # the JSON Schema those files are checked against
+    order: ClassVar[int] = 100  # lower compiles first; later features see ``earlier``
+    folder: ClassVar[str | None] = None  # a config folder of YAML files, e.g. "webhooks.d"
+    schema: ClassVar[str | None] = None  # the JSON Schema those files are checked against
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
 

@@ -38,9 +38,9 @@ Task = Callable[[], Awaitable[None]]
 class Contribution:
     """What one feature adds to one compiled config."""
 
-    endpoints: dict[str, Endpoint] = field(default_factory=dict)     # full path -> handler
+    endpoints: dict[str, Endpoint] = field(default_factory=dict)  # full path -> handler
     openapi_paths: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI path items
-    listing: list[dict[str, Any]] = field(default_factory=list)      # rows for `gateway-engine routes`
+    listing: list[dict[str, Any]] = field(default_factory=list)  # rows for `gateway-engine routes`
     startup: list[Task] = field(default_factory=list)
     shutdown: list[Task] = field(default_factory=list)
     state: Any = None  # the feature's own compiled model, read back through a StateKey
@@ -56,9 +56,21 @@ class StateKey(Generic[T]):
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 # headers the gateway itself sets upstream, or client-address claims it drops (its X-Forwarded-For is the only
 # address an upstream gets): a client copy never reaches the upstream, in any spelling
-FORWARDING_HEADERS = frozenset({"x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "x-request-id", "forwarded",
-                                "x-real-ip", "x-client-ip", "true-client-ip", "x-cluster-client-ip", "cf-connecting-ip",
-                                "fastly-client-ip"})
+FORWARDING_HEADERS = frozenset(
+    {
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-request-id",
+        "forwarded",
+        "x-real-ip",
+        "x-client-ip",
+        "true-client-ip",
+        "x-cluster-client-ip",
+        "cf-connecting-ip",
+        "fastly-client-ip",
+    }
+)
 
 
 def query_name(key: str) -> str:
@@ -71,13 +83,13 @@ class Upstream:
     """A backend's upstream: where, how to authenticate, and the pooled transport."""
 
     backend: str
-    url: str                 # resolved base URL, no trailing slash
+    url: str  # resolved base URL, no trailing slash
     auth: UpstreamAuth
     transport: Transport
     timeouts: Timeouts
     headers: tuple[tuple[str, str], ...]
     health: Mapping[str, Any] | None
-    retries: bool = False    # bodies are buffered (up to limits.request_body) so a retry can resend them
+    retries: bool = False  # bodies are buffered (up to limits.request_body) so a retry can resend them
     masker: Masker = Masker()  # the secrets its requests carry, masked in its error answers
 
 
@@ -88,17 +100,17 @@ class CompiledRoute:
     name: str
     backend: str
     methods: tuple[str, ...]
-    path: str                       # full public path template
+    path: str  # full public path template
     template: PathTemplate
     upstream_path: UpstreamPath
     upstream_method: str | None
-    upstream: Upstream | None       # None when the backend's env vars are missing
-    upstream_template: str          # upstream url + path as written in YAML, safe to display
+    upstream: Upstream | None  # None when the backend's env vars are missing
+    upstream_template: str  # upstream url + path as written in YAML, safe to display
     missing_env: tuple[str, ...]
     request: RequestPlan
     response: ResponsePlan | None
     param_rules: tuple[ParamRule, ...]
-    plugins: tuple[Plugin, ...]     # sorted by priority, highest first
+    plugins: tuple[Plugin, ...]  # sorted by priority, highest first
     request_plugins: tuple[Plugin, ...]
     response_chains: tuple[tuple[Plugin, ...], ...]  # [i] = response plugins to run when request plugin i answered
     strip_headers: frozenset[str]
@@ -167,5 +179,3 @@ class CompiledConfig:
         for transport in self.transports.values():
             if id(transport) not in kept:
                 await transport.aclose()
-
-

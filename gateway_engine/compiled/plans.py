@@ -61,16 +61,16 @@ class FailRule:
 
 @dataclass(frozen=True)
 class RequestPlan:
-    query: str                            # "pass" | "none" | "allow"
+    query: str  # "pass" | "none" | "allow"
     query_allow: frozenset[str]
-    query_set: Any                        # render(vars) -> dict, or None
-    headers: Any                          # render(vars) -> dict, or None
-    body: Any                             # render(vars) -> value, or None
+    query_set: Any  # render(vars) -> dict, or None
+    headers: Any  # render(vars) -> dict, or None
+    body: Any  # render(vars) -> value, or None
     encoding: str
     forward_headers: frozenset[str]
     body_schema: BodyValidator | None = None
     body_schema_source: dict | None = None
-    params: Any = None                    # render(vars) -> {name: value}: computed path parameters
+    params: Any = None  # render(vars) -> {name: value}: computed path parameters
     presign: "Presign | None" = None
     query_brackets: bool = False
 
@@ -80,8 +80,13 @@ class RequestPlan:
 
     @property
     def has_templates(self) -> bool:
-        return (self.needs_body or self.headers is not None or self.query_set is not None or self.params is not None
-                or self.presign is not None)
+        return (
+            self.needs_body
+            or self.headers is not None
+            or self.query_set is not None
+            or self.params is not None
+            or self.presign is not None
+        )
 
 
 @dataclass(frozen=True)
@@ -137,10 +142,14 @@ class PlanCompiler:
                 allowed = list(mapping)
             if allowed is None and pattern is None:
                 continue  # no constraint (e.g. only allow_encoded_slash, which the upstream path applies)
-            rules.append(ParamRule(name, frozenset(map(str, allowed)) if allowed is not None else None, pattern, mapping))
+            rules.append(
+                ParamRule(name, frozenset(map(str, allowed)) if allowed is not None else None, pattern, mapping)
+            )
         return tuple(rules)
 
-    def request(self, doc: Document, path: tuple, spec: dict[str, Any], presign: dict[str, Any] | None = None) -> RequestPlan:
+    def request(
+        self, doc: Document, path: tuple, spec: dict[str, Any], presign: dict[str, Any] | None = None
+    ) -> RequestPlan:
         query = spec.get("query", "pass")
         query_set = None
         allow: frozenset[str]
@@ -157,12 +166,17 @@ class PlanCompiler:
             except SchemaError as exc:
                 self.errors.append(doc.error(path + ("schema",), f"invalid JSON Schema: {exc.message}"))
         return RequestPlan(
-            query=mode, query_allow=allow, query_set=query_set,
-            headers=self.template(doc, path + ("headers",), spec["headers"], REQUEST_NAMES) if "headers" in spec else None,
+            query=mode,
+            query_allow=allow,
+            query_set=query_set,
+            headers=self.template(doc, path + ("headers",), spec["headers"], REQUEST_NAMES)
+            if "headers" in spec
+            else None,
             body=self.template(doc, path + ("body",), spec["body"], REQUEST_NAMES) if "body" in spec else None,
             encoding=spec.get("encoding", "json"),
             forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])),
-            body_schema=validator, body_schema_source=spec.get("schema"),
+            body_schema=validator,
+            body_schema_source=spec.get("schema"),
             params=self.template(doc, path + ("params",), spec["params"], REQUEST_NAMES) if "params" in spec else None,
             presign=self._presign(doc, path[:-1] + ("presign",), presign) if presign is not None else None,
             query_brackets=isinstance(query, dict) and query.get("style", "json") == "brackets",
@@ -188,13 +202,23 @@ class PlanCompiler:
         for i, rule in enumerate(spec.get("fail", [])):
             when = self.template(doc, path + ("fail", i, "when"), rule["when"], RESPONSE_NAMES)
             if when is not None:
-                fail.append(FailRule(when, rule.get("status", 404), rule.get("code", "NOT_FOUND"),
-                                     rule.get("message", "The requested resource does not exist.")))
+                fail.append(
+                    FailRule(
+                        when,
+                        rule.get("status", 404),
+                        rule.get("code", "NOT_FOUND"),
+                        rule.get("message", "The requested resource does not exist."),
+                    )
+                )
         return ResponsePlan(
             data=self.template(doc, path + ("data",), spec["data"], RESPONSE_NAMES) if "data" in spec else None,
             meta=self.template(doc, path + ("meta",), spec["meta"], RESPONSE_NAMES) if "meta" in spec else None,
-            error_code=self.template(doc, path + ("error", "code"), error["code"], RESPONSE_NAMES) if "code" in error else None,
-            error_message=self.template(doc, path + ("error", "message"), error["message"], RESPONSE_NAMES) if "message" in error else None,
+            error_code=self.template(doc, path + ("error", "code"), error["code"], RESPONSE_NAMES)
+            if "code" in error
+            else None,
+            error_message=self.template(doc, path + ("error", "message"), error["message"], RESPONSE_NAMES)
+            if "message" in error
+            else None,
             status=spec.get("status"),
             fail=tuple(fail),
         )

@@ -25,7 +25,9 @@ def discover(extra: Mapping[str, type[Plugin]] | None = None) -> dict[str, type[
         if not (isinstance(cls, type) and issubclass(cls, Plugin)):
             raise PluginLoadError(f"entry point {ep.name} = {ep.value} is not a gateway_engine.Plugin subclass")
         if cls.name != ep.name:
-            raise PluginLoadError(f"entry point {ep.name!r} names plugin class {cls.__name__} whose name is {cls.name!r}")
+            raise PluginLoadError(
+                f"entry point {ep.name!r} names plugin class {cls.__name__} whose name is {cls.name!r}"
+            )
         found[ep.name] = cls
     for name, cls in (extra or {}).items():
         found.setdefault(name, cls)

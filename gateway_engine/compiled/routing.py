@@ -23,13 +23,15 @@ class PathTemplate:
     """A public path such as ``/invoices/{id}`` or ``/users/{rest:path}``."""
 
     text: str
-    segments: tuple[str, ...]       # literal segments, or "" where a parameter stands
+    segments: tuple[str, ...]  # literal segments, or "" where a parameter stands
     params: tuple[str | None, ...]  # parameter name per segment (None for literals)
-    catch_all: str | None           # name of the trailing {name:path} parameter
+    catch_all: str | None  # name of the trailing {name:path} parameter
     names: tuple[str, ...] = field(init=False, compare=False, repr=False)  # every parameter, in order
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "names", tuple(p for p in self.params if p) + ((self.catch_all,) if self.catch_all else ()))
+        object.__setattr__(
+            self, "names", tuple(p for p in self.params if p) + ((self.catch_all,) if self.catch_all else ())
+        )
 
     @classmethod
     def parse(cls, text: str) -> "PathTemplate":
@@ -99,16 +101,20 @@ class UpstreamPath:
     Last, the decoded, normalised result must still start with the static part before the first hole.
     """
 
-    def __init__(self, text: str, path_params: frozenset[str] = frozenset(),
-                 slash_params: frozenset[str] = frozenset()) -> None:
+    def __init__(
+        self, text: str, path_params: frozenset[str] = frozenset(), slash_params: frozenset[str] = frozenset()
+    ) -> None:
         self.text = text
         self.pieces: list[str | tuple[str, int]] = []
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
-            self.pieces.append(text[pos:m.start()])
+            self.pieces.append(text[pos : m.start()])
             name = m.group(1)
-            kind = _PATH if m.group(0).endswith(":path}") or name in path_params else (
-                _OPAQUE if name in slash_params else _SEGMENT)
+            kind = (
+                _PATH
+                if m.group(0).endswith(":path}") or name in path_params
+                else (_OPAQUE if name in slash_params else _SEGMENT)
+            )
             self.pieces.append((name, kind))
             pos = m.end()
         self.pieces.append(text[pos:])
@@ -154,7 +160,7 @@ class UpstreamPath:
 
 _SEGMENT, _PATH, _OPAQUE = 0, 1, 2  # a {param}: one segment; several segments; one segment that may hold %2F
 _LITERAL_SAFE = "/:@!$&'()*+,;=-._~%"  # the config's own text is trusted as written
-_VALUE_SAFE = "-._~!$&'()*+,=:"        # sub-delims but `;` (path parameters to Tomcat-style servers)
+_VALUE_SAFE = "-._~!$&'()*+,=:"  # sub-delims but `;` (path parameters to Tomcat-style servers)
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _PLAIN = re.compile(r"[A-Za-z0-9_~-][A-Za-z0-9._~-]*").fullmatch  # nothing to encode, never a dot-segment
 _DOT_SEGMENT = re.compile(r"(?:^|[/\\])[. ]*\.[. ]*(?:;[^/\\]*)?(?:$|[/\\])").search  # one C pass, as is_dot_segment

@@ -15,15 +15,34 @@ from gateway_engine.upstreams.seam import Timeouts
 
 def policies(spec: dict[str, Any]) -> tuple[RetryPolicy, BreakerPolicy, BulkheadPolicy]:
     r, b, h = spec.get("retry"), spec.get("circuit_breaker"), spec.get("bulkhead")
-    retry = RetryPolicy() if r is None else RetryPolicy(
-        attempts=r.get("attempts", 3), statuses=frozenset(r.get("statuses", [502, 503, 504])),
-        backoff=parse_duration(r.get("backoff", "100ms")), max_backoff=parse_duration(r.get("max_backoff", "2s")),
-        idempotent_post=r.get("idempotent_post", False))
-    breaker = BreakerPolicy() if b is None else BreakerPolicy(
-        failures=b.get("failures", 5), window=parse_duration(b.get("window", "30s")),
-        open_for=parse_duration(b.get("open_for", "30s")), half_open_probes=b.get("half_open_probes", 1))
-    bulkhead = BulkheadPolicy() if h is None else BulkheadPolicy(
-        max_concurrent=h["max_concurrent"], queue_timeout=parse_duration(h.get("queue_timeout", "1s")))
+    retry = (
+        RetryPolicy()
+        if r is None
+        else RetryPolicy(
+            attempts=r.get("attempts", 3),
+            statuses=frozenset(r.get("statuses", [502, 503, 504])),
+            backoff=parse_duration(r.get("backoff", "100ms")),
+            max_backoff=parse_duration(r.get("max_backoff", "2s")),
+            idempotent_post=r.get("idempotent_post", False),
+        )
+    )
+    breaker = (
+        BreakerPolicy()
+        if b is None
+        else BreakerPolicy(
+            failures=b.get("failures", 5),
+            window=parse_duration(b.get("window", "30s")),
+            open_for=parse_duration(b.get("open_for", "30s")),
+            half_open_probes=b.get("half_open_probes", 1),
+        )
+    )
+    bulkhead = (
+        BulkheadPolicy()
+        if h is None
+        else BulkheadPolicy(
+            max_concurrent=h["max_concurrent"], queue_timeout=parse_duration(h.get("queue_timeout", "1s"))
+        )
+    )
     return retry, breaker, bulkhead
 
 
@@ -32,8 +51,11 @@ def timeouts_of(value: Any, interp: Interpolation) -> Timeouts:
         return Timeouts()
     if isinstance(value, dict):
         total = parse_duration(interp.tree(value.get("total", 30)))
-        return Timeouts(connect=parse_duration(interp.tree(value.get("connect", min(5.0, total)))),
-                        read=parse_duration(interp.tree(value.get("read", total))), total=total)
+        return Timeouts(
+            connect=parse_duration(interp.tree(value.get("connect", min(5.0, total)))),
+            read=parse_duration(interp.tree(value.get("read", total))),
+            total=total,
+        )
     total = parse_duration(interp.tree(value))
     return Timeouts(connect=min(5.0, total), read=total, total=total)
 

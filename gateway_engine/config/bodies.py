@@ -37,7 +37,7 @@ def too_deep(value: Any, limit: int, raw: bytes | None = None) -> bool:
         node, depth = stack.pop()
         if depth > limit:
             return True
-        for child in (node.values() if isinstance(node, dict) else node):
+        for child in node.values() if isinstance(node, dict) else node:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
     return False
@@ -103,6 +103,7 @@ def _count(kind: str, what: str, at_least: bool) -> Any:
     def check(validator: Any, bound: int, instance: Any, schema: Any) -> Any:
         if validator.is_type(instance, kind) and (len(instance) < bound if at_least else len(instance) > bound):
             yield ValidationError(f"must have {'at least' if at_least else 'at most'} {bound} {what}")
+
     return check
 
 
@@ -121,19 +122,30 @@ def _contains(validator: Any, contains: Any, instance: Any, schema: Any) -> Any:
         if matching.is_valid(item):
             matches += 1
             if matches > most:
-                yield ValidationError(f"must contain at most {most} matching items", validator="maxContains",
-                                      validator_value=most)
+                yield ValidationError(
+                    f"must contain at most {most} matching items", validator="maxContains", validator_value=most
+                )
                 return
     if matches < least:
-        yield ValidationError(f"must contain at least {least} matching items", validator="minContains",
-                              validator_value=least)
+        yield ValidationError(
+            f"must contain at least {least} matching items", validator="minContains", validator_value=least
+        )
 
 
 # jsonschema's versions of these repr the whole instance in their message, or keep every error of a branch
-_BOUNDED = {"anyOf": _any_of, "oneOf": _one_of, "uniqueItems": _unique_items, "enum": _enum, "type": _type,
-            "minItems": _count("array", "items", True), "maxItems": _count("array", "items", False),
-            "minProperties": _count("object", "properties", True),
-            "maxProperties": _count("object", "properties", False), "not": _not, "contains": _contains}
+_BOUNDED = {
+    "anyOf": _any_of,
+    "oneOf": _one_of,
+    "uniqueItems": _unique_items,
+    "enum": _enum,
+    "type": _type,
+    "minItems": _count("array", "items", True),
+    "maxItems": _count("array", "items", False),
+    "minProperties": _count("object", "properties", True),
+    "maxProperties": _count("object", "properties", False),
+    "not": _not,
+    "contains": _contains,
+}
 BodyValidator = validators.extend(Draft202012Validator, _BOUNDED)
 
 
@@ -162,14 +174,26 @@ def _show(value: Any) -> str:
 
 
 _BOUNDS = {
-    "minLength": "must be at least {} characters long", "maxLength": "must be at most {} characters long",
-    "minimum": "must be at least {}", "maximum": "must be at most {}",
-    "exclusiveMinimum": "must be greater than {}", "exclusiveMaximum": "must be less than {}",
-    "multipleOf": "must be a multiple of {}", "pattern": "must match the pattern {!r}", "format": "must be a valid {}",
+    "minLength": "must be at least {} characters long",
+    "maxLength": "must be at most {} characters long",
+    "minimum": "must be at least {}",
+    "maximum": "must be at most {}",
+    "exclusiveMinimum": "must be greater than {}",
+    "exclusiveMaximum": "must be less than {}",
+    "multipleOf": "must be a multiple of {}",
+    "pattern": "must match the pattern {!r}",
+    "format": "must be a valid {}",
 }
 # messages that name only schema values or the instance's keys: built above, or by jsonschema without a repr
-_OWN_MESSAGE = frozenset(_BOUNDED) | {"minContains", "maxContains", "required", "dependentRequired", "const",
-                                      "additionalProperties", "unevaluatedProperties"}
+_OWN_MESSAGE = frozenset(_BOUNDED) | {
+    "minContains",
+    "maxContains",
+    "required",
+    "dependentRequired",
+    "const",
+    "additionalProperties",
+    "unevaluatedProperties",
+}
 
 
 def _describe(error: ValidationError) -> str:

@@ -66,13 +66,22 @@ def _convert(node: yaml.Node, path: Path, positions: dict[Path, tuple[int, int]]
         for key_node, value_node in node.value:
             key = _constructor.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)) and key is not None:
-                raise ConfigError("mapping keys must be scalars", file=file,
-                                  line=key_node.start_mark.line + 1, col=key_node.start_mark.column + 1,
-                                  path=dotted(path))
+                raise ConfigError(
+                    "mapping keys must be scalars",
+                    file=file,
+                    line=key_node.start_mark.line + 1,
+                    col=key_node.start_mark.column + 1,
+                    path=dotted(path),
+                )
             key = str(key) if not isinstance(key, str) else key
             if key in out:
-                raise ConfigError(f"duplicate key {key!r}", file=file, line=key_node.start_mark.line + 1,
-                                  col=key_node.start_mark.column + 1, path=dotted(path + (key,)))
+                raise ConfigError(
+                    f"duplicate key {key!r}",
+                    file=file,
+                    line=key_node.start_mark.line + 1,
+                    col=key_node.start_mark.column + 1,
+                    path=dotted(path + (key,)),
+                )
             out[key] = _convert(value_node, path + (key,), positions, file)
             positions[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
         return out

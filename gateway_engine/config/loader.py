@@ -36,8 +36,9 @@ def read_config_dir(root: str | os.PathLike[str], folders: Mapping[str, str] | N
     digest = hashlib.sha256()
     gateway_path = root / GATEWAY_FILE
     if not gateway_path.is_file():
-        raw.errors.append(ConfigError(f"{GATEWAY_FILE} not found in {root} (set --config or $GATEWAY_CONFIG)",
-                                      file=str(gateway_path)))
+        raw.errors.append(
+            ConfigError(f"{GATEWAY_FILE} not found in {root} (set --config or $GATEWAY_CONFIG)", file=str(gateway_path))
+        )
     else:
         raw.gateway = _read(gateway_path, "gateway", raw, digest)
     wanted = [(ROUTES_DIR, "routes", raw.backends)]
@@ -70,7 +71,9 @@ def _read(path: Path, schema_name: str, raw: RawConfig, digest: "hashlib._Hash")
         raw.errors.append(ConfigError("the file must hold a YAML mapping", file=display, line=1, col=1))
         return None
     if schema_name == "gateway" and "version" in doc.data and doc.data["version"] != 1:
-        raw.errors.append(doc.error(("version",), f"found version {doc.data['version']!r}; this engine reads version 1"))
+        raw.errors.append(
+            doc.error(("version",), f"found version {doc.data['version']!r}; this engine reads version 1")
+        )
         return None
     schema_errors = validate_document(doc, schema_name)
     raw.errors.extend(schema_errors)

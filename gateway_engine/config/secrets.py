@@ -27,8 +27,16 @@ def secret_forms(values: Iterable[str]) -> tuple[str, ...]:
     forms: set[str] = set()
     for value in values:
         if len(value) >= MIN_SECRET:
-            forms.update((value, quote(value, safe=""), quote(value), quote_plus(value), json.dumps(value)[1:-1],
-                          html.escape(value)))
+            forms.update(
+                (
+                    value,
+                    quote(value, safe=""),
+                    quote(value),
+                    quote_plus(value),
+                    json.dumps(value)[1:-1],
+                    html.escape(value),
+                )
+            )
     return tuple(sorted(forms, key=len, reverse=True))
 
 

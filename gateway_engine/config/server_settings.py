@@ -23,13 +23,13 @@ _DURATIONS = ("header_timeout", "body_timeout", "keep_alive_timeout")
 
 @dataclass(frozen=True)
 class ServerSettings:
-    header_timeout: float = 10.0     # from connection open (or a later request's first byte) to the end of its head
-    body_timeout: float = 30.0       # longest pause in a request body while it is being read
+    header_timeout: float = 10.0  # from connection open (or a later request's first byte) to the end of its head
+    body_timeout: float = 30.0  # longest pause in a request body while it is being read
     keep_alive_timeout: float = 5.0  # an idle keep-alive connection is closed after this
-    max_connections: int = 4096      # open connections; requests above it get 503
-    max_pending_heads: int = 1000    # connections still sending their head; above it the oldest is closed
-    max_head_bytes: int = 65536      # request line + headers as sent (431 above it, while reading)
-    max_request_line: int = 8192     # the request target (414 above it, while reading)
+    max_connections: int = 4096  # open connections; requests above it get 503
+    max_pending_heads: int = 1000  # connections still sending their head; above it the oldest is closed
+    max_head_bytes: int = 65536  # request line + headers as sent (431 above it, while reading)
+    max_request_line: int = 8192  # the request target (414 above it, while reading)
 
     def to_env(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()

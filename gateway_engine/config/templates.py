@@ -69,8 +69,15 @@ def _as_objects(values: Any, key: str) -> list[dict[str, Any]]:
     return [{key: v} for v in items]
 
 
-_HELPERS: dict[str, Callable[..., Any]] = {"pick": _pick, "omit": _omit, "rename": _rename, "merge": _merge, "each": _each,
-                                           "fromjson": _fromjson, "as_objects": _as_objects}
+_HELPERS: dict[str, Callable[..., Any]] = {
+    "pick": _pick,
+    "omit": _omit,
+    "rename": _rename,
+    "merge": _merge,
+    "each": _each,
+    "fromjson": _fromjson,
+    "as_objects": _as_objects,
+}
 
 _env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
 _env.filters.update(_HELPERS)
@@ -121,6 +128,7 @@ def _explained(source: str, render: Render) -> Render:
             raise
         except Exception as exc:
             raise TemplateRuntimeError(f"{source.strip()!r} failed: {type(exc).__name__}: {exc}") from None
+
     return run
 
 

@@ -52,8 +52,15 @@ class Endpoint:
     async def __call__(self, config: CompiledConfig, ctx: RequestContext) -> Reply:
         ctx.state["builtin"] = self.name
         if ctx.method not in _METHODS:
-            return error_reply(ctx, GatewayError(405, "METHOD_NOT_ALLOWED", f"{ctx.method} is not allowed here; allowed: GET, HEAD.",
-                                                 headers={"Allow": "GET, HEAD"}))
+            return error_reply(
+                ctx,
+                GatewayError(
+                    405,
+                    "METHOD_NOT_ALLOWED",
+                    f"{ctx.method} is not allowed here; allowed: GET, HEAD.",
+                    headers={"Allow": "GET, HEAD"},
+                ),
+            )
         return await self.handler(ctx)
 
 
@@ -65,10 +72,13 @@ class Builtins:
         self.fragments = tuple(fragments)  # OpenAPI path items other features contribute
         base = config.base_path
         health = settings_section(config, "health")
-        self.health = HealthChecker(config, cache_seconds=float(health["cache_seconds"]),
-                                    timeout=parse_duration(health["timeout"]))
-        table = {base + "/health": Endpoint("health", self._health),
-                 base + "/health/backends": Endpoint("health-backends", self._backends)}
+        self.health = HealthChecker(
+            config, cache_seconds=float(health["cache_seconds"]), timeout=parse_duration(health["timeout"])
+        )
+        table = {
+            base + "/health": Endpoint("health", self._health),
+            base + "/health/backends": Endpoint("health-backends", self._backends),
+        }
         metrics = settings_section(config, "metrics")
         if metrics["enabled"]:
             self.access = MetricsAccess(metrics, _raw_section(config, "metrics"))
@@ -82,7 +92,9 @@ class Builtins:
         if docs["enabled"]:  # the config is immutable: documents and page are built once, at load
             self._openapi_bytes = orjson.dumps(self.openapi())
             self._openapi_30_bytes = orjson.dumps(_docs.openapi_30(self.openapi()))
-            self._docs_html = _docs.page(title=self.title, assets=f"{base}/docs", spec_url=f"{base}/docs/openapi-3.0.json")
+            self._docs_html = _docs.page(
+                title=self.title, assets=f"{base}/docs", spec_url=f"{base}/docs/openapi-3.0.json"
+            )
             table[base + "/openapi.json"] = Endpoint("openapi", self._openapi_json)
             table[base + "/docs"] = Endpoint("docs", self._docs_page)
             table[base + "/docs/openapi-3.0.json"] = Endpoint("docs", self._openapi_30)
@@ -92,8 +104,12 @@ class Builtins:
 
     async def _health(self, ctx: RequestContext) -> Reply:
         config = self.config
-        body = {"status": "ok", "version": config.version, "routes": len(config.routes),
-                "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None})}
+        body = {
+            "status": "ok",
+            "version": config.version,
+            "routes": len(config.routes),
+            "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None}),
+        }
         return Reply(200, [("content-type", JSON), _NO_STORE], orjson.dumps(body))
 
     async def _backends(self, ctx: RequestContext) -> Reply:
@@ -118,16 +134,32 @@ class Builtins:
         return Reply(200, [("content-type", JSON), ("cache-control", "no-cache")], self._openapi_30_bytes)
 
     async def _docs_page(self, ctx: RequestContext) -> Reply:
-        return Reply(200, [("content-type", "text/html; charset=utf-8"), ("content-security-policy", _docs.CSP),
-                           ("x-content-type-options", "nosniff"), ("referrer-policy", "no-referrer"),
-                           ("cache-control", "no-cache")], self._docs_html)
+        return Reply(
+            200,
+            [
+                ("content-type", "text/html; charset=utf-8"),
+                ("content-security-policy", _docs.CSP),
+                ("x-content-type-options", "nosniff"),
+                ("referrer-policy", "no-referrer"),
+                ("cache-control", "no-cache"),
+            ],
+            self._docs_html,
+        )
 
     @staticmethod
     def _asset_handler(name: str) -> Handler:
         async def serve(ctx: RequestContext) -> Reply:
             content_type, data = _docs.asset(name)
-            return Reply(200, [("content-type", content_type), ("cache-control", "public, max-age=86400"),
-                               ("x-content-type-options", "nosniff")], data)
+            return Reply(
+                200,
+                [
+                    ("content-type", content_type),
+                    ("cache-control", "public, max-age=86400"),
+                    ("x-content-type-options", "nosniff"),
+                ],
+                data,
+            )
+
         return serve
 
 
@@ -158,8 +190,11 @@ class MetricsAccess:
         unset = referenced_names([raw.get("key"), raw.get("key_sha256")])
         self.unconfigured = None
         if self.by_key and not self.digests:
-            self.unconfigured = GatewayError(503, "METRICS_NOT_CONFIGURED", "The metrics key is not configured"
-                                             + (f": set {', '.join(unset)}." if unset else "."))
+            self.unconfigured = GatewayError(
+                503,
+                "METRICS_NOT_CONFIGURED",
+                "The metrics key is not configured" + (f": set {', '.join(unset)}." if unset else "."),
+            )
 
     def check(self, ctx: RequestContext) -> GatewayError | None:
         if self.by_ip and not self._ip_allowed(ctx.client_ip):

@@ -27,8 +27,10 @@ ASSETS = {
     "docs.css": (_CSS, _TEMPLATES),
 }
 #: the page runs only its own scripts; Swagger UI needs inline styles and data: images
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
-       "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+    "connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
 
 
 @cache
@@ -46,10 +48,32 @@ def page(*, title: str, assets: str, spec_url: str) -> bytes:
 _SCHEMA_MAPS = ("properties",)
 _SCHEMA_ONE = ("items", "additionalProperties", "not")
 _SCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
-_DROP = {"$schema", "$id", "$anchor", "$comment", "$defs", "$dynamicRef", "$dynamicAnchor", "prefixItems", "contains",
-         "minContains", "maxContains", "dependentRequired", "dependentSchemas", "unevaluatedProperties",
-         "unevaluatedItems", "if", "then", "else", "propertyNames", "patternProperties", "contentMediaType",
-         "contentEncoding", "const", "examples"}
+_DROP = {
+    "$schema",
+    "$id",
+    "$anchor",
+    "$comment",
+    "$defs",
+    "$dynamicRef",
+    "$dynamicAnchor",
+    "prefixItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "dependentRequired",
+    "dependentSchemas",
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "if",
+    "then",
+    "else",
+    "propertyNames",
+    "patternProperties",
+    "contentMediaType",
+    "contentEncoding",
+    "const",
+    "examples",
+}
 
 
 def openapi_30(doc: dict[str, Any]) -> dict[str, Any]:

@@ -19,8 +19,11 @@ from gateway_engine.config.durations import parse_duration
 from gateway_engine.foundation.envelope import timestamp
 from gateway_engine.foundation.errors import GatewayError
 
-_TRANSPORT_ERRORS = {"UPSTREAM_TIMEOUT": "timed out", "UPSTREAM_UNAVAILABLE": "connection refused or dropped",
-                     "UPSTREAM_ERROR": "invalid HTTP response"}
+_TRANSPORT_ERRORS = {
+    "UPSTREAM_TIMEOUT": "timed out",
+    "UPSTREAM_UNAVAILABLE": "connection refused or dropped",
+    "UPSTREAM_ERROR": "invalid HTTP response",
+}
 
 
 @dataclass(frozen=True)
@@ -49,8 +52,11 @@ class HealthChecker:
             upstream = upstreams.get(route.backend)
             health = dict(upstream.health or {}) if upstream is not None else {}
             probes[route.backend] = Probe(
-                backend=route.backend, upstream=upstream, missing=route.missing_env,
-                path=None if health.get("tcp") else health.get("path"), expect=health.get("expect", 200),
+                backend=route.backend,
+                upstream=upstream,
+                missing=route.missing_env,
+                path=None if health.get("tcp") else health.get("path"),
+                expect=health.get("expect", 200),
                 timeout=parse_duration(health["timeout"]) if "timeout" in health else timeout,
                 critical=bool(health.get("critical", False)),
             )
@@ -86,8 +92,13 @@ class HealthChecker:
 
 async def _check(probe: Probe) -> dict[str, Any]:
     if probe.upstream is None:
-        return {"status": "unconfigured", "latency_ms": None, "checked_at": timestamp(),
-                "error": f"set {', '.join(probe.missing)}", "missing": list(probe.missing)}
+        return {
+            "status": "unconfigured",
+            "latency_ms": None,
+            "checked_at": timestamp(),
+            "error": f"set {', '.join(probe.missing)}",
+            "missing": list(probe.missing),
+        }
     started = time.perf_counter()
     try:
         async with asyncio.timeout(probe.timeout):
@@ -101,9 +112,12 @@ async def _check(probe: Probe) -> dict[str, Any]:
         error = "connection refused"
     except GatewayError as exc:
         error = _TRANSPORT_ERRORS.get(exc.code, "upstream error")
-    out: dict[str, Any] = {"status": "down" if error else "up",
-                           "latency_ms": round((time.perf_counter() - started) * 1000, 1),
-                           "checked_at": timestamp(), "critical": probe.critical}
+    out: dict[str, Any] = {
+        "status": "down" if error else "up",
+        "latency_ms": round((time.perf_counter() - started) * 1000, 1),
+        "checked_at": timestamp(),
+        "critical": probe.critical,
+    }
     if error:
         out["error"] = error  # fixed phrases and status codes only: never a URL, header or body
     breaker = getattr(probe.upstream.transport, "breaker", None)

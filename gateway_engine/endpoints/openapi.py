@@ -16,36 +16,79 @@ from typing import Any
 from gateway_engine.compiled.model import BODY_METHODS, CompiledConfig, CompiledRoute
 
 _ANY: dict[str, Any] = {}
-_META = {"type": "object", "description": "Where and when the answer was made; routes may add keys.",
-         "required": ["source", "timestamp", "requestId"],
-         "properties": {"source": {"type": "string", "description": "The backend that answered (or `gateway`)."},
-                        "timestamp": {"type": "string", "format": "date-time"},
-                        "requestId": {"type": "string", "description": "Also in the `X-Request-Id` header."}}}
+_META = {
+    "type": "object",
+    "description": "Where and when the answer was made; routes may add keys.",
+    "required": ["source", "timestamp", "requestId"],
+    "properties": {
+        "source": {"type": "string", "description": "The backend that answered (or `gateway`)."},
+        "timestamp": {"type": "string", "format": "date-time"},
+        "requestId": {"type": "string", "description": "Also in the `X-Request-Id` header."},
+    },
+}
 SCHEMAS: dict[str, Any] = {
     "Meta": _META,
-    "SuccessEnvelope": {"type": "object", "required": ["success", "data", "meta"],
-                        "properties": {"success": {"const": True}, "data": {"description": "The upstream's (mapped) answer."},
-                                       "meta": {"$ref": "#/components/schemas/Meta"}}},
-    "Error": {"type": "object", "required": ["code", "message"],
-              "properties": {"code": {"type": "string", "description": "Stable machine-readable code, e.g. `UPSTREAM_TIMEOUT`."},
-                             "message": {"type": "string"}, "details": {"description": "More about the error, when known."}}},
-    "ErrorEnvelope": {"type": "object", "required": ["success", "error", "meta"],
-                      "properties": {"success": {"const": False}, "error": {"$ref": "#/components/schemas/Error"},
-                                     "meta": {"$ref": "#/components/schemas/Meta"}}},
-    "Health": {"type": "object", "required": ["status", "version", "routes", "unconfigured"],
-               "properties": {"status": {"const": "ok"}, "version": {"type": "string"}, "routes": {"type": "integer"},
-                              "unconfigured": {"type": "array", "items": {"type": "string"}}}},
-    "BackendHealth": {"type": "object", "required": ["status", "latency_ms", "checked_at"],
-                      "properties": {"status": {"enum": ["up", "down", "unconfigured"]},
-                                     "latency_ms": {"type": ["number", "null"]},
-                                     "checked_at": {"type": "string", "format": "date-time"},
-                                     "critical": {"type": "boolean"}, "error": {"type": "string"},
-                                     "missing": {"type": "array", "items": {"type": "string"},
-                                                 "description": "Unset environment variables (names only)."}}},
-    "BackendsHealth": {"type": "object", "required": ["status", "systems"],
-                       "properties": {"status": {"enum": ["operational", "degraded", "down"]},
-                                      "systems": {"type": "object",
-                                                  "additionalProperties": {"$ref": "#/components/schemas/BackendHealth"}}}},
+    "SuccessEnvelope": {
+        "type": "object",
+        "required": ["success", "data", "meta"],
+        "properties": {
+            "success": {"const": True},
+            "data": {"description": "The upstream's (mapped) answer."},
+            "meta": {"$ref": "#/components/schemas/Meta"},
+        },
+    },
+    "Error": {
+        "type": "object",
+        "required": ["code", "message"],
+        "properties": {
+            "code": {"type": "string", "description": "Stable machine-readable code, e.g. `UPSTREAM_TIMEOUT`."},
+            "message": {"type": "string"},
+            "details": {"description": "More about the error, when known."},
+        },
+    },
+    "ErrorEnvelope": {
+        "type": "object",
+        "required": ["success", "error", "meta"],
+        "properties": {
+            "success": {"const": False},
+            "error": {"$ref": "#/components/schemas/Error"},
+            "meta": {"$ref": "#/components/schemas/Meta"},
+        },
+    },
+    "Health": {
+        "type": "object",
+        "required": ["status", "version", "routes", "unconfigured"],
+        "properties": {
+            "status": {"const": "ok"},
+            "version": {"type": "string"},
+            "routes": {"type": "integer"},
+            "unconfigured": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+    "BackendHealth": {
+        "type": "object",
+        "required": ["status", "latency_ms", "checked_at"],
+        "properties": {
+            "status": {"enum": ["up", "down", "unconfigured"]},
+            "latency_ms": {"type": ["number", "null"]},
+            "checked_at": {"type": "string", "format": "date-time"},
+            "critical": {"type": "boolean"},
+            "error": {"type": "string"},
+            "missing": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Unset environment variables (names only).",
+            },
+        },
+    },
+    "BackendsHealth": {
+        "type": "object",
+        "required": ["status", "systems"],
+        "properties": {
+            "status": {"enum": ["operational", "degraded", "down"]},
+            "systems": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/BackendHealth"}},
+        },
+    },
 }
 
 
@@ -53,8 +96,9 @@ def _json(ref: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}}
 
 
-def build_openapi(config: CompiledConfig, *, title: str = "gateway-engine",
-                  fragments: Iterable[Mapping[str, dict[str, Any]]] = ()) -> dict[str, Any]:
+def build_openapi(
+    config: CompiledConfig, *, title: str = "gateway-engine", fragments: Iterable[Mapping[str, dict[str, Any]]] = ()
+) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes, the gateway's own endpoints and the path items features
     contribute (``fragments``; they may reference ``SuccessEnvelope`` and ``ErrorEnvelope``)."""
     schemas: dict[str, Any] = dict(SCHEMAS)
@@ -69,21 +113,33 @@ def build_openapi(config: CompiledConfig, *, title: str = "gateway-engine",
             item[method.lower()] = _operation(route, method, rename, schemas, schemes)
     base = config.base_path
     paths.setdefault(base + "/health", {})["get"] = {
-        "operationId": "gateway.health", "tags": ["gateway"], "summary": "The gateway's own liveness (no backend calls).",
-        "security": [], "responses": {"200": {"description": "The gateway runs.", "content": _json("Health")}}}
+        "operationId": "gateway.health",
+        "tags": ["gateway"],
+        "summary": "The gateway's own liveness (no backend calls).",
+        "security": [],
+        "responses": {"200": {"description": "The gateway runs.", "content": _json("Health")}},
+    }
     paths.setdefault(base + "/health/backends", {})["get"] = {
-        "operationId": "gateway.health-backends", "tags": ["gateway"], "security": [],
+        "operationId": "gateway.health-backends",
+        "tags": ["gateway"],
+        "security": [],
         "summary": "Every backend probed (cached for a few seconds).",
-        "responses": {"200": {"description": "No critical backend is down.", "content": _json("BackendsHealth")},
-                      "503": {"description": "A critical backend is down.", "content": _json("BackendsHealth")}}}
+        "responses": {
+            "200": {"description": "No critical backend is down.", "content": _json("BackendsHealth")},
+            "503": {"description": "A critical backend is down.", "content": _json("BackendsHealth")},
+        },
+    }
     for fragment in fragments:
         for path, item in fragment.items():
             paths.setdefault(path, {}).update(item)
     return {
         "openapi": "3.1.0",
-        "info": {"title": title, "version": config.version,
-                 "description": "Generated from the gateway's configuration. Every answer is the envelope "
-                                "`{success, data | error, meta}`; errors carry a stable `error.code`."},
+        "info": {
+            "title": title,
+            "version": config.version,
+            "description": "Generated from the gateway's configuration. Every answer is the envelope "
+            "`{success, data | error, meta}`; errors carry a stable `error.code`.",
+        },
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": schemes},
     }
@@ -96,11 +152,15 @@ def _shape(route: CompiledRoute) -> tuple:
 
 def _path_text(route: CompiledRoute) -> tuple[str, list[str]]:
     t = route.template
-    parts = [f"{{{p}}}" if p else s for s, p in zip(t.segments, t.params)] + ([f"{{{t.catch_all}}}"] if t.catch_all else [])
+    parts = [f"{{{p}}}" if p else s for s, p in zip(t.segments, t.params)] + (
+        [f"{{{t.catch_all}}}"] if t.catch_all else []
+    )
     return "/" + "/".join(parts), list(t.names)
 
 
-def _operation(route: CompiledRoute, method: str, rename: dict[str, str], schemas: dict, schemes: dict) -> dict[str, Any]:
+def _operation(
+    route: CompiledRoute, method: str, rename: dict[str, str], schemas: dict, schemes: dict
+) -> dict[str, Any]:
     rules = {r.name: r for r in route.param_rules}
     params = []
     for name in route.template.names:
@@ -115,27 +175,37 @@ def _operation(route: CompiledRoute, method: str, rename: dict[str, str], schema
             param["description"] = "The rest of the path; it may contain `/`."
         params.append(param)
     if route.request.query == "allow":
-        params += [{"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
-                   for q in sorted(route.request.query_allow)]
+        params += [
+            {"name": q, "in": "query", "required": False, "schema": {"type": "string"}}
+            for q in sorted(route.request.query_allow)
+        ]
     enveloped = any(p.name == "envelope" for p in route.plugins)
     ok = str(route.response.status if route.response is not None and route.response.status else 200)
     errors = {"description": "An error, as the error envelope.", "content": _json("ErrorEnvelope")}
     responses: dict[str, Any] = {
-        ok: {"description": "Success.", "content": _json("SuccessEnvelope")} if enveloped
+        ok: {"description": "Success.", "content": _json("SuccessEnvelope")}
+        if enveloped
         else {"description": "The upstream's answer, passed through."},
-        "default": errors if enveloped else {"description": "Gateway errors use the error envelope; upstream errors pass through."},
+        "default": errors
+        if enveloped
+        else {"description": "Gateway errors use the error envelope; upstream errors pass through."},
     }
     op: dict[str, Any] = {
         "operationId": route.qualified_name + (f".{method.lower()}" if len(route.methods) > 1 else ""),
-        "tags": [route.backend], "summary": route.description or route.name, "parameters": params,
-        "responses": responses, "security": _security(route, schemes),
+        "tags": [route.backend],
+        "summary": route.description or route.name,
+        "parameters": params,
+        "responses": responses,
+        "security": _security(route, schemes),
     }
     source = route.request.body_schema_source
     if source is not None:
         ref = _body_component(route, source, schemas)
         op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": ref}}}}
-        responses["400"] = {"description": "The body does not match the schema (`VALIDATION_ERROR`, every violation listed).",
-                            "content": _json("ErrorEnvelope")}
+        responses["400"] = {
+            "description": "The body does not match the schema (`VALIDATION_ERROR`, every violation listed).",
+            "content": _json("ErrorEnvelope"),
+        }
     elif method in BODY_METHODS and method != "DELETE":
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ANY}}}
     if op["security"]:

@@ -21,10 +21,12 @@ def _random_id() -> str:
         data, at = os.urandom(4096), 0
         _entropy[0] = data
     _entropy[1] = at + 16
-    return data[at:at + 16].hex()
+    return data[at : at + 16].hex()
 
 
-os.register_at_fork(after_in_child=lambda: _entropy.__setitem__(slice(None), [b"", 0]))  # a forked worker never reuses ids
+os.register_at_fork(
+    after_in_child=lambda: _entropy.__setitem__(slice(None), [b"", 0])
+)  # a forked worker never reuses ids
 
 
 class RequestContext:
@@ -36,13 +38,30 @@ class RequestContext:
     """
 
     __slots__ = (
-        "scope", "receive", "method", "path", "raw_query", "headers", "params", "route",
-        "client_ip", "identity", "consumer", "upstream_headers", "state", "started",
-        "upstream_latency", "_request_id", "_query", "body", "body_json",
+        "scope",
+        "receive",
+        "method",
+        "path",
+        "raw_query",
+        "headers",
+        "params",
+        "route",
+        "client_ip",
+        "identity",
+        "consumer",
+        "upstream_headers",
+        "state",
+        "started",
+        "upstream_latency",
+        "_request_id",
+        "_query",
+        "body",
+        "body_json",
     )
 
-    def __init__(self, scope: dict, receive: Any, route: "CompiledRoute | None", params: dict[str, str],
-                 client_ip: str) -> None:
+    def __init__(
+        self, scope: dict, receive: Any, route: "CompiledRoute | None", params: dict[str, str], client_ip: str
+    ) -> None:
         self.scope = scope
         self.receive = receive
         self.method: str = scope["method"]

@@ -34,8 +34,9 @@ def meta(ctx: RequestContext, extra: dict[str, Any] | None = None) -> dict[str, 
     return out
 
 
-def error_body(ctx: RequestContext, code: str, message: str, details: Any = None,
-               extra_meta: dict[str, Any] | None = None) -> bytes:
+def error_body(
+    ctx: RequestContext, code: str, message: str, details: Any = None, extra_meta: dict[str, Any] | None = None
+) -> bytes:
     error: dict[str, Any] = {"code": code, "message": message}
     if details is not None:
         error["details"] = details
@@ -45,10 +46,14 @@ def error_body(ctx: RequestContext, code: str, message: str, details: Any = None
 def error_reply(ctx: RequestContext, err: GatewayError, extra_meta: dict[str, Any] | None = None) -> Reply:
     """The one place a GatewayError becomes a response (its code is kept in ``ctx.state`` for metrics)."""
     ctx.state["error_code"] = err.code
-    headers = [("content-type", JSON), ("x-request-id", ctx.request_id)] + [(k.lower(), v) for k, v in err.headers.items()]
+    headers = [("content-type", JSON), ("x-request-id", ctx.request_id)] + [
+        (k.lower(), v) for k, v in err.headers.items()
+    ]
     return Reply(err.status, headers, error_body(ctx, err.code, err.message, err.details, extra_meta))
 
 
 def success_body(ctx: RequestContext, data_json: bytes, extra_meta: dict[str, Any] | None = None) -> bytes:
     """Splice already-serialised JSON ``data`` into the envelope without re-parsing it."""
-    return b'{"success":true,"data":' + data_json + b',"meta":' + orjson.dumps(meta(ctx, extra_meta), default=str) + b"}"
+    return (
+        b'{"success":true,"data":' + data_json + b',"meta":' + orjson.dumps(meta(ctx, extra_meta), default=str) + b"}"
+    )

@@ -38,33 +38,70 @@ else:
     ProcessCollector(registry=REGISTRY)
 
 _LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
-REQUESTS = Counter("gateway_requests", "Requests answered, by route, backend, method and status class.",
-                   ["route", "backend", "method", "status"], registry=REGISTRY)
-REQUEST_LATENCY = Histogram("gateway_request_duration_seconds", "Time from request to response headers.",
-                            ["route", "backend", "method"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-UPSTREAM_LATENCY = Histogram("gateway_upstream_duration_seconds", "Time the upstream took to answer (headers).",
-                             ["route", "backend"], buckets=_LATENCY_BUCKETS, registry=REGISTRY)
-IN_FLIGHT = Gauge("gateway_requests_in_flight", "Requests being handled now.", registry=REGISTRY,
-                  multiprocess_mode="livesum")
+REQUESTS = Counter(
+    "gateway_requests",
+    "Requests answered, by route, backend, method and status class.",
+    ["route", "backend", "method", "status"],
+    registry=REGISTRY,
+)
+REQUEST_LATENCY = Histogram(
+    "gateway_request_duration_seconds",
+    "Time from request to response headers.",
+    ["route", "backend", "method"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+UPSTREAM_LATENCY = Histogram(
+    "gateway_upstream_duration_seconds",
+    "Time the upstream took to answer (headers).",
+    ["route", "backend"],
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "gateway_requests_in_flight", "Requests being handled now.", registry=REGISTRY, multiprocess_mode="livesum"
+)
 # with several workers (MULTIPROCESS) the gauge lives in files and the app moves it per request; in one
 # process it is read from the apps' own in-flight counts when scraped, so requests never touch it
 _in_flight_sources: list[weakref.WeakMethod] = []
-UPSTREAM_ERRORS = Counter("gateway_upstream_errors", "Failed upstream calls by kind: timeout, refused, protocol, 5xx.",
-                          ["route", "backend", "kind"], registry=REGISTRY)
-RATE_LIMITED = Counter("gateway_rate_limit_rejections", "Requests refused with 429 RATE_LIMITED.",
-                       ["route", "backend"], registry=REGISTRY)
-AUTH_FAILURES = Counter("gateway_auth_failures", "401/403 answers of the gateway, by error code.",
-                        ["route", "backend", "reason"], registry=REGISTRY)
-CIRCUIT = Gauge("gateway_circuit_state", "Circuit breaker of an upstream: 0 closed, 1 half-open, 2 open.",
-                ["backend"], registry=REGISTRY, multiprocess_mode="max")
+UPSTREAM_ERRORS = Counter(
+    "gateway_upstream_errors",
+    "Failed upstream calls by kind: timeout, refused, protocol, 5xx.",
+    ["route", "backend", "kind"],
+    registry=REGISTRY,
+)
+RATE_LIMITED = Counter(
+    "gateway_rate_limit_rejections", "Requests refused with 429 RATE_LIMITED.", ["route", "backend"], registry=REGISTRY
+)
+AUTH_FAILURES = Counter(
+    "gateway_auth_failures",
+    "401/403 answers of the gateway, by error code.",
+    ["route", "backend", "reason"],
+    registry=REGISTRY,
+)
+CIRCUIT = Gauge(
+    "gateway_circuit_state",
+    "Circuit breaker of an upstream: 0 closed, 1 half-open, 2 open.",
+    ["backend"],
+    registry=REGISTRY,
+    multiprocess_mode="max",
+)
 RELOADS = Counter("gateway_config_reloads", "Config reloads by result.", ["result"], registry=REGISTRY)
-WEBHOOK_STORE_FULL = Counter("gateway_webhook_store_full", "Webhook deliveries refused with 503 because the memory "
-                             "event store was full of ids inside their dedupe window.", ["source"], registry=REGISTRY)
+WEBHOOK_STORE_FULL = Counter(
+    "gateway_webhook_store_full",
+    "Webhook deliveries refused with 503 because the memory event store was full of ids inside their dedupe window.",
+    ["source"],
+    registry=REGISTRY,
+)
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 _CLASSES = ("1xx", "2xx", "3xx", "4xx", "5xx")
-_ERROR_KINDS = {"UPSTREAM_TIMEOUT": "timeout", "UPSTREAM_UNAVAILABLE": "refused", "UPSTREAM_ERROR": "protocol",
-                "UPSTREAM_INVALID_JSON": "protocol"}
+_ERROR_KINDS = {
+    "UPSTREAM_TIMEOUT": "timeout",
+    "UPSTREAM_UNAVAILABLE": "refused",
+    "UPSTREAM_ERROR": "protocol",
+    "UPSTREAM_INVALID_JSON": "protocol",
+}
 
 
 class _Children:
@@ -93,7 +130,11 @@ def record(ctx: RequestContext, reply: Reply) -> None:
     """Count one answered request; called once the reply is decided, before its body is sent."""
     method = ctx.method if ctx.method in _METHODS else "OTHER"
     route = ctx.route
-    key = (route.name, route.backend, method) if route is not None else (ctx.state.get("builtin", "unmatched"), "gateway", method)
+    key = (
+        (route.name, route.backend, method)
+        if route is not None
+        else (ctx.state.get("builtin", "unmatched"), "gateway", method)
+    )
     children = _children.get(key)
     if children is None:
         children = _children[key] = _Children(*key)

@@ -12,8 +12,9 @@ from gateway_engine.foundation.reply import Reply
 class GatewayInfo:
     """Gateway-wide facts and shared resources handed to every plugin constructor."""
 
-    def __init__(self, *, base_path: str, settings: dict[str, Any], config_dir: str,
-                 written: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, *, base_path: str, settings: dict[str, Any], config_dir: str, written: dict[str, Any] | None = None
+    ) -> None:
         self.base_path = base_path
         self.settings = settings  # the gateway.yaml top-level sections (auth, rate_limit_storage, ...)
         self.written = written or {}  # the same, as written: before ${VAR} interpolation dropped unset values

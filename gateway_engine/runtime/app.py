@@ -131,10 +131,17 @@ class GatewayApp:
             raw_path = raw.split(b"?", 1)[0].decode("latin-1") if raw else quote(scope["path"])
             client = scope.get("client")
             client_ip = _client_ip(scope, client[0] if client else "", config.trusted_proxies)
-            if config.limits["header_bytes"] and sum(len(k) + len(v) for k, v in scope["headers"]) > config.limits["header_bytes"]:
+            if (
+                config.limits["header_bytes"]
+                and sum(len(k) + len(v) for k, v in scope["headers"]) > config.limits["header_bytes"]
+            ):
                 ctx = RequestContext(scope, receive, None, {}, client_ip)
-                reply = error_reply(ctx, GatewayError(431, "HEADERS_TOO_LARGE",
-                                                      f"The request headers exceed {config.limits['header_bytes']} bytes."))
+                reply = error_reply(
+                    ctx,
+                    GatewayError(
+                        431, "HEADERS_TOO_LARGE", f"The request headers exceed {config.limits['header_bytes']} bytes."
+                    ),
+                )
                 record(ctx, reply)
                 await write_reply(reply, send, ctx)
                 return
@@ -146,8 +153,9 @@ class GatewayApp:
                 matched = config.router.match(raw_path)
                 if matched is None:
                     ctx = RequestContext(scope, receive, None, {}, client_ip)
-                    reply = await _unrouted(ctx, config, GatewayError(404, "ROUTE_NOT_FOUND",
-                                                                      f"No route matches {scope['path']!r}."))
+                    reply = await _unrouted(
+                        ctx, config, GatewayError(404, "ROUTE_NOT_FOUND", f"No route matches {scope['path']!r}.")
+                    )
                 else:
                     methods, raw_params = matched
                     route = methods.get(scope["method"])
@@ -176,7 +184,9 @@ class GatewayApp:
             if MULTIPROCESS:
                 IN_FLIGHT.dec()
 
-    async def _unrouted_method(self, scope, receive, client_ip, methods, raw_params, config) -> tuple[Reply, RequestContext]:
+    async def _unrouted_method(
+        self, scope, receive, client_ip, methods, raw_params, config
+    ) -> tuple[Reply, RequestContext]:
         allow = sorted(set(methods) | ({"HEAD"} if "GET" in methods else set()) | {"OPTIONS"})
         route = next(iter(methods.values()))  # the path's route: metrics and logs attribute the answer to it
         ctx = RequestContext(scope, receive, route, {}, client_ip)
@@ -184,11 +194,20 @@ class GatewayApp:
             ctx.state["_raw_params"] = raw_params
             # a preflight or an OPTIONS probe: plugins (cors) may answer; otherwise 204 with Allow
             ctx.state["options_fallback"] = True
-            reply = await run_pipeline(ctx, route, config, terminal=lambda: Reply(204, [("allow", ", ".join(allow))], b""))
+            reply = await run_pipeline(
+                ctx, route, config, terminal=lambda: Reply(204, [("allow", ", ".join(allow))], b"")
+            )
             return reply, ctx
-        reply = await _unrouted(ctx, config, GatewayError(
-            405, "METHOD_NOT_ALLOWED", f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}.",
-            headers={"Allow": ", ".join(allow)}))
+        reply = await _unrouted(
+            ctx,
+            config,
+            GatewayError(
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"{scope['method']} is not allowed here; allowed: {', '.join(allow)}.",
+                headers={"Allow": ", ".join(allow)},
+            ),
+        )
         return reply, ctx
 
 
@@ -205,8 +224,9 @@ async def _unrouted(ctx: RequestContext, config: CompiledConfig, error: GatewayE
     return await run_pipeline(ctx, config.unrouted, config, terminal=lambda: error_reply(ctx, error))
 
 
-async def run_pipeline(ctx: RequestContext, route: CompiledRoute | PluginChain, config: CompiledConfig,
-                       terminal: Any = None) -> Reply:
+async def run_pipeline(
+    ctx: RequestContext, route: CompiledRoute | PluginChain, config: CompiledConfig, terminal: Any = None
+) -> Reply:
     """Request phase in priority order, the upstream call, response phase in reverse."""
     chain = route.response_chains[-1]
     reply: Reply | None = None

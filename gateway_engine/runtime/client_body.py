@@ -44,7 +44,9 @@ async def stream_body(ctx: RequestContext, holder: BodyError) -> AsyncIterator[b
         while True:
             message = await ctx.receive()
             if message["type"] == "http.disconnect":
-                raise GatewayError(400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body.")
+                raise GatewayError(
+                    400, "CLIENT_DISCONNECTED", "The client closed the connection while sending the body."
+                )
             chunk = message.get("body", b"")
             if chunk:
                 yield chunk
@@ -70,8 +72,12 @@ async def read_body(ctx: RequestContext, limit: int) -> bytes:
         async with asyncio.timeout(ctx.started + total - time.perf_counter()):
             return await _read_chunks(ctx, limit)
     except TimeoutError:
-        raise GatewayError(408, "REQUEST_TIMEOUT", f"The request body did not arrive within {total:g}s.",
-                           headers={"connection": "close"}) from None
+        raise GatewayError(
+            408,
+            "REQUEST_TIMEOUT",
+            f"The request body did not arrive within {total:g}s.",
+            headers={"connection": "close"},
+        ) from None
 
 
 async def _read_chunks(ctx: RequestContext, limit: int) -> bytes:
@@ -100,16 +106,23 @@ async def parse_json_body(ctx: RequestContext, config: CompiledConfig) -> Any:
         return None
     content_type = ctx.headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if content_type != "application/json" and not content_type.endswith("+json"):
-        raise GatewayError(415, "UNSUPPORTED_MEDIA_TYPE",
-                           f"This route expects a JSON body (Content-Type: application/json), got {content_type or 'none'!r}.")
+        raise GatewayError(
+            415,
+            "UNSUPPORTED_MEDIA_TYPE",
+            f"This route expects a JSON body (Content-Type: application/json), got {content_type or 'none'!r}.",
+        )
     depth = config.limits["body_depth"]
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
         if exc.msg.startswith("depth limit"):  # orjson's own limit (1024) is past ours
             raise _body_too_deep(depth) from None
-        raise GatewayError(400, "INVALID_JSON", f"The request body is not valid JSON: {exc.msg}",
-                           details={"line": exc.lineno, "column": exc.colno, "position": exc.pos}) from None
+        raise GatewayError(
+            400,
+            "INVALID_JSON",
+            f"The request body is not valid JSON: {exc.msg}",
+            details={"line": exc.lineno, "column": exc.colno, "position": exc.pos},
+        ) from None
     if too_deep(body, depth, raw):
         raise _body_too_deep(depth)
     ctx.body_json = body

@@ -22,7 +22,7 @@ class Invocation:
     """The client-facing answer of an in-process call."""
 
     status: int
-    body: Any        # parsed JSON (the envelope when the route has one), or text
+    body: Any  # parsed JSON (the envelope when the route has one), or text
 
     @property
     def ok(self) -> bool:
@@ -31,20 +31,32 @@ class Invocation:
 
 def find_route(config: CompiledConfig, qualified_name: str) -> CompiledRoute:
     """``backend.route-name`` → the compiled route (KeyError names what exists); the table is built once per config."""
-    route = config.gateway.shared("invoke.routes", lambda: {r.qualified_name: r for r in config.routes}).get(qualified_name)
+    route = config.gateway.shared("invoke.routes", lambda: {r.qualified_name: r for r in config.routes}).get(
+        qualified_name
+    )
     if route is not None:
         return route
     raise KeyError(f"no route {qualified_name!r}; routes are named backend.route-name")
 
 
-def build_scope(method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes | None) -> dict[str, Any]:
+def build_scope(
+    method: str, raw_path: str, query: str, headers: list[tuple[str, str]], body: bytes | None
+) -> dict[str, Any]:
     raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
     if body is not None:
         raw_headers.append((b"content-length", str(len(body)).encode()))
         if not any(k == b"content-type" for k, _ in raw_headers):
             raw_headers.append((b"content-type", b"application/json"))
-    return {"type": "http", "method": method, "path": raw_path, "raw_path": raw_path.encode("latin-1"),
-            "query_string": query.encode("latin-1"), "headers": raw_headers, "client": ("127.0.0.1", 0), "scheme": "http"}
+    return {
+        "type": "http",
+        "method": method,
+        "path": raw_path,
+        "raw_path": raw_path.encode("latin-1"),
+        "query_string": query.encode("latin-1"),
+        "headers": raw_headers,
+        "client": ("127.0.0.1", 0),
+        "scheme": "http",
+    }
 
 
 def body_receiver(body: bytes | None) -> Any:
@@ -60,11 +72,18 @@ def body_receiver(body: bytes | None) -> Any:
     return receive
 
 
-async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[str, Any] | None = None,
-                 query: dict[str, Any] | None = None, body: Any = None, headers: dict[str, str] | None = None,
-                 identity: dict[str, Any] | None = None,
-                 upstream_headers: dict[str, str] | None = None,
-                 skip_plugins: frozenset[str] = frozenset({"auth", "rate_limit", "cors", "ip_filter"})) -> Invocation:
+async def invoke(
+    config: CompiledConfig,
+    qualified_name: str,
+    *,
+    params: dict[str, Any] | None = None,
+    query: dict[str, Any] | None = None,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    identity: dict[str, Any] | None = None,
+    upstream_headers: dict[str, str] | None = None,
+    skip_plugins: frozenset[str] = frozenset({"auth", "rate_limit", "cors", "ip_filter"}),
+) -> Invocation:
     """Run route ``qualified_name`` as if a client had called it.
 
     Client-facing plugins (auth, rate limiting, CORS, IP filter) are skipped by
@@ -74,14 +93,15 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     params = {k: str(v) for k, v in (params or {}).items()}
     missing = [n for n in route.template.names if n not in params]
     if missing:
-        raise GatewayError(400, "INVALID_PARAMETER", f"route {qualified_name} needs path parameter(s) {', '.join(missing)}")
+        raise GatewayError(
+            400, "INVALID_PARAMETER", f"route {qualified_name} needs path parameter(s) {', '.join(missing)}"
+        )
     raw_params = {n: quote(v, safe="/" if n == route.template.catch_all else "") for n, v in params.items()}
     path = route.path
     for name, value in raw_params.items():
         path = path.replace("{" + name + ":path}", value).replace("{" + name + "}", value)
     data = orjson.dumps(body) if body is not None else None
-    scope = build_scope(route.methods[0], path, urlencode(query or {}, doseq=True),
-                        list((headers or {}).items()), data)
+    scope = build_scope(route.methods[0], path, urlencode(query or {}, doseq=True), list((headers or {}).items()), data)
     ctx = RequestContext(scope, body_receiver(data), route, {}, "127.0.0.1")
     ctx.state["_raw_params"] = raw_params
     ctx.identity = identity
@@ -89,7 +109,9 @@ async def invoke(config: CompiledConfig, qualified_name: str, *, params: dict[st
     if identity:
         ctx.consumer = str(identity.get("sub") or identity.get("user_id") or "") or None
     if skip_plugins:  # the reduced chain is built once per route and kept with the config
-        route = config.gateway.shared(("invoke", route.qualified_name, skip_plugins), lambda: _without(route, skip_plugins))
+        route = config.gateway.shared(
+            ("invoke", route.qualified_name, skip_plugins), lambda: _without(route, skip_plugins)
+        )
     reply = await run_pipeline(ctx, route, config)
     raw = await reply.read(config.limits["response_body"])
     try:

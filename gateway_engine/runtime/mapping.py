@@ -21,9 +21,19 @@ async def template_variables(ctx: RequestContext, config: CompiledConfig) -> dic
     """Names a request template sees; built once per request, only for routes that template."""
     cached = ctx.state.get("_vars")
     if cached is None:
-        body = await parse_json_body(ctx, config) if ctx.route is not None and ctx.route.request.needs_body else ctx.body_json
-        cached = {"body": body, "query": ctx.query, "params": ctx.params, "headers": _safe_headers(ctx),
-                  "identity": ctx.identity or {}, "env": config.env}
+        body = (
+            await parse_json_body(ctx, config)
+            if ctx.route is not None and ctx.route.request.needs_body
+            else ctx.body_json
+        )
+        cached = {
+            "body": body,
+            "query": ctx.query,
+            "params": ctx.params,
+            "headers": _safe_headers(ctx),
+            "identity": ctx.identity or {},
+            "env": config.env,
+        }
         ctx.state["_vars"] = cached
     return cached
 
@@ -33,8 +43,14 @@ def _safe_headers(ctx: RequestContext) -> dict[str, str]:
     return {k: v for k, v in ctx.headers.items() if k not in strip}
 
 
-def render(route: CompiledRoute, render: Any, variables: dict[str, Any], ctx: RequestContext | None = None,
-            *, answer: bool = False) -> Any:
+def render(
+    route: CompiledRoute,
+    render: Any,
+    variables: dict[str, Any],
+    ctx: RequestContext | None = None,
+    *,
+    answer: bool = False,
+) -> Any:
     """Run a compiled template; ``answer`` says it maps the upstream's answer (so bad data there is a 502)."""
     try:
         return render(variables)
@@ -53,7 +69,9 @@ def mapping_error(route: CompiledRoute, ctx: RequestContext | None, problem: Any
     log.warning("mapping failed: %s", detail)
     if ctx is not None:
         ctx.state["mapping_error"] = detail
-    return GatewayError(502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name}).")
+    return GatewayError(
+        502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name})."
+    )
 
 
 async def map_response(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig, reply: Reply) -> None:
@@ -68,14 +86,22 @@ async def map_response(ctx: RequestContext, route: CompiledRoute, config: Compil
         usable = not too_deep(body, depth, raw)
     except orjson.JSONDecodeError:
         if reply.status < 400:
-            raise GatewayError(502, "UPSTREAM_INVALID_JSON", "The upstream answered a body that is not JSON; this route maps JSON.") from None
+            raise GatewayError(
+                502, "UPSTREAM_INVALID_JSON", "The upstream answered a body that is not JSON; this route maps JSON."
+            ) from None
         usable = False
     if not usable:
         if reply.status < 400:
             raise GatewayError(502, "UPSTREAM_ERROR", f"The upstream answer nests deeper than {depth} levels.")
         body = raw[: config.limits["error_details"]].decode("utf-8", "replace")  # an error page: its text, shortened
-    variables = {"body": body, "status": reply.status, "headers": dict(reply.headers), "params": ctx.params,
-                 "query": ctx.query, "identity": ctx.identity or {}}
+    variables = {
+        "body": body,
+        "status": reply.status,
+        "headers": dict(reply.headers),
+        "params": ctx.params,
+        "query": ctx.query,
+        "identity": ctx.identity or {},
+    }
     for rule in plan.fail:
         if render(route, rule.when, variables, ctx, answer=True):
             raise GatewayError(rule.status, rule.code, rule.message)

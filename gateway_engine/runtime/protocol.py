@@ -92,8 +92,9 @@ class _Watch:
 class GatewayHttpProtocol(HttpToolsProtocol):
     settings: ClassVar[ServerSettings | None] = None  # read from the environment by the first connection
 
-    def __init__(self, config: Any, server_state: Any, app_state: dict[str, Any],
-                 _loop: asyncio.AbstractEventLoop | None = None) -> None:
+    def __init__(
+        self, config: Any, server_state: Any, app_state: dict[str, Any], _loop: asyncio.AbstractEventLoop | None = None
+    ) -> None:
         super().__init__(config, server_state, app_state, _loop)
         cls = type(self)
         if cls.settings is None:
@@ -107,11 +108,11 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             watch = server_state.__dict__["gateway_watch"] = _Watch(self.loop, self.limits)
         self.watch: _Watch = watch
         self.url = b""
-        self.in_head = True        # the next bytes belong to a request head
+        self.in_head = True  # the next bytes belong to a request head
         self.head_watched = False  # its deadline runs
         self.head_bytes = 0
-        self.refused = False       # answered and closing: input is dropped
-        self.body_seen = False     # some body arrived since the last sweep
+        self.refused = False  # answered and closing: input is dropped
+        self.body_seen = False  # some body arrived since the last sweep
         self.body_idle_since = 0.0
 
     # -- connection ------------------------------------------------------
@@ -167,8 +168,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if len(self.url) > self.limits.max_request_line:
             self.refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
             raise _Refused
-        if self.max_connections is not None and (len(self.connections) > self.max_connections
-                                                 or len(self.tasks) >= self.max_connections):
+        if self.max_connections is not None and (
+            len(self.connections) > self.max_connections or len(self.tasks) >= self.max_connections
+        ):
             self.refuse(503, "SERVER_BUSY", "The gateway has too many open connections; retry later.")
             raise _Refused
         self.in_head = False
@@ -193,7 +195,9 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if self.transport.is_closing():
             return
         if self.head_bytes:
-            self.refuse(408, "REQUEST_TIMEOUT", f"The request head did not arrive within {self.limits.header_timeout:g}s.")
+            self.refuse(
+                408, "REQUEST_TIMEOUT", f"The request head did not arrive within {self.limits.header_timeout:g}s."
+            )
         else:
             self.transport.close()  # sent nothing: nobody to answer
 
@@ -209,8 +213,12 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self.transport.is_closing():
             self.watch.bodies.pop(self, None)
-        elif self.body_seen or self.flow.read_paused or cycle.waiting_for_100_continue or (
-                cycle.body and not cycle.response_complete):
+        elif (
+            self.body_seen
+            or self.flow.read_paused
+            or cycle.waiting_for_100_continue
+            or (cycle.body and not cycle.response_complete)
+        ):
             # the client sent some, or waits for our 100 Continue, or the app has not read what it sent yet
             self.body_seen = False
             self.body_idle_since = now
@@ -243,13 +251,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 cycle.disconnected = True  # the app's own answer, if it comes, is dropped
                 cycle.message_event.set()
         request_id = _random_id()
-        body = orjson.dumps({"success": False, "error": {"code": code, "message": message},
-                             "meta": {"source": "gateway", "timestamp": timestamp(), "requestId": request_id}})
+        body = orjson.dumps(
+            {
+                "success": False,
+                "error": {"code": code, "message": message},
+                "meta": {"source": "gateway", "timestamp": timestamp(), "requestId": request_id},
+            }
+        )
         content = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:
             content.extend([name, b": ", value, b"\r\n"])
-        content.append(b"content-type: application/json\r\nx-request-id: %s\r\nconnection: close\r\n"
-                       b"content-length: %d\r\n\r\n" % (request_id.encode(), len(body)))
+        content.append(
+            b"content-type: application/json\r\nx-request-id: %s\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n" % (request_id.encode(), len(body))
+        )
         content.append(body)
         transport = self.transport
         transport.write(b"".join(content))

@@ -25,10 +25,21 @@ log = logging.getLogger("gateway_engine.proxy")
 
 OFF_LOOP_VALIDATION = 64 * 1024  # bodies larger than this are validated in a worker thread, not on the event loop
 
-HOP_BY_HOP = frozenset({
-    "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-    "transfer-encoding", "upgrade", "host", "proxy-connection",
-})
+HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "proxy-authenticate",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "trailers",
+        "transfer-encoding",
+        "upgrade",
+        "host",
+        "proxy-connection",
+    }
+)
 _DROP_REQUEST = HOP_BY_HOP | FORWARDING_HEADERS
 _RESERVED_EVERYWHERE = _DROP_REQUEST | {"content-length", "content-type"}  # reserved in every spelling on every route
 _DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
@@ -37,9 +48,12 @@ _DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server a
 async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig) -> Reply:
     upstream = route.upstream
     if upstream is None:
-        raise GatewayError(503, "BACKEND_NOT_CONFIGURED",
-                           f"Backend {route.backend!r} is not configured: set {', '.join(route.missing_env)}.",
-                           details={"missing": list(route.missing_env)})
+        raise GatewayError(
+            503,
+            "BACKEND_NOT_CONFIGURED",
+            f"Backend {route.backend!r} is not configured: set {', '.join(route.missing_env)}.",
+            details={"missing": list(route.missing_env)},
+        )
     plan = route.request
     raw_params = ctx.state.get("_raw_params", {})
     # only a plan with templates reads them: the others get an empty mapping, never consulted
@@ -107,8 +121,9 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if plan.headers is not None:
         extra = render(route, plan.headers, variables, ctx) or {}
         names = {k.lower() for k in extra}  # a header whose template gives null (or "") is removed
-        headers = [(k, v) for k, v in headers if k not in names] + [(k.lower(), str(v)) for k, v in extra.items()
-                                                                     if v is not None and v != ""]
+        headers = [(k, v) for k, v in headers if k not in names] + [
+            (k.lower(), str(v)) for k, v in extra.items() if v is not None and v != ""
+        ]
 
     method = route.upstream_method or ctx.method
     if plan.presign is not None and (plan.presign.when is None or render(route, plan.presign.when, variables, ctx)):
@@ -134,8 +149,9 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     return reply
 
 
-def _computed_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str],
-                     variables: dict[str, Any]) -> dict[str, str]:
+def _computed_params(
+    ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str], variables: dict[str, Any]
+) -> dict[str, str]:
     out = dict(raw_params)
     for name, value in (render(route, route.request.params, variables, ctx) or {}).items():
         if value is None or value == "":
@@ -150,8 +166,9 @@ def _presigned(upstream: Any, method: str, url: str, expires: int) -> Reply:
 
     signed = upstream.auth.presign(method, url, expires)
     expires_at = datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=expires)
-    body = orjson.dumps({"url": signed, "method": method,
-                         "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")})
+    body = orjson.dumps(
+        {"url": signed, "method": method, "expiresAt": expires_at.isoformat(timespec="seconds").replace("+00:00", "Z")}
+    )
     return Reply(200, [("content-type", "application/json"), ("cache-control", "no-store")], body, from_upstream=True)
 
 
@@ -174,8 +191,9 @@ def _validate_body(plan: Any, body: Any) -> None:
         raise GatewayError(400, "BODY_TOO_DEEP", "The request body nests too deeply to validate.") from None
     if found:
         more = "" if len(found) < MAX_PROBLEMS else " or more"
-        raise GatewayError(400, "VALIDATION_ERROR", f"The request body is invalid ({len(found)}{more} problem(s)).",
-                           details=found)
+        raise GatewayError(
+            400, "VALIDATION_ERROR", f"The request body is invalid ({len(found)}{more} problem(s)).", details=found
+        )
 
 
 def _encoded(route: CompiledRoute, value: Any, encoding: str, ctx: RequestContext) -> tuple[bytes, str | None]:
@@ -207,13 +225,15 @@ def _query(ctx: RequestContext, route: CompiledRoute, variables: dict[str, Any])
     if plan.query == "none":
         base = ""
     elif plan.query == "allow":
-        base = urlencode([(k, v) for k, v in ctx.query.items()
-                          if k in plan.query_allow and query_name(k) not in route.owned_query])
+        base = urlencode(
+            [(k, v) for k, v in ctx.query.items() if k in plan.query_allow and query_name(k) not in route.owned_query]
+        )
     else:
         base = ctx.raw_query.decode("latin-1")
         if base and route.owned_query:  # the gateway's own keys are the only ones of their name
-            base = "&".join(p for p in base.split("&")
-                            if query_name(unquote_plus(p.partition("=")[0])) not in route.owned_query)
+            base = "&".join(
+                p for p in base.split("&") if query_name(unquote_plus(p.partition("=")[0])) not in route.owned_query
+            )
     if plan.query_set is None:
         return base
     values = render(route, plan.query_set, variables, ctx)

@@ -42,8 +42,12 @@ class Reloader:
     async def _watch(self) -> None:
         from watchfiles import awatch
 
-        async for changes in awatch(self.app.config.root, debounce=self.debounce_ms, recursive=True,
-                                    watch_filter=lambda _, path: path.endswith((".yaml", ".yml"))):
+        async for changes in awatch(
+            self.app.config.root,
+            debounce=self.debounce_ms,
+            recursive=True,
+            watch_filter=lambda _, path: path.endswith((".yaml", ".yml")),
+        ):
             await self.reload(f"{len(changes)} file change(s)")
 
     async def reload(self, reason: str) -> bool:

@@ -21,26 +21,34 @@ class AiohttpTransport:
         self.timeouts = timeouts
         self.max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
-        self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect,
-                                                     sock_read=timeouts.read)
+        self._client_timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeouts.connect, sock_read=timeouts.read)
 
     def _open(self) -> aiohttp.ClientSession:
-        connector = aiohttp.TCPConnector(limit=self.max_connections, limit_per_host=self.max_connections,
-                                         ttl_dns_cache=60, enable_cleanup_closed=False)
+        connector = aiohttp.TCPConnector(
+            limit=self.max_connections,
+            limit_per_host=self.max_connections,
+            ttl_dns_cache=60,
+            enable_cleanup_closed=False,
+        )
         self._session = aiohttp.ClientSession(
-            connector=connector, auto_decompress=False, timeout=self._client_timeout,
-            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"), cookie_jar=aiohttp.DummyCookieJar(),
+            connector=connector,
+            auto_decompress=False,
+            timeout=self._client_timeout,
+            skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
+            cookie_jar=aiohttp.DummyCookieJar(),
         )
         return self._session
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply:
         session = self._session or self._open()
         headers, body = framed(headers, body)
         try:
             async with asyncio.timeout(self.timeouts.total):
-                response = await session.request(method, URL(url, encoded=True), headers=headers, data=body,
-                                                 allow_redirects=False)
+                response = await session.request(
+                    method, URL(url, encoded=True), headers=headers, data=body, allow_redirects=False
+                )
                 length = response.content_length
                 if method == "HEAD" or (length is not None and length <= _SMALL_BODY):
                     data = await response.read()
@@ -58,8 +66,7 @@ class AiohttpTransport:
         async def release() -> None:
             response.release()
 
-        return Reply(response.status, _headers(response), stream=_chunks(response), from_upstream=True,
-                     close=release)
+        return Reply(response.status, _headers(response), stream=_chunks(response), from_upstream=True, close=release)
 
     async def aclose(self) -> None:
         if self._session is not None:

@@ -27,17 +27,24 @@ def build_upstream_auth(spec: Mapping[str, Any] | None, environ: Mapping[str, st
     if style == "header":
         header = spec.get("header", "Authorization")
         value = f"{spec.get('prefix', '')}{spec.get('value', '')}"
-        return UpstreamAuth([(header.lower(), value)], description=f"header {header}",
-                            secrets=(value, spec.get("value", "")))
+        return UpstreamAuth(
+            [(header.lower(), value)], description=f"header {header}", secrets=(value, spec.get("value", ""))
+        )
     if style == "basic":
         raw = f"{spec.get('username', '')}:{spec.get('password', '')}"
         encoded = base64.b64encode(raw.encode()).decode()
-        return UpstreamAuth([("authorization", "Basic " + encoded)], description="basic",
-                            secrets=(raw, encoded, spec.get("password", "")))
+        return UpstreamAuth(
+            [("authorization", "Basic " + encoded)],
+            description="basic",
+            secrets=(raw, encoded, spec.get("password", "")),
+        )
     if style == "query":
         param = spec.get("param", "key")
-        return UpstreamAuth(query=f"{quote(param, safe='')}={quote(spec.get('value', ''), safe='')}",
-                            description=f"query {param}", secrets=(spec.get("value", ""),))
+        return UpstreamAuth(
+            query=f"{quote(param, safe='')}={quote(spec.get('value', ''), safe='')}",
+            description=f"query {param}",
+            secrets=(spec.get("value", ""),),
+        )
     if style == "template":
         header = spec.get("header", "Authorization")
         value = str(compile_value(spec.get("value", ""), ["env"])({"env": dict(environ)}))
@@ -46,7 +53,11 @@ def build_upstream_auth(spec: Mapping[str, Any] | None, environ: Mapping[str, st
     if style == "aws_sigv4":
         from gateway_engine.upstreams.sigv4 import SigV4UpstreamAuth  # botocore is imported only by configs that sign
 
-        return SigV4UpstreamAuth(access_key=spec.get("access_key", ""), secret_key=spec.get("secret_key", ""),
-                                 region=spec.get("region", "us-east-1"), service=spec.get("service", "s3"),
-                                 session_token=spec.get("session_token"))
+        return SigV4UpstreamAuth(
+            access_key=spec.get("access_key", ""),
+            secret_key=spec.get("secret_key", ""),
+            region=spec.get("region", "us-east-1"),
+            service=spec.get("service", "s3"),
+            session_token=spec.get("session_token"),
+        )
     raise ValueError(f"unknown upstream auth style {style!r}")  # the schema enumerates the styles

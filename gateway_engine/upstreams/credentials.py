@@ -13,8 +13,13 @@ class UpstreamAuth:
     """Adds credentials to an upstream request. ``describe`` is safe to print; ``secrets`` never is
     (the strings to mask wherever upstream bytes reach a client)."""
 
-    def __init__(self, headers: list[tuple[str, str]] | None = None, query: str = "", description: str = "none",
-                 secrets: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        headers: list[tuple[str, str]] | None = None,
+        query: str = "",
+        description: str = "none",
+        secrets: tuple[str, ...] = (),
+    ) -> None:
         self.headers = headers or []
         self.query = query  # already encoded `name=value`, appended to the query string
         self.description = description

@@ -53,8 +53,9 @@ class Http1Transport:
         self._closed = False
         self._origins: dict[str, tuple[tuple[str, str, int], str]] = {}
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply:
         origin, target = _split_origin(url)
         key, host_header = self._origins.get(origin) or self._origin(origin)
         head, declared = _request_head(method, target, host_header, headers, body)
@@ -74,8 +75,12 @@ class Http1Transport:
                 await self._exchange(conn, method, head, body, declared)
             except GatewayError as err:
                 # a pooled connection the upstream had already closed: one more try on a fresh one
-                if not (reused and err.code == "UPSTREAM_UNAVAILABLE" and not conn.received_any
-                        and (body is None or isinstance(body, (bytes, bytearray)))):
+                if not (
+                    reused
+                    and err.code == "UPSTREAM_UNAVAILABLE"
+                    and not conn.received_any
+                    and (body is None or isinstance(body, (bytes, bytearray)))
+                ):
                     raise
                 conn, _ = await self._connection(key, fresh=True)
                 await self._exchange(conn, method, head, body, declared)
@@ -88,8 +93,10 @@ class Http1Transport:
         """``scheme://[userinfo@]host[:port]`` → the pool key and the Host header, parsed once per origin."""
         parts = urlsplit(origin)
         scheme = parts.scheme
-        parsed = ((scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)),
-                  parts.netloc.rsplit("@", 1)[-1])  # the Host header never carries userinfo
+        parsed = (
+            (scheme, parts.hostname or "", parts.port or (443 if scheme == "https" else 80)),
+            parts.netloc.rsplit("@", 1)[-1],
+        )  # the Host header never carries userinfo
         if len(self._origins) < 1024:  # an upstream is one origin, rarely a handful; never grow without bound
             self._origins[origin] = parsed
         return parsed
@@ -109,16 +116,23 @@ class Http1Transport:
         loop = asyncio.get_running_loop()
         try:
             async with asyncio.timeout(self.timeouts.connect):
-                _, conn = await loop.create_connection(_Connection, host, port, ssl=context,
-                                                       server_hostname=host if context else None)
+                _, conn = await loop.create_connection(
+                    _Connection, host, port, ssl=context, server_hostname=host if context else None
+                )
         except TimeoutError:
             raise timeout_error(self.timeouts.connect) from None
         except (OSError, ssl.SSLError):
             raise unavailable_error() from None
         return conn, False
 
-    async def _exchange(self, conn: _Connection, method: str, head: bytes, body: bytes | AsyncIterator[bytes] | None,
-                        declared: int | None) -> None:
+    async def _exchange(
+        self,
+        conn: _Connection,
+        method: str,
+        head: bytes,
+        body: bytes | AsyncIterator[bytes] | None,
+        declared: int | None,
+    ) -> None:
         headers_done = conn.begin(method)
         assert conn.transport is not None
         if body is None or isinstance(body, (bytes, bytearray)):
@@ -251,8 +265,9 @@ def _abort(conn: _Connection) -> None:
         conn.transport.close()
 
 
-def _request_head(method: str, target: str, host: str, headers: list[tuple[str, str]],
-                  body: bytes | AsyncIterator[bytes] | None) -> tuple[bytes, int | None]:
+def _request_head(
+    method: str, target: str, host: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+) -> tuple[bytes, int | None]:
     """The request head, and the declared length a streamed body must match (None: it goes chunked).
 
     The framing fields are the transport's alone: any Content-Length or Transfer-Encoding in ``headers`` is dropped
@@ -279,12 +294,15 @@ def _request_head(method: str, target: str, host: str, headers: list[tuple[str, 
     try:
         head = text.encode("latin-1")  # client values were decoded as latin-1: the same bytes go out
     except UnicodeEncodeError:
-        head = text.encode("utf-8")    # a templated value beyond latin-1
+        head = text.encode("utf-8")  # a templated value beyond latin-1
     # names are tokens (``_learn_name``); what is left: no control character but HTAB, CR and LF only as the line
     # ends written here (a value holding CRLF would otherwise pass as two valid lines), a visible-ASCII target
-    if (head.translate(None, _HEAD_BYTES) != b"\r\n" * len(lines)
-            or not target.isascii() or " " in target
-            or (method not in _METHODS and _NAME_RE.fullmatch(method) is None)):
+    if (
+        head.translate(None, _HEAD_BYTES) != b"\r\n" * len(lines)
+        or not target.isascii()
+        or " " in target
+        or (method not in _METHODS and _NAME_RE.fullmatch(method) is None)
+    ):
         return _checked_head(method, target, host, headers, body)
     return head, declared
 
@@ -305,8 +323,9 @@ def _learn_name(name: str) -> bool:
     return passes
 
 
-def _checked_head(method: str, target: str, host: str, headers: list[tuple[str, str]],
-                  body: bytes | AsyncIterator[bytes] | None) -> tuple[bytes, int | None]:
+def _checked_head(
+    method: str, target: str, host: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+) -> tuple[bytes, int | None]:
     """The slow path of a head the grammar refused: name the bad field (400), or percent-encode a target with
     non-ASCII characters and build the head again."""
     check_headers(headers)

@@ -19,22 +19,46 @@ from gateway_engine.upstreams.http1_fields import (
 )
 from gateway_engine.upstreams.seam import protocol_error, timeout_error, unavailable_error
 
-_HIGH_WATER = 256 * 1024   # pause reading the upstream socket above this many buffered bytes
+_HIGH_WATER = 256 * 1024  # pause reading the upstream socket above this many buffered bytes
 
-IDLE = "idle"                  # in the pool (or new): any byte received now retires the connection
-WRITING = "writing"            # the request is going out; an early answer's head is parsed already
+IDLE = "idle"  # in the pool (or new): any byte received now retires the connection
+WRITING = "writing"  # the request is going out; an early answer's head is parsed already
 READING_HEAD = "reading head"  # the request is out, the answer's head is not complete
 READING_BODY = "reading body"
-COMPLETE = "complete"          # the answer ended exactly and the connection may carry another exchange
-BROKEN = "broken"              # never reused: an error, surplus bytes, or an answer that ends the connection
+COMPLETE = "complete"  # the answer ended exactly and the connection may carry another exchange
+BROKEN = "broken"  # never reused: an error, surplus bytes, or an answer that ends the connection
 
 
 class _Connection(asyncio.Protocol):
     """One upstream connection carrying one exchange at a time; ``state`` says where that exchange is."""
 
-    __slots__ = ("transport", "loop", "state", "closed", "_write_ready", "method", "status", "headers", "headers_done",
-                 "chunks", "buffered", "error", "data_waiter", "received_any", "paused", "request_sent", "keep_alive",
-                 "message_done", "buf", "scanned", "head_bytes", "mode", "length", "remaining", "trailers")
+    __slots__ = (
+        "transport",
+        "loop",
+        "state",
+        "closed",
+        "_write_ready",
+        "method",
+        "status",
+        "headers",
+        "headers_done",
+        "chunks",
+        "buffered",
+        "error",
+        "data_waiter",
+        "received_any",
+        "paused",
+        "request_sent",
+        "keep_alive",
+        "message_done",
+        "buf",
+        "scanned",
+        "head_bytes",
+        "mode",
+        "length",
+        "remaining",
+        "trailers",
+    )
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -51,10 +75,10 @@ class _Connection(asyncio.Protocol):
         self.data_waiter: asyncio.Future | None = None
         self.paused = False
         self.buf: bytes | bytearray = b""
-        self.scanned = 0      # how far the head buffer was searched for its end
+        self.scanned = 0  # how far the head buffer was searched for its end
         self.mode = _NO_BODY
-        self.length = 0       # the Content-Length of a _LENGTH body
-        self.remaining = 0    # body bytes still due (_LENGTH) or in the current chunk; -1: a chunk's CRLF is due
+        self.length = 0  # the Content-Length of a _LENGTH body
+        self.remaining = 0  # body bytes still due (_LENGTH) or in the current chunk; -1: a chunk's CRLF is due
         self.trailers = False
         self.begin("")
         self.state = IDLE
@@ -138,7 +162,7 @@ class _Connection(asyncio.Protocol):
             if self.head_bytes > MAX_HEAD:
                 return self._fail(protocol_error("The upstream answer's head exceeds the size limit."))
             raw = buf[:end]
-            rest = buf[end + 4:]
+            rest = buf[end + 4 :]
             self.scanned = 0
             lines = raw.decode("latin-1").split("\r\n")
             if raw.translate(None, _HEAD_BYTES) != b"\r\n" * (len(lines) - 1):
@@ -200,7 +224,7 @@ class _Connection(asyncio.Protocol):
         pos, size = 0, len(buf)
         while True:
             if self.remaining > 0:  # inside a chunk's data
-                take = buf[pos:pos + self.remaining]
+                take = buf[pos : pos + self.remaining]
                 if take:
                     self._deliver(bytes(take))
                 pos += len(take)
@@ -211,12 +235,12 @@ class _Connection(asyncio.Protocol):
             if self.remaining == -1:  # the CRLF after a chunk's data
                 if size - pos < 2:
                     break
-                if buf[pos:pos + 2] != b"\r\n":
+                if buf[pos : pos + 2] != b"\r\n":
                     return self._fail(protocol_error())
                 pos += 2
                 self.remaining = 0
             if self.trailers:  # after the last chunk: trailer fields (read, checked, dropped), then a blank line
-                if buf[pos:pos + 2] == b"\r\n":
+                if buf[pos : pos + 2] == b"\r\n":
                     pos += 2
                 else:
                     end = buf.find(b"\r\n\r\n", pos)
@@ -226,8 +250,11 @@ class _Connection(asyncio.Protocol):
                         break
                     block = buf[pos:end]
                     lines = block.decode("latin-1").split("\r\n")
-                    if (end + 4 - pos > MAX_HEAD or block.translate(None, _HEAD_BYTES) != b"\r\n" * (len(lines) - 1)
-                            or _parse_fields(lines, 0) is None):
+                    if (
+                        end + 4 - pos > MAX_HEAD
+                        or block.translate(None, _HEAD_BYTES) != b"\r\n" * (len(lines) - 1)
+                        or _parse_fields(lines, 0) is None
+                    ):
                         return self._fail(protocol_error())
                     pos = end + 4
                 self.buf = b""
@@ -320,5 +347,3 @@ class _Connection(asyncio.Protocol):
         await self._write_ready.wait()
         if self.closed:
             raise unavailable_error()
-
-

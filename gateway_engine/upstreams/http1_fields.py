@@ -7,8 +7,8 @@ import string
 
 from gateway_engine.upstreams.framing import TOKEN
 
-MAX_HEAD = 64 * 1024       # bytes of an answer's head, interim answers included; also a trailer block, a chunk line
-MAX_FIELDS = 100           # header lines in one head
+MAX_HEAD = 64 * 1024  # bytes of an answer's head, interim answers included; also a trailer block, a chunk line
+MAX_FIELDS = 100  # header lines in one head
 
 
 _NO_BODY, _LENGTH, _CHUNKED, _UNTIL_EOF = range(4)
@@ -17,7 +17,7 @@ _CHUNK_SIZE_RE = re.compile(rb"([0-9A-Fa-f]{1,16})(?:;[^\x00-\x08\x0a-\x1f\x7f]*
 _NAME_RE = re.compile(TOKEN)
 #: what ``bytes.translate`` deletes from a head, leaving its control characters but HTAB: a valid head leaves only
 #: the CRLFs that end its lines, in order (a bare CR or LF, or any other control character, leaves more)
-_HEAD_BYTES = bytes(range(0x20, 0x7f)) + bytes(range(0x80, 0x100)) + b"\t"
+_HEAD_BYTES = bytes(range(0x20, 0x7F)) + bytes(range(0x80, 0x100)) + b"\t"
 _STATUS_PREFIXES = frozenset({"HTTP/1.1 ", "HTTP/1.0 "})
 _STATUS_CODES = {str(code): code for code in range(100, 600)}  # RFC 9110 15: three digits, classes 1 to 5
 _TARGET_SAFE = string.punctuation  # every visible ASCII character stays as it is (and "%" is not encoded twice)
@@ -68,4 +68,3 @@ def _parse_fields(lines: list[str], start: int) -> tuple[list[tuple[str, str]], 
 
 _LOWER_NAMES: dict[str, str] = {}  # field names seen in answers (valid tokens only) -> lower-cased (bounded)
 _FRAMING = frozenset({"content-length", "transfer-encoding", "connection"})
-

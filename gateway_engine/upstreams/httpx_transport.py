@@ -20,14 +20,17 @@ class HttpxTransport:
         self._client = httpx.AsyncClient(
             timeout=httpx.Timeout(timeouts.total, connect=timeouts.connect, read=timeouts.read),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
-            follow_redirects=False, trust_env=False,
+            follow_redirects=False,
+            trust_env=False,
         )
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply:
         headers, body = framed(headers, body)
-        request = self._client.build_request(method, httpx.URL(url), headers=[(k.encode("ascii"), _wire(v)) for k, v in headers],
-                                             content=body)
+        request = self._client.build_request(
+            method, httpx.URL(url), headers=[(k.encode("ascii"), _wire(v)) for k, v in headers], content=body
+        )
         try:
             async with asyncio.timeout(self.timeouts.total):
                 response = await self._client.send(request, stream=True)

@@ -24,16 +24,16 @@ _FAILURE_CODES = frozenset({"UPSTREAM_TIMEOUT", "UPSTREAM_UNAVAILABLE", "UPSTREA
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    attempts: int = 1                       # 1 = no retry
+    attempts: int = 1  # 1 = no retry
     statuses: frozenset[int] = frozenset({502, 503, 504})
-    backoff: float = 0.1                    # first delay; doubles each attempt, with full jitter
+    backoff: float = 0.1  # first delay; doubles each attempt, with full jitter
     max_backoff: float = 2.0
-    idempotent_post: bool = False           # retry POST/PATCH only when the client sent Idempotency-Key
+    idempotent_post: bool = False  # retry POST/PATCH only when the client sent Idempotency-Key
 
 
 @dataclass(frozen=True)
 class BreakerPolicy:
-    failures: int = 0                       # 0 = no breaker
+    failures: int = 0  # 0 = no breaker
     window: float = 30.0
     open_for: float = 30.0
     half_open_probes: int = 1
@@ -41,7 +41,7 @@ class BreakerPolicy:
 
 @dataclass(frozen=True)
 class BulkheadPolicy:
-    max_concurrent: int = 0                 # 0 = unbounded
+    max_concurrent: int = 0  # 0 = unbounded
     queue_timeout: float = 1.0
 
 
@@ -70,8 +70,12 @@ class CircuitBreaker:
         state = self.state
         if state == "open" or (state == "half_open" and self.probes >= self.policy.half_open_probes):
             retry_after = max(1, int(self.policy.open_for - (time.monotonic() - (self.opened_at or 0)) + 0.999))
-            raise GatewayError(503, "CIRCUIT_OPEN", "The upstream is failing; the gateway stopped calling it for a while.",
-                               headers={"Retry-After": str(retry_after)})
+            raise GatewayError(
+                503,
+                "CIRCUIT_OPEN",
+                "The upstream is failing; the gateway stopped calling it for a while.",
+                headers={"Retry-After": str(retry_after)},
+            )
         if state == "half_open":
             if self.probes == 0:
                 self._moved()
@@ -100,8 +104,16 @@ class CircuitBreaker:
 class ResilientTransport:
     """Retries, breaker and bulkhead around an inner transport; each part off when unconfigured."""
 
-    def __init__(self, inner: Transport, *, timeouts: Timeouts, retry: RetryPolicy, breaker: BreakerPolicy,
-                 bulkhead: BulkheadPolicy, name: str = "") -> None:
+    def __init__(
+        self,
+        inner: Transport,
+        *,
+        timeouts: Timeouts,
+        retry: RetryPolicy,
+        breaker: BreakerPolicy,
+        bulkhead: BulkheadPolicy,
+        name: str = "",
+    ) -> None:
         self.inner = inner
         self.timeouts = timeouts
         self.retry = retry
@@ -109,8 +121,9 @@ class ResilientTransport:
         self.bulkhead = bulkhead
         self._slots = asyncio.Semaphore(bulkhead.max_concurrent) if bulkhead.max_concurrent > 0 else None
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply:
         if self.breaker is not None:
             self.breaker.before()
         slots = self._slots
@@ -119,8 +132,12 @@ class ResilientTransport:
         try:
             await asyncio.wait_for(slots.acquire(), self.bulkhead.queue_timeout)
         except TimeoutError:
-            raise GatewayError(503, "UPSTREAM_BUSY", "Too many requests are waiting for this upstream; try again shortly.",
-                               headers={"Retry-After": "1"}) from None
+            raise GatewayError(
+                503,
+                "UPSTREAM_BUSY",
+                "Too many requests are waiting for this upstream; try again shortly.",
+                headers={"Retry-After": "1"},
+            ) from None
         released = False
 
         def release() -> None:
@@ -159,7 +176,11 @@ class ResilientTransport:
             except GatewayError as err:
                 if err.code in _FAILURE_CODES and self.breaker is not None:
                     self.breaker.failure()
-                if last or err.code not in ("UPSTREAM_UNAVAILABLE", "UPSTREAM_ERROR") or not self._wait_allowed(attempt, deadline):
+                if (
+                    last
+                    or err.code not in ("UPSTREAM_UNAVAILABLE", "UPSTREAM_ERROR")
+                    or not self._wait_allowed(attempt, deadline)
+                ):
                     raise
                 await asyncio.sleep(self._delay(attempt))
                 continue

@@ -32,8 +32,9 @@ class Timeouts:
 
 
 class Transport(Protocol):
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply: ...
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply: ...
 
     async def aclose(self) -> None: ...
 

@@ -24,9 +24,12 @@ _UNSIGNED = SimpleNamespace(s3={"payload_signing_enabled": False})
 
 
 class SigV4UpstreamAuth(UpstreamAuth):
-    def __init__(self, *, access_key: str, secret_key: str, region: str, service: str, session_token: str | None = None) -> None:
-        super().__init__(description=f"aws_sigv4 {service}/{region}",
-                         secrets=(access_key, secret_key, session_token or ""))
+    def __init__(
+        self, *, access_key: str, secret_key: str, region: str, service: str, session_token: str | None = None
+    ) -> None:
+        super().__init__(
+            description=f"aws_sigv4 {service}/{region}", secrets=(access_key, secret_key, session_token or "")
+        )
         self.credentials = Credentials(access_key, secret_key, session_token)
         self.region = region
         self.service = service
@@ -53,7 +56,8 @@ class SigV4UpstreamAuth(UpstreamAuth):
     def presign(self, method: str, url: str, expires: int) -> str:
         """A URL anyone may call until it expires, carrying the signature in its query string."""
         signer = (S3SigV4QueryAuth if self.service == "s3" else SigV4QueryAuth)(
-            self.credentials, self.service, self.region, expires=expires)
+            self.credentials, self.service, self.region, expires=expires
+        )
         request = AWSRequest(method=method, url=url, headers={})
         signer.add_auth(request)
         return request.url

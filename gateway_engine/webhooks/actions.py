@@ -56,9 +56,19 @@ class WorkflowAction(Action):
 
     kind = "workflow"
 
-    def __init__(self, when: Render | None, *, route: str, start: str | None, signal: str | None,
-                 workflow_id: Render, payload: Render, identity: dict[str, Any], headers: dict[str, str],
-                 skip_unreceived: bool = False) -> None:
+    def __init__(
+        self,
+        when: Render | None,
+        *,
+        route: str,
+        start: str | None,
+        signal: str | None,
+        workflow_id: Render,
+        payload: Render,
+        identity: dict[str, Any],
+        headers: dict[str, str],
+        skip_unreceived: bool = False,
+    ) -> None:
         super().__init__(when)
         self.route, self.start, self.signal, self.skip_unreceived = route, start, signal, skip_unreceived
         self.workflow_id, self.payload = workflow_id, payload
@@ -82,18 +92,27 @@ class WorkflowAction(Action):
             # the id comes from the event: an earlier delivery of it started this run already
             return {"action": "workflow", "workflowId": workflow_id, "status": "already-started"}
         if not result.ok and self.skip_unreceived and code in UNRECEIVED:
-            log.warning("webhook %s: signal %s not received by %s (%s); skipped as configured",
-                        variables["source"], self.signal, workflow_id, code)
+            log.warning(
+                "webhook %s: signal %s not received by %s (%s); skipped as configured",
+                variables["source"],
+                self.signal,
+                workflow_id,
+                code,
+            )
             return {"action": "workflow", "workflowId": workflow_id, "status": "unreceived"}
         if not result.ok:
-            raise ActionFailed(f"workflow {self.start or self.signal!r} ({workflow_id}) answered {result.status}"
-                               + (f" {code}" if code else ""), result.status)
+            raise ActionFailed(
+                f"workflow {self.start or self.signal!r} ({workflow_id}) answered {result.status}"
+                + (f" {code}" if code else ""),
+                result.status,
+            )
         return {"action": "workflow", "workflowId": workflow_id, "status": "started" if self.start else "signalled"}
 
     async def _call(self, config: Any, params: dict[str, str], body: Any) -> Any:
         try:
-            return await invoke(config, self.route, params=params, body=body, identity=self.identity,
-                                upstream_headers=self.headers)
+            return await invoke(
+                config, self.route, params=params, body=body, identity=self.identity, upstream_headers=self.headers
+            )
         except GatewayError as err:
             raise ActionFailed(f"workflow route {self.route} failed: {err.code}", err.status) from None
 
@@ -102,8 +121,15 @@ def service_identity(source: str) -> dict[str, Any]:
     """Who the workflow routes see: the gateway acting for a verified sender, as a service key with the
     ``workflows:admin`` scope (it signals runs whoever owns them, and starts runs for ``input.userId``)."""
     name = f"webhook:{source}"
-    return {"sub": None, "user_id": None, "method": "api_key", "consumer": name, "key_name": name,
-            "scopes": ["workflows:admin"], "roles": []}
+    return {
+        "sub": None,
+        "user_id": None,
+        "method": "api_key",
+        "consumer": name,
+        "key_name": name,
+        "scopes": ["workflows:admin"],
+        "roles": [],
+    }
 
 
 def identity_headers(route: Any, identity: Mapping[str, Any]) -> dict[str, str]:
@@ -126,18 +152,24 @@ class ForwardAction(Action):
 
     kind = "forward"
 
-    def __init__(self, when: Render | None, *, url: str, auth: UpstreamAuth, body: Render,
-                 headers: Render, timeout: float) -> None:
+    def __init__(
+        self, when: Render | None, *, url: str, auth: UpstreamAuth, body: Render, headers: Render, timeout: float
+    ) -> None:
         super().__init__(when)
         self.url, self.auth, self.body, self.headers = url, auth, body, headers
-        self.transport = transport_factories()["http1"](timeouts=Timeouts(connect=min(5.0, timeout), read=timeout, total=timeout),
-                                               max_connections=20)
+        self.transport = transport_factories()["http1"](
+            timeouts=Timeouts(connect=min(5.0, timeout), read=timeout, total=timeout), max_connections=20
+        )
 
     async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
         event = variables["event"]
         payload = orjson.dumps(self.body(dict(variables)), default=str)
-        headers = [("content-type", "application/json"), ("idempotency-key", f"{variables['source']}:{event['id']}"),
-                   ("x-webhook-source", variables["source"]), ("x-webhook-event-id", str(event["id"]))]
+        headers = [
+            ("content-type", "application/json"),
+            ("idempotency-key", f"{variables['source']}:{event['id']}"),
+            ("x-webhook-source", variables["source"]),
+            ("x-webhook-event-id", str(event["id"])),
+        ]
         headers += [(k.lower(), str(v)) for k, v in self.headers(dict(variables)).items() if v is not None]
         url = self.auth.apply("POST", self.url, headers, payload)
         try:
@@ -164,8 +196,13 @@ class LogAction(Action):
 
     async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
         event = variables["event"]
-        line = {"message": self.message, "source": variables["source"], "event_id": event["id"],
-                "event_type": event["type"], **self.fields(dict(variables))}
+        line = {
+            "message": self.message,
+            "source": variables["source"],
+            "event_id": event["id"],
+            "event_type": event["type"],
+            **self.fields(dict(variables)),
+        }
         log.log(self.level, orjson.dumps(line, default=str).decode())
         return {"action": "log", "status": "logged"}
 

@@ -80,8 +80,10 @@ class MemoryStore:
             return "done" if current == _DONE else "busy"
         if len(self.entries) >= self.max_entries:
             wait = math.ceil(self.expiries[0][0] - time.monotonic()) if self.expiries else 1
-            raise StoreFull(f"the memory webhook store holds {self.max_entries} entries still inside their window",
-                            min(max(wait, 1), 3600))
+            raise StoreFull(
+                f"the memory webhook store holds {self.max_entries} entries still inside their window",
+                min(max(wait, 1), 3600),
+            )
         self._set(key, token, lease)
         return "claimed"
 
@@ -158,4 +160,3 @@ def open_store(url: str, scope: str, capacity: int = 100_000) -> EventStore:
     store = _memory.setdefault(scope, MemoryStore(capacity))
     store.max_entries = capacity  # a reload may change it; the ids it holds stay
     return store
-

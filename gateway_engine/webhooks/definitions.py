@@ -44,9 +44,9 @@ class Source:
     file: str
     paths: tuple[str, ...]
     max_body: int
-    body_format: str                 # json, form or text: how the verified raw body is parsed, whatever its label
-    verifier: Verifier | None        # None when its secrets are unset
-    missing: tuple[str, ...]         # unset variables that leave it unconfigured (names, never values)
+    body_format: str  # json, form or text: how the verified raw body is parsed, whatever its label
+    verifier: Verifier | None  # None when its secrets are unset
+    missing: tuple[str, ...]  # unset variables that leave it unconfigured (names, never values)
     event_id: Render | None
     event_type: Render | None
     window: float
@@ -77,41 +77,64 @@ def settings_of(gateway_settings: Mapping[str, Any]) -> dict[str, Any]:
     """gateway.yaml's ``webhooks`` section with the schema's defaults, the store resolved."""
     section = schema("gateway")["properties"]["webhooks"]
     settings = fill_defaults(section, gateway_settings.get("webhooks") or {})
-    settings["workflow_routes"] = fill_defaults(section["properties"]["workflow_routes"], settings.get("workflow_routes") or {})
+    settings["workflow_routes"] = fill_defaults(
+        section["properties"]["workflow_routes"], settings.get("workflow_routes") or {}
+    )
     if not settings.get("store"):
         shared = str(gateway_settings.get("rate_limit_storage") or "")
         settings["store"] = shared if shared.startswith(("redis://", "rediss://")) else "memory://"
     return settings
 
 
-def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[ConfigError], *, router: Any,
-                     gateway: Any, environ: Mapping[str, str], note_unset: Callable[..., None],
-                     workflows: Any = None) -> WebhookSet:
+def compile_webhooks(
+    docs: list[Document],
+    routes: Iterable[Any],
+    errors: list[ConfigError],
+    *,
+    router: Any,
+    gateway: Any,
+    environ: Mapping[str, str],
+    note_unset: Callable[..., None],
+    workflows: Any = None,
+) -> WebhookSet:
     """Compile every webhook file; problems go to ``errors``. ``router`` catches paths a route already serves;
     ``workflows`` (the config's WorkflowCatalog) catches a start action naming no workflow."""
     if not docs:
         return WebhookSet()
     settings = settings_of(gateway.settings)
     known = workflows.names() if workflows is not None else []
-    compiler = _SourceCompiler({r.qualified_name: r for r in routes}, errors, environ, note_unset, settings["workflow_routes"],
-                               known)
+    compiler = _SourceCompiler(
+        {r.qualified_name: r for r in routes}, errors, environ, note_unset, settings["workflow_routes"], known
+    )
     taken: dict[str, str] = {}
     names: dict[str, str] = {}
     sources = []
     for doc in docs:
         if doc.data["source"] in names:
-            errors.append(doc.error(("source",), f"webhook source {doc.data['source']!r} is already defined in {names[doc.data['source']]}"))
+            errors.append(
+                doc.error(
+                    ("source",),
+                    f"webhook source {doc.data['source']!r} is already defined in {names[doc.data['source']]}",
+                )
+            )
             continue
         names[doc.data["source"]] = doc.file
-        paths: list[tuple[str, tuple[str | int, ...]]] = [(settings["path"].rstrip("/") + "/" + doc.data["source"], ("source",))]
-        paths += [(gateway.base_path + alias.rstrip("/"), ("aliases", i)) for i, alias in enumerate(doc.data.get("aliases", []))]
+        paths: list[tuple[str, tuple[str | int, ...]]] = [
+            (settings["path"].rstrip("/") + "/" + doc.data["source"], ("source",))
+        ]
+        paths += [
+            (gateway.base_path + alias.rstrip("/"), ("aliases", i))
+            for i, alias in enumerate(doc.data.get("aliases", []))
+        ]
         for path, where in paths:
             served = router.match(path)
             if path in taken:
                 errors.append(doc.error(where, f"{path} is already the webhook endpoint of {taken[path]}"))
             elif served is not None:
                 route = next(iter(served[0].values()))
-                errors.append(doc.error(where, f"{path} is already served by route {route.qualified_name} ({route.source_file})"))
+                errors.append(
+                    doc.error(where, f"{path} is already served by route {route.qualified_name} ({route.source_file})")
+                )
             taken.setdefault(path, doc.file)
         source = compiler.source(doc, tuple(p for p, _ in paths))
         if source is not None:
@@ -121,8 +144,15 @@ def compile_webhooks(docs: list[Document], routes: Iterable[Any], errors: list[C
 
 
 class _SourceCompiler:
-    def __init__(self, routes: dict[str, Any], errors: list[ConfigError], environ: Mapping[str, str],
-                 note_unset: Callable[..., None], workflow_routes: Mapping[str, str], workflows: list[str]) -> None:
+    def __init__(
+        self,
+        routes: dict[str, Any],
+        errors: list[ConfigError],
+        environ: Mapping[str, str],
+        note_unset: Callable[..., None],
+        workflow_routes: Mapping[str, str],
+        workflows: list[str],
+    ) -> None:
         self.routes, self.errors, self.environ = routes, errors, environ
         self.note_unset, self.workflow_routes, self.workflows = note_unset, workflow_routes, workflows
 
@@ -136,21 +166,36 @@ class _SourceCompiler:
         tolerance = parse_duration(verify.get("tolerance", "300s"))
         window = parse_duration(data.get("dedupe", {}).get("window", "24h"))
         if window < tolerance:
-            self.errors.append(doc.error(("dedupe", "window"), f"the window ({window:g}s) must be at least the tolerance "
-                                         f"({tolerance:g}s), or a replay inside the tolerance would run again"))
+            self.errors.append(
+                doc.error(
+                    ("dedupe", "window"),
+                    f"the window ({window:g}s) must be at least the tolerance "
+                    f"({tolerance:g}s), or a replay inside the tolerance would run again",
+                )
+            )
         scheme = verify["scheme"]
         if scheme == "hmac":
-            self._check(doc, ("verify", "signed_content"), lambda: parse_signed_content(
-                verify.get("signed_content", "{body}"), "timestamp_header" in verify))
+            self._check(
+                doc,
+                ("verify", "signed_content"),
+                lambda: parse_signed_content(verify.get("signed_content", "{body}"), "timestamp_header" in verify),
+            )
         event = data.get("event", {})
         event_id = self._template(doc, ("event", "id"), event.get("id", DEFAULT_ID.get(scheme)), EVENT_NAMES)
         event_type = self._template(doc, ("event", "type"), event.get("type", DEFAULT_TYPE.get(scheme)), EVENT_NAMES)
         actions = [self._action(doc, ("actions", i), spec, interp) for i, spec in enumerate(data["actions"])]
         missing = list(interp.missing)
-        missing += [n for spec in data["actions"] if "forward" in spec  # `template` auth reads env at load time
-                    for n in env_names(spec["forward"].get("auth", {})) if n not in self.environ and n not in missing]
+        missing += [
+            n
+            for spec in data["actions"]
+            if "forward" in spec  # `template` auth reads env at load time
+            for n in env_names(spec["forward"].get("auth", {}))
+            if n not in self.environ and n not in missing
+        ]
         if not secrets:
-            missing += [n for n in secrets_env.missing or referenced_names(data["verify"]["secrets"]) if n not in missing]
+            missing += [
+                n for n in secrets_env.missing or referenced_names(data["verify"]["secrets"]) if n not in missing
+            ]
         self.note_unset(doc, interp)
         self.note_unset(doc, secrets_env)
         verifier = None
@@ -160,10 +205,19 @@ class _SourceCompiler:
             return None
         compiled = tuple(a for a in actions if a is not None)
         assert len(compiled) == len(actions)  # an action that did not compile added an error: returned above
-        return Source(name=data["source"], file=doc.file, paths=paths, max_body=data.get("max_body", 1048576),
-                      body_format=data.get("body_format", "json"),
-                      verifier=verifier, missing=tuple(missing),
-                      event_id=event_id, event_type=event_type, window=window, actions=compiled)
+        return Source(
+            name=data["source"],
+            file=doc.file,
+            paths=paths,
+            max_body=data.get("max_body", 1048576),
+            body_format=data.get("body_format", "json"),
+            verifier=verifier,
+            missing=tuple(missing),
+            event_id=event_id,
+            event_type=event_type,
+            window=window,
+            actions=compiled,
+        )
 
     def _action(self, doc: Document, path: tuple, spec: dict[str, Any], interp: Interpolation) -> Action | None:
         when = self._template(doc, path + ("when",), spec.get("when"), TEMPLATE_NAMES)
@@ -174,15 +228,26 @@ class _SourceCompiler:
         fields = self._template(doc, path + ("log", "fields"), spec["log"].get("fields", {}), TEMPLATE_NAMES)
         if fields is None:  # its template did not compile (an error says so); the schema makes fields an object
             return None
-        return LogAction(when, level=spec["log"].get("level", "info"), message=spec["log"].get("message", "webhook event"),
-                         fields=fields)
+        return LogAction(
+            when,
+            level=spec["log"].get("level", "info"),
+            message=spec["log"].get("message", "webhook event"),
+            fields=fields,
+        )
 
-    def _workflow(self, doc: Document, path: tuple, spec: dict[str, Any], when: Render | None, source: str) -> Action | None:
+    def _workflow(
+        self, doc: Document, path: tuple, spec: dict[str, Any], when: Render | None, source: str
+    ) -> Action | None:
         kind = "start" if "start" in spec else "signal"
         route = self.workflow_routes[kind]
         if route not in self.routes:
-            self.errors.append(doc.error(path, f"the workflow action calls route {route}, which no routes.d file defines "
-                                               f"(gateway.yaml webhooks.workflow_routes.{kind} names it)"))
+            self.errors.append(
+                doc.error(
+                    path,
+                    f"the workflow action calls route {route}, which no routes.d file defines "
+                    f"(gateway.yaml webhooks.workflow_routes.{kind} names it)",
+                )
+            )
             return None
         if kind == "start" and spec["start"] not in self.workflows:
             known = ", ".join(self.workflows) or "none: workflows.d defines no workflow"
@@ -198,12 +263,27 @@ class _SourceCompiler:
         if workflow_id is None or payload is None:
             return None
         identity = service_identity(source)
-        return WorkflowAction(when, route=route, start=spec.get("start"), signal=spec.get("signal"), workflow_id=workflow_id,
-                              payload=payload, identity=identity, headers=identity_headers(self.routes[route], identity),
-                              skip_unreceived=spec.get("unreceived") == "skip")
+        return WorkflowAction(
+            when,
+            route=route,
+            start=spec.get("start"),
+            signal=spec.get("signal"),
+            workflow_id=workflow_id,
+            payload=payload,
+            identity=identity,
+            headers=identity_headers(self.routes[route], identity),
+            skip_unreceived=spec.get("unreceived") == "skip",
+        )
 
-    def _forward(self, doc: Document, path: tuple, spec: dict[str, Any], raw: dict[str, Any], when: Render | None,
-                 interp: Interpolation) -> Action | None:
+    def _forward(
+        self,
+        doc: Document,
+        path: tuple,
+        spec: dict[str, Any],
+        raw: dict[str, Any],
+        when: Render | None,
+        interp: Interpolation,
+    ) -> Action | None:
         url = spec.get("url", "")
         unset = any(n in interp.missing for n in referenced_names(raw["url"]))  # then the source answers 503
         if not unset and not url.startswith(("http://", "https://")):
@@ -214,8 +294,9 @@ class _SourceCompiler:
         headers = self._template(doc, path + ("headers",), spec.get("headers", {}), TEMPLATE_NAMES)
         if auth is None or body is None or headers is None:
             return None
-        return ForwardAction(when, url=url, auth=auth, body=body, headers=headers,
-                             timeout=parse_duration(spec.get("timeout", "10s")))
+        return ForwardAction(
+            when, url=url, auth=auth, body=body, headers=headers, timeout=parse_duration(spec.get("timeout", "10s"))
+        )
 
     def _template(self, doc: Document, path: tuple, value: Any, names: Iterable[str]) -> Render | None:
         if value is None:

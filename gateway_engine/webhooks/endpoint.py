@@ -57,11 +57,19 @@ class WebhookEndpoint:
     async def _handle(self, config: Any, ctx: RequestContext) -> Reply:
         source = self.source
         if ctx.method != "POST":
-            raise GatewayError(405, "METHOD_NOT_ALLOWED", f"{ctx.method} is not allowed here; allowed: POST.",
-                               headers={"Allow": "POST"})
+            raise GatewayError(
+                405,
+                "METHOD_NOT_ALLOWED",
+                f"{ctx.method} is not allowed here; allowed: POST.",
+                headers={"Allow": "POST"},
+            )
         if source.verifier is None or source.missing:
-            raise GatewayError(503, "WEBHOOK_NOT_CONFIGURED", f"Webhook source {source.name} is not configured"
-                               + (f": set {', '.join(source.missing)}." if source.missing else "."))
+            raise GatewayError(
+                503,
+                "WEBHOOK_NOT_CONFIGURED",
+                f"Webhook source {source.name} is not configured"
+                + (f": set {', '.join(source.missing)}." if source.missing else "."),
+            )
         _check_label(source.body_format, ctx.headers.get("content-type", ""))
         body = await read_body(ctx, source.max_body)
         try:
@@ -69,11 +77,16 @@ class WebhookEndpoint:
         except Rejected as exc:
             self._log(logging.WARNING, "rejected", reason=str(exc), client_ip=ctx.client_ip)
             raise GatewayError(401, "INVALID_WEBHOOK_SIGNATURE", f"The webhook was not verified: {exc}.") from None
-        variables: dict[str, Any] = {"body": _parse(source.body_format, body),
-                                     "headers": ctx.headers, "source": source.name}
+        variables: dict[str, Any] = {
+            "body": _parse(source.body_format, body),
+            "headers": ctx.headers,
+            "source": source.name,
+        }
         event_id = _render(source, source.event_id, variables)
-        event = {"id": str(event_id) if event_id not in (None, "") else hashlib.sha256(body).hexdigest(),
-                 "type": _render(source, source.event_type, variables)}
+        event = {
+            "id": str(event_id) if event_id not in (None, "") else hashlib.sha256(body).hexdigest(),
+            "type": _render(source, source.event_type, variables),
+        }
         variables["event"] = event
         key = f"{source.name}:{event['id'] if len(event['id']) <= 128 else hashlib.sha256(event['id'].encode()).hexdigest()}"
         token = os.urandom(12).hex()
@@ -81,8 +94,12 @@ class WebhookEndpoint:
         if claim != "claimed":
             self._log(logging.INFO, "duplicate" if claim == "done" else "busy", event=event)
             if claim == "busy":
-                raise GatewayError(409, "WEBHOOK_IN_PROGRESS", "This event is being handled by another delivery; retry later.",
-                                   headers={"Retry-After": "5"})
+                raise GatewayError(
+                    409,
+                    "WEBHOOK_IN_PROGRESS",
+                    "This event is being handled by another delivery; retry later.",
+                    headers={"Retry-After": "5"},
+                )
             return self._ok(ctx, {"received": True, "duplicate": True, "event": event})
         try:
             results = await self._run_actions(config, key, variables)
@@ -91,8 +108,12 @@ class WebhookEndpoint:
             if not isinstance(exc, _ActionError):
                 raise
             self._log(logging.ERROR, "failed", event=event, action=exc.index, kind=exc.kind, reason=exc.error.message)
-            raise GatewayError(exc.error.status, exc.error.code, f"Action {exc.index} ({exc.kind}) failed: {exc.error.message}",
-                               details={"action": exc.index, "kind": exc.kind}) from None
+            raise GatewayError(
+                exc.error.status,
+                exc.error.code,
+                f"Action {exc.index} ({exc.kind}) failed: {exc.error.message}",
+                details={"action": exc.index, "kind": exc.kind},
+            ) from None
         try:
             await self.store.finish(key, source.window)
         except StoreError as exc:  # the actions are durable; their own marks keep a retry from redoing them
@@ -124,13 +145,22 @@ class WebhookEndpoint:
             return await call
         except StoreFull as exc:  # refused rather than forgetting an id whose replay would then run again
             WEBHOOK_STORE_FULL.labels(self.source.name).inc()
-            log.error("webhook %s: %s; refusing new events with 503 (raise webhooks.memory_capacity, or use Redis)",
-                      self.source.name, exc)
-            raise GatewayError(503, "WEBHOOK_STORE_FULL", "The webhook store is full of recent events; retry later.",
-                               headers={"Retry-After": str(exc.retry_after)}) from None
+            log.error(
+                "webhook %s: %s; refusing new events with 503 (raise webhooks.memory_capacity, or use Redis)",
+                self.source.name,
+                exc,
+            )
+            raise GatewayError(
+                503,
+                "WEBHOOK_STORE_FULL",
+                "The webhook store is full of recent events; retry later.",
+                headers={"Retry-After": str(exc.retry_after)},
+            ) from None
         except StoreError as exc:
             log.error("webhook %s: %s", self.source.name, exc)
-            raise GatewayError(503, "WEBHOOK_STORE_UNAVAILABLE", "The webhook store is unreachable; retry later.") from None
+            raise GatewayError(
+                503, "WEBHOOK_STORE_UNAVAILABLE", "The webhook store is unreachable; retry later."
+            ) from None
 
     async def _release(self, key: str, token: str) -> None:
         try:

@@ -97,9 +97,18 @@ class HmacVerifier:
     placeholders, so the signed bytes are assembled without decoding the body.
     """
 
-    def __init__(self, secrets: Sequence[str], *, header: str, algorithm: str = "sha256", encoding: str = "hex",
-                 prefix: str = "", timestamp_header: str | None = None, signed_content: str = "{body}",
-                 tolerance: float = 300.0) -> None:
+    def __init__(
+        self,
+        secrets: Sequence[str],
+        *,
+        header: str,
+        algorithm: str = "sha256",
+        encoding: str = "hex",
+        prefix: str = "",
+        timestamp_header: str | None = None,
+        signed_content: str = "{body}",
+        tolerance: float = 300.0,
+    ) -> None:
         self.keys = [s.encode() for s in secrets]
         self.header, self.prefix = header, prefix
         self.digest = getattr(hashlib, algorithm)
@@ -111,7 +120,7 @@ class HmacVerifier:
         value = _header(headers, self.header)
         if not value.startswith(self.prefix):
             raise Rejected(f"the {self.header} header does not start with {self.prefix!r}")
-        presented = [self.decode(value[len(self.prefix):])]
+        presented = [self.decode(value[len(self.prefix) :])]
         stamp = _header(headers, self.timestamp_header) if self.timestamp_header else ""
         fills = {"body": body, "timestamp": stamp.encode("latin-1")}
         content = b"".join(fills[p] if isinstance(p, str) else p for p in self.parts)
@@ -133,7 +142,7 @@ def parse_signed_content(template: str, has_timestamp: bool) -> list[Any]:
             raise ValueError(f"signed_content may use {{body}} and {{timestamp}}, not {{{name}}}")
         if name == "timestamp" and not has_timestamp:
             raise ValueError("signed_content uses {timestamp} but no timestamp_header is set")
-        parts += [template[last:match.start()].encode(), name]
+        parts += [template[last : match.start()].encode(), name]
         last = match.end()
     parts.append(template[last:].encode())
     if "body" not in parts:
@@ -180,7 +189,7 @@ class SharedSecretVerifier:
         value = _header(headers, self.header)
         if not value.startswith(self.prefix):
             raise Rejected(f"the {self.header} header does not start with {self.prefix!r}")
-        if not _matches(self.digests, [hashlib.sha256(value[len(self.prefix):].encode("latin-1")).digest()]):
+        if not _matches(self.digests, [hashlib.sha256(value[len(self.prefix) :].encode("latin-1")).digest()]):
             raise Rejected(f"the {self.header} header does not hold a valid secret")
 
 
@@ -192,8 +201,14 @@ def build_verifier(spec: Mapping[str, Any], secrets: Sequence[str], tolerance: f
     if scheme == "standard-webhooks":
         return StandardWebhooksVerifier(secrets, tolerance)
     if scheme == "hmac":
-        return HmacVerifier(secrets, header=spec["header"], algorithm=spec.get("algorithm", "sha256"),
-                            encoding=spec.get("encoding", "hex"), prefix=spec.get("prefix", ""),
-                            timestamp_header=spec.get("timestamp_header"),
-                            signed_content=spec.get("signed_content", "{body}"), tolerance=tolerance)
+        return HmacVerifier(
+            secrets,
+            header=spec["header"],
+            algorithm=spec.get("algorithm", "sha256"),
+            encoding=spec.get("encoding", "hex"),
+            prefix=spec.get("prefix", ""),
+            timestamp_header=spec.get("timestamp_header"),
+            signed_content=spec.get("signed_content", "{body}"),
+            tolerance=tolerance,
+        )
     return SharedSecretVerifier(secrets, header=spec["header"], prefix=spec.get("prefix", ""))

@@ -44,7 +44,9 @@ def caller_of(headers: dict[str, str]) -> Caller:
     scopes = {s.strip() for s in headers.get(IDENTITY_HEADERS["scopes"], "").split(",")}
     if method == "api_key" and scopes & ADMIN_SCOPES:
         return Caller(None)
-    raise GatewayError(403, "FORBIDDEN", "Workflows need a user token, or a service key with the workflows:admin scope.")
+    raise GatewayError(
+        403, "FORBIDDEN", "Workflows need a user token, or a service key with the workflows:admin scope."
+    )
 
 
 def check_identity_forwarding(routes: list[Any], errors: list[ConfigError]) -> None:
@@ -57,7 +59,13 @@ def check_identity_forwarding(routes: list[Any], errors: list[ConfigError]) -> N
         headers = {k: v.lower() for k, v in forward.get("headers", {}).items()}
         wrong = [k for k, v in IDENTITY_HEADERS.items() if headers.get(k) != v]
         if auth is None or auth.options.get("optional") or not forward.get("enabled") or wrong:
-            errors.append(ConfigError(
-                "a workflows route needs the auth plugin (not optional) with forward_identity enabled and headers "
-                + ", ".join(f"{k}: {v}" for k, v in IDENTITY_HEADERS.items()),
-                file=route.source_file, line=route.source_line, col=5, path=f"routes[{route.name}]"))
+            errors.append(
+                ConfigError(
+                    "a workflows route needs the auth plugin (not optional) with forward_identity enabled and headers "
+                    + ", ".join(f"{k}: {v}" for k, v in IDENTITY_HEADERS.items()),
+                    file=route.source_file,
+                    line=route.source_line,
+                    col=5,
+                    path=f"routes[{route.name}]",
+                )
+            )

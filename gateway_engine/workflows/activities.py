@@ -31,26 +31,53 @@ class RouteActivities:
     @activity.defn(name=CALL_ROUTE)
     async def call_route(self, request: dict[str, Any]) -> Any:
         owner = request.get("owner")
-        identity: dict[str, Any] = {"sub": owner, "user_id": owner, "method": "workflow", "roles": [], "scopes": [],
-                    "consumer": owner or "workflow"}
+        identity: dict[str, Any] = {
+            "sub": owner,
+            "user_id": owner,
+            "method": "workflow",
+            "roles": [],
+            "scopes": [],
+            "consumer": owner or "workflow",
+        }
         try:
-            answer = await invoke(self.config, request["route"], params=request.get("params"),
-                                  query=request.get("query"), body=request.get("body"),
-                                  headers={"idempotency-key": request["idempotencyKey"]}, identity=identity)
+            answer = await invoke(
+                self.config,
+                request["route"],
+                params=request.get("params"),
+                query=request.get("query"),
+                body=request.get("body"),
+                headers={"idempotency-key": request["idempotencyKey"]},
+                identity=identity,
+            )
         except KeyError as exc:  # the route was removed since the workflow was defined
-            raise ApplicationError(str(exc.args[0]), {"code": "ROUTE_MISSING", "message": str(exc.args[0])},
-                                   type="RouteMissing", non_retryable=True) from None
+            raise ApplicationError(
+                str(exc.args[0]),
+                {"code": "ROUTE_MISSING", "message": str(exc.args[0])},
+                type="RouteMissing",
+                non_retryable=True,
+            ) from None
         except GatewayError as exc:
-            raise ApplicationError(exc.message, {"status": exc.status, "code": exc.code, "message": exc.message},
-                                   type="RouteRejected", non_retryable=True) from None
+            raise ApplicationError(
+                exc.message,
+                {"status": exc.status, "code": exc.code, "message": exc.message},
+                type="RouteRejected",
+                non_retryable=True,
+            ) from None
         body = answer.body
         if answer.ok:
             # the client-facing data: the envelope's `data` when the route has the envelope
             return body["data"] if isinstance(body, dict) and body.get("success") is True and "data" in body else body
         raw_error = body.get("error") if isinstance(body, dict) else None
         error: dict[str, Any] = raw_error if isinstance(raw_error, dict) else {}
-        details = {"status": answer.status, "code": error.get("code") or f"HTTP_{answer.status}",
-                   "message": error.get("message") or f"{request['route']} answered HTTP {answer.status}."}
+        details = {
+            "status": answer.status,
+            "code": error.get("code") or f"HTTP_{answer.status}",
+            "message": error.get("message") or f"{request['route']} answered HTTP {answer.status}.",
+        }
         retryable = answer.status >= 500 or answer.status in _RETRYABLE
-        raise ApplicationError(f"{request['route']}: {details['code']}: {details['message']}", details,
-                               type="RouteFailed" if retryable else "RouteRejected", non_retryable=not retryable)
+        raise ApplicationError(
+            f"{request['route']}: {details['code']}: {details['message']}",
+            details,
+            type="RouteFailed" if retryable else "RouteRejected",
+            non_retryable=not retryable,
+        )

@@ -40,21 +40,32 @@ class Connection:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> "Connection":
-        return cls(environ.get("TEMPORAL_ADDRESS") or "127.0.0.1:7233", environ.get("TEMPORAL_NAMESPACE") or "default",
-                   environ.get("TEMPORAL_API_KEY") or None)
+        return cls(
+            environ.get("TEMPORAL_ADDRESS") or "127.0.0.1:7233",
+            environ.get("TEMPORAL_NAMESPACE") or "default",
+            environ.get("TEMPORAL_API_KEY") or None,
+        )
 
 
 async def connect(conn: Connection) -> Client:
     """Connect (TLS + API key when a key is set) and make sure the owner search attribute exists."""
-    client = await Client.connect(conn.address, namespace=conn.namespace, api_key=conn.api_key,
-                                  tls=conn.api_key is not None)
+    client = await Client.connect(
+        conn.address, namespace=conn.namespace, api_key=conn.api_key, tls=conn.api_key is not None
+    )
     try:
-        await client.operator_service.add_search_attributes(AddSearchAttributesRequest(
-            namespace=conn.namespace,
-            search_attributes={OWNER_ATTRIBUTE: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD}))
+        await client.operator_service.add_search_attributes(
+            AddSearchAttributesRequest(
+                namespace=conn.namespace,
+                search_attributes={OWNER_ATTRIBUTE: IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD},
+            )
+        )
     except RPCError as exc:  # already there, or not allowed to (Temporal Cloud: add it with tcld once)
-        log.info("search attribute %s not added (%s); it must exist in namespace %s",
-                 OWNER_ATTRIBUTE, exc.status.name, conn.namespace)
+        log.info(
+            "search attribute %s not added (%s); it must exist in namespace %s",
+            OWNER_ATTRIBUTE,
+            exc.status.name,
+            conn.namespace,
+        )
     return client
 
 

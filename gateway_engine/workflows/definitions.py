@@ -105,7 +105,9 @@ def compile_workflows(docs: list[Document], routes: list[Any], errors: list[Conf
     for doc, _ in found.values():
         for child, path in _children(doc.data):
             if child not in found:
-                errors.append(doc.error(path, f"unknown workflow {child!r}; workflows: {', '.join(sorted(found)) or 'none'}"))
+                errors.append(
+                    doc.error(path, f"unknown workflow {child!r}; workflows: {', '.join(sorted(found)) or 'none'}")
+                )
     if len(errors) == before:
         _check_cycles(found, errors)
     check_identity_forwarding(routes, errors)
@@ -139,8 +141,12 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
             _call(doc, path + ("compensate",), step["compensate"], routes, errors)
         if "wait" in step:
             signals.add(step["wait"]["signal"])
-        for key, readable in (("with", earlier), ("when", earlier), ("switch", earlier),
-                              ("compensate", earlier + [step["name"]])):
+        for key, readable in (
+            ("with", earlier),
+            ("when", earlier),
+            ("switch", earlier),
+            ("compensate", earlier + [step["name"]]),
+        ):
             if key in step:
                 _template(doc, path + (key,), step[key], readable, errors)
         earlier.append(step["name"])
@@ -148,10 +154,14 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
         if key in data:
             _template(doc, (key,), data[key], earlier, errors)
     # as JSON (an unquoted YAML date becomes its ISO string): this is what travels to Temporal
-    return WorkflowDef(name=data["workflow"], task_queue=data.get("task_queue", DEFAULT_TASK_QUEUE),
-                       spec=orjson.loads(orjson.dumps(data)),
-                       input_validator=validator, signals=frozenset(signals),
-                       children=tuple(sorted({c for c, _ in _children(data)})))
+    return WorkflowDef(
+        name=data["workflow"],
+        task_queue=data.get("task_queue", DEFAULT_TASK_QUEUE),
+        spec=orjson.loads(orjson.dumps(data)),
+        input_validator=validator,
+        signals=frozenset(signals),
+        children=tuple(sorted({c for c, _ in _children(data)})),
+    )
 
 
 def _call(doc: Document, path: tuple, spec: dict[str, Any], routes: dict[str, Any], errors: list[ConfigError]) -> None:
@@ -159,14 +169,20 @@ def _call(doc: Document, path: tuple, spec: dict[str, Any], routes: dict[str, An
     if route is None:
         close = difflib.get_close_matches(spec["call"], list(routes), n=3)
         hint = f"; did you mean {', '.join(close)}?" if close else "; see `gateway-engine routes`"
-        errors.append(doc.error(path + ("call",), f"no route {spec['call']!r} (routes are named backend.route-name){hint}"))
+        errors.append(
+            doc.error(path + ("call",), f"no route {spec['call']!r} (routes are named backend.route-name){hint}")
+        )
         return
     params = spec.get("with", {}).get("params", {})
     if isinstance(params, dict):
         missing = [n for n in route.template.names if n not in params]
         if missing:
-            errors.append(doc.error(path + ("with",), f"route {spec['call']} needs path parameter(s) "
-                                                      f"{', '.join(missing)} in with.params"))
+            errors.append(
+                doc.error(
+                    path + ("with",),
+                    f"route {spec['call']} needs path parameter(s) {', '.join(missing)} in with.params",
+                )
+            )
 
 
 def _template(doc: Document, path: tuple, value: Any, readable: list[str], errors: list[ConfigError]) -> None:
@@ -178,8 +194,13 @@ def _template(doc: Document, path: tuple, value: Any, readable: list[str], error
     for source in _strings(value):
         for name in _step_reads(source):
             if name not in readable:
-                errors.append(doc.error(path, f"reads steps.{name}, which is not an earlier step "
-                                              f"(earlier steps: {', '.join(readable) or 'none'})"))
+                errors.append(
+                    doc.error(
+                        path,
+                        f"reads steps.{name}, which is not an earlier step "
+                        f"(earlier steps: {', '.join(readable) or 'none'})",
+                    )
+                )
 
 
 def _strings(value: Any) -> Iterator[str]:
@@ -222,7 +243,7 @@ def _children(data: dict[str, Any]) -> Iterator[tuple[str, tuple]]:
 def _check_cycles(found: dict[str, tuple[Document, WorkflowDef]], errors: list[ConfigError]) -> None:
     def visit(name: str, trail: list[str]) -> list[str] | None:
         if name in trail:
-            return trail[trail.index(name):] + [name]
+            return trail[trail.index(name) :] + [name]
         for child in found[name][1].children:
             cycle = visit(child, trail + [name])
             if cycle:

@@ -34,8 +34,11 @@ class WorkflowsFeature(Feature):
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
         worker = commands.add_parser("worker", help="run the Temporal worker of the workflows in workflows.d")
         worker.add_argument("--config")
-        worker.add_argument("--task-queue", action="append",
-                            help="serve only this task queue (repeatable; default: every queue the workflows name)")
+        worker.add_argument(
+            "--task-queue",
+            action="append",
+            help="serve only this task queue (repeatable; default: every queue the workflows name)",
+        )
         worker.set_defaults(handler=_worker)
 
 

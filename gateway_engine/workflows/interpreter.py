@@ -47,7 +47,9 @@ class SagaWorkflow:
         self.step: str | None = None
         self.done: list[dict[str, Any]] = []  # completed steps that have a compensation, in order
         self.child: Any = None
-        self.compiled: dict[Any, Any] = {}  # template value → compiled renderer: each compiles once per run, not per use
+        self.compiled: dict[
+            Any, Any
+        ] = {}  # template value → compiled renderer: each compiles once per run, not per use
 
     @workflow.run
     async def run(self, args: Sequence[RawValue]) -> Any:
@@ -57,19 +59,32 @@ class SagaWorkflow:
         self.signals.update(self.start.get("signals", {}))
         workflow.set_dynamic_signal_handler(self._on_signal)
         workflow.set_query_handler("state", lambda: {"step": self.step, "signals": sorted(self.signals)})
-        scope = {"input": self.start["input"], "steps": {}, "signals": self.signals,
-                 "workflow": {"id": info.workflow_id, "runId": info.run_id, "type": info.workflow_type,
-                              "definitionHash": self.start["hash"]}}
+        scope = {
+            "input": self.start["input"],
+            "steps": {},
+            "signals": self.signals,
+            "workflow": {
+                "id": info.workflow_id,
+                "runId": info.run_id,
+                "type": info.workflow_type,
+                "definitionHash": self.start["hash"],
+            },
+        }
         try:
             try:
                 async with asyncio.timeout(parse_duration(spec["timeout"]) if "timeout" in spec else None):
                     for step in spec["steps"]:
                         await self._run_step(step, scope)
             except TimeoutError:  # the run's own deadline: unlike Temporal's execution timeout, it compensates
-                raise StepFailed(self.step, "WORKFLOW_TIMEOUT", f"the workflow did not finish within {spec['timeout']}") from None
+                raise StepFailed(
+                    self.step, "WORKFLOW_TIMEOUT", f"the workflow did not finish within {spec['timeout']}"
+                ) from None
             self._at("result")
-            output = {"success": True, "result": self._render("result", spec.get("result"), scope),
-                      "artifacts": self._artifacts(spec.get("artifacts", []), scope)}
+            output = {
+                "success": True,
+                "result": self._render("result", spec.get("result"), scope),
+                "artifacts": self._artifacts(spec.get("artifacts", []), scope),
+            }
         except asyncio.CancelledError:
             error = {"step": self.step, "code": "CANCELLED", "message": "The workflow was cancelled."}
             self._finish(await self._failed(error, scope))
@@ -77,8 +92,12 @@ class SagaWorkflow:
         except StepFailed as exc:
             output = await self._failed(exc.error, scope)
             self._finish(output)
-            raise ApplicationError(f"step {exc.error['step']} failed: {exc.error['message']}", output,
-                                   type="StepFailed", non_retryable=True) from None
+            raise ApplicationError(
+                f"step {exc.error['step']} failed: {exc.error['message']}",
+                output,
+                type="StepFailed",
+                non_retryable=True,
+            ) from None
         self._finish(None)
         return output
 
@@ -106,15 +125,27 @@ class SagaWorkflow:
 
     async def _call(self, step: dict[str, Any], call: dict[str, Any], scope: dict[str, Any], key: str) -> Any:
         info = workflow.info()
-        request = {"route": call["call"], **self._render(step["name"], call.get("with", {}), scope),
-                   "owner": self.start.get("owner"), "idempotencyKey": f"{info.workflow_id}/{info.run_id}/{key}"}
+        request = {
+            "route": call["call"],
+            **self._render(step["name"], call.get("with", {}), scope),
+            "owner": self.start.get("owner"),
+            "idempotencyKey": f"{info.workflow_id}/{info.run_id}/{key}",
+        }
         retry = call.get("retry", {})
-        task = asyncio.ensure_future(workflow.execute_activity(
-            CALL_ROUTE, request, start_to_close_timeout=_seconds(call.get("timeout", "30s")),
-            retry_policy=RetryPolicy(initial_interval=_seconds(retry.get("backoff", "1s")), backoff_coefficient=2.0,
-                                     maximum_interval=_seconds(retry.get("max_backoff", "30s")),
-                                     maximum_attempts=retry.get("attempts", 5 if call is not step else 3),
-                                     non_retryable_error_types=NON_RETRYABLE)))
+        task = asyncio.ensure_future(
+            workflow.execute_activity(
+                CALL_ROUTE,
+                request,
+                start_to_close_timeout=_seconds(call.get("timeout", "30s")),
+                retry_policy=RetryPolicy(
+                    initial_interval=_seconds(retry.get("backoff", "1s")),
+                    backoff_coefficient=2.0,
+                    maximum_interval=_seconds(retry.get("max_backoff", "30s")),
+                    maximum_attempts=retry.get("attempts", 5 if call is not step else 3),
+                    non_retryable_error_types=NON_RETRYABLE,
+                ),
+            )
+        )
         try:
             return await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -134,23 +165,34 @@ class SagaWorkflow:
         value = self._render(name, switch["value"], scope)
         child = switch["cases"].get(str(value), switch.get("default"))
         if child is None:
-            raise StepFailed(name, "NO_MATCHING_WORKFLOW",
-                             f"no workflow for {value!r}; known: {', '.join(sorted(switch['cases']))}")
+            raise StepFailed(
+                name, "NO_MATCHING_WORKFLOW", f"no workflow for {value!r}; known: {', '.join(sorted(switch['cases']))}"
+            )
         owner = self.start.get("owner")
-        start = {**self.start, "input": self._render(name, switch["input"], scope) if "input" in switch else scope["input"],
-                 "signals": dict(self.signals)}
+        start = {
+            **self.start,
+            "input": self._render(name, switch["input"], scope) if "input" in switch else scope["input"],
+            "signals": dict(self.signals),
+        }
         spec = self.start["definitions"][child]
         info = workflow.info()
         try:
             self.child = await workflow.start_child_workflow(
-                child, start, id=f"{info.workflow_id}.{name}", task_queue=spec.get("task_queue", DEFAULT_TASK_QUEUE),
-                memo=memo_for(owner, child, self.start["hash"], None), search_attributes=owner_attributes(owner))
+                child,
+                start,
+                id=f"{info.workflow_id}.{name}",
+                task_queue=spec.get("task_queue", DEFAULT_TASK_QUEUE),
+                memo=memo_for(owner, child, self.start["hash"], None),
+                search_attributes=owner_attributes(owner),
+            )
             workflow.upsert_memo({"child": self.child.id})
             # past the step's timeout the child is cancelled, and so compensates itself
             async with asyncio.timeout(parse_duration(step["timeout"]) if "timeout" in step else None):
                 return await self.child
         except TimeoutError:
-            raise StepFailed(name, "STEP_TIMEOUT", f"workflow {child} did not finish within {step['timeout']}") from None
+            raise StepFailed(
+                name, "STEP_TIMEOUT", f"workflow {child} did not finish within {step['timeout']}"
+            ) from None
         except ChildWorkflowError as exc:
             if isinstance(exc.cause, CancelledError) and _this_task().cancelling():
                 raise asyncio.CancelledError() from None  # this run was cancelled, and the child with it
@@ -187,8 +229,13 @@ class SagaWorkflow:
                 compensated.append(step["name"])
             except StepFailed as exc:
                 failed.append({"step": step["name"], "code": exc.error["code"], "message": exc.error["message"]})
-        return {"success": False, "result": None, "artifacts": [], "error": error,
-                "compensation": {"compensated": compensated, "failed": failed}}
+        return {
+            "success": False,
+            "result": None,
+            "artifacts": [],
+            "error": error,
+            "compensation": {"compensated": compensated, "failed": failed},
+        }
 
     def _render(self, step: str, value: Any, scope: dict[str, Any]) -> Any:
         key = value if isinstance(value, str) else orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
@@ -204,8 +251,11 @@ class SagaWorkflow:
         if isinstance(value, str):
             rendered = self._render("artifacts", value, scope)
             return list(rendered) if isinstance(rendered, list) else []
-        return [{"type": a["type"], "data": self._render("artifacts", a["data"], scope)} for a in value
-                if "when" not in a or self._render("artifacts", a["when"], scope)]
+        return [
+            {"type": a["type"], "data": self._render("artifacts", a["data"], scope)}
+            for a in value
+            if "when" not in a or self._render("artifacts", a["when"], scope)
+        ]
 
     def _at(self, step: str | None) -> None:
         self.step = step

@@ -41,11 +41,14 @@ def _start_request(catalog: WorkflowCatalog, caller: Caller, payload: Any) -> tu
         raise GatewayError(400, "VALIDATION_ERROR", "Send {workflow, input: {action, userId, data}, id?}.")
     definition = catalog.get(payload["workflow"])
     if definition is None:
-        raise GatewayError(400, "UNKNOWN_WORKFLOW", f"No workflow {payload['workflow']!r}.",
-                           details={"workflows": catalog.names()})
+        raise GatewayError(
+            400, "UNKNOWN_WORKFLOW", f"No workflow {payload['workflow']!r}.", details={"workflows": catalog.names()}
+        )
     given_id = payload.get("id")
     if given_id is not None and not (isinstance(given_id, str) and _ID.match(given_id) and given_id not in _RESERVED):
-        raise GatewayError(400, "VALIDATION_ERROR", "id must be 1-200 characters (letters, digits, . _ : -), not start or list.")
+        raise GatewayError(
+            400, "VALIDATION_ERROR", "id must be 1-200 characters (letters, digits, . _ : -), not start or list."
+        )
     data = payload.get("input", {})
     if not isinstance(data, dict):
         raise GatewayError(400, "VALIDATION_ERROR", "input must be an object {action, userId, data}.")
@@ -56,8 +59,12 @@ def _start_request(catalog: WorkflowCatalog, caller: Caller, payload: Any) -> tu
     if definition.input_validator is not None:
         found = problems(definition.input_validator, data)  # bounded in number and size, as for route bodies
         if found:
-            raise GatewayError(400, "VALIDATION_ERROR", f"The workflow input is invalid ({len(found)} problem(s)).",
-                               details=[{**p, "path": "$.input" + p["path"][1:]} for p in found])
+            raise GatewayError(
+                400,
+                "VALIDATION_ERROR",
+                f"The workflow input is invalid ({len(found)} problem(s)).",
+                details=[{**p, "path": "$.input" + p["path"][1:]} for p in found],
+            )
     return payload["workflow"], given_id, data
 
 
@@ -75,19 +82,34 @@ async def start(client: Client, catalog: WorkflowCatalog, caller: Caller, payloa
     workflow_id = given_id or f"{name}-{uuid.uuid4().hex}"
     try:
         handle = await client.start_workflow(
-            name, {**bundle, "input": data, "owner": owner}, id=workflow_id, task_queue=definition.task_queue,
-            memo=memo_for(owner, name, bundle["hash"], input_hash), search_attributes=owner_attributes(owner),
-            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE)
+            name,
+            {**bundle, "input": data, "owner": owner},
+            id=workflow_id,
+            task_queue=definition.task_queue,
+            memo=memo_for(owner, name, bundle["hash"], input_hash),
+            search_attributes=owner_attributes(owner),
+            id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+        )
     except WorkflowAlreadyStartedError:
         # idempotent start: the same start again answers the existing run; anything else is a conflict
         existing = await _describe(client.get_workflow_handle(workflow_id), caller, conflict=True)
         meta = await existing.memo_value("gateway", {})
         if meta.get("owner") == owner and meta.get("workflow") == name and meta.get("inputHash") == input_hash:
-            return 200, {"workflowId": workflow_id, "runId": existing.run_id, "workflow": name,
-                         "definitionHash": meta.get("definitionHash"), "existing": True}
+            return 200, {
+                "workflowId": workflow_id,
+                "runId": existing.run_id,
+                "workflow": name,
+                "definitionHash": meta.get("definitionHash"),
+                "existing": True,
+            }
         raise GatewayError(409, "WORKFLOW_ID_CONFLICT", "A workflow with this id exists with another input.") from None
-    return 201, {"workflowId": workflow_id, "runId": handle.result_run_id, "workflow": name,
-                 "definitionHash": bundle["hash"], "existing": False}
+    return 201, {
+        "workflowId": workflow_id,
+        "runId": handle.result_run_id,
+        "workflow": name,
+        "definitionHash": bundle["hash"],
+        "existing": False,
+    }
 
 
 async def list_runs(client: Client, catalog: WorkflowCatalog, caller: Caller, query: dict[str, str]) -> dict[str, Any]:
@@ -106,20 +128,27 @@ async def list_runs(client: Client, catalog: WorkflowCatalog, caller: Caller, qu
     clauses = ["WorkflowType IN (" + ", ".join(f"'{n}'" for n in names) + ")"]  # names match ^[A-Za-z][\w-]*$
     clauses += [_CLOSED[status]] if _CLOSED[status] else []
     clauses += [f"{OWNER_ATTRIBUTE} = '{owner_tag(caller.user)}'"] if caller.user is not None else []
-    runs = client.list_workflows(" AND ".join(clauses), page_size=int(limit),
-                                 next_page_token=_page_token(query.get("pageToken")))
+    runs = client.list_workflows(
+        " AND ".join(clauses), page_size=int(limit), next_page_token=_page_token(query.get("pageToken"))
+    )
     await runs.fetch_next_page()
     token = runs.next_page_token
-    return {"workflows": [_summary(r) for r in runs.current_page or []],
-            "nextPageToken": base64.urlsafe_b64encode(token).decode() if token else None}
+    return {
+        "workflows": [_summary(r) for r in runs.current_page or []],
+        "nextPageToken": base64.urlsafe_b64encode(token).decode() if token else None,
+    }
 
 
 async def describe(client: Client, caller: Caller, workflow_id: str) -> dict[str, Any]:
     handle = client.get_workflow_handle(workflow_id)
     desc = await _describe(handle, caller)
     meta = await desc.memo_value("gateway", {})
-    out = {**_summary(desc), "step": await desc.memo_value("step", None),
-           "child": await desc.memo_value("child", None), "definitionHash": meta.get("definitionHash")}
+    out = {
+        **_summary(desc),
+        "step": await desc.memo_value("step", None),
+        "child": await desc.memo_value("child", None),
+        "definitionHash": meta.get("definitionHash"),
+    }
     if desc.status == WorkflowExecutionStatus.COMPLETED:
         out["result"] = await handle.result()
     elif desc.status != WorkflowExecutionStatus.RUNNING:
@@ -127,7 +156,9 @@ async def describe(client: Client, caller: Caller, workflow_id: str) -> dict[str
     return out
 
 
-async def signal(client: Client, catalog: WorkflowCatalog, caller: Caller, workflow_id: str, payload: Any) -> dict[str, Any]:
+async def signal(
+    client: Client, catalog: WorkflowCatalog, caller: Caller, workflow_id: str, payload: Any
+) -> dict[str, Any]:
     if not isinstance(payload, dict) or not isinstance(payload.get("name"), str) or not _SIGNAL.match(payload["name"]):
         raise GatewayError(400, "VALIDATION_ERROR", "Send {name, args?}; name: letters, digits, . _ -")
     args = payload.get("args", [])
@@ -136,8 +167,12 @@ async def signal(client: Client, catalog: WorkflowCatalog, caller: Caller, workf
     desc = await _running(handle, caller)
     known = catalog.signals_of(desc.workflow_type) if catalog.get(desc.workflow_type) else frozenset()
     if payload["name"] not in known:
-        raise GatewayError(400, "UNKNOWN_SIGNAL", f"Workflow {desc.workflow_type} waits for no {payload['name']!r} signal.",
-                           details={"signals": sorted(known)})
+        raise GatewayError(
+            400,
+            "UNKNOWN_SIGNAL",
+            f"Workflow {desc.workflow_type} waits for no {payload['name']!r} signal.",
+            details={"signals": sorted(known)},
+        )
     await handle.signal(payload["name"], *args)
     return {"workflowId": workflow_id, "signal": payload["name"]}
 
@@ -174,9 +209,14 @@ async def _running(handle: WorkflowHandle, caller: Caller) -> WorkflowExecutionD
 
 
 def _summary(run: WorkflowExecution) -> dict[str, Any]:
-    return {"workflowId": run.id, "runId": run.run_id, "workflow": run.workflow_type,
-            "status": run.status.name.lower() if run.status else None,
-            "startedAt": _time(run.start_time), "closedAt": _time(run.close_time)}
+    return {
+        "workflowId": run.id,
+        "runId": run.run_id,
+        "workflow": run.workflow_type,
+        "status": run.status.name.lower() if run.status else None,
+        "startedAt": _time(run.start_time),
+        "closedAt": _time(run.close_time),
+    }
 
 
 def _time(value: Any) -> str | None:

@@ -21,12 +21,18 @@ def owner_tag(owner: str) -> str:
 
 
 def owner_attributes(owner: str | None) -> TypedSearchAttributes:
-    return TypedSearchAttributes([SearchAttributePair(OWNER_KEY, owner_tag(owner))]) if owner else TypedSearchAttributes.empty
+    return (
+        TypedSearchAttributes([SearchAttributePair(OWNER_KEY, owner_tag(owner))])
+        if owner
+        else TypedSearchAttributes.empty
+    )
 
 
 def memo_for(owner: str | None, workflow: str, definition_hash: str, input_hash: str | None) -> dict[str, Any]:
     """The ``gateway`` memo: who owns the run (the ownership check reads it) and what it was pinned to."""
-    return {"gateway": {"owner": owner, "workflow": workflow, "definitionHash": definition_hash, "inputHash": input_hash}}
+    return {
+        "gateway": {"owner": owner, "workflow": workflow, "definitionHash": definition_hash, "inputHash": input_hash}
+    }
 
 
 def failure_of(exc: ActivityError) -> tuple[str, str, Any]:
@@ -34,7 +40,11 @@ def failure_of(exc: ActivityError) -> tuple[str, str, Any]:
     cause = exc.cause
     if isinstance(cause, ApplicationError) and cause.details and isinstance(cause.details[0], dict):
         details = cause.details[0]
-        return details.get("code") or "STEP_FAILED", details.get("message") or cause.message, {"status": details.get("status")}
+        return (
+            details.get("code") or "STEP_FAILED",
+            details.get("message") or cause.message,
+            {"status": details.get("status")},
+        )
     if isinstance(cause, TemporalTimeout):
         return "STEP_TIMEOUT", "The call did not finish within the step's timeout.", None
     return "STEP_FAILED", str(cause or exc), None

@@ -52,8 +52,9 @@ class TemporalTransport:
         """The workflows new starts use (set when a config, or a reload, compiled without errors)."""
         self.catalog = catalog
 
-    async def send(self, method: str, url: str, headers: list[tuple[str, str]],
-                   body: bytes | AsyncIterator[bytes] | None) -> Reply:
+    async def send(
+        self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
+    ) -> Reply:
         parts = urlsplit(url)
         path = [unquote(s) for s in parts.path.split("/")[2:] if s]  # after /NAMESPACE
         values = {k: v for k, v in headers}
@@ -75,12 +76,21 @@ class TemporalTransport:
                 raise unavailable_error() from None
             raise
         except RPCError as exc:
-            status_code, code, message = _RPC_ERRORS.get(exc.status, (502, "UPSTREAM_ERROR", "Temporal refused the request."))
+            status_code, code, message = _RPC_ERRORS.get(
+                exc.status, (502, "UPSTREAM_ERROR", "Temporal refused the request.")
+            )
             raise GatewayError(status_code, code, message) from None
         return _json(status, answer)
 
-    async def _dispatch(self, client: Any, method: str, path: list[str], query: dict[str, str], caller: Caller,
-                        body: bytes | AsyncIterator[bytes] | None) -> tuple[int, Any]:
+    async def _dispatch(
+        self,
+        client: Any,
+        method: str,
+        path: list[str],
+        query: dict[str, str],
+        caller: Caller,
+        body: bytes | AsyncIterator[bytes] | None,
+    ) -> tuple[int, Any]:
         if path == ["start"] and method == "POST":
             return await operations.start(client, self.catalog, caller, await _json_body(body))
         if path == ["list"] and method == "GET":

@@ -33,13 +33,20 @@ log = logging.getLogger("gateway_engine.workflows")
 # Jinja; the engine (and Jinja, which takes locks while compiling) are passed through rather than
 # re-imported for every run.
 _RUNNER = SandboxedWorkflowRunner(
-    restrictions=SandboxRestrictions.default.with_passthrough_modules("gateway_engine", "jinja2", "markupsafe"))
+    restrictions=SandboxRestrictions.default.with_passthrough_modules("gateway_engine", "jinja2", "markupsafe")
+)
 
 
 def build_worker(client: Client, config: CompiledConfig, task_queue: str, **options) -> Worker:
     """A worker for one task queue; ``options`` go to temporalio's ``Worker``."""
-    return Worker(client, task_queue=task_queue, workflows=[SagaWorkflow],
-                  activities=[RouteActivities(config).call_route], workflow_runner=_RUNNER, **options)
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[SagaWorkflow],
+        activities=[RouteActivities(config).call_route],
+        workflow_runner=_RUNNER,
+        **options,
+    )
 
 
 def connection_for(config: CompiledConfig) -> Connection:
@@ -66,7 +73,9 @@ async def run(config: CompiledConfig, stop: asyncio.Event, task_queues: list[str
     try:
         async with contextlib.AsyncExitStack() as stack:
             for queue in queues:
-                await stack.enter_async_context(build_worker(client, config, queue, graceful_shutdown_timeout=timedelta(seconds=10)))
+                await stack.enter_async_context(
+                    build_worker(client, config, queue, graceful_shutdown_timeout=timedelta(seconds=10))
+                )
             await stop.wait()
     finally:
         await config.shutdown()

@@ -24,11 +24,15 @@ from starlette.routing import Route
 from tests.servers import serve
 
 ROOT = Path(__file__).resolve().parents[2]
-SERVICE_KEY = "svc-key-0f4c2a9e7b1d"          # the platform's service key (PAYLOAD_API_KEY)
+SERVICE_KEY = "svc-key-0f4c2a9e7b1d"  # the platform's service key (PAYLOAD_API_KEY)
 JWT_SECRET = "jwt-secret-for-tests-0123456789abcdef"
 # gateway-side variables of the shipped gateway.yaml; each test adds its backend's
-GATEWAY_ENV = {"PAYLOAD_API_KEY": SERVICE_KEY, "JWT_SECRET": JWT_SECRET,
-               "STOREFRONT_URL_DEV": "https://dev.city.example", "STOREFRONT_URL_LOCAL": "http://localhost:5000"}
+GATEWAY_ENV = {
+    "PAYLOAD_API_KEY": SERVICE_KEY,
+    "JWT_SECRET": JWT_SECRET,
+    "STOREFRONT_URL_DEV": "https://dev.city.example",
+    "STOREFRONT_URL_LOCAL": "http://localhost:5000",
+}
 
 Handler = Callable[[Request, "Recorded"], Awaitable[Response]]
 
@@ -62,12 +66,15 @@ class FakeBackend:
     def route(self, path: str, *methods: str) -> Callable[[Handler], Handler]:
         def register(handler: Handler) -> Handler:
             async def endpoint(request: Request) -> Response:
-                entry = Recorded(method=request.method, path=unquote(request.scope["raw_path"].decode()),
-                                 raw_path=request.scope["raw_path"].decode(),
-                                 query=request.scope["query_string"].decode(),
-                                 headers={k.decode(): v.decode() for k, v in request.scope["headers"]},
-                                 raw_headers=[(k.decode(), v.decode()) for k, v in request.scope["headers"]],
-                                 body=await request.body())
+                entry = Recorded(
+                    method=request.method,
+                    path=unquote(request.scope["raw_path"].decode()),
+                    raw_path=request.scope["raw_path"].decode(),
+                    query=request.scope["query_string"].decode(),
+                    headers={k.decode(): v.decode() for k, v in request.scope["headers"]},
+                    raw_headers=[(k.decode(), v.decode()) for k, v in request.scope["headers"]],
+                    body=await request.body(),
+                )
                 self.requests.append(entry)
                 if not self.authorized(entry["headers"]):
                     return self.denied

@@ -18,7 +18,7 @@ class StreamControl:
     """What the fake's event stream saw: released by the client, finished, or cancelled by a disconnect."""
 
     def __init__(self) -> None:
-        self.first_read = threading.Event()   # set by the test once it has read the first event
+        self.first_read = threading.Event()  # set by the test once it has read the first event
         self.finished = threading.Event()
         self.cancelled = threading.Event()
         self.timed_out = False
@@ -26,30 +26,60 @@ class StreamControl:
 
 def chunk(content=None, finish=None):
     delta = {"content": content} if content is not None else {}
-    return ("data: " + json.dumps({"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o-mini",
-                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}) + "\n\n").encode()
+    return (
+        "data: "
+        + json.dumps(
+            {
+                "id": "chatcmpl-1",
+                "object": "chat.completion.chunk",
+                "model": "gpt-4o-mini",
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+            }
+        )
+        + "\n\n"
+    ).encode()
 
 
 def fake_openai(control: StreamControl) -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("authorization") == f"Bearer {KEY}",
-                       json_answer({"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error",
-                                              "code": "invalid_api_key", "param": None}}, 401))
+    fake = FakeBackend(
+        lambda h: h.get("authorization") == f"Bearer {KEY}",
+        json_answer(
+            {
+                "error": {
+                    "message": "Incorrect API key provided.",
+                    "type": "invalid_request_error",
+                    "code": "invalid_api_key",
+                    "param": None,
+                }
+            },
+            401,
+        ),
+    )
 
     @fake.route("/v1/chat/completions", "POST")
     async def chat(request, rec):
         body = rec.json
         if body["messages"][-1]["content"] == "overload":
-            return json_answer({"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, 429)
+            return json_answer(
+                {"error": {"message": "Rate limit reached", "type": "requests", "code": "rate_limit_exceeded"}}, 429
+            )
         if not body.get("stream"):
-            return json_answer({"id": "chatcmpl-1", "object": "chat.completion", "model": body["model"],
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello"},
-                                             "finish_reason": "stop"}],
-                                "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6}})
+            return json_answer(
+                {
+                    "id": "chatcmpl-1",
+                    "object": "chat.completion",
+                    "model": body["model"],
+                    "choices": [
+                        {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop"}
+                    ],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 1, "total_tokens": 6},
+                }
+            )
 
         async def events():
             try:
                 yield chunk("Hel")
-                for _ in range(1000):                      # at most ~10 s for the client to read the first event
+                for _ in range(1000):  # at most ~10 s for the client to read the first event
                     if control.first_read.is_set():
                         break
                     if await request.is_disconnected():
@@ -73,9 +103,14 @@ def fake_openai(control: StreamControl) -> FakeBackend:
     async def embeddings(request, rec):
         body = rec.json
         inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
-        return json_answer({"object": "list", "model": body["model"],
-                            "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(len(inputs))],
-                            "usage": {"prompt_tokens": 3, "total_tokens": 3}})
+        return json_answer(
+            {
+                "object": "list",
+                "model": body["model"],
+                "data": [{"object": "embedding", "index": i, "embedding": [0.1, 0.2]} for i in range(len(inputs))],
+                "usage": {"prompt_tokens": 3, "total_tokens": 3},
+            }
+        )
 
     return fake
 
@@ -93,7 +128,9 @@ MESSAGES = [{"role": "user", "content": "Where is the nearest park?"}]
 
 def test_ai_chat_is_enveloped_with_a_default_token_cap(openai):
     fake, _, client = openai
-    data = ok(client.post("/ai/chat", json={"model": "gpt-4o-mini", "messages": MESSAGES, "temperature": 0.2}), "openai")
+    data = ok(
+        client.post("/ai/chat", json={"model": "gpt-4o-mini", "messages": MESSAGES, "temperature": 0.2}), "openai"
+    )
     assert data["choices"][0]["message"]["content"] == "Hello"
     rec = fake.last
     assert rec["path"] == "/v1/chat/completions" and rec["headers"]["authorization"] == f"Bearer {KEY}"
@@ -102,13 +139,16 @@ def test_ai_chat_is_enveloped_with_a_default_token_cap(openai):
     assert "max_completion_tokens" not in fake.last.json and fake.last.json["max_tokens"] == 300
 
 
-@pytest.mark.parametrize("body, path", [
-    ({"model": "gpt-4-32k", "messages": MESSAGES}, "$.model"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "max_completion_tokens": 100000}, "$.max_completion_tokens"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 5000}, "$.max_tokens"),
-    ({"model": "gpt-4o", "messages": MESSAGES, "n": 8}, "$.n"),
-    ({"model": "gpt-4o", "messages": []}, "$.messages"),
-])
+@pytest.mark.parametrize(
+    "body, path",
+    [
+        ({"model": "gpt-4-32k", "messages": MESSAGES}, "$.model"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "max_completion_tokens": 100000}, "$.max_completion_tokens"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "max_tokens": 5000}, "$.max_tokens"),
+        ({"model": "gpt-4o", "messages": MESSAGES, "n": 8}, "$.n"),
+        ({"model": "gpt-4o", "messages": []}, "$.messages"),
+    ],
+)
 def test_ai_chat_model_allowlist_and_caps(openai, body, path):
     fake, _, client = openai
     error = failed(client.post("/ai/chat", json=body), "openai", 400, "VALIDATION_ERROR")
@@ -118,8 +158,12 @@ def test_ai_chat_model_allowlist_and_caps(openai, body, path):
 
 def test_ai_chat_upstream_error_is_enveloped(openai):
     _, _, client = openai
-    error = failed(client.post("/ai/chat", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "overload"}]}),
-                   "openai", 429, "UPSTREAM_ERROR")
+    error = failed(
+        client.post("/ai/chat", json={"model": "gpt-4o", "messages": [{"role": "user", "content": "overload"}]}),
+        "openai",
+        429,
+        "UPSTREAM_ERROR",
+    )
     assert error["details"]["error"]["code"] == "rate_limit_exceeded"
 
 
@@ -131,14 +175,14 @@ def test_ai_chat_stream_delivers_the_first_event_before_the_upstream_finishes(op
         for line in r.iter_lines():
             if not line.startswith("data: "):
                 continue
-            events.append(line[len("data: "):])
+            events.append(line[len("data: ") :])
             if len(events) == 1:
                 finished_at_first_event = control.finished.is_set()
-                control.first_read.set()                  # only now does the fake send the rest
+                control.first_read.set()  # only now does the fake send the rest
     assert finished_at_first_event is False and control.timed_out is False
     assert events[-1] == "[DONE]" and len(events) == 4
     assert "".join(json.loads(e)["choices"][0]["delta"].get("content", "") for e in events[:-1]) == "Hello"
-    assert "success" not in events[0]                     # no envelope around the stream
+    assert "success" not in events[0]  # no envelope around the stream
     assert fake.last.json["stream"] is True
 
 
@@ -146,7 +190,7 @@ def test_ai_chat_stream_client_disconnect_cancels_the_upstream(openai):
     _, control, client = openai
     with client.stream("POST", "/ai/chat", json={"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}) as r:
         first = next(line for line in r.iter_lines() if line.startswith("data: "))
-        assert json.loads(first[len("data: "):])["choices"][0]["delta"]["content"] == "Hel"
+        assert json.loads(first[len("data: ") :])["choices"][0]["delta"]["content"] == "Hel"
     # the client closed after one event and never released the fake: only the gateway closing its upstream
     # request can end the fake's stream
     assert control.cancelled.wait(10), "the upstream stream was not cancelled"
@@ -161,8 +205,12 @@ def test_ai_embeddings(openai):
     assert r.json()["meta"]["usage"] == {"prompt_tokens": 3, "total_tokens": 3}
     assert fake.last["path"] == "/v1/embeddings"
     assert fake.last.json == {"model": "text-embedding-3-small", "input": ["park", "museum"]}
-    failed(client.post("/ai/embeddings", json={"model": "text-embedding-ada-002", "input": "x"}), "openai", 400,
-           "VALIDATION_ERROR")
+    failed(
+        client.post("/ai/embeddings", json={"model": "text-embedding-ada-002", "input": "x"}),
+        "openai",
+        400,
+        "VALIDATION_ERROR",
+    )
 
 
 def test_ai_wrong_key_maps_openais_error(gateway):

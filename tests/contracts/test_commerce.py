@@ -8,14 +8,17 @@ from tests.contracts.fakes import FakeBackend, failed, json_answer, ok, route_na
 
 PK = "pk_01JCITYSTOREFRONT"
 CUSTOMER_TOKEN = "customer-jwt-abc"
-PRODUCTS = [{"id": "prod_01A", "title": "Dates box", "handle": "dates-box"},
-            {"id": "prod_01B", "title": "Coffee", "handle": "coffee"}]
+PRODUCTS = [
+    {"id": "prod_01A", "title": "Dates box", "handle": "dates-box"},
+    {"id": "prod_01B", "title": "Coffee", "handle": "coffee"},
+]
 
 
 def listing(key, items, request):
     args = request.query_params
-    return json_answer({key: items, "count": len(items), "offset": int(args.get("offset", 0)),
-                        "limit": int(args.get("limit", 50))})
+    return json_answer(
+        {key: items, "count": len(items), "offset": int(args.get("offset", 0)), "limit": int(args.get("limit", 50))}
+    )
 
 
 def not_found(what):
@@ -23,9 +26,17 @@ def not_found(what):
 
 
 def fake_medusa() -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("x-publishable-api-key") == PK,
-                       json_answer({"type": "not_allowed", "message": "Publishable API key required in the request "
-                                    "header: x-publishable-api-key. You can manage your keys in settings in the dashboard."}, 400))
+    fake = FakeBackend(
+        lambda h: h.get("x-publishable-api-key") == PK,
+        json_answer(
+            {
+                "type": "not_allowed",
+                "message": "Publishable API key required in the request "
+                "header: x-publishable-api-key. You can manage your keys in settings in the dashboard.",
+            },
+            400,
+        ),
+    )
     carts = {}
 
     @fake.route("/store/products", "GET")
@@ -35,7 +46,9 @@ def fake_medusa() -> FakeBackend:
     @fake.route("/store/products/{id}", "GET")
     async def product(request, rec):
         found = [p for p in PRODUCTS if p["id"] == request.path_params["id"]]
-        return json_answer({"product": found[0]}) if found else not_found(f"Product with id: {request.path_params['id']}")
+        return (
+            json_answer({"product": found[0]}) if found else not_found(f"Product with id: {request.path_params['id']}")
+        )
 
     @fake.route("/store/product-categories", "GET")
     async def categories(request, rec):
@@ -45,8 +58,12 @@ def fake_medusa() -> FakeBackend:
     async def create_cart(request, rec):
         assert rec["headers"]["content-type"] == "application/json"
         body = rec.json
-        cart = {"id": "cart_01NEW", "region_id": body.get("region_id"), "email": body.get("email"),
-                "items": [{"variant_id": i["variant_id"], "quantity": i["quantity"]} for i in body.get("items", [])]}
+        cart = {
+            "id": "cart_01NEW",
+            "region_id": body.get("region_id"),
+            "email": body.get("email"),
+            "items": [{"variant_id": i["variant_id"], "quantity": i["quantity"]} for i in body.get("items", [])],
+        }
         carts[cart["id"]] = cart
         return json_answer({"cart": cart})
 
@@ -69,8 +86,13 @@ def fake_medusa() -> FakeBackend:
         if cart is None:
             return not_found(f"Cart id {request.path_params['id']}")
         if not cart["items"]:
-            return json_answer({"type": "cart", "cart": cart,
-                                "error": {"message": "Payment sessions are required to complete cart", "name": "Error"}})
+            return json_answer(
+                {
+                    "type": "cart",
+                    "cart": cart,
+                    "error": {"message": "Payment sessions are required to complete cart", "name": "Error"},
+                }
+            )
         return json_answer({"type": "order", "order": {"id": "order_01X", "items": cart["items"], "status": "pending"}})
 
     @fake.route("/store/orders", "GET")
@@ -99,7 +121,9 @@ def medusa(gateway):
 
 def test_commerce_list_products_sends_the_publishable_key_and_maps_pagination(medusa):
     fake, client = medusa
-    r = client.get("/commerce/products", params={"q": "dates", "limit": 2, "offset": 0, "region_id": "reg_1", "evil": 1})
+    r = client.get(
+        "/commerce/products", params={"q": "dates", "limit": 2, "offset": 0, "region_id": "reg_1", "evil": 1}
+    )
     assert [p["id"] for p in ok(r, "medusa")] == ["prod_01A", "prod_01B"]
     assert r.json()["meta"]["pagination"] == {"total": 2, "offset": 0, "limit": 2}
     rec = fake.last
@@ -126,19 +150,40 @@ def test_commerce_get_product_and_not_found(medusa):
 
 def test_commerce_categories(medusa):
     fake, client = medusa
-    assert ok(client.get("/commerce/categories", params={"include_descendants_tree": "true"}), "medusa")[0]["handle"] == "food"
+    assert (
+        ok(client.get("/commerce/categories", params={"include_descendants_tree": "true"}), "medusa")[0]["handle"]
+        == "food"
+    )
     assert fake.last["path"] == "/store/product-categories" and fake.last.args == {"include_descendants_tree": "true"}
 
 
 def test_commerce_cart_flow_create_add_get_complete(medusa):
     fake, client = medusa
-    cart = ok(client.post("/commerce/cart", json={"region_id": "reg_1", "email": "a@city.example",
-                                                  "items": [{"variant_id": "variant_1", "quantity": 2}],
-                                                  "total": 0}), "medusa", 201)
-    assert fake.last.json == {"region_id": "reg_1", "email": "a@city.example",
-                              "items": [{"variant_id": "variant_1", "quantity": 2}]}   # `total` is not the client's to set
-    cart = ok(client.post(f"/commerce/cart/{cart['id']}/items", json={"variant_id": "variant_2", "quantity": 1}), "medusa")
-    assert fake.last["path"] == "/store/carts/cart_01NEW/line-items" and fake.last.json == {"variant_id": "variant_2", "quantity": 1}
+    cart = ok(
+        client.post(
+            "/commerce/cart",
+            json={
+                "region_id": "reg_1",
+                "email": "a@city.example",
+                "items": [{"variant_id": "variant_1", "quantity": 2}],
+                "total": 0,
+            },
+        ),
+        "medusa",
+        201,
+    )
+    assert fake.last.json == {
+        "region_id": "reg_1",
+        "email": "a@city.example",
+        "items": [{"variant_id": "variant_1", "quantity": 2}],
+    }  # `total` is not the client's to set
+    cart = ok(
+        client.post(f"/commerce/cart/{cart['id']}/items", json={"variant_id": "variant_2", "quantity": 1}), "medusa"
+    )
+    assert fake.last["path"] == "/store/carts/cart_01NEW/line-items" and fake.last.json == {
+        "variant_id": "variant_2",
+        "quantity": 1,
+    }
     assert len(ok(client.get("/commerce/cart/cart_01NEW"), "medusa")["items"]) == 2
     order = ok(client.post("/commerce/orders", json={"cart_id": "cart_01NEW"}), "medusa", 201)
     assert order["id"] == "order_01X"
@@ -148,8 +193,12 @@ def test_commerce_cart_flow_create_add_get_complete(medusa):
 
 def test_commerce_add_item_validates_quantity(medusa):
     fake, client = medusa
-    failed(client.post("/commerce/cart/cart_01NEW/items", json={"variant_id": "v", "quantity": 0}), "medusa", 400,
-           "VALIDATION_ERROR")
+    failed(
+        client.post("/commerce/cart/cart_01NEW/items", json={"variant_id": "v", "quantity": 0}),
+        "medusa",
+        400,
+        "VALIDATION_ERROR",
+    )
     assert fake.requests == []
 
 
@@ -159,7 +208,9 @@ def test_commerce_complete_failure_is_409_and_bad_cart_ids_never_reach_medusa(me
     failed(client.post("/commerce/orders", json={"cart_id": "cart_01NEW"}), "medusa", 409, "CART_NOT_COMPLETED")
     seen = len(fake.requests)
     failed(client.post("/commerce/orders", json={"cart_id": "../admin"}), "medusa", 400, "INVALID_PARAMETER")
-    failed(client.post("/commerce/orders", json={}), "medusa", 400, "VALIDATION_ERROR")  # the body schema is checked before computed parameters
+    failed(
+        client.post("/commerce/orders", json={}), "medusa", 400, "VALIDATION_ERROR"
+    )  # the body schema is checked before computed parameters
     assert len(fake.requests) == seen
 
 
@@ -187,5 +238,15 @@ def test_commerce_client_cannot_choose_the_publishable_key(medusa):
 
 
 def test_commerce_every_route_has_a_contract():
-    assert route_names("commerce") == {"list-products", "get-product", "list-categories", "create-cart", "add-cart-item",
-                                       "get-cart", "create-order", "list-orders", "get-order", "list-stores"}
+    assert route_names("commerce") == {
+        "list-products",
+        "get-product",
+        "list-categories",
+        "create-cart",
+        "add-cart-item",
+        "get-cart",
+        "create-order",
+        "list-orders",
+        "get-order",
+        "list-stores",
+    }

@@ -15,13 +15,25 @@ PAGES = [{"id": 1, "slug": "home", "title": "Home", "layout": []}, {"id": 2, "sl
 
 
 def page_of(docs, limit=10, page=1):
-    return {"docs": docs, "totalDocs": len(docs), "limit": limit, "totalPages": 1, "page": page,
-            "pagingCounter": 1, "hasPrevPage": False, "hasNextPage": False, "prevPage": None, "nextPage": None}
+    return {
+        "docs": docs,
+        "totalDocs": len(docs),
+        "limit": limit,
+        "totalPages": 1,
+        "page": page,
+        "pagingCounter": 1,
+        "hasPrevPage": False,
+        "hasNextPage": False,
+        "prevPage": None,
+        "nextPage": None,
+    }
 
 
 def fake_payload() -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("authorization") == f"users API-Key {CMS_KEY}",
-                       json_answer({"errors": [{"message": "You are not allowed to perform this action."}]}, 403))
+    fake = FakeBackend(
+        lambda h: h.get("authorization") == f"users API-Key {CMS_KEY}",
+        json_answer({"errors": [{"message": "You are not allowed to perform this action."}]}, 403),
+    )
 
     @fake.route("/api/search", "POST")
     async def search(request, rec):
@@ -64,8 +76,9 @@ def cms_keyed(gateway):
     fake = fake_payload()
     with fake.serve() as url:
         # the CMS key differs from the gateway's service key: CITYOS_CMS_API_KEY is the client's key here
-        client = start(gateway, "content", {"PAYLOAD_CMS_URL": url, "PAYLOAD_API_KEY": CMS_KEY,
-                                            "CITYOS_CMS_API_KEY": SERVICE_KEY})
+        client = start(
+            gateway, "content", {"PAYLOAD_CMS_URL": url, "PAYLOAD_API_KEY": CMS_KEY, "CITYOS_CMS_API_KEY": SERVICE_KEY}
+        )
         yield fake, client
 
 
@@ -75,9 +88,9 @@ def test_content_list_pages_passes_paging_and_maps_pagination(cms_keyed):
     assert [p["slug"] for p in data] == ["home", "about"]
     rec = fake.last
     assert rec["method"] == "GET" and rec["path"] == "/api/pages"
-    assert rec.args == {"limit": "2", "page": "1"}              # draft and raw where clauses are not forwarded
+    assert rec.args == {"limit": "2", "page": "1"}  # draft and raw where clauses are not forwarded
     assert rec["headers"]["authorization"] == f"users API-Key {CMS_KEY}"
-    assert "x-api-key" not in rec["headers"]                    # the client's gateway key never reaches the CMS
+    assert "x-api-key" not in rec["headers"]  # the client's gateway key never reaches the CMS
     body = client.get("/content/pages").json()
     assert body["meta"]["pagination"] == {"total": 2, "page": 1, "limit": 10, "totalPages": 1, "hasNextPage": False}
 
@@ -113,15 +126,23 @@ def test_content_collection_allowlist(cms_keyed):
 
 def test_content_search_sends_a_form_encoded_find_with_method_override(cms_keyed):
     fake, client = cms_keyed
-    data = ok(client.post("/content/search", json={"query": "city", "collections": ["pages", "events"], "limit": 5}),
-              "payload")
+    data = ok(
+        client.post("/content/search", json={"query": "city", "collections": ["pages", "events"], "limit": 5}),
+        "payload",
+    )
     assert data[0]["title"] == "About the city"
     rec = fake.last
     assert rec["method"] == "POST" and rec["path"] == "/api/search"
     assert rec["headers"]["x-payload-http-method-override"] == "GET"
-    assert rec.form == {"where[and][0][title][like]": "city", "where[and][1][doc.relationTo][in][0]": "pages",
-                        "where[and][1][doc.relationTo][in][1]": "events", "limit": "5", "page": "1",
-                        "sort": "-priority", "depth": "1"}
+    assert rec.form == {
+        "where[and][0][title][like]": "city",
+        "where[and][1][doc.relationTo][in][0]": "pages",
+        "where[and][1][doc.relationTo][in][1]": "events",
+        "limit": "5",
+        "page": "1",
+        "sort": "-priority",
+        "depth": "1",
+    }
 
 
 def test_content_search_validates_the_body(cms_keyed):
@@ -139,10 +160,17 @@ def test_content_upstream_error_keeps_status_and_payloads_message(cms_keyed):
 
 def test_content_user_jwt_is_accepted_and_not_forwarded(cms_keyed):
     fake, client = cms_keyed
-    token = jwt.encode({"sub": "user-7", "role": "citizen", "exp": int(time.time()) + 300}, JWT_SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "user-7", "role": "citizen", "exp": int(time.time()) + 300}, JWT_SECRET, algorithm="HS256"
+    )
     with httpx.Client(base_url=client.base_url, timeout=15) as user:
         ok(user.get("/content/pages", headers={"authorization": f"Bearer {token}"}), "payload")
-        failed(user.get("/content/pages", headers={"authorization": "Bearer forged.token.value"}), "payload", 401, "INVALID_TOKEN")
+        failed(
+            user.get("/content/pages", headers={"authorization": "Bearer forged.token.value"}),
+            "payload",
+            401,
+            "INVALID_TOKEN",
+        )
     assert fake.last["headers"]["authorization"] == f"users API-Key {CMS_KEY}"
     assert token not in str(fake.requests)
 
@@ -150,8 +178,9 @@ def test_content_user_jwt_is_accepted_and_not_forwarded(cms_keyed):
 def test_content_requires_credentials(gateway):
     fake = fake_payload()
     with fake.serve() as url:
-        client = start(gateway, "content", {"PAYLOAD_CMS_URL": url, "PAYLOAD_API_KEY": CMS_KEY,
-                                            "CITYOS_CMS_API_KEY": SERVICE_KEY})
+        client = start(
+            gateway, "content", {"PAYLOAD_CMS_URL": url, "PAYLOAD_API_KEY": CMS_KEY, "CITYOS_CMS_API_KEY": SERVICE_KEY}
+        )
         del client.headers["x-api-key"]
         failed(client.get("/content/pages"), "payload", 401, "UNAUTHENTICATED")
         failed(client.get("/content/pages", headers={"x-api-key": "wrong"}), "payload", 401, "INVALID_API_KEY")

@@ -10,23 +10,42 @@ from tests.contracts.fakes import FakeBackend, failed, json_answer, ok, route_na
 
 API_KEY, API_SECRET = "a1b2c3d4e5", "f6g7h8i9j0"
 RECORDS = {
-    "Customer": [{"name": "CUST-0001", "customer_name": "Al Noor Bakery", "customer_group": "Commercial",
-                  "customer_type": "Company", "territory": "Riyadh", "email_id": "noor@example.sa", "mobile_no": "1",
-                  "tax_id": "300000000000003"}],
-    "Sales Invoice": [{"name": "ACC-SINV-2026-00001", "customer": "CUST-0001", "status": "Unpaid", "grand_total": 115.0}],
+    "Customer": [
+        {
+            "name": "CUST-0001",
+            "customer_name": "Al Noor Bakery",
+            "customer_group": "Commercial",
+            "customer_type": "Company",
+            "territory": "Riyadh",
+            "email_id": "noor@example.sa",
+            "mobile_no": "1",
+            "tax_id": "300000000000003",
+        }
+    ],
+    "Sales Invoice": [
+        {"name": "ACC-SINV-2026-00001", "customer": "CUST-0001", "status": "Unpaid", "grand_total": 115.0}
+    ],
     "Bin": [{"item_code": "WATER-1L", "warehouse": "Stores - C", "actual_qty": 40.0}],
     "Employee": [{"name": "HR-EMP-00001", "employee_name": "Sara", "status": "Active", "department": "Parks"}],
 }
 
 
 def frappe_error(status, exc_type, text):
-    return json_answer({"exc_type": exc_type, "exception": f"frappe.exceptions.{exc_type}: {text}",
-                        "_server_messages": json.dumps([json.dumps({"message": text})])}, status)
+    return json_answer(
+        {
+            "exc_type": exc_type,
+            "exception": f"frappe.exceptions.{exc_type}: {text}",
+            "_server_messages": json.dumps([json.dumps({"message": text})]),
+        },
+        status,
+    )
 
 
 def fake_frappe() -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("authorization") == f"token {API_KEY}:{API_SECRET}",
-                       frappe_error(401, "AuthenticationError", "Invalid API key"))
+    fake = FakeBackend(
+        lambda h: h.get("authorization") == f"token {API_KEY}:{API_SECRET}",
+        frappe_error(401, "AuthenticationError", "Invalid API key"),
+    )
 
     @fake.route("/api/resource/{doctype}", "GET")
     async def get_list(request, rec):
@@ -36,10 +55,13 @@ def fake_frappe() -> FakeBackend:
         length = int(args.get("limit_page_length", 20))
         assert isinstance(fields, list) and all(isinstance(f, list) and len(f) == 3 for f in filters)
         assert 1 <= length <= 100, "limit_page_length=0 would return every record"
-        rows = [r for r in RECORDS.get(request.path_params["doctype"], [])
-                if all(op != "=" or r.get(field) == value for field, op, value in filters)]
+        rows = [
+            r
+            for r in RECORDS.get(request.path_params["doctype"], [])
+            if all(op != "=" or r.get(field) == value for field, op, value in filters)
+        ]
         start_at = int(args.get("limit_start", 0))
-        return json_answer({"data": [{f: r.get(f) for f in fields} for r in rows[start_at:start_at + length]]})
+        return json_answer({"data": [{f: r.get(f) for f in fields} for r in rows[start_at : start_at + length]]})
 
     @fake.route("/api/resource/Sales Invoice/{name}", "GET")
     async def get_invoice(request, rec):
@@ -62,9 +84,16 @@ def fake_frappe() -> FakeBackend:
         filters = json.loads(args["filters"])
         if "company" not in filters:
             return frappe_error(417, "ValidationError", "Filter Company is mandatory")
-        return json_answer({"message": {"columns": [{"fieldname": "account"}, {"fieldname": "balance"}],
-                                        "result": [{"account": "Cash", "balance": 10}], "report_summary": None,
-                                        "report_name": args["report_name"]}})
+        return json_answer(
+            {
+                "message": {
+                    "columns": [{"fieldname": "account"}, {"fieldname": "balance"}],
+                    "result": [{"account": "Cash", "balance": 10}],
+                    "report_summary": None,
+                    "report_name": args["report_name"],
+                }
+            }
+        )
 
     return fake
 
@@ -73,7 +102,10 @@ def fake_frappe() -> FakeBackend:
 def erp(gateway):
     fake = fake_frappe()
     with fake.serve() as url:
-        yield fake, start(gateway, "erp", {"ERPNEXT_URL": url, "ERPNEXT_API_KEY": API_KEY, "ERPNEXT_API_SECRET": API_SECRET})
+        yield (
+            fake,
+            start(gateway, "erp", {"ERPNEXT_URL": url, "ERPNEXT_API_KEY": API_KEY, "ERPNEXT_API_SECRET": API_SECRET}),
+        )
 
 
 def test_erp_list_customers_sends_fields_filters_and_paging_as_frappe_expects(erp):
@@ -113,8 +145,17 @@ def test_erp_invoices_list_filters_and_detail(erp):
 def test_erp_inventory_reads_bins(erp):
     fake, client = erp
     data = ok(client.get("/erp/inventory", params={"warehouse": "Stores - C"}), "erpnext")
-    assert data == [{"item_code": "WATER-1L", "warehouse": "Stores - C", "actual_qty": 40.0, "reserved_qty": None,
-                     "ordered_qty": None, "projected_qty": None, "stock_uom": None}]
+    assert data == [
+        {
+            "item_code": "WATER-1L",
+            "warehouse": "Stores - C",
+            "actual_qty": 40.0,
+            "reserved_qty": None,
+            "ordered_qty": None,
+            "projected_qty": None,
+            "stock_uom": None,
+        }
+    ]
     assert fake.last["path"] == "/api/resource/Bin"
     assert json.loads(fake.last.args["filters"]) == [["warehouse", "=", "Stores - C"]]
 
@@ -129,8 +170,9 @@ def test_erp_employees_default_to_active_without_personal_fields(erp):
 
 def test_erp_report_type_maps_to_the_report_name_and_query_to_filters(erp):
     fake, client = erp
-    data = ok(client.get("/erp/reports/profit-and-loss", params={"company": "City Co", "from_date": "2026-01-01"}),
-              "erpnext")
+    data = ok(
+        client.get("/erp/reports/profit-and-loss", params={"company": "City Co", "from_date": "2026-01-01"}), "erpnext"
+    )
     assert data["report"] == "profit-and-loss" and data["rows"] == [{"account": "Cash", "balance": 10}]
     args = fake.last.args
     assert args["report_name"] == "Profit and Loss Statement"
@@ -145,23 +187,42 @@ def test_erp_report_type_maps_to_the_report_name_and_query_to_filters(erp):
 
 def test_erp_create_purchase_order_posts_the_document(erp):
     fake, client = erp
-    po = ok(client.post("/erp/purchase-orders", json={
-        "supplier": "Water Co", "schedule_date": "2026-12-01", "docstatus": 1,
-        "items": [{"item_code": "WATER-1L", "qty": 100, "rate": 1.5, "amount": 1}]}), "erpnext", 201)
+    po = ok(
+        client.post(
+            "/erp/purchase-orders",
+            json={
+                "supplier": "Water Co",
+                "schedule_date": "2026-12-01",
+                "docstatus": 1,
+                "items": [{"item_code": "WATER-1L", "qty": 100, "rate": 1.5, "amount": 1}],
+            },
+        ),
+        "erpnext",
+        201,
+    )
     assert po["name"] == "PUR-ORD-2026-00007" and po["docstatus"] == 0
     rec = fake.last
     assert rec["method"] == "POST" and rec["raw_path"] == "/api/resource/Purchase%20Order"
-    assert rec.json == {"supplier": "Water Co", "schedule_date": "2026-12-01",
-                        "items": [{"item_code": "WATER-1L", "qty": 100, "rate": 1.5}]}   # never submitted (docstatus)
-    error = failed(client.post("/erp/purchase-orders", json={"supplier": "x", "schedule_date": "2026-1-1", "items": []}),
-                   "erpnext", 400, "VALIDATION_ERROR")
+    assert rec.json == {
+        "supplier": "Water Co",
+        "schedule_date": "2026-12-01",
+        "items": [{"item_code": "WATER-1L", "qty": 100, "rate": 1.5}],
+    }  # never submitted (docstatus)
+    error = failed(
+        client.post("/erp/purchase-orders", json={"supplier": "x", "schedule_date": "2026-1-1", "items": []}),
+        "erpnext",
+        400,
+        "VALIDATION_ERROR",
+    )
     assert {d["path"] for d in error["details"]} == {"$.schedule_date", "$.items"}
 
 
 def test_erp_wrong_secret_is_frappes_401_and_never_echoed(gateway):
     fake = fake_frappe()
     with fake.serve() as url:
-        client = start(gateway, "erp", {"ERPNEXT_URL": url, "ERPNEXT_API_KEY": API_KEY, "ERPNEXT_API_SECRET": "nope-secret"})
+        client = start(
+            gateway, "erp", {"ERPNEXT_URL": url, "ERPNEXT_API_KEY": API_KEY, "ERPNEXT_API_SECRET": "nope-secret"}
+        )
         r = client.get("/erp/customers")
     failed(r, "erpnext", 401, "UPSTREAM_ERROR")
     assert "nope-secret" not in r.text
@@ -173,5 +234,16 @@ WORKFLOW_STEPS = {"create-invoice", "delete-invoice", "delete-purchase-order"}
 
 
 def test_erp_every_route_has_a_contract():
-    assert route_names("erp") == {"list-customers", "list-invoices", "get-invoice", "list-inventory", "run-report",
-                                  "list-employees", "create-purchase-order"} | WORKFLOW_STEPS
+    assert (
+        route_names("erp")
+        == {
+            "list-customers",
+            "list-invoices",
+            "get-invoice",
+            "list-inventory",
+            "run-report",
+            "list-employees",
+            "create-purchase-order",
+        }
+        | WORKFLOW_STEPS
+    )

@@ -9,23 +9,31 @@ from tests.contracts.fakes import FakeBackend, failed, json_answer, ok, route_na
 
 TOKEN = "waltid-api-token-1"
 WALLET = "3f2a1c0e-9b7d-4e21-8a55-0c6d1f2e3b4a"
-ISSUE = {"issuerKey": {"type": "jwk", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "X", "d": "D"}},
-         "issuerDid": "did:key:z6Mkjm2", "credentialConfigurationId": "OpenBadgeCredential_jwt_vc_json",
-         "credentialData": {"type": ["VerifiableCredential", "OpenBadgeCredential"], "credentialSubject": {}}}
+ISSUE = {
+    "issuerKey": {"type": "jwk", "jwk": {"kty": "OKP", "crv": "Ed25519", "x": "X", "d": "D"}},
+    "issuerDid": "did:key:z6Mkjm2",
+    "credentialConfigurationId": "OpenBadgeCredential_jwt_vc_json",
+    "credentialData": {"type": ["VerifiableCredential", "OpenBadgeCredential"], "credentialSubject": {}},
+}
 
 
 def fake_waltid() -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("authorization") == f"Bearer {TOKEN}",
-                       json_answer({"message": "Unauthorized"}, 401))
+    fake = FakeBackend(
+        lambda h: h.get("authorization") == f"Bearer {TOKEN}", json_answer({"message": "Unauthorized"}, 401)
+    )
 
     @fake.route("/openid4vc/jwt/issue", "POST")
     async def issue(request, rec):
         body = rec.json
-        missing = [k for k in ("issuerKey", "issuerDid", "credentialConfigurationId", "credentialData") if k not in body]
+        missing = [
+            k for k in ("issuerKey", "issuerDid", "credentialConfigurationId", "credentialData") if k not in body
+        ]
         if missing:
             return json_answer({"message": f"Missing {missing}"}, 400)
-        return PlainTextResponse("openid-credential-offer://issuer.city.example/?credential_offer_uri=https%3A%2F%2F"
-                                 "issuer.city.example%2Fopenid4vc%2FcredentialOffer%3Fid%3D7d1f")
+        return PlainTextResponse(
+            "openid-credential-offer://issuer.city.example/?credential_offer_uri=https%3A%2F%2F"
+            "issuer.city.example%2Fopenid4vc%2FcredentialOffer%3Fid%3D7d1f"
+        )
 
     @fake.route("/openid4vc/verify", "POST")
     async def verify(request, rec):
@@ -37,8 +45,14 @@ def fake_waltid() -> FakeBackend:
     async def credential(request, rec):
         if request.path_params["wallet"] != WALLET:
             return json_answer({"message": "Wallet not found"}, 404)
-        return json_answer({"id": request.path_params["id"], "wallet": WALLET, "document": "eyJhbGciOi...",
-                            "parsedDocument": {"type": ["VerifiableCredential", "OpenBadgeCredential"]}})
+        return json_answer(
+            {
+                "id": request.path_params["id"],
+                "wallet": WALLET,
+                "document": "eyJhbGciOi...",
+                "parsedDocument": {"type": ["VerifiableCredential", "OpenBadgeCredential"]},
+            }
+        )
 
     @fake.route("/wallet-api/wallet/{wallet}/exchange/usePresentationRequest", "POST")
     async def present(request, rec):
@@ -70,22 +84,28 @@ def test_identity_issue_forwards_the_issuance_request_and_passes_the_offer_url(w
 
 def test_identity_issue_validates_before_calling_walt_id(walt):
     fake, client = walt
-    error = failed(client.post("/identity/credentials/issue", json={"issuerDid": "not-a-did"}), "waltid", 400,
-                   "VALIDATION_ERROR")
+    error = failed(
+        client.post("/identity/credentials/issue", json={"issuerDid": "not-a-did"}), "waltid", 400, "VALIDATION_ERROR"
+    )
     assert "$.issuerDid" in {d["path"] for d in error["details"]}
     assert fake.requests == []
 
 
 def test_identity_verify_starts_a_verification_session(walt):
     fake, client = walt
-    request = {"request_credentials": [{"format": "jwt_vc_json", "type": "OpenBadgeCredential"}],
-               "vc_policies": ["signature", "expired"]}
-    r = client.post("/identity/credentials/verify", json=request,
-                    headers={"authorizeBaseUrl": "openid4vp://authorize", "responseMode": "direct_post"})
+    request = {
+        "request_credentials": [{"format": "jwt_vc_json", "type": "OpenBadgeCredential"}],
+        "vc_policies": ["signature", "expired"],
+    }
+    r = client.post(
+        "/identity/credentials/verify",
+        json=request,
+        headers={"authorizeBaseUrl": "openid4vp://authorize", "responseMode": "direct_post"},
+    )
     assert r.status_code == 200 and "state=8a9b" in r.text
     rec = fake.last
     assert rec["path"] == "/openid4vc/verify" and rec.json == request
-    assert rec["headers"]["responsemode"] == "direct_post"       # walt.id's session options travel as headers
+    assert rec["headers"]["responsemode"] == "direct_post"  # walt.id's session options travel as headers
 
 
 def test_identity_get_credential_from_the_wallet(walt):
@@ -103,14 +123,26 @@ def test_identity_get_credential_from_the_wallet(walt):
 
 def test_identity_presentation_uses_the_wallets_exchange(walt):
     fake, client = walt
-    data = ok(client.post("/identity/presentations", json={
-        "wallet": WALLET, "did": "did:key:z6MkuHolder", "presentationRequest": "openid4vp://authorize?state=8a9b",
-        "selectedCredentials": ["urn:uuid:1234"]}), "waltid")
+    data = ok(
+        client.post(
+            "/identity/presentations",
+            json={
+                "wallet": WALLET,
+                "did": "did:key:z6MkuHolder",
+                "presentationRequest": "openid4vp://authorize?state=8a9b",
+                "selectedCredentials": ["urn:uuid:1234"],
+            },
+        ),
+        "waltid",
+    )
     assert data["redirectUri"].endswith("/8a9b")
     rec = fake.last
     assert rec["path"] == f"/wallet-api/wallet/{WALLET}/exchange/usePresentationRequest"
-    assert rec.json == {"did": "did:key:z6MkuHolder", "presentationRequest": "openid4vp://authorize?state=8a9b",
-                        "selectedCredentials": ["urn:uuid:1234"]}
+    assert rec.json == {
+        "did": "did:key:z6MkuHolder",
+        "presentationRequest": "openid4vp://authorize?state=8a9b",
+        "selectedCredentials": ["urn:uuid:1234"],
+    }
 
 
 def test_identity_list_dids(walt):
@@ -127,5 +159,10 @@ def test_identity_wrong_token_is_enveloped_401(gateway):
 
 
 def test_identity_every_route_has_a_contract():
-    assert route_names("identity") == {"issue-credential", "verify-credential", "get-credential",
-                                       "create-presentation", "list-dids"}
+    assert route_names("identity") == {
+        "issue-credential",
+        "verify-credential",
+        "get-credential",
+        "create-presentation",
+        "list-dids",
+    }

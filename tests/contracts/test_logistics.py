@@ -11,12 +11,15 @@ ORDER = {"id": "order_8c2Kx1", "status": "created", "tracking_number": {"trackin
 
 
 def fake_fleetbase() -> FakeBackend:
-    fake = FakeBackend(lambda h: h.get("authorization") == f"Bearer {KEY}",
-                       json_answer({"errors": ["Oops! The api credentials provided were not valid"]}, 401))
+    fake = FakeBackend(
+        lambda h: h.get("authorization") == f"Bearer {KEY}",
+        json_answer({"errors": ["Oops! The api credentials provided were not valid"]}, 401),
+    )
 
     def collection(kind):
         async def listing(request, rec):
             return json_answer([{"id": f"{kind}_1", "name": f"{kind} one"}])
+
         return listing
 
     for kind in ("fleets", "vehicles", "drivers", "zones"):
@@ -37,16 +40,29 @@ def fake_fleetbase() -> FakeBackend:
 
     @fake.route("/v1/orders/{id}/tracker", "GET")
     async def tracker(request, rec):
-        return json_answer({"driver_current_location": {"type": "Point", "coordinates": [46.67, 24.71]},
-                            "progress_percentage": 40, "estimated_completion_time": 720})
+        return json_answer(
+            {
+                "driver_current_location": {"type": "Point", "coordinates": [46.67, 24.71]},
+                "progress_percentage": 40,
+                "estimated_completion_time": 720,
+            }
+        )
 
     @fake.route("/v1/service-quotes", "GET")
     async def quotes(request, rec):
         args = rec.args
         if not (("pickup" in args and "dropoff" in args) or "payload" in args):
             return json_answer({"errors": ["pickup and dropoff are required"]}, 400)
-        return json_answer([{"id": "quote_1", "amount": 1500, "currency": args.get("currency", "SAR"),
-                             "service_rate": {"service_type": args.get("service_type")}}])
+        return json_answer(
+            [
+                {
+                    "id": "quote_1",
+                    "amount": 1500,
+                    "currency": args.get("currency", "SAR"),
+                    "service_rate": {"service_type": args.get("service_type")},
+                }
+            ]
+        )
 
     return fake
 
@@ -55,25 +71,48 @@ def fake_fleetbase() -> FakeBackend:
 def fleet(gateway):
     fake = fake_fleetbase()
     with fake.serve() as url:
-        yield fake, start(gateway, "logistics", {"FLEETBASE_URL": url, "FLEETBASE_API_KEY": KEY,
-                                                 "FLEETBASE_ORG_ID": "org-29ae887c"})
+        yield (
+            fake,
+            start(
+                gateway,
+                "logistics",
+                {"FLEETBASE_URL": url, "FLEETBASE_API_KEY": KEY, "FLEETBASE_ORG_ID": "org-29ae887c"},
+            ),
+        )
 
 
 @pytest.mark.parametrize("resource", ["fleets", "vehicles", "drivers", "zones"])
 def test_logistics_lists_send_the_bearer_key_and_paging_only(fleet, resource):
     fake, client = fleet
-    data = ok(client.get(f"/logistics/{resource}", params={"limit": 25, "offset": 0, "sort": "-created_at",
-                                                           "company_uuid": "another-org"}), "fleetbase")
+    data = ok(
+        client.get(
+            f"/logistics/{resource}",
+            params={"limit": 25, "offset": 0, "sort": "-created_at", "company_uuid": "another-org"},
+        ),
+        "fleetbase",
+    )
     assert data[0]["id"] == resource.rstrip("s") + "_1"
     rec = fake.last
     assert rec["path"] == f"/v1/{resource}" and rec["headers"]["authorization"] == f"Bearer {KEY}"
-    assert rec.args == {"limit": "25", "offset": "0", "sort": "-created_at"}     # no cross-organization filters
+    assert rec.args == {"limit": "25", "offset": "0", "sort": "-created_at"}  # no cross-organization filters
 
 
 def test_logistics_create_order_posts_the_known_fields_as_json(fleet):
     fake, client = fleet
-    data = ok(client.post("/logistics/orders", json={"pickup": "place_a1", "dropoff": "place_b2", "notes": "fragile",
-                                                     "dispatch": True, "company_uuid": "another-org"}), "fleetbase", 201)
+    data = ok(
+        client.post(
+            "/logistics/orders",
+            json={
+                "pickup": "place_a1",
+                "dropoff": "place_b2",
+                "notes": "fragile",
+                "dispatch": True,
+                "company_uuid": "another-org",
+            },
+        ),
+        "fleetbase",
+        201,
+    )
     assert data["tracking_number"]["tracking_number"] == "CTY-0042"
     rec = fake.last
     assert rec["method"] == "POST" and rec["path"] == "/v1/orders"
@@ -100,16 +139,33 @@ def test_logistics_get_and_track_order(fleet):
 
 def test_logistics_quotes_become_a_get_with_query_parameters(fleet):
     fake, client = fleet
-    data = ok(client.post("/logistics/quotes", json={"pickup": "place_a1", "dropoff": "place_b2",
-                                                     "service_type": "parcel", "currency": "SAR", "single": True}),
-              "fleetbase")
+    data = ok(
+        client.post(
+            "/logistics/quotes",
+            json={
+                "pickup": "place_a1",
+                "dropoff": "place_b2",
+                "service_type": "parcel",
+                "currency": "SAR",
+                "single": True,
+            },
+        ),
+        "fleetbase",
+    )
     assert data[0]["amount"] == 1500
     rec = fake.last
     assert rec["method"] == "GET" and rec["path"] == "/v1/service-quotes"
-    assert rec.args == {"pickup": "place_a1", "dropoff": "place_b2", "service_type": "parcel", "currency": "SAR",
-                        "single": "true"}
+    assert rec.args == {
+        "pickup": "place_a1",
+        "dropoff": "place_b2",
+        "service_type": "parcel",
+        "currency": "SAR",
+        "single": "true",
+    }
     assert rec["body"] == b""
-    failed(client.post("/logistics/quotes", json={"pickup": "https://evil.example"}), "fleetbase", 400, "VALIDATION_ERROR")
+    failed(
+        client.post("/logistics/quotes", json={"pickup": "https://evil.example"}), "fleetbase", 400, "VALIDATION_ERROR"
+    )
 
 
 def test_logistics_wrong_key_is_fleetbases_401(gateway):
@@ -127,5 +183,17 @@ WORKFLOW_STEPS = {"cancel-order"}
 
 
 def test_logistics_every_route_has_a_contract():
-    assert route_names("logistics") == {"list-fleets", "list-vehicles", "list-drivers", "create-order", "get-order",
-                                        "track-order", "get-quotes", "list-zones"} | WORKFLOW_STEPS
+    assert (
+        route_names("logistics")
+        == {
+            "list-fleets",
+            "list-vehicles",
+            "list-drivers",
+            "create-order",
+            "get-order",
+            "track-order",
+            "get-quotes",
+            "list-zones",
+        }
+        | WORKFLOW_STEPS
+    )
