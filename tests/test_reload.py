@@ -79,7 +79,7 @@ def test_reload_reuses_unchanged_upstream_pools(tmp_path, upstream):
     asyncio.run(second.shutdown())
 
 
-def test_reload_graceful_shutdown_finishes_in_flight_requests(tmp_path, upstream):
+def test_reload_graceful_shutdown_finishes_in_flight_requests(tmp_path, upstream, recorder):
     root = write_config(
         tmp_path / "g",
         GATEWAY,
@@ -112,13 +112,14 @@ def test_reload_graceful_shutdown_finishes_in_flight_requests(tmp_path, upstream
 
         def call():
             with httpx.Client(timeout=20) as c:
-                r = c.get(url + "/api/b/slow", params={"s": 1.5})
+                r = c.get(url + "/api/b/slow", params={"s": 3})
                 results.append((r.status_code, r.json()))
 
         threads = [threading.Thread(target=call) for _ in range(4)]
         for t in threads:
             t.start()
-        time.sleep(0.5)
+        # SIGTERM only once all four are in flight at the upstream (a loaded machine may take a while to send them)
+        assert wait_for(lambda: recorder.counts.get("slow", 0) == 4, 20)
         proc.send_signal(signal.SIGTERM)
         for t in threads:
             t.join(20)

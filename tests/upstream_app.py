@@ -42,6 +42,7 @@ def echo_app(recorder: Recorder) -> Starlette:
         return JSONResponse({"error": {"type": "test_error", "message": f"status {code}"}}, status_code=code)
 
     async def slow(request: Request) -> Response:
+        recorder.counts["slow"] = recorder.counts.get("slow", 0) + 1  # on arrival: a test can wait for it
         await asyncio.sleep(float(request.query_params.get("s", "5")))
         return JSONResponse({"slow": True})
 
