@@ -107,6 +107,19 @@ def test_docs_site_every_page_is_in_the_nav():
     assert nav_pages() - pages == set(), "nav entries without a page"
 
 
+def test_docs_site_quickstart_includes_the_readme_commands_and_tour():
+    """The quickstart shows the README's own commands and tour (pymdownx.snippets), so the two never differ."""
+    readme = (ROOT / "README.md").read_text()
+    quickstart = (DOCS / "quickstart.md").read_text()
+    for section in ("commands", "tour"):
+        assert f'--8<-- "README.md:{section}"' in quickstart
+        start, end = f"<!-- --8<-- [start:{section}] -->", f"<!-- --8<-- [end:{section}] -->"
+        assert readme.count(start) == 1 and readme.count(end) == 1
+        assert "```" in readme.split(start, 1)[1].split(end, 1)[0]
+    tour = readme.split("## A five-minute tour\n", 1)[1].split("\n## ", 1)[0]
+    assert tour.startswith("<!-- --8<-- [start:tour] -->") and tour.rstrip().endswith("[end:tour] -->")
+
+
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
