@@ -73,7 +73,7 @@ def type_of(schema: dict[str, Any]) -> str:
         return "mapping" if kind == "object" else kind
     branches = [type_of(b) for name in BRANCHES for b in schema.get(name, ())]
     unique = list(dict.fromkeys(b for b in branches if b))
-    return " or ".join(unique)
+    return " or ".join(unique) or "any"
 
 
 def _cell(text: str) -> str:
