@@ -2,7 +2,7 @@
 
 Both gateways run side by side on one nginx upstream, pinned to the same core, and take
 turns (A B, B A, A B, ...) with a short warm-up before every measured wrk run, so a slow
-spell of the machine hits both alike. This is how the README's "what each change bought"
+spell of the machine hits both alike. This is how docs/performance.md's "what each change bought"
 figures are measured: a whole ``python -m bench`` run per side would put minutes of drift
 between them.
 """

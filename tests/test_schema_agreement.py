@@ -168,29 +168,33 @@ def test_schema_agreement_shipped_yaml_validates(path):
     assert validate_document(doc, kind) == []
 
 
-def test_schema_agreement_readme_examples_validate():
-    readme = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"```yaml\n(.*?)```", readme, re.S)
-    checked = 0
-    for block in blocks:
-        data = yaml.safe_load(block)
-        if not isinstance(data, dict):
-            continue
-        kind = (
-            "gateway"
-            if "version" in data
-            else "routes"
-            if "backend" in data
-            else "webhooks"
-            if "source" in data
-            else "workflows"
-            if "workflow" in data
-            else None
-        )
-        if kind:
-            assert validate_document(load_document(block, "README.md"), kind) == [], block
-            checked += 1
-    assert checked >= 2, "the README should show a gateway.yaml and a routes.d example"
+def documentation_pages():
+    return [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+
+
+def test_schema_agreement_doc_examples_validate():
+    """Every gateway.yaml, backend, webhook or workflow example in the README and the docs site validates."""
+    checked: set[str] = set()
+    for page in documentation_pages():
+        for block in re.findall(r"```yaml\n(.*?)```", page.read_text(), re.S):
+            data = yaml.safe_load(block)
+            if not isinstance(data, dict):
+                continue
+            kind = (
+                "gateway"
+                if "version" in data
+                else "routes"
+                if "backend" in data
+                else "webhooks"
+                if "source" in data
+                else "workflows"
+                if "workflow" in data
+                else None
+            )
+            if kind:
+                assert validate_document(load_document(block, str(page)), kind) == [], (page, block)
+                checked.add(kind)
+    assert checked == {"gateway", "routes", "webhooks", "workflows"}, "the docs show an example of every file kind"
 
 
 def test_schema_agreement_every_property_is_described():

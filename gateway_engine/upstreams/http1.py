@@ -3,8 +3,8 @@
 Why: the upstream call is the hot path, and a general-purpose client does work a
 proxy does not need (cookie jars, redirects, URL normalisation, tracing hooks).
 Measured here forwarding through a bare ASGI app, this client does ~2.5x the
-requests per second of a shared aiohttp session (see the README's Performance
-section). It keeps the Transport contract: bodies stream both ways with flow
+requests per second of a shared aiohttp session (see docs/performance.md).
+It keeps the Transport contract: bodies stream both ways with flow
 control, connections are pooled per upstream, and failures map to the same GatewayErrors.
 
 Why its own parser: a pooled connection is only safe if the client knows the exact
@@ -18,7 +18,7 @@ apart. So each exchange is an explicit state machine (``_Connection.state``):
 and only COMPLETE (an answer framed exactly, keep-alive, the whole request written,
 not one byte more received) goes back to the pool. Any byte past the end of an answer,
 or received while idle, makes the connection BROKEN: it is closed, never read again.
-The grammar is RFC 9112's, refused where it is ambiguous (see README, Security).
+The grammar is RFC 9112's, refused where it is ambiguous (see docs/security.md).
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ The proxy only calls ``Transport.send``; a new kind of upstream is a new transpo
 registered under the ``gateway_engine.transports`` entry-point group (the built-ins
 too: ``http1``, ``aiohttp``, ``httpx``) or contributed by a feature. This module never
 imports a transport: ``transport_factories`` loads the entry points when a config asks.
-``http1`` (``http1.py``) is the default because it measured fastest here (see the
-README's Performance section).
+``http1`` (``http1.py``) is the default because it measured fastest here (see
+docs/performance.md).
 """
 
 from __future__ import annotations
