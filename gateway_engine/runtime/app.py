@@ -246,13 +246,24 @@ async def run_pipeline(
                 reply = await forward(ctx, route, config)
     except GatewayError as err:
         reply = error_reply(ctx, err)
+    except Exception:  # a bug, not a bad request: a 500 that still runs the response phase (ids, access log)
+        reply = _internal_error(ctx, f"{ctx.method} {ctx.path}")
     for plugin in chain:
         try:
             await plugin.on_response(ctx, reply)
         except GatewayError as err:
             await reply.aclose()
             reply = error_reply(ctx, err)
+        except Exception:
+            await reply.aclose()
+            reply = _internal_error(ctx, f"{ctx.method} {ctx.path} in plugin {plugin.name}")
     return reply
+
+
+def _internal_error(ctx: RequestContext, where: str) -> Reply:
+    """The 500 envelope for an unexpected exception, its traceback logged once (never sent to the client)."""
+    log.exception("unhandled error on %s", where)
+    return error_reply(ctx, GatewayError(500, "INTERNAL_ERROR", "The gateway failed to handle the request."))
 
 
 async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> None:

@@ -118,6 +118,11 @@ async def map_response(ctx: RequestContext, route: CompiledRoute, config: Compil
         except TypeError as exc:  # a template gave something with no JSON form
             raise mapping_error(route, ctx, f"the mapped data cannot be encoded: {exc}") from None
     if plan.meta is not None:
-        ctx.state["meta"] = render(route, plan.meta, variables, ctx, answer=True)
+        extra = render(route, plan.meta, variables, ctx, answer=True)
+        try:
+            orjson.dumps(extra)  # meta is small: checked here, so the envelope never writes a Python repr
+        except TypeError as exc:
+            raise mapping_error(route, ctx, f"the mapped meta cannot be encoded: {exc}") from None
+        ctx.state["meta"] = extra
     if plan.status is not None:
         reply.status = plan.status
