@@ -78,7 +78,7 @@ def _script(block: str, port: int) -> str:
             lines.append("echo")
         elif "gateway-engine serve" in command:
             lines.append(
-                f"for _ in $(seq 200); do curl -sf http://127.0.0.1:{port}/api/gateway/health >/dev/null && break; "
+                f"for _ in $(seq 200); do curl -s -o /dev/null http://127.0.0.1:{port}/api/gateway/health && break; "
                 "sleep 0.1; done"
             )
     return "\n".join(lines) + "\n"

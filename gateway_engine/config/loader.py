@@ -37,7 +37,11 @@ def read_config_dir(root: str | os.PathLike[str], folders: Mapping[str, str] | N
     gateway_path = root / GATEWAY_FILE
     if not gateway_path.is_file():
         raw.errors.append(
-            ConfigError(f"{GATEWAY_FILE} not found in {root} (set --config or $GATEWAY_CONFIG)", file=str(gateway_path))
+            ConfigError(
+                f"{GATEWAY_FILE} not found in {root}: create a minimal config with `gateway-engine init {root}`, "
+                "or point --config (or $GATEWAY_CONFIG) at a config directory",
+                file=str(gateway_path),
+            )
         )
     else:
         raw.gateway = _read(gateway_path, "gateway", raw, digest)
