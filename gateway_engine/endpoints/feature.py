@@ -32,7 +32,9 @@ class EndpointsFeature(Feature):
 
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
         openapi = commands.add_parser("openapi", help="print the OpenAPI 3.1 document generated from the config")
-        openapi.add_argument("--config")
+        openapi.add_argument(
+            "--config", help="config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else .)"
+        )
         openapi.set_defaults(handler=_openapi)
 
 
