@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway_engine.config.documents import Document, load_document
+from gateway_engine.config.env import malformed_references
 from gateway_engine.config.schema import validate_document
 from gateway_engine.foundation.errors import ConfigError
 
@@ -80,6 +81,13 @@ def _read(path: Path, schema_name: str, raw: RawConfig, digest: "hashlib._Hash")
         )
         return None
     schema_errors = validate_document(doc, schema_name)
+    for where, fragment in malformed_references(doc.data):
+        schema_errors.append(
+            doc.error(
+                where,
+                f"malformed variable reference {fragment!r}: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)",
+            )
+        )
     raw.errors.extend(schema_errors)
     return None if schema_errors else doc
 
