@@ -4,6 +4,7 @@ keeps a cheap liveness path, and serves /metrics to loopback scrapers only."""
 from __future__ import annotations
 
 import io
+import json
 from pathlib import Path
 
 import httpx
@@ -90,3 +91,16 @@ def test_health_views_shipped_metrics_are_loopback_only():
             refused = remote.get(f"{gw}/metrics")
     assert local.status_code == 200 and "gateway_requests_total" in local.text
     assert refused.status_code == 403 and refused.json()["error"]["code"] == "FORBIDDEN"
+
+
+def test_health_views_are_documented_in_openapi_as_shaped():
+    out = io.StringIO()
+    assert run(["openapi", "--config", str(REPO)], stdout=out) == 0
+    paths = json.loads(out.getvalue())["paths"]
+    live = paths["/api/gateway/health/live"]["get"]
+    assert live["operationId"] == "gateway.health-live"
+    assert live["responses"]["200"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/Health"}
+    shaped = paths["/api/gateway/health"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    system = shaped["properties"]["systems"]["additionalProperties"]
+    assert set(system["properties"]) == {"status", "latency"} and system["required"] == ["status", "latency"]
+    assert system["properties"]["latency"] == {"type": ["number", "null"]}

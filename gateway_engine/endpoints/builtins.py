@@ -21,7 +21,8 @@ from gateway_engine.config.durations import parse_duration
 from gateway_engine.config.env import referenced_names
 from gateway_engine.config.schema import fill_defaults, schema
 from gateway_engine.endpoints import docs as _docs
-from gateway_engine.endpoints.health import DEFAULT_VIEWS, HealthChecker, reshape
+from gateway_engine.endpoints.health import HealthChecker
+from gateway_engine.endpoints.health_views import DEFAULT_VIEWS, openapi_paths, reshape
 from gateway_engine.endpoints.openapi import build_openapi
 from gateway_engine.foundation import metrics as _metrics
 from gateway_engine.foundation.context import RequestContext
@@ -69,7 +70,7 @@ class Builtins:
 
     def __init__(self, config: CompiledConfig, fragments: Iterable[Mapping[str, dict[str, Any]]] = ()) -> None:
         self.config = config
-        self.fragments = tuple(fragments)  # OpenAPI path items other features contribute
+        self.fragments: tuple[Mapping[str, dict[str, Any]], ...] = tuple(fragments)  # other features' path items
         base = config.base_path
         health = settings_section(config, "health")
         self.health = HealthChecker(
@@ -81,6 +82,7 @@ class Builtins:
             handler = self._health if view["report"] == "liveness" else self._backends
             name = "health" if view["report"] == "liveness" else "health-backends"
             table[base + view["path"]] = Endpoint(name, _shaped(handler, view.get("fields")))
+        self.fragments = (openapi_paths(base, views), *self.fragments)
         metrics = settings_section(config, "metrics")
         if metrics["enabled"]:
             self.access = MetricsAccess(metrics, _raw_section(config, "metrics"))

@@ -26,25 +26,6 @@ _TRANSPORT_ERRORS = {
 }
 
 
-#: the health endpoints when gateway.yaml names none
-DEFAULT_VIEWS: tuple[dict[str, Any], ...] = (
-    {"path": "/health", "report": "liveness"},
-    {"path": "/health/backends", "report": "backends"},
-)
-
-
-def reshape(body: dict[str, Any], fields: dict[str, str]) -> dict[str, Any]:
-    """A report with only the chosen fields, renamed: the liveness report's own fields, or each system's of a
-    backends report (its overall ``status`` and ``systems`` stay as they are)."""
-    if "systems" not in body:
-        return {name: body[field] for name, field in fields.items() if field in body}
-    systems = {
-        backend: {name: result[field] for name, field in fields.items() if field in result}
-        for backend, result in body["systems"].items()
-    }
-    return {"status": body["status"], "systems": systems}
-
-
 @dataclass(frozen=True)
 class Probe:
     """How one backend is checked; ``upstream`` is None when its env vars are unset."""
