@@ -172,3 +172,10 @@ def test_cli_first_hour_init_then_serve_logs_json_and_each_reload(tmp_path):
     assert any(line.get("event") == "reload_error" and "example.yaml" in line["message"] for line in process_lines)
     access = _json_lines(out)
     assert [(a["route"], a["status"]) for a in access] == [("get-item", 503)]
+
+
+def test_cli_first_hour_gateway_config_env_takes_a_gateway_yaml_path(tmp_path, monkeypatch):
+    assert cli("init", str(tmp_path / "cfg"))[0] == 0
+    monkeypatch.setenv("GATEWAY_CONFIG", str(tmp_path / "cfg" / "gateway.yaml"))
+    code, out, _ = cli("routes")
+    assert code == 0 and "get-item" in out

@@ -100,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "config") and args.config is None and os.environ.get("GATEWAY_CONFIG"):
+        args.config = os.environ["GATEWAY_CONFIG"]  # a directory or a gateway.yaml, as --config
     if isinstance(getattr(args, "config", None), str):  # a feature's own --config may take a gateway.yaml too
         try:
             args.config = config_path(args.config)
