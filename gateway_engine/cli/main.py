@@ -33,11 +33,18 @@ def config_path(value: str) -> str:
     return value
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` after each flag's help, except where there is none (the help then says what applies)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     """Every (sub)command shows each flag's default in its help."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", _Help)
         super().__init__(*args, **kwargs)
 
 

@@ -24,7 +24,9 @@ class EndpointsFeature(Feature):
     def compile(self, given: FeatureInput) -> Contribution:
         views = [v["path"] for v in (given.core.gateway.settings.get("health") or {}).get("views") or []]
         for path in sorted({p for p in views if views.count(p) > 1}):
-            given.errors.append(ConfigError(f"health.views: the path {path!r} is given twice", file="gateway.yaml"))
+            given.errors.append(
+                ConfigError(f"the path {path!r} is given twice", file="gateway.yaml", path="health.views")
+            )
         if given.errors:  # the config will not load: build nothing from a partial one
             return Contribution()
         builtins = Builtins(given.core, [c.openapi_paths for c in given.earlier.values()])
