@@ -97,4 +97,5 @@ def test_mapping_keys_explain_reports_mapping_error_without_traceback(tmp_path):
     result = json.loads(out.getvalue())
     assert result["response"]["status"] == 502
     assert result["response"]["body"]["error"]["code"] == "MAPPING_ERROR"
-    assert "routes.d/shop.yaml:" in result["mapping_error"] and "cannot be encoded" in result["mapping_error"]
+    assert "routes.d/shop.yaml:13: route shop.meta-method: the mapped meta cannot be encoded" in result["mapping_error"]
+    assert "the value has no key of that name" in result["mapping_error"]
