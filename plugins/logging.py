@@ -27,7 +27,11 @@ class LoggingPlugin(Plugin):
         "type": "object",
         "additionalProperties": False,
         "properties": {
-            "format": {"enum": ["json"], "default": "json", "description": "Line format (JSON lines)."},
+            "format": {
+                "enum": ["json"],
+                "default": "json",
+                "description": "Line format (JSON lines); `gateway-engine serve` then writes its own log lines (the server's, the engine's) as JSON too.",
+            },
             "file": {"type": "string", "default": "-", "description": "Path of the log file, or `-` for stdout."},
             "flush_interval": {
                 "type": "number",
@@ -60,6 +64,9 @@ class LoggingPlugin(Plugin):
         self._buffer: list[bytes] = []
         self._stream = None
         self._task: asyncio.Task | None = None
+
+    def process_log_format(self) -> str | None:
+        return str(self.options["format"])  # `serve` writes its own lines in the same format
 
     async def startup(self) -> None:
         self._stream = sys.stdout.buffer if self.path == "-" else open(self.path, "ab")  # noqa: ASYNC230 (once, at startup)

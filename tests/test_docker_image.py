@@ -204,3 +204,13 @@ def test_docker_image_healthcheck_url_without_config(environ, url, tmp_path):
     from gateway_engine.cli.healthcheck import health_url
 
     assert health_url({"GATEWAY_CONFIG": str(tmp_path)} | environ) == url
+
+
+def test_docker_image_healthcheck_follows_the_configured_liveness_view(tmp_path):
+    from gateway_engine.cli.healthcheck import health_url
+
+    (tmp_path / "gateway.yaml").write_text(
+        "version: 1\nbase_path: /api/gateway\nhealth:\n  views:\n"
+        "    - {path: /health, report: backends}\n    - {path: /health/live, report: liveness}\n"
+    )
+    assert health_url({"GATEWAY_CONFIG": str(tmp_path)}) == "http://127.0.0.1:8080/api/gateway/health/live"

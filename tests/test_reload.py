@@ -201,3 +201,28 @@ def test_reload_keeps_memory_rate_limit_counts(gateway, upstream):
     assert before == [200, 200]
     assert after[0].status_code == 200 and after[0].headers["ratelimit-remaining"] == "0"  # the third of three
     assert after[1].status_code == 429  # the reload did not hand out a fresh budget
+
+
+def test_reload_sighup_reloads_without_the_watcher(tmp_path, upstream):
+    root = write_config(tmp_path / "h", GATEWAY, {"b": routes(upstream)})
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port), "--no-watch"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_for(lambda: _up(url), 20)
+        before = httpx.get(url + "/api/health").json()["version"]
+        (root / "routes.d" / "b.yaml").write_text(routes(upstream, "/renamed"))
+        time.sleep(0.5)  # no watcher: the change alone is not picked up
+        assert httpx.get(url + "/api/health").json()["version"] == before
+        proc.send_signal(signal.SIGHUP)
+        assert wait_for(lambda: _up(url) and httpx.get(url + "/api/health").json()["version"] != before, 20)
+        assert httpx.get(url + "/api/b/renamed").status_code == 200
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=15)
+    assert "config reloaded (SIGHUP)" in err.decode()

@@ -218,6 +218,6 @@ def test_webhooks_a_start_action_naming_no_workflow_is_a_config_error(setup):
     with pytest.raises(ConfigErrors) as caught:
         load_config(root, env)
     assert (
-        "webhooks.d/medusa.yaml:6:7: actions[0].workflow.start: no workflow named 'Fulfill' (known: Checkout, Fulfil)"
+        "webhooks.d/medusa.yaml:6:7: actions[0].workflow.start: no workflow named 'Fulfill' (did you mean 'Fulfil'?) (known: Checkout, Fulfil)"
         in str(caught.value)
     ), str(caught.value)

@@ -1,8 +1,9 @@
 """``python -m gateway_engine.cli.healthcheck``: the Docker image's HEALTHCHECK, with no curl in the image.
 
-It asks the liveness endpoint of the config the container serves, ``{base_path}/health``, on the port
+It asks the liveness endpoint of the config the container serves (the first ``health.views`` entry with
+``report: liveness``, else ``{base_path}/health``), on the port
 ``serve`` listens on (``$GATEWAY_PORT``, as ``serve`` reads it) and exits 0 on a 200, 1 otherwise. The base
-path comes from ``gateway.yaml`` in ``$GATEWAY_CONFIG``; only that one key is read (no config load), so a
+path and views come from ``gateway.yaml`` in ``$GATEWAY_CONFIG``; only those keys are read (no config load), so a
 probe costs milliseconds and never fails on a config the running gateway rejected on reload.
 """
 
@@ -29,11 +30,17 @@ def health_url(environ: Mapping[str, str]) -> str:
         doc = None
     base = doc.get("base_path") if isinstance(doc, dict) else None
     base = base.rstrip("/") if isinstance(base, str) else ""
+    live = "/health"
+    views = (doc.get("health") or {}).get("views") if isinstance(doc, dict) else None
+    for view in views if isinstance(views, list) else ():
+        if isinstance(view, dict) and view.get("report") == "liveness" and isinstance(view.get("path"), str):
+            live = view["path"]
+            break
     host = environ.get("GATEWAY_HOST", "127.0.0.1")
     host = _WILDCARDS.get(host, host)
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{int(environ.get('GATEWAY_PORT', '8080'))}{base}/health"
+    return f"http://{host}:{int(environ.get('GATEWAY_PORT', '8080'))}{base}{live}"
 
 
 def probe(url: str, timeout: float = 2.0) -> bool:

@@ -5,56 +5,101 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import TextIO
+from typing import Any, TextIO
 
 import orjson
 
+from gateway_engine.cli.scaffold import add_scaffold_commands
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.config.loader import read_config_dir
+from gateway_engine.config.loader import GATEWAY_FILE, read_config_dir
 from gateway_engine.foundation.errors import ConfigErrors
+
+CONFIG_HELP = "config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else the current directory)"
+LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
 
 
 def _config_dir(value: str | None) -> str:
     return value or os.environ.get("GATEWAY_CONFIG") or "."
 
 
+def config_path(value: str) -> str:
+    """``--config``: a directory, or the path of its ``gateway.yaml`` (the directory is what is loaded)."""
+    if os.path.isfile(value):
+        if os.path.basename(value) != GATEWAY_FILE:
+            raise argparse.ArgumentTypeError(f"{value!r} is a file; give the config directory or its {GATEWAY_FILE}")
+        return os.path.dirname(value) or "."
+    return value
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """``(default: ...)`` after each flag's help, except where there is none (the help then says what applies)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Every (sub)command shows each flag's default in its help."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _Help)
+        super().__init__(*args, **kwargs)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("gateway-engine")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="gateway-engine", description="A declarative, config-driven API gateway.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = _Parser(prog="gateway-engine", description="A declarative, config-driven API gateway.")
+    parser.add_argument("--version", action="version", version=f"gateway-engine {_version()}")
+    sub: Any = parser.add_subparsers(dest="command", required=True, parser_class=_Parser, metavar="COMMAND")
     serve = sub.add_parser("serve", help="run the gateway under uvicorn")
-    serve.add_argument("--config", help="directory with gateway.yaml and routes.d/ (default: $GATEWAY_CONFIG or .)")
-    serve.add_argument("--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"))
-    serve.add_argument("--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")))
-    serve.add_argument("--workers", type=int, default=1)
-    serve.add_argument("--log-level", default="info")
-    serve.add_argument("--no-watch", action="store_true", help="do not reload when the config directory changes")
+    serve.add_argument("--config", type=config_path, help=CONFIG_HELP)
+    serve.add_argument(
+        "--host", default=os.environ.get("GATEWAY_HOST", "127.0.0.1"), help="address to bind ($GATEWAY_HOST)"
+    )
+    serve.add_argument(
+        "--port", type=int, default=int(os.environ.get("GATEWAY_PORT", "8080")), help="port to bind ($GATEWAY_PORT)"
+    )
+    serve.add_argument("--workers", type=int, default=1, help="worker processes, each with its own event loop")
+    serve.add_argument("--log-level", default="info", choices=LOG_LEVELS, help="level of the process's log lines")
+    serve.add_argument(
+        "--no-watch", action="store_true", help="do not reload when the config directory changes (SIGHUP still does)"
+    )
     serve.add_argument(
         "--drain-timeout",
         type=float,
         default=30.0,
-        help="seconds in-flight requests may take to finish on shutdown or reload (default 30)",
+        help="seconds in-flight requests may take to finish on shutdown or reload",
     )
     validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
-    validate.add_argument("--config")
+    validate.add_argument("--config", type=config_path, help=CONFIG_HELP)
     validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
-    validate.add_argument("--format", choices=["text", "json"], default="text")
+    validate.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     routes = sub.add_parser("routes", help="print the generated route table")
-    routes.add_argument("--config")
-    routes.add_argument("--format", choices=["text", "json"], default="text")
+    routes.add_argument("--config", type=config_path, help=CONFIG_HELP)
+    routes.add_argument("--format", choices=["text", "json"], default="text", help="output format")
     explain = sub.add_parser("explain", help="show the upstream request and client response of one request, offline")
-    explain.add_argument("method")
+    explain.add_argument("method", help="the client's HTTP method")
     explain.add_argument("path", help="public path with optional ?query, e.g. /api/gateway/erp/invoices/1")
-    explain.add_argument("--config")
+    explain.add_argument("--config", type=config_path, help=CONFIG_HELP)
     explain.add_argument("--body", help="the client's JSON body")
     explain.add_argument("-H", "--header", action="append", default=[], help="a client header, 'Name: value'")
     explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
-    explain.add_argument("--upstream-status", type=int, default=200)
+    explain.add_argument("--upstream-status", type=int, default=200, help="status of the sample upstream answer")
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
     hash_key.add_argument(
         "--keep-newline", action="store_true", help="hash the input exactly, including a final newline"
     )
+    add_scaffold_commands(sub)
     for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
         feature.add_commands(sub)
     return parser
@@ -62,17 +107,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: TextIO = sys.stderr) -> int:
     args = build_parser().parse_args(argv)
+    if hasattr(args, "config") and args.config is None and os.environ.get("GATEWAY_CONFIG"):
+        args.config = os.environ["GATEWAY_CONFIG"]  # a directory or a gateway.yaml, as --config
+    if isinstance(getattr(args, "config", None), str):  # a feature's own --config may take a gateway.yaml too
+        try:
+            args.config = config_path(args.config)
+        except argparse.ArgumentTypeError as exc:
+            stderr.write(f"gateway-engine: error: {exc}\n")
+            return 2
     if args.command == "validate":
         return _validate(_config_dir(args.config), args.strict, args.format, stdout)
     if args.command == "explain":
         return _explain(args, stdout, stderr)
     if args.command == "hash-key":
-        return _hash_key(sys.stdin, stdout, args.keep_newline)
+        return _hash_key(sys.stdin, stdout, stderr, args.keep_newline)
     if args.command == "routes":
         return _routes(_config_dir(args.config), args.format, stdout, stderr)
     if args.command == "serve":
         return _serve(args, stderr)
-    return int(args.handler(args, stdout, stderr))  # a feature's command
+    return int(args.handler(args, stdout, stderr))  # a feature's or the scaffold's command
 
 
 def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
@@ -136,13 +189,16 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     return 0 if result["route"] else 1
 
 
-def _hash_key(stdin: TextIO, out: TextIO, keep_newline: bool) -> int:
+def _hash_key(stdin: TextIO, out: TextIO, err: TextIO, keep_newline: bool) -> int:
     """Hash a key without it ever appearing in argv (and so in shell history or ``ps``)."""
     import hashlib
 
     key = stdin.read()
     if not keep_newline and key.endswith("\n"):
         key = key[:-1].removesuffix("\r")
+    if not key.strip():  # the hash of nothing would accept an empty key header
+        err.write('hash-key: no key on stdin (pipe the key in, e.g. `printf %s "$KEY" | gateway-engine hash-key`)\n')
+        return 1
     out.write(hashlib.sha256(key.encode()).hexdigest() + "\n")
     return 0
 
@@ -202,6 +258,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
 
     import uvicorn
 
+    from gateway_engine.cli.logs import log_config, log_format
     from gateway_engine.config.server_settings import ENV_VAR
     from gateway_engine.runtime.protocol import GatewayHttpProtocol
 
@@ -230,6 +287,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
             http=GatewayHttpProtocol,
             access_log=False,
             log_level=args.log_level,
+            log_config=log_config(log_format(config), args.log_level),
             server_header=False,
             date_header=True,
             proxy_headers=False,

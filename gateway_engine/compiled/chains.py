@@ -14,6 +14,7 @@ from gateway_engine.compiled.model import CompiledRoute
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
 from gateway_engine.config.schema import fill_defaults, options_validator, validate_value
+from gateway_engine.config.suggest import did_you_mean
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 
@@ -77,7 +78,8 @@ class PluginChains:
             cls = self.registry.get(name)
             if cls is None:
                 known = ", ".join(sorted(self.registry)) or "none installed"
-                self.errors.append(doc.error(path, f"unknown plugin {name!r}; installed plugins: {known}"))
+                hint = did_you_mean(name, self.registry)
+                self.errors.append(doc.error(path, f"unknown plugin {name!r}{hint}; installed plugins: {known}"))
                 ok = False
                 continue
             key = (name, _canonical(options))

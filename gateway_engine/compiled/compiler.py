@@ -27,7 +27,7 @@ from gateway_engine.compiled.route_compiler import RouteCompiler
 from gateway_engine.compiled.upstream_settings import policies, safe_url, timeouts_of, url_problem
 from gateway_engine.config.bodies import DEFAULT_DEPTH
 from gateway_engine.config.documents import Document
-from gateway_engine.config.env import Interpolation
+from gateway_engine.config.env import Interpolation, first_reference
 from gateway_engine.config.loader import RawConfig, read_config_dir
 from gateway_engine.config.secrets import Masker, scrub_secrets, upstream_secrets
 from gateway_engine.config.server_settings import ServerSettings, server_settings
@@ -285,9 +285,6 @@ class _Compiler(RouteCompiler):
         for name in [*interp.missing, *extra]:
             if name not in self.unset:
                 self.unset.append(name)
-                if self.strict and doc is not None:
-                    self.errors.append(
-                        ConfigError(
-                            f"environment variable {name} is referenced but not set", file=doc.file, line=1, col=1
-                        )
-                    )
+                if self.strict and doc is not None:  # located at the first value that reads it
+                    where = first_reference(doc.data, name)
+                    self.errors.append(doc.error(where or (), f"environment variable {name} is referenced but not set"))

@@ -72,3 +72,31 @@ def referenced_names(value: Any) -> list[str]:
         for item in value.values():
             found.extend(referenced_names(item))
     return found
+
+
+def malformed_references(value: Any, path: tuple = ()) -> list[tuple[tuple, str]]:
+    """``(path, fragment)`` for each string holding a ``${`` that is no well-formed reference (``${NAME``,
+    ``${1X}``, ``${NAME:default}``): left alone it would reach a URL or header as literal text."""
+    if isinstance(value, str):
+        rest = _VAR.sub("", value) if "$" in value else ""
+        start = rest.find("${")
+        return [(path, rest[start : start + 40])] if start >= 0 else []
+    found: list[tuple[tuple, str]] = []
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found += malformed_references(item, (*path, key))
+    return found
+
+
+def first_reference(value: Any, name: str, path: tuple = ()) -> tuple | None:
+    """The path of the first string that reads variable ``name`` (``${NAME}`` or a template's ``env.NAME``)."""
+    if isinstance(value, str):
+        if any(m.group(1) == name for m in _VAR.finditer(value)) or re.search(rf"\benv\.{name}\b", value):
+            return path
+        return None
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = first_reference(item, name, (*path, key))
+        if found is not None:
+            return found
+    return None

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gateway_engine.config.documents import Document, load_document
+from gateway_engine.config.env import malformed_references
 from gateway_engine.config.schema import validate_document
 from gateway_engine.foundation.errors import ConfigError
 
@@ -37,7 +38,11 @@ def read_config_dir(root: str | os.PathLike[str], folders: Mapping[str, str] | N
     gateway_path = root / GATEWAY_FILE
     if not gateway_path.is_file():
         raw.errors.append(
-            ConfigError(f"{GATEWAY_FILE} not found in {root} (set --config or $GATEWAY_CONFIG)", file=str(gateway_path))
+            ConfigError(
+                f"{GATEWAY_FILE} not found in {root}: create a minimal config with `gateway-engine init {root}`, "
+                "or point --config (or $GATEWAY_CONFIG) at a config directory",
+                file=str(gateway_path),
+            )
         )
     else:
         raw.gateway = _read(gateway_path, "gateway", raw, digest)
@@ -76,6 +81,13 @@ def _read(path: Path, schema_name: str, raw: RawConfig, digest: "hashlib._Hash")
         )
         return None
     schema_errors = validate_document(doc, schema_name)
+    for where, fragment in malformed_references(doc.data):
+        schema_errors.append(
+            doc.error(
+                where,
+                f"malformed variable reference {fragment!r}: write ${{NAME}} or ${{NAME:-default}} ($$ for a literal $)",
+            )
+        )
     raw.errors.extend(schema_errors)
     return None if schema_errors else doc
 

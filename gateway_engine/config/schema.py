@@ -10,6 +10,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from gateway_engine.config.documents import Document
+from gateway_engine.config.suggest import did_you_mean, explain_pattern
 from gateway_engine.foundation.errors import ConfigError
 
 
@@ -35,22 +36,71 @@ def validate_value(doc: Document, base: tuple, value: Any, validator: Draft20201
     for err in sorted(validator.iter_errors(value), key=lambda e: [str(p) for p in e.absolute_path]):
         path = base + tuple(err.absolute_path)
         if err.validator == "additionalProperties" and isinstance(err.instance, dict):
-            allowed = ", ".join(sorted(err.schema.get("properties", {})))
+            known = err.schema.get("properties", {})
+            allowed = ", ".join(sorted(known))
             for key in err.instance:
-                if key not in err.schema.get("properties", {}):
-                    errors.append(doc.error(path + (key,), f"unknown key {key!r}; allowed here: {allowed}"))
+                if key not in known:
+                    hint = did_you_mean(str(key), known)
+                    errors.append(doc.error(path + (key,), f"unknown key {key!r}{hint}; allowed here: {allowed}"))
             continue
         errors.append(doc.error(path, _message(err)))
     return errors
 
 
+_KINDS = {
+    "string": "a string",
+    "number": "a number",
+    "integer": "an integer",
+    "boolean": "true or false",
+    "object": "a mapping",
+    "array": "a list",
+    "null": "null",
+}
+
+
 def _message(err: Any) -> str:
     if err.validator in ("anyOf", "oneOf") and err.context:
-        best = min(err.context, key=lambda e: len(list(e.absolute_path)) * -1)
-        return f"{err.message.split(' is not valid under')[0]} is not valid: {best.message}"
-    if err.validator == "pattern" and err.schema.get("description"):  # a regex alone rarely says what is wanted
-        return f"{err.message} ({err.schema['description'].split('. ')[0].rstrip('.')})"
+        return _alternatives(err)
+    if err.validator == "pattern":  # a regex alone rarely says what is wanted
+        words = explain_pattern(err.validator_value)
+        text = f"{err.instance!r} is not valid: {words}" if words else err.message
+        if err.schema.get("description"):
+            text += f" ({err.schema['description'].split('. ')[0].rstrip('.')})"
+        return text
     return err.message
+
+
+def _alternatives(err: Any) -> str:
+    """One of several shapes: the error of the one shape whose type fits the value, else the shapes wanted."""
+    branches: dict[int, list[Any]] = {}
+    for sub in err.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+    fitting = [subs for subs in branches.values() if not any(s.validator == "type" and not s.path for s in subs)]
+    if len(fitting) == 1:
+        best = max(fitting[0], key=lambda s: len(s.path))  # the deepest problem is the most specific one
+        where = ".".join(str(p) for p in best.path)
+        return (f"{where}: " if where else "") + _message(best)
+    if err.schema.get("description"):  # what the alternatives together mean, as the schema says it
+        return f"{err.instance!r} is not valid: {err.schema['description']}"
+    wanted = [_shape(branch) for branch in err.validator_value]
+    return f"{err.instance!r} is not valid here: expected {' or '.join(dict.fromkeys(wanted))}"
+
+
+def _shape(branch: dict[str, Any]) -> str:
+    if branch.get("description"):
+        return branch["description"].split(". ")[0].rstrip(".")
+    if isinstance(branch.get("pattern"), str) and explain_pattern(branch["pattern"]):
+        return f"a string where {explain_pattern(branch['pattern'])}"
+    if "const" in branch:
+        return repr(branch["const"])
+    if "enum" in branch:
+        return "one of " + ", ".join(repr(v) for v in branch["enum"])
+    kinds = branch.get("type", [])
+    kinds = [kinds] if isinstance(kinds, str) else kinds
+    text = " or ".join(_KINDS.get(k, k) for k in kinds) or "a value"
+    if branch.get("required"):
+        text += " with " + ", ".join(branch["required"])
+    return text
 
 
 def json_schema_validator(value: Any) -> Draft202012Validator:

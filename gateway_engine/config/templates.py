@@ -9,7 +9,7 @@ can be written as YAML with expressions at the leaves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
@@ -79,7 +79,22 @@ _HELPERS: dict[str, Callable[..., Any]] = {
     "as_objects": _as_objects,
 }
 
-_env = ImmutableSandboxedEnvironment(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
+
+class _Sandbox(ImmutableSandboxedEnvironment):
+    """Jinja's immutable sandbox where ``a.b`` on a mapping is its key ``b`` first, as in JSONPath or KrakenD:
+    ``body.items`` is the upstream's ``items`` field, not the dict method; a method is reached only when
+    no such key exists (``{...}.get(status, 'X')``)."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        if isinstance(obj, Mapping):
+            try:
+                return obj[attribute]
+            except (KeyError, TypeError):
+                pass
+        return super().getattr(obj, attribute)
+
+
+_env = _Sandbox(undefined=ChainableUndefined, autoescape=False, keep_trailing_newline=True)
 _env.filters.update(_HELPERS)
 _env.globals.update(_HELPERS)
 _env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}

@@ -22,6 +22,7 @@ from gateway_engine.config.env import referenced_names
 from gateway_engine.config.schema import fill_defaults, schema
 from gateway_engine.endpoints import docs as _docs
 from gateway_engine.endpoints.health import HealthChecker
+from gateway_engine.endpoints.health_views import DEFAULT_VIEWS, openapi_paths, reshape
 from gateway_engine.endpoints.openapi import build_openapi
 from gateway_engine.foundation import metrics as _metrics
 from gateway_engine.foundation.context import RequestContext
@@ -69,16 +70,19 @@ class Builtins:
 
     def __init__(self, config: CompiledConfig, fragments: Iterable[Mapping[str, dict[str, Any]]] = ()) -> None:
         self.config = config
-        self.fragments = tuple(fragments)  # OpenAPI path items other features contribute
+        self.fragments: tuple[Mapping[str, dict[str, Any]], ...] = tuple(fragments)  # other features' path items
         base = config.base_path
         health = settings_section(config, "health")
         self.health = HealthChecker(
             config, cache_seconds=float(health["cache_seconds"]), timeout=parse_duration(health["timeout"])
         )
-        table = {
-            base + "/health": Endpoint("health", self._health),
-            base + "/health/backends": Endpoint("health-backends", self._backends),
-        }
+        table: dict[str, Endpoint] = {}
+        views: list[dict[str, Any]] = health.get("views") or list(DEFAULT_VIEWS)
+        for view in views:
+            handler = self._health if view["report"] == "liveness" else self._backends
+            name = "health" if view["report"] == "liveness" else "health-backends"
+            table[base + view["path"]] = Endpoint(name, _shaped(handler, view.get("fields")))
+        self.fragments = (openapi_paths(base, views), *self.fragments)
         metrics = settings_section(config, "metrics")
         if metrics["enabled"]:
             self.access = MetricsAccess(metrics, _raw_section(config, "metrics"))
@@ -102,19 +106,17 @@ class Builtins:
                 table[f"{base}/docs/{name}"] = Endpoint("docs", self._asset_handler(name))
         self.table = table
 
-    async def _health(self, ctx: RequestContext) -> Reply:
+    async def _health(self) -> tuple[int, dict[str, Any]]:
         config = self.config
-        body = {
+        return 200, {
             "status": "ok",
             "version": config.version,
             "routes": len(config.routes),
             "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None}),
         }
-        return Reply(200, [("content-type", JSON), _NO_STORE], orjson.dumps(body))
 
-    async def _backends(self, ctx: RequestContext) -> Reply:
-        status, body = await self.health.report()
-        return Reply(status, [("content-type", JSON), _NO_STORE], orjson.dumps(body))
+    async def _backends(self) -> tuple[int, dict[str, Any]]:
+        return await self.health.report()
 
     async def _metrics(self, ctx: RequestContext) -> Reply:
         refused = self.access.check(ctx)
@@ -161,6 +163,18 @@ class Builtins:
             )
 
         return serve
+
+
+def _shaped(report: Callable[[], Awaitable[tuple[int, dict[str, Any]]]], fields: dict[str, str] | None) -> Handler:
+    """A health view: the report, reshaped by ``fields`` (``{answer name: report field}``) when given."""
+
+    async def answer(ctx: RequestContext) -> Reply:
+        status, body = await report()
+        if fields is not None:
+            body = reshape(body, fields)
+        return Reply(status, [("content-type", JSON), _NO_STORE], orjson.dumps(body))
+
+    return answer
 
 
 class MetricsAccess:

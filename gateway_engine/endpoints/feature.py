@@ -11,6 +11,7 @@ import orjson
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import Contribution, StateKey
 from gateway_engine.endpoints.builtins import Builtins
+from gateway_engine.foundation.errors import ConfigError
 
 #: the config's built-in endpoints: ``config.state(BUILTINS)``
 BUILTINS: StateKey[Builtins] = StateKey("endpoints")
@@ -21,6 +22,11 @@ class EndpointsFeature(Feature):
     order = 1000  # last: the OpenAPI document describes what every other feature contributed
 
     def compile(self, given: FeatureInput) -> Contribution:
+        views = [v["path"] for v in (given.core.gateway.settings.get("health") or {}).get("views") or []]
+        for path in sorted({p for p in views if views.count(p) > 1}):
+            given.errors.append(
+                ConfigError(f"the path {path!r} is given twice", file="gateway.yaml", path="health.views")
+            )
         if given.errors:  # the config will not load: build nothing from a partial one
             return Contribution()
         builtins = Builtins(given.core, [c.openapi_paths for c in given.earlier.values()])
@@ -28,7 +34,9 @@ class EndpointsFeature(Feature):
 
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
         openapi = commands.add_parser("openapi", help="print the OpenAPI 3.1 document generated from the config")
-        openapi.add_argument("--config")
+        openapi.add_argument(
+            "--config", help="config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else .)"
+        )
         openapi.set_defaults(handler=_openapi)
 
 

@@ -111,24 +111,6 @@ def build_openapi(
         item = paths.setdefault(text, {})
         for method in route.methods:
             item[method.lower()] = _operation(route, method, rename, schemas, schemes)
-    base = config.base_path
-    paths.setdefault(base + "/health", {})["get"] = {
-        "operationId": "gateway.health",
-        "tags": ["gateway"],
-        "summary": "The gateway's own liveness (no backend calls).",
-        "security": [],
-        "responses": {"200": {"description": "The gateway runs.", "content": _json("Health")}},
-    }
-    paths.setdefault(base + "/health/backends", {})["get"] = {
-        "operationId": "gateway.health-backends",
-        "tags": ["gateway"],
-        "security": [],
-        "summary": "Every backend probed (cached for a few seconds).",
-        "responses": {
-            "200": {"description": "No critical backend is down.", "content": _json("BackendsHealth")},
-            "503": {"description": "A critical backend is down.", "content": _json("BackendsHealth")},
-        },
-    }
     for fragment in fragments:
         for path, item in fragment.items():
             paths.setdefault(path, {}).update(item)

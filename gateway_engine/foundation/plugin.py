@@ -67,6 +67,11 @@ class Plugin:
     async def shutdown(self) -> None:
         """Release resources; called once when the config is retired."""
 
+    def process_log_format(self) -> str | None:
+        """The format this plugin asks of the process's own log lines (the server's, the engine's), e.g. ``"json"``,
+        so they match its own; None (the default) has no say."""
+        return None
+
     @classmethod
     def check_options(cls, options: dict[str, Any]) -> list[str]:
         """Semantic checks beyond the schema; return messages (empty when fine)."""

@@ -17,6 +17,7 @@ from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.config_log import log_started
 from gateway_engine.runtime.proxy import decoded_params, forward
 from gateway_engine.runtime.reload import Reloader
 
@@ -30,9 +31,12 @@ class GatewayApp:
     a request in flight finishes on the config it started with.
     """
 
-    def __init__(self, config: CompiledConfig, *, watch: bool = False, drain_timeout: float = 30.0) -> None:
+    def __init__(
+        self, config: CompiledConfig, *, watch: bool = False, drain_timeout: float = 30.0, sighup: bool = False
+    ) -> None:
         self.config = config
         self.watch = watch
+        self.sighup = sighup  # reload on SIGHUP: what `serve` always does, with or without the file watcher
         self.drain_timeout = drain_timeout
         self._inflight: dict[int, int] = {}
         self._retiring: set[asyncio.Task] = set()
@@ -78,13 +82,14 @@ class GatewayApp:
         """Start plugins, feature tasks and (with ``watch``) the reloader; the ASGI lifespan calls this."""
         await self.config.startup()
         self._started = True
+        log_started(self.config)
         # the compiled config lives as long as the server: keep the collector from re-scanning
         # it (a full collection over it shows as a latency spike on whichever request runs it)
         gc.freeze()
         gc.set_threshold(20_000, 50, 100)  # requests allocate in bursts; collect young objects less often
-        if self.watch:
+        if self.watch or self.sighup:
             reloader = self._reloader = Reloader(self)
-            await reloader.start()
+            await reloader.start(watch=self.watch, sighup=True)
 
     async def shutdown(self) -> None:
         if self._reloader is not None:
@@ -246,13 +251,24 @@ async def run_pipeline(
                 reply = await forward(ctx, route, config)
     except GatewayError as err:
         reply = error_reply(ctx, err)
+    except Exception:  # a bug, not a bad request: a 500 that still runs the response phase (ids, access log)
+        reply = _internal_error(ctx, f"{ctx.method} {ctx.path}")
     for plugin in chain:
         try:
             await plugin.on_response(ctx, reply)
         except GatewayError as err:
             await reply.aclose()
             reply = error_reply(ctx, err)
+        except Exception:
+            await reply.aclose()
+            reply = _internal_error(ctx, f"{ctx.method} {ctx.path} in plugin {plugin.name}")
     return reply
+
+
+def _internal_error(ctx: RequestContext, where: str) -> Reply:
+    """The 500 envelope for an unexpected exception, its traceback logged once (never sent to the client)."""
+    log.exception("unhandled error on %s", where)
+    return error_reply(ctx, GatewayError(500, "INTERNAL_ERROR", "The gateway failed to handle the request."))
 
 
 async def write_reply(reply: Reply, send: Any, ctx: RequestContext | None) -> None:

@@ -116,8 +116,21 @@ async def map_response(ctx: RequestContext, route: CompiledRoute, config: Compil
         try:
             reply.set_json(data)
         except TypeError as exc:  # a template gave something with no JSON form
-            raise mapping_error(route, ctx, f"the mapped data cannot be encoded: {exc}") from None
+            raise mapping_error(route, ctx, f"the mapped data cannot be encoded: {_why(exc)}") from None
     if plan.meta is not None:
-        ctx.state["meta"] = render(route, plan.meta, variables, ctx, answer=True)
+        extra = render(route, plan.meta, variables, ctx, answer=True)
+        try:
+            orjson.dumps(extra)  # meta is small: checked here, so the envelope never writes a Python repr
+        except TypeError as exc:
+            raise mapping_error(route, ctx, f"the mapped meta cannot be encoded: {_why(exc)}") from None
+        ctx.state["meta"] = extra
     if plan.status is not None:
         reply.status = plan.status
+
+
+def _why(exc: TypeError) -> str:
+    """The encoder's complaint, with the usual cause when a template gave a method (``a.get`` with no key ``get``)."""
+    text = str(exc)
+    if "method" in text or "function" in text:
+        text += " (the template gave a method, not data: the value has no key of that name)"
+    return text

@@ -4,17 +4,16 @@ and swaps it in; a broken change is logged with file and line and the old config
 from __future__ import annotations
 
 import asyncio
-import logging
+import contextlib
 import signal
 from typing import TYPE_CHECKING
 
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.foundation.errors import ConfigErrors
+from gateway_engine.runtime.config_log import log_rejected, log_reloaded
 
 if TYPE_CHECKING:  # pragma: no cover
     from gateway_engine.runtime.app import GatewayApp
-
-log = logging.getLogger("gateway_engine.reload")
 
 
 class Reloader:
@@ -25,16 +24,25 @@ class Reloader:
         self.debounce_ms = debounce_ms
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()
+        self._sighup = False
 
-    async def start(self) -> None:
+    async def start(self, *, watch: bool = True, sighup: bool = True) -> None:
+        """Listen for SIGHUP (``sighup``) and watch the directory (``watch``): each is independent of the other."""
         loop = asyncio.get_running_loop()
-        try:
-            loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
-        except (NotImplementedError, RuntimeError, ValueError):
-            pass  # not the main thread (tests) or no signals on this platform: the watcher still works
-        self._task = loop.create_task(self._watch())
+        if sighup:
+            try:
+                loop.add_signal_handler(signal.SIGHUP, lambda: loop.create_task(self.reload("SIGHUP")))
+                self._sighup = True
+            except (NotImplementedError, RuntimeError, ValueError):
+                pass  # not the main thread (embedded, tests) or no signals on this platform
+        if watch:
+            self._task = loop.create_task(self._watch())
 
     async def stop(self) -> None:
+        if self._sighup:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                asyncio.get_running_loop().remove_signal_handler(signal.SIGHUP)
+            self._sighup = False
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -59,14 +67,14 @@ class Reloader:
             try:
                 new = await asyncio.to_thread(load_config, current.root, current.env, previous=current)
             except ConfigErrors as exc:
-                for error in exc.errors:
-                    log.error("config reload rejected (%s): %s", reason, error)
+                log_rejected(reason, current, exc.errors)
                 record_reload("failure")
                 return False
             if new.version == current.version:
                 await new.shutdown(keep=current)  # nothing changed: drop the copy, keep shared pools
+                log_reloaded(reason, current, new)
                 return True
             await self.app.swap(new)
             record_reload("success")
-            log.info("config reloaded (%s): version %s -> %s", reason, current.version, new.version)
+            log_reloaded(reason, current, new)
             return True

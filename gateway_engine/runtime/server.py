@@ -14,6 +14,7 @@ def app_from_env() -> GatewayApp:
         load_config(os.environ.get("GATEWAY_CONFIG", ".")),
         watch=os.environ.get("GATEWAY_WATCH", "1") == "1",
         drain_timeout=float(os.environ.get("GATEWAY_DRAIN_TIMEOUT", "30")),
+        sighup=True,
     )
 
 

@@ -14,6 +14,7 @@ from gateway_engine.config.documents import Document
 from gateway_engine.config.durations import parse_duration
 from gateway_engine.config.env import Interpolation, referenced_names
 from gateway_engine.config.schema import fill_defaults, schema
+from gateway_engine.config.suggest import did_you_mean
 from gateway_engine.config.templates import Render, TemplateError, compile_value, env_names
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.auth import build_upstream_auth
@@ -244,14 +245,19 @@ class _SourceCompiler:
             self.errors.append(
                 doc.error(
                     path,
-                    f"the workflow action calls route {route}, which no routes.d file defines "
-                    f"(gateway.yaml webhooks.workflow_routes.{kind} names it)",
+                    f"the workflow action calls route {route}, which no routes.d file defines"
+                    f"{did_you_mean(route, self.routes)} (gateway.yaml webhooks.workflow_routes.{kind} names it)",
                 )
             )
             return None
         if kind == "start" and spec["start"] not in self.workflows:
             known = ", ".join(self.workflows) or "none: workflows.d defines no workflow"
-            self.errors.append(doc.error(path + ("start",), f"no workflow named {spec['start']!r} (known: {known})"))
+            self.errors.append(
+                doc.error(
+                    path + ("start",),
+                    f"no workflow named {spec['start']!r}{did_you_mean(spec['start'], self.workflows)} (known: {known})",
+                )
+            )
             return None
         if kind == "signal" and "id" not in self.routes[route].template.names:
             self.errors.append(doc.error(path, f"route {route} has no {{id}} path parameter to name the workflow"))

@@ -33,7 +33,7 @@ class WorkflowsFeature(Feature):
 
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
         worker = commands.add_parser("worker", help="run the Temporal worker of the workflows in workflows.d")
-        worker.add_argument("--config")
+        worker.add_argument("--config", help="config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else .)")
         worker.add_argument(
             "--task-queue",
             action="append",
