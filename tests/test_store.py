@@ -21,7 +21,7 @@ from gateway_engine.store import (
 )
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 
-EXTRA_REVISION = '''
+EXTRA_REVISION = """
 import sqlalchemy as sa
 from alembic import op
 
@@ -37,7 +37,7 @@ def upgrade():
 
 def downgrade():
     op.drop_table("extra_things")
-'''
+"""
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -54,7 +54,9 @@ def test_store_settings_default_to_a_sqlite_file_next_to_the_config(tmp_path):
 
 
 def test_store_settings_data_env_and_url(tmp_path):
-    assert store_settings({}, str(tmp_path), {"GATEWAY_DATA": "/srv/gw"}).url == "sqlite+aiosqlite:////srv/gw/gateway.db"
+    assert (
+        store_settings({}, str(tmp_path), {"GATEWAY_DATA": "/srv/gw"}).url == "sqlite+aiosqlite:////srv/gw/gateway.db"
+    )
     relative = store_settings({"store": {"data_dir": "state"}}, str(tmp_path), {})
     assert relative.url.endswith(f"{tmp_path}/state/gateway.db")
     pg = store_settings({"store": {"url": "postgresql://u:secret@db/gw", "migrate_on_start": False}}, ".", {})
@@ -93,7 +95,16 @@ def test_store_concurrent_migrate_commands_take_turns(store_url, tmp_path):
         f"version: 1\nstore: {{url: '{store_url}'}}\n" if "postgresql" in store_url else "version: 1\n"
     )
     (tmp_path / "routes.d").mkdir()
-    argv = [sys.executable, "-m", "gateway_engine", "migrate", "--config", str(tmp_path), "--data", str(tmp_path / "data")]
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway_engine",
+        "migrate",
+        "--config",
+        str(tmp_path),
+        "--data",
+        str(tmp_path / "data"),
+    ]
     runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
     outputs = [r.communicate(timeout=120) for r in runs]
     assert [r.returncode for r in runs] == [0, 0, 0], outputs
@@ -103,7 +114,10 @@ def test_store_concurrent_migrate_commands_take_turns(store_url, tmp_path):
 
 async def test_store_notifications_reach_this_and_other_processes(store_url):
     """Two handles on one database stand for two processes: each sees the other's notifications."""
-    first, second = Store(StoreSettings(store_url, poll_interval=0.05)), Store(StoreSettings(store_url, poll_interval=0.05))
+    first, second = (
+        Store(StoreSettings(store_url, poll_interval=0.05)),
+        Store(StoreSettings(store_url, poll_interval=0.05)),
+    )
     try:
         await migrate(first)
         got_first: list[str] = []
