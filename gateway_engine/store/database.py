@@ -46,6 +46,9 @@ class Store:
         """Call ``callback(payload)`` for each notification on ``channel`` (listening once this returns)."""
         await self.notifier.subscribe(channel, callback)
 
+    def unsubscribe(self, channel: str, callback: Callback) -> None:
+        self.notifier.unsubscribe(channel, callback)
+
     async def close(self) -> None:
         await self.notifier.close()
         await self.engine.dispose()

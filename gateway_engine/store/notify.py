@@ -57,6 +57,12 @@ class Notifier:
             await self._connection.add_listener(channel, self._on_pg)
         await self._ready.wait()
 
+    def unsubscribe(self, channel: str, callback: Callback) -> None:
+        """Stop delivering to ``callback`` (a retired config's cache, say)."""
+        callbacks = self.callbacks.get(channel, [])
+        if callback in callbacks:
+            callbacks.remove(callback)
+
     def _deliver(self, channel: str, payload: str) -> None:
         for callback in self.callbacks.get(channel, ()):
             try:
