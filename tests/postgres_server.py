@@ -73,3 +73,11 @@ def postgres_url(postgres_server: str) -> str:
         [str(BIN / "createdb"), "-h", host, "-p", port, "-U", "gw", name], check=True, capture_output=True, timeout=60
     )
     return f"{postgres_server}/{name}"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_store(request) -> str | None:
+    """Run a test on both stores: None means the SQLite default (the data dir), else a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    return request.getfixturevalue("postgres_url")

@@ -81,7 +81,12 @@ def test_architecture_the_core_names_no_feature():
     for layer in core:
         for path in (ROOT / "gateway_engine" / layer).rglob("*.py"):
             text = path.read_text()
-            for feature in ("gateway_engine.endpoints", "gateway_engine.webhooks", "gateway_engine.workflows", "gateway_engine.keys"):
+            for feature in (
+                "gateway_engine.endpoints",
+                "gateway_engine.webhooks",
+                "gateway_engine.workflows",
+                "gateway_engine.keys",
+            ):
                 if feature in text:
                     offenders.append(f"{path.relative_to(ROOT)} names {feature}")
     assert offenders == []

@@ -86,18 +86,14 @@ async def _add_counts(conn: AsyncConnection, dialect: str, counts: dict[tuple[st
 
 
 async def usage_of(conn: AsyncConnection, key_id: str, days: int) -> dict[str, Any]:
-    """Totals, per-day counts of the last ``days`` days (UTC) and when the key was last used."""
+    """Totals, per-day counts of the last ``days`` days (UTC) and when the key was last used (one read)."""
     since = day_of(time.time() - (days - 1) * 86_400)
-    per_day = (
+    rows = (
         await conn.execute(
-            sa.select(key_usage.c.day, key_usage.c.count)
-            .where(key_usage.c.key_id == key_id, key_usage.c.day >= since)
-            .order_by(key_usage.c.day)
+            sa.select(key_usage.c.day, key_usage.c.count).where(key_usage.c.key_id == key_id).order_by(key_usage.c.day)
         )
     ).all()
-    total = (
-        await conn.execute(
-            sa.select(sa.func.coalesce(sa.func.sum(key_usage.c.count), 0)).where(key_usage.c.key_id == key_id)
-        )
-    ).scalar_one()
-    return {"total": int(total), "perDay": [{"day": d, "count": int(n)} for d, n in per_day]}
+    return {
+        "total": sum(int(n) for _, n in rows),
+        "perDay": [{"day": d, "count": int(n)} for d, n in rows if d >= since],
+    }
