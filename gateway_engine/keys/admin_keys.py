@@ -107,6 +107,8 @@ async def keys(rt: KeysRuntime, req: AdminRequest) -> tuple[int, Any]:
 
 async def _create(rt: KeysRuntime, req: AdminRequest, body: dict[str, Any]) -> dict[str, Any]:
     tenant = req.caller.tenant
+    if tenant is not None and body.get("platformId") not in (None, tenant):
+        raise not_found("platform")
     platform_id, client_id = tenant or body.get("platformId"), body.get("clientId")
     async with rt.writing() as conn:
         if client_id is not None:
