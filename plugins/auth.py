@@ -79,8 +79,9 @@ class AuthPlugin(Plugin):
                 "description": "Roles of which the caller must hold at least one (key `roles` or the JWT roles claim).",
             },
             "verifier": {
-                "type": "string",
+                "type": ["string", "null"],
                 "minLength": 1,
+                "default": None,
                 "description": "Also accept stored keys, checked by the credential verifier a feature lends under "
                 "this name (`keys`: the key store, see docs/stored-keys.md). Keys in `auth.api_keys` still work.",
             },
