@@ -62,8 +62,10 @@ class KeysTransport:
         )
         try:
             status, answer = await dispatch(runtime, request)
-        except (GatewayError, RuntimeError):
+        except GatewayError:
             raise
+        except RuntimeError:  # the store closed under us (a shutdown)
+            raise _UNAVAILABLE from None
         except Exception as exc:  # a database error: never a traceback or SQL in the answer
             if exc.__class__.__module__.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")):
                 raise _UNAVAILABLE from None
