@@ -149,3 +149,25 @@ def test_keys_admin_route_without_identity_forwarding_is_a_config_error(tmp_path
     root = write_config(tmp_path / "c", bad, {})
     with pytest.raises(ConfigErrors, match="prefix"):
         load_config(root, {})
+
+
+def test_keys_survive_a_config_reload(gateway, upstream, tmp_path):
+    import httpx
+
+    base = gateway(
+        gateway_yaml(None, tmp_path / "access.log"),
+        {"admin": admin_routes(), "svc": service_routes(upstream)},
+        watch=True,
+    )
+    ops = Admin(base)
+    created = ops.ok("POST", "/keys", {"name": "steady", "scopes": ["orders:read"]})
+    assert call(base, "/orders", created["key"]).status_code == 200
+    version = httpx.get(f"{base}/api/health").json()["version"]
+    changed = service_routes(upstream) + "  - {name: extra, method: GET, path: /extra, upstream_path: /extra}\n"
+    (gateway.root / "routes.d" / "svc.yaml").write_text(changed)
+    assert eventually(lambda: httpx.get(f"{base}/api/health").json()["version"] != version)
+    assert call(base, "/extra", created["key"]).status_code == 200  # the new config verifies it too
+    ops.ok("DELETE", f"/keys/{created['id']}")
+    assert call(base, "/orders", created["key"]).status_code == 401
+    usage = eventually(lambda: (u := ops.ok("GET", f"/keys/{created['id']}/usage"))["total"] == 2 and u)
+    assert usage, "counts from before and after the reload are all written"
