@@ -8,6 +8,7 @@ unmeasured warm-up. See bench/README.md.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import secrets
 import shutil
@@ -113,15 +114,42 @@ class Bench:
             "BENCH_API_KEY": secrets.token_urlsafe(24),
             "BENCH_JWT_SECRET": secrets.token_urlsafe(32),
             "BENCH_LOG_FILE": str(self.workdir / "gateway.log"),
+            "BENCH_STORE_URL": f"sqlite:///{self.workdir / 'keys.db'}",
         }
+
+    def stored_key(self, env: dict) -> str:
+        """Issue the stored key the ``full-stored`` target authenticates with (through the CLI, as an operator would)."""
+        cmd = [*servers.gateway_command(), "keys", "create", "--config", str(CONFIGS / "full-stored")]
+        done = subprocess.run(
+            [*cmd, "--name", "bench", "--scopes", "*"], env=env, capture_output=True, text=True, timeout=120
+        )
+        if done.returncode != 0:
+            raise servers.StartError(f"keys create failed: {done.stderr.strip()[-500:]}")
+        return json.loads(done.stdout)["key"]
 
     def gateway(self, config: str, env: dict, workers: int = 1) -> dict:
         """The gateway on ``configs/<config>``; only a single worker is pinned (two need both cores)."""
         name = f"gateway {config}" + (f" --workers {workers}" if workers > 1 else "")
         core = SERVER_CORE if workers == 1 else None
         server = servers.gateway(f"gateway-{config}-{workers}", CONFIGS / config, self.workdir, env, workers, core)
-        headers = {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if config == "full" else {}
+        key = env.get("BENCH_STORED_KEY") if config == "full-stored" else env["BENCH_API_KEY"]
+        headers = {"x-api-key": key, "Origin": "http://localhost:5000"} if config.startswith("full") else {}
         return self.start(name, server, headers=headers)
+
+    def gateway_stored(self, env: dict) -> dict:
+        """The full chain with a stored key; a failed key issue is recorded like a failed start."""
+        try:
+            env = {**env, "BENCH_STORED_KEY": self.stored_key(env)}
+        except (servers.StartError, subprocess.TimeoutExpired, ValueError, KeyError) as e:
+            return {
+                "name": "gateway full-stored",
+                "url": "",
+                "runs": [],
+                "headers": {},
+                "server": None,
+                "error": str(e),
+            }
+        return self.gateway("full-stored", env)
 
     def measure(self, targets: list[dict]) -> None:
         """Interleaved rounds: a warm-up then a measured run per live target in each round."""
@@ -152,11 +180,13 @@ class Bench:
             self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
             self.gateway("bare", env),
             self.gateway("full", env),
+            self.gateway_stored(env),
         ]
         self.measure(targets)
         self.record_rss(targets[2:])
         for t in targets[1:]:
-            t["server"].stop()
+            if t["server"] is not None:
+                t["server"].stop()
         if a.workers_2:
             w2 = self.gateway("full", env, workers=2)
             self.measure([w2])

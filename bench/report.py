@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full --workers 2")
+GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full-stored", "gateway full --workers 2")
 
 
 def machine() -> dict:
@@ -149,7 +149,14 @@ def checks(targets: list[dict]) -> list[dict]:
     errors = sum(t["non_2xx"] + t["socket_errors"] for t in measured)
     failed_runs = sum("error" in r for t in gw for r in t["runs"])
     rss = [p["rss_mb"] for t in gw for p in t.get("rss", {}).get("processes", []) if p["role"] != "resource_tracker"]
+    full, stored = by.get("gateway full", {}).get("median_rps"), by.get("gateway full-stored", {}).get("median_rps")
+    stored_ratio = stored / full if full and stored else None
     return [
+        check(
+            "gateway full-stored ≥ 0.9 × gateway full (stored key vs YAML key)",
+            stored_ratio is not None and stored_ratio >= 0.9,
+            _fmt(stored_ratio, ".3f"),
+        ),
         ratio("gateway full", 0.18),
         ratio("gateway bare", 0.25),
         check("gateway full p99 ≤ 15 ms", full_p99 is not None and full_p99 <= 15, _fmt(full_p99, ".2f") + " ms"),

@@ -7,6 +7,7 @@ The public API is what a plugin needs: the ``Plugin`` base class, the
 
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.credentials import CredentialVerifier, VerifiedCredential
 from gateway_engine.foundation.envelope import error_body, success_body, timestamp
 from gateway_engine.foundation.errors import ConfigError, ConfigErrors, GatewayError
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
@@ -16,11 +17,13 @@ from gateway_engine.runtime.server import create_app
 __all__ = [
     "ConfigError",
     "ConfigErrors",
+    "CredentialVerifier",
     "GatewayError",
     "GatewayInfo",
     "Plugin",
     "Reply",
     "RequestContext",
+    "VerifiedCredential",
     "create_app",
     "error_body",
     "load_config",

@@ -10,6 +10,7 @@ from gateway_engine import GatewayError, GatewayInfo, Plugin, RequestContext
 
 from .auth_jwt import JwtVerifier
 from .auth_keys import KeyEntry, KeyTable
+from .auth_stored import stored_identity
 
 IDENTITY_FIELDS = (
     "user_id",
@@ -22,6 +23,9 @@ IDENTITY_FIELDS = (
     "key_name",
     "consumer",
     "method",
+    "tenant",
+    "external_id",
+    "key_id",
 )
 DEFAULT_IDENTITY_HEADERS = {
     "user_id": "X-User-Id",
@@ -29,6 +33,7 @@ DEFAULT_IDENTITY_HEADERS = {
     "email": "X-User-Email",
     "client_id": "X-Client-Id",
     "platform": "X-Platform-Id",
+    "external_id": "X-Client-External-Id",
 }
 _SAFE_HEADER_CHARS = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
 _STRINGS = {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True}
@@ -72,6 +77,13 @@ class AuthPlugin(Plugin):
                 **_STRINGS,
                 "default": [],
                 "description": "Roles of which the caller must hold at least one (key `roles` or the JWT roles claim).",
+            },
+            "verifier": {
+                "type": ["string", "null"],
+                "minLength": 1,
+                "default": None,
+                "description": "Also accept stored keys, checked by the credential verifier a feature lends under "
+                "this name (`keys`: the key store, see docs/stored-keys.md). Keys in `auth.api_keys` still work.",
             },
             "require_client_key": {
                 "type": "boolean",
@@ -135,8 +147,11 @@ class AuthPlugin(Plugin):
             *(h.lower() for _, h in self.identity_headers),
         }
         settings = gateway.settings.get("auth") or {}
-        if "api_key" in self.accept and "api_keys" not in settings:
-            raise ValueError("accept lists api_key but gateway.yaml has no auth.api_keys")
+        self.verifier_name: str | None = options.get("verifier")
+        if "api_key" in self.accept and "api_keys" not in settings and self.verifier_name is None:
+            raise ValueError(
+                "accept lists api_key but gateway.yaml has no auth.api_keys (nor does auth name a verifier)"
+            )
         if "jwt" in self.accept and "jwt" not in settings:
             raise ValueError("accept lists jwt but gateway.yaml has no auth.jwt section")
         # one key table and one verifier (with its JWKS cache) for the whole config, whatever the route options
@@ -189,7 +204,7 @@ class AuthPlugin(Plugin):
             return None  # an OPTIONS probe or preflight: answered by cors or the engine, never forwarded
         for method in self.accept:
             if method == "api_key" and self.key_header in ctx.headers:
-                result = self._api_key(ctx)
+                result = await self._api_key(ctx)
                 break
             if method == "jwt" and self.jwt is not None and "authorization" in ctx.headers:
                 result = await self._jwt(ctx, self.jwt)
@@ -216,12 +231,25 @@ class AuthPlugin(Plugin):
                     )
         return None
 
-    def _api_key(self, ctx: RequestContext) -> dict[str, Any] | GatewayError:
+    async def _api_key(self, ctx: RequestContext) -> dict[str, Any] | GatewayError:
         ambiguous = _repeated(ctx, self.key_header) or _repeated(ctx, self.client_header)
         if ambiguous is not None:
             return ambiguous
         now = time.time()
-        entry = _check_key(self.platform_keys.lookup(ctx.headers[self.key_header]), now, "API_KEY", "API key")
+        found_key = self.platform_keys.lookup(ctx.headers[self.key_header])
+        if found_key is None and self.verifier_name is not None:
+            verifier = self.gateway.verifiers.get(self.verifier_name)
+            if verifier is None:
+                return GatewayError(503, "KEY_STORE_UNAVAILABLE", "Stored keys are not enabled on this gateway.")
+            if verifier.claims(ctx.headers[self.key_header]):
+                return await stored_identity(
+                    verifier,
+                    ctx.headers[self.key_header],
+                    ctx.headers.get(self.client_header),
+                    require_client=self.require_client,
+                    client_header=self.client_header,
+                )
+        entry = _check_key(found_key, now, "API_KEY", "API key")
         if isinstance(entry, GatewayError):
             return entry
         presented = ctx.headers.get(self.client_header)

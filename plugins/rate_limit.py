@@ -213,6 +213,12 @@ class RateLimitPlugin(Plugin):
                 "description": "When the storage is unreachable: `open` lets requests through (logs a warning), "
                 "`closed` answers 503 RATE_LIMIT_UNAVAILABLE.",
             },
+            "per_key": {
+                "type": "boolean",
+                "default": True,
+                "description": "Also apply the authenticated key's own limit (a stored key's `rateLimit`, per minute), "
+                "counted per key across every route; a tenant request counts against both of its keys.",
+            },
             "scope": {
                 "type": "string",
                 "enum": ["route", "backend", "global"],
@@ -234,6 +240,8 @@ class RateLimitPlugin(Plugin):
         self.failures_only = options["count"] == "failures"
         self.fail_open = options["on_storage_error"] == "open"
         self.scope = options["scope"]
+        self.per_key = options["per_key"]
+        self._key_items: dict[int, RateLimitItem] = {}
         # fixed and moving windows store different types under a key, so they never share one
         self.prefix = f"{self.strategy}.{options['count']}"
         self._keys: dict[tuple, str] = {}  # (limit, identifiers) → storage key, so keys are not rebuilt per request
@@ -294,6 +302,10 @@ class RateLimitPlugin(Plugin):
         return "key:" + rendered if rendered.strip() else ""
 
     async def on_request(self, ctx: RequestContext) -> GatewayError | None:
+        if self.per_key and ctx.identity is not None and ctx.identity.get("key_limits"):
+            refused = await self._key_limits(ctx.identity["key_limits"])
+            if refused is not None:
+                return refused
         ids = self.identifiers(ctx)
         if self.strategy == "fixed-window" and not self.failures_only:
             return await self._fixed_window(ctx, ids)
@@ -307,6 +319,30 @@ class RateLimitPlugin(Plugin):
         except StorageError as exc:
             return self._storage_failed(exc)
         ctx.state["rate_limit"] = (ids, stats)
+        return None
+
+    async def _key_limits(self, limits: list[list[Any]]) -> GatewayError | None:
+        """Each key's own per-minute limit, one fixed-window counter per key (shared by every route)."""
+        local = self.counters.local
+        now = time.time()
+        try:
+            for key_id, amount in limits:
+                item = self._key_items.get(amount)
+                if item is None:
+                    if len(self._key_items) > 1000:
+                        self._key_items.clear()
+                    item = self._key_items[amount] = parse_limits(f"{int(amount)}/minute")[0]
+                key = item.key_for("stored-key", str(key_id))
+                if local is not None:
+                    count, reset = local.hit(key, item.get_expiry(), now)
+                else:
+                    storage = self.counters.storage_for("fixed-window")
+                    count = await storage.incr(key, item.get_expiry(), amount=1)
+                    reset = await storage.get_expiry(key)
+                if count > item.amount:
+                    return self._rejection(item, WindowStats(reset, 0))
+        except StorageError as exc:
+            return self._storage_failed(exc)
         return None
 
     async def _fixed_window(self, ctx: RequestContext, ids: tuple[str, str, str]) -> GatewayError | None:
@@ -375,7 +411,7 @@ class RateLimitPlugin(Plugin):
             429,
             "RATE_LIMITED",
             f"Too many requests: the limit is {item.amount} per {_period(item)}. Retry in {retry}s.",
-            details={"limit": item.amount, "period": _period(item), "retry_after": retry},
+            details={"limit": item.amount, "period": _period(item), "retry_after": retry, "retryAfter": retry},
             headers={
                 "Retry-After": str(retry),
                 "RateLimit-Limit": str(item.amount),

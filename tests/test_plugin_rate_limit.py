@@ -102,6 +102,7 @@ def test_rate_limit_route_shorthand_and_multi_unit_window(gateway, upstream):
         "limit": 2,
         "period": "15 minutes",
         "retry_after": int(refused.headers["retry-after"]),
+        "retryAfter": int(refused.headers["retry-after"]),
     }
     assert other.headers["ratelimit-limit"] == "100"  # per-route counters: the other route is untouched
     assert other.headers["ratelimit-remaining"] == "99"

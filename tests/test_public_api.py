@@ -7,11 +7,13 @@ def test_public_api_is_pinned():
     assert sorted(gateway_engine.__all__) == [
         "ConfigError",
         "ConfigErrors",
+        "CredentialVerifier",
         "GatewayError",
         "GatewayInfo",
         "Plugin",
         "Reply",
         "RequestContext",
+        "VerifiedCredential",
         "create_app",
         "error_body",
         "load_config",

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 import orjson
 
 from gateway_engine.cli.scaffold import add_scaffold_commands
+from gateway_engine.cli.store_commands import add_data_option, add_store_commands, apply_data_option
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
@@ -80,6 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight requests may take to finish on shutdown or reload",
     )
+    add_data_option(serve)
     validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
     validate.add_argument("--config", type=config_path, help=CONFIG_HELP)
     validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
@@ -100,6 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--keep-newline", action="store_true", help="hash the input exactly, including a final newline"
     )
     add_scaffold_commands(sub)
+    add_store_commands(sub)
     for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
         feature.add_commands(sub)
     return parser
@@ -263,6 +266,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from gateway_engine.runtime.protocol import GatewayHttpProtocol
 
     root = os.path.abspath(_config_dir(args.config))
+    apply_data_option(args)
     config = _load(root, err)
     if config is None:  # fail fast, with every error, before binding the port
         return 1

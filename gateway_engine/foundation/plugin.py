@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.credentials import CredentialVerifier
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 
@@ -20,6 +21,8 @@ class GatewayInfo:
         self.written = written or {}  # the same, as written: before ${VAR} interpolation dropped unset values
         self.config_dir = config_dir
         self._shared: dict[Any, Any] = {}
+        #: credential verifiers features lend the auth plugin, by name (see ``credentials.py``)
+        self.verifiers: dict[str, CredentialVerifier] = {}
 
     def shared(self, key: Any, factory: Any) -> Any:
         """One object per key for the whole config (a storage, a key table, a file)."""
