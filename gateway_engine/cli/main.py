@@ -14,24 +14,15 @@ from gateway_engine.cli.store_commands import add_data_option, add_store_command
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.config.loader import GATEWAY_FILE, read_config_dir
+from gateway_engine.config.loader import read_config_dir
+from gateway_engine.config.locations import CONFIG_HELP, config_path
 from gateway_engine.foundation.errors import ConfigErrors
 
-CONFIG_HELP = "config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else the current directory)"
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
 
 
 def _config_dir(value: str | None) -> str:
     return value or os.environ.get("GATEWAY_CONFIG") or "."
-
-
-def config_path(value: str) -> str:
-    """``--config``: a directory, or the path of its ``gateway.yaml`` (the directory is what is loaded)."""
-    if os.path.isfile(value):
-        if os.path.basename(value) != GATEWAY_FILE:
-            raise argparse.ArgumentTypeError(f"{value!r} is a file; give the config directory or its {GATEWAY_FILE}")
-        return os.path.dirname(value) or "."
-    return value
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):

@@ -12,6 +12,7 @@ import os
 from typing import TextIO
 
 from gateway_engine.compiled.compiler import load_config
+from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigErrors
 from gateway_engine.store import DATA_ENV, StoreSettings, acquire_store, migrate, release_store, store_settings
 
@@ -30,7 +31,7 @@ def apply_data_option(args: argparse.Namespace) -> None:
 
 def add_store_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = commands.add_parser("migrate", help="upgrade the store's schema (every feature's branch) and exit")
-    parser.add_argument("--config")
+    add_config_option(parser)
     add_data_option(parser)
     parser.set_defaults(handler=_migrate)
 

@@ -15,6 +15,7 @@ from typing import Any, TextIO
 import orjson
 
 from gateway_engine.compiled.compiler import load_config
+from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigErrors, GatewayError
 from gateway_engine.store import DATA_ENV
 
@@ -28,43 +29,45 @@ OPERATOR = Caller(consumer="cli", tenant=None, key_id=None, scopes=frozenset({"*
 def add_commands(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     keys = _group(commands, "keys", "stored API keys: create, list, show, revoke, rotate, usage")
     create = _action(keys, "create", "issue a key (printed once)")
-    create.add_argument("--name", required=True)
+    create.add_argument("--name", required=True, help="the key's name, shown in listings and logs")
     _key_options(create)
     create.add_argument("--platform", help="owner platform (id or code); default: an operator key")
     create.add_argument("--client", help="owner client id")
-    _action(keys, "list", "list keys").add_argument("--platform")
+    _action(keys, "list", "list keys").add_argument("--platform", help="only this platform's keys (id or code)")
     for name in ("show", "revoke", "rotate", "usage"):
-        _action(keys, name, f"{name} one key").add_argument("id")
+        _action(keys, name, f"{name} one key").add_argument("id", help="the key's id (never the key itself)")
 
     platforms = _group(commands, "platforms", "tenant platforms: create (with its key), list, show, deactivate")
     create = _action(platforms, "create", "register a platform and issue its key (printed once)")
-    create.add_argument("--code", required=True)
-    create.add_argument("--name", required=True)
+    create.add_argument("--code", required=True, help="the platform's short unique code")
+    create.add_argument("--name", required=True, help="the platform's display name")
     _key_options(create)
     _action(platforms, "list", "list platforms")
     for name in ("show", "deactivate"):
-        _action(platforms, name, f"{name} one platform").add_argument("id")
+        _action(platforms, name, f"{name} one platform").add_argument("id", help="the platform's id or code")
 
     clients = _group(commands, "clients", "a platform's clients: create (with its key), list, show, deactivate")
     create = _action(clients, "create", "register a client and issue its key (printed once)")
-    create.add_argument("--platform", required=True)
-    create.add_argument("--code", required=True)
-    create.add_argument("--name", required=True)
-    create.add_argument("--external-id")
+    create.add_argument("--platform", required=True, help="the owner platform (id or code)")
+    create.add_argument("--code", required=True, help="the client's short code, unique in its platform")
+    create.add_argument("--name", required=True, help="the client's display name")
+    create.add_argument("--external-id", help="the platform's own id of this client")
     _key_options(create)
-    _action(clients, "list", "list clients").add_argument("--platform")
+    _action(clients, "list", "list clients").add_argument(
+        "--platform", help="only this platform's clients (id or code)"
+    )
     for name in ("show", "deactivate"):
-        _action(clients, name, f"{name} one client").add_argument("id")
+        _action(clients, name, f"{name} one client").add_argument("id", help="the client's id")
 
 
 def _group(commands: Any, name: str, help_text: str) -> Any:
     parser = commands.add_parser(name, help=help_text)
-    return parser.add_subparsers(dest="action", required=True)
+    return parser.add_subparsers(dest="action", required=True, help="what to do")
 
 
 def _action(group: Any, name: str, help_text: str) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = group.add_parser(name, help=help_text)
-    parser.add_argument("--config")
+    add_config_option(parser)
     parser.add_argument("--data", help="directory of the embedded SQLite store")
     parser.set_defaults(handler=_run)
     return parser
