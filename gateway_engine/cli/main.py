@@ -187,7 +187,7 @@ def route_table(config: CompiledConfig) -> list[dict]:
                 "backend": route.backend,
                 "name": route.name,
                 "upstream": route.upstream_template,
-                "configured": route.upstream is not None,
+                "configured": route.configured,
                 "plugins": [p.name for p in route.plugins],
             }
         )

@@ -166,3 +166,32 @@ def env_names(value: Any) -> list[str]:
             if isinstance(node.node, nodes.Name) and node.node.name == "env":
                 found.append(node.attr)
     return found
+
+
+def attributes_read(value: Any, name: str) -> list[str | None]:
+    """What a template structure reads of variable ``name``: ``name.x`` and ``name['x']`` give ``"x"``; any
+    other use (``name``, ``name[key]``) gives None, so a caller can demand that every use be spelled out."""
+    found: list[str | None] = []
+    if isinstance(value, dict):
+        for v in value.values():
+            found += attributes_read(v, name)
+    elif isinstance(value, list):
+        for v in value:
+            found += attributes_read(v, name)
+    elif is_template(value):
+        try:
+            ast = _env.parse(value)
+        except TemplateSyntaxError:
+            return found
+        spelled: set[int] = set()
+        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
+            inner = node.node
+            if isinstance(inner, nodes.Name) and inner.name == name:
+                if isinstance(node, nodes.Getattr):
+                    found.append(node.attr)
+                    spelled.add(id(inner))
+                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
+                    found.append(node.arg.value)
+                    spelled.add(id(inner))
+        found += [None for n in ast.find_all(nodes.Name) if n.name == name and id(n) not in spelled]
+    return found

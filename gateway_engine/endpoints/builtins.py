@@ -108,7 +108,7 @@ class Builtins:
             "status": "ok",
             "version": config.version,
             "routes": len(config.routes),
-            "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None}),
+            "unconfigured": sorted({r.backend for r in config.routes if not r.configured}),
         }
         return Reply(200, [("content-type", JSON), _NO_STORE], orjson.dumps(body))
 
