@@ -4,14 +4,18 @@ per-backend timeouts, per-backend upstream auth, and what `validate` refuses."""
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
 
+from openapi_spec_validator import validate
+
 from gateway_engine import ConfigErrors, load_config
 from gateway_engine.cli.main import run
+from gateway_engine.config.secrets import MASK
 from gateway_engine.foundation.metrics import REGISTRY
 from tests.aggregation_support import Backend, backend_file
 from tests.servers import serve, write_config
@@ -302,3 +306,42 @@ def test_aggregation_validate_rejects_routes_without_upstream_or_backends(tmp_pa
     assert "routes[0]" in text and "declares no `upstream`" in text
     text = _load_errors(tmp_path, backends, "  - {name: lone, method: GET, path: /lone, timeout: 2s}\n")
     assert "`timeout` is the total time of a route's `backends`" in text
+
+
+def test_aggregation_explain_shows_every_call_and_the_merged_answer(tmp_path, backends, monkeypatch):
+    root = write_config(tmp_path / "cfg", GATEWAY, files(backends, PAGE))
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    order = tmp_path / "order.json"
+    order.write_text('{"order": {"id": "o1", "number": "N-7", "status": "paid", "total": 3}}')
+    tracking = tmp_path / "tracking.json"
+    tracking.write_text('{"state": "near"}')
+    invoice = tmp_path / "invoice.json"
+    invoice.write_text('{"data": {"name": "INV-9", "outstanding": 5}}')
+    out = io.StringIO()
+    argv = ["explain", "GET", "/api/overview/orders/o1", "--config", str(root), "--upstream-response", str(tracking)]
+    argv += ["--call-response", f"order={order}", "--call-response", f"invoice={invoice}"]
+    assert run(argv, stdout=out, stderr=out) == 0, out.getvalue()
+    result = json.loads(out.getvalue())
+    calls = {c["call"]: c["request"] for c in result["upstream_requests"]}
+    assert list(calls) == ["order", "tracking", "invoice"]
+    assert calls["order"]["url"] == backends["shop"][1] + "/orders/o1"
+    assert calls["order"]["headers"]["authorization"] == MASK  # upstream auth is masked
+    assert calls["invoice"]["url"] == backends["books"][1] + "/invoices?po=N-7"
+    assert "shop-token-1" not in out.getvalue() and "bs-3" not in out.getvalue()
+    body = result["response"]["body"]
+    assert body["data"] == {"id": "o1", "status": "paid", "total": 3, "tracking": {"state": "near"}, "invoice": "INV-9", "outstanding": 5}
+    assert [b["status"] for b in body["meta"]["backends"]] == [200, 200, 200]
+
+
+def test_aggregation_openapi_describes_the_merged_answer(gateway, backends, fakes):
+    url = gateway(GATEWAY, files(backends, PAGE), ENV)
+    spec = httpx.get(url + "/api/openapi.json").json()
+    validate(spec)
+    op = spec["paths"]["/api/overview/orders/{id}"]["get"]
+    schema = op["responses"]["200"]["content"]["application/json"]["schema"]
+    data = schema["allOf"][1]["properties"]["data"]
+    assert list(data["properties"]) == ["id", "status", "total", "tracking", "invoice", "outstanding"]
+    assert "backend `tracking` (ship, optional" in data["properties"]["tracking"]["description"]
+    assert "backends" in schema["allOf"][1]["properties"]["meta"]["properties"]
+    assert "BACKEND_FAILED" in op["responses"]["502"]["description"]

@@ -175,10 +175,9 @@ class _Compiler(RouteCompiler):
                     owned=self.owned.get(feature.name, []),
                 )
             )
-        if self.owned:  # the owned routes get their features' handlers (a route table with them in it)
-            routes = self._with_handlers(routes, contributions)
-            router = self._router(routes)
-            core = dataclasses.replace(core, routes=tuple(routes), router=router)
+            if self.owned.get(feature.name):  # its routes get its handlers: the features after it see them
+                routes = self._with_handlers(routes, feature.name, contributions[feature.name])
+                core = dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             scrub_secrets(unique, self._referenced_env())

@@ -6,7 +6,7 @@ Part of the compiler (mixed into it): a route's problems go to the compiler's er
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from functools import cache
 
 from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
 from gateway_engine.compiled.features import OwnedRoute
@@ -21,9 +21,17 @@ from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Rou
 from gateway_engine.compiled.upstream_settings import owned_query
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
+from gateway_engine.config.schema import schema
 from gateway_engine.foundation.errors import ConfigError, GatewayError
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+
+
+@cache
+def feature_route_keys() -> dict[str, str]:
+    """Route keys the schema marks as a feature's (``x-feature``), by key: the feature's name."""
+    properties = schema("routes")["properties"]["routes"]["items"]["properties"]
+    return {key: spec["x-feature"] for key, spec in properties.items() if "x-feature" in spec}
 
 
 class RouteCompiler(PluginChains):
@@ -56,6 +64,11 @@ class RouteCompiler(PluginChains):
     ) -> CompiledRoute | None:
         errors_before = len(self.errors)
         owner = next((self.route_owners[k] for k in spec if k in self.route_owners), None)
+        orphan = next((k for k in spec if k in feature_route_keys() and k not in self.route_owners), None)
+        if orphan is not None:  # never a silent single upstream call in its place
+            feature = feature_route_keys()[orphan]
+            self.errors.append(doc.error(path + (orphan,), f"`{orphan}` needs the {feature} feature, which is not installed"))
+            return None
         if owner is None and "upstream" not in doc.data:
             self.errors.append(
                 doc.error(path, "this route calls the backend's upstream, but the file declares no `upstream`")
@@ -158,16 +171,15 @@ class RouteCompiler(PluginChains):
             self.owned.setdefault(owner, []).append(OwnedRoute(route, doc, path, spec))
         return route
 
-    def _with_handlers(self, routes: list[CompiledRoute], contributions: Mapping[str, Contribution]) -> list[CompiledRoute]:
-        """The routes, each owned one carrying its feature's handler (one without is reported)."""
-        owners = {o.route.qualified_name: feature for feature, owned in self.owned.items() for o in owned}
+    def _with_handlers(self, routes: list[CompiledRoute], owner: str, contribution: Contribution) -> list[CompiledRoute]:
+        """The routes, each one ``owner`` owns carrying the handler it contributed (one without is reported)."""
+        owned = {o.route.qualified_name for o in self.owned[owner]}
         out = []
         for route in routes:
-            owner = owners.get(route.qualified_name)
-            if owner is None:
+            if route.qualified_name not in owned:
                 out.append(route)
                 continue
-            handler = contributions[owner].handlers.get(route.qualified_name)
+            handler = contribution.handlers.get(route.qualified_name)
             if handler is None:
                 if self.errors:  # the feature said why
                     continue
