@@ -21,6 +21,7 @@ from . import report, servers, wrk
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PATH = "/api/gateway/bench/items"
+PATHS = {"bare": PATH, "full": PATH, "aggregate": "/api/gateway/page/items"}  # aggregate: three backends, one route
 PIN = servers.TASKSET is not None and (os.cpu_count() or 1) >= 2
 SERVER_CORE, LOAD_CORE = (0, 1) if PIN else (None, None)
 
@@ -120,8 +121,8 @@ class Bench:
         name = f"gateway {config}" + (f" --workers {workers}" if workers > 1 else "")
         core = SERVER_CORE if workers == 1 else None
         server = servers.gateway(f"gateway-{config}-{workers}", CONFIGS / config, self.workdir, env, workers, core)
-        headers = {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if config == "full" else {}
-        return self.start(name, server, headers=headers)
+        headers = {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if config != "bare" else {}
+        return self.start(name, server, PATHS[config], headers=headers)
 
     def measure(self, targets: list[dict]) -> None:
         """Interleaved rounds: a warm-up then a measured run per live target in each round."""
@@ -152,6 +153,7 @@ class Bench:
             self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
             self.gateway("bare", env),
             self.gateway("full", env),
+            self.gateway("aggregate", env),
         ]
         self.measure(targets)
         self.record_rss(targets[2:])
