@@ -23,7 +23,9 @@ class Backend:
         self.requests: list[dict[str, Any]] = []
         self.answers: dict[str, tuple[int, Any, float, dict[str, str]]] = {}
 
-    def answer(self, path: str, body: Any, *, status: int = 200, delay: float = 0.0, headers: dict | None = None) -> None:
+    def answer(
+        self, path: str, body: Any, *, status: int = 200, delay: float = 0.0, headers: dict | None = None
+    ) -> None:
         self.answers[path] = (status, body, delay, headers or {})
 
     def reset(self) -> None:

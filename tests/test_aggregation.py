@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-
 from openapi_spec_validator import validate
 
 from gateway_engine import ConfigErrors, load_config
@@ -82,7 +81,9 @@ PAGE = """\
 
 
 def _answers(fakes: dict[str, Backend], delay: float = 0.0) -> None:
-    fakes["shop"].answer("/orders/o1", {"order": {"id": "o1", "number": "N-7", "status": "paid", "total": 42, "x": 1}}, delay=delay)
+    fakes["shop"].answer(
+        "/orders/o1", {"order": {"id": "o1", "number": "N-7", "status": "paid", "total": 42, "x": 1}}, delay=delay
+    )
     fakes["ship"].answer("/track/o1", {"state": "on the way", "eta": "12:00"}, delay=delay)
     fakes["books"].answer("/invoices", {"data": {"name": "INV-1", "outstanding": 0, "secret": "no"}}, delay=delay)
 
@@ -133,7 +134,9 @@ def test_aggregation_independent_backends_run_concurrently(gateway, backends, fa
 
 def test_aggregation_a_dependent_waits_for_its_dependency_only(gateway, backends, fakes):
     _answers(fakes)
-    fakes["shop"].answer("/orders/o1", {"order": {"id": "o1", "number": "N-7", "status": "paid", "total": 1}}, delay=0.4)
+    fakes["shop"].answer(
+        "/orders/o1", {"order": {"id": "o1", "number": "N-7", "status": "paid", "total": 1}}, delay=0.4
+    )
     url = gateway(GATEWAY, files(backends, PAGE), ENV)
     assert httpx.get(url + "/api/overview/orders/o1").status_code == 200
     order, tracking, invoice = (fakes[n].requests[0] for n in ("shop", "ship", "books"))
@@ -181,7 +184,9 @@ def test_aggregation_required_failure_is_a_502_naming_the_backend(gateway, backe
 def test_aggregation_per_backend_timeout(gateway, backends, fakes):
     _answers(fakes)
     fakes["ship"].answer("/track/o1", {"state": "late"}, delay=3.0)
-    overview = PAGE.replace("        required: false\n        fallback", "        timeout: 300ms\n        required: false\n        fallback")
+    overview = PAGE.replace(
+        "        required: false\n        fallback", "        timeout: 300ms\n        required: false\n        fallback"
+    )
     url = gateway(GATEWAY, files(backends, overview), ENV)
     started = time.monotonic()
     answer = httpx.get(url + "/api/overview/orders/o1")
@@ -218,9 +223,21 @@ def test_aggregation_per_backend_auth_and_no_client_credentials(gateway, backend
 
 def test_aggregation_complete_answers_carry_the_strictest_caching(gateway, backends, fakes):
     _answers(fakes)
-    fakes["shop"].answer("/orders/o1", {"order": {"id": "o1", "number": "N"}}, headers={"cache-control": "max-age=60", "last-modified": "Tue, 01 Dec 2026 10:00:00 GMT"})
-    fakes["ship"].answer("/track/o1", {"state": "x"}, headers={"cache-control": "private, max-age=10", "last-modified": "Tue, 01 Dec 2026 12:00:00 GMT"})
-    fakes["books"].answer("/invoices", {"data": {"name": "I"}}, headers={"cache-control": "max-age=30", "last-modified": "Mon, 30 Nov 2026 09:00:00 GMT"})
+    fakes["shop"].answer(
+        "/orders/o1",
+        {"order": {"id": "o1", "number": "N"}},
+        headers={"cache-control": "max-age=60", "last-modified": "Tue, 01 Dec 2026 10:00:00 GMT"},
+    )
+    fakes["ship"].answer(
+        "/track/o1",
+        {"state": "x"},
+        headers={"cache-control": "private, max-age=10", "last-modified": "Tue, 01 Dec 2026 12:00:00 GMT"},
+    )
+    fakes["books"].answer(
+        "/invoices",
+        {"data": {"name": "I"}},
+        headers={"cache-control": "max-age=30", "last-modified": "Mon, 30 Nov 2026 09:00:00 GMT"},
+    )
     url = gateway(GATEWAY, files(backends, PAGE), ENV)
     answer = httpx.get(url + "/api/overview/orders/o1")
     assert answer.status_code == 200
@@ -236,7 +253,11 @@ def test_aggregation_unconfigured_backends(gateway, backends, fakes):
     url = gateway(GATEWAY, files(backends, PAGE, books_url="${BOOKS_URL}"), ENV)
     body = httpx.get(url + "/api/overview/orders/o1").json()  # optional and unset: its part is missing
     assert body["success"] is True and "invoice" not in body["data"]
-    assert body["meta"]["backends"][2] == {**body["meta"]["backends"][2], "status": 503, "error": "BACKEND_NOT_CONFIGURED"}
+    assert body["meta"]["backends"][2] == {
+        **body["meta"]["backends"][2],
+        "status": 503,
+        "error": "BACKEND_NOT_CONFIGURED",
+    }
     required = "".join(PAGE.rsplit("        required: false\n", 1))  # the invoice is required now
     url = gateway(GATEWAY, files(backends, required, books_url="${BOOKS_URL}"), ENV)
     answer = httpx.get(url + "/api/overview/orders/o1")  # required and unset: 503 before any call
@@ -250,9 +271,14 @@ def test_aggregation_metrics_per_backend(gateway, backends, fakes):
     url = gateway(GATEWAY, files(backends, PAGE), ENV)
     httpx.get(url + "/api/overview/orders/o1")
     for backend in ("shop", "ship", "books"):
-        count = REGISTRY.get_sample_value("gateway_upstream_duration_seconds_count", {"route": "page", "backend": backend})
+        count = REGISTRY.get_sample_value(
+            "gateway_upstream_duration_seconds_count", {"route": "page", "backend": backend}
+        )
         assert count and count >= 1
-    assert REGISTRY.get_sample_value("gateway_upstream_errors_total", {"route": "page", "backend": "ship", "kind": "5xx"}) >= 1
+    assert (
+        REGISTRY.get_sample_value("gateway_upstream_errors_total", {"route": "page", "backend": "ship", "kind": "5xx"})
+        >= 1
+    )
 
 
 def _load_errors(tmp_path, backends, overview: str) -> str:
@@ -286,14 +312,26 @@ def test_aggregation_validate_rejects_a_cycle(tmp_path, backends):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (("results.order.number", "results.shipment.number"), "results.shipment: this route has no backend entry named 'shipment'"),
+        (
+            ("results.order.number", "results.shipment.number"),
+            "results.shipment: this route has no backend entry named 'shipment'",
+        ),
         (("results.order.number", "results[name]"), "read a result as results.<backend name>"),
         (("backend: ship", "backend: nowhere"), "no backend 'nowhere' with an upstream in routes.d"),
-        (("fallback: {state: unknown}", "fallback: {state: unknown}\n        timeout: 9s"), "9s is more than the route's total of 5s"),
-        (("response: {group: tracking}\n        required: false", "response: {group: tracking}"), "a required backend has no fallback"),
+        (
+            ("fallback: {state: unknown}", "fallback: {state: unknown}\n        timeout: 9s"),
+            "9s is more than the route's total of 5s",
+        ),
+        (
+            ("response: {group: tracking}\n        required: false", "response: {group: tracking}"),
+            "a required backend has no fallback",
+        ),
         (("response: {group: tracking}", "response: {target: x}"), "without `group`, list the keys"),
         (("path: /track/{id}", "path: /track/{delivery}"), "path names {delivery}"),
-        (("    timeout: 5s\n", "    timeout: 5s\n    upstream_path: /x\n"), "`upstream_path` belongs in a backend entry"),
+        (
+            ("    timeout: 5s\n", "    timeout: 5s\n    upstream_path: /x\n"),
+            "`upstream_path` belongs in a backend entry",
+        ),
     ],
 )
 def test_aggregation_validate_rejects_bad_entries(tmp_path, backends, change, message):
@@ -330,7 +368,14 @@ def test_aggregation_explain_shows_every_call_and_the_merged_answer(tmp_path, ba
     assert calls["invoice"]["url"] == backends["books"][1] + "/invoices?po=N-7"
     assert "shop-token-1" not in out.getvalue() and "bs-3" not in out.getvalue()
     body = result["response"]["body"]
-    assert body["data"] == {"id": "o1", "status": "paid", "total": 3, "tracking": {"state": "near"}, "invoice": "INV-9", "outstanding": 5}
+    assert body["data"] == {
+        "id": "o1",
+        "status": "paid",
+        "total": 3,
+        "tracking": {"state": "near"},
+        "invoice": "INV-9",
+        "outstanding": 5,
+    }
     assert [b["status"] for b in body["meta"]["backends"]] == [200, 200, 200]
 
 
@@ -345,3 +390,19 @@ def test_aggregation_openapi_describes_the_merged_answer(gateway, backends, fake
     assert "backend `tracking` (ship, optional" in data["properties"]["tracking"]["description"]
     assert "backends" in schema["allOf"][1]["properties"]["meta"]["properties"]
     assert "BACKEND_FAILED" in op["responses"]["502"]["description"]
+
+
+def test_aggregation_logs_every_backend_call_with_the_request(gateway, backends, fakes, tmp_path):
+    _answers(fakes)
+    log = tmp_path / "gateway.log"
+    chain = f"version: 1\nbase_path: /api\nplugins: [request_id, {{logging: {{file: '{log}', buffer_bytes: 1}}}}, envelope]\n"
+    url = gateway(chain, files(backends, PAGE), ENV)
+    answer = httpx.get(url + "/api/overview/orders/o1")
+    line = json.loads(log.read_text().splitlines()[-1])
+    assert line["route"] == "page" and line["status"] == 200 and line["request_id"] == answer.headers["x-request-id"]
+    assert [(c["name"], c["backend"], c["status"]) for c in line["upstream_calls"]] == [
+        ("order", "shop", 200),
+        ("tracking", "ship", 200),
+        ("invoice", "books", 200),
+    ]
+    assert all(c["latency_ms"] is not None for c in line["upstream_calls"])

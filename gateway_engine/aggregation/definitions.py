@@ -68,7 +68,9 @@ class _Aggregate:
             return None
         for key in SINGLE_CALL_KEYS:
             if key in self.spec:
-                self.error((key,), f"a route with `backends` makes no single upstream call: `{key}` belongs in a backend entry")
+                self.error(
+                    (key,), f"a route with `backends` makes no single upstream call: `{key}` belongs in a backend entry"
+                )
         total = self._duration(("timeout",), self.spec.get("timeout"), DEFAULT_TOTAL)
         entries = self.spec["backends"]
         names = [e["name"] for e in entries]
@@ -104,7 +106,9 @@ class _Aggregate:
             return None
         written = entry["path"]
         if not (written.startswith("/") and not written.startswith("//")):
-            self.error(at + ("path",), "a backend's path must start with a single '/': it is appended to its upstream url")
+            self.error(
+                at + ("path",), "a backend's path must start with a single '/': it is appended to its upstream url"
+            )
             return None
         request_spec = {"query": "none", **entry.get("request", {})}  # the client's query reaches no backend unasked
         plan = self.plans.request(self.doc, self.path + at + ("request",), request_spec, names=CALL_NAMES)
@@ -112,7 +116,10 @@ class _Aggregate:
         computed = set(request_spec.get("params", {}))
         for name in upstream_path.names:
             if name not in self.route.template.names and name not in computed:
-                self.error(at + ("path",), f"path names {{{name}}}: neither a path parameter of the route nor in request.params")
+                self.error(
+                    at + ("path",),
+                    f"path names {{{name}}}: neither a path parameter of the route nor in request.params",
+                )
         deps: list[str] = []
         for ref in attributes_read(entry.get("request", {}), "results"):
             if ref is None:
@@ -124,11 +131,17 @@ class _Aggregate:
         shape = self._shape(at + ("response",), entry.get("response", {}))
         required = entry.get("required", True)
         if required and "fallback" in entry:
-            self.error(at + ("fallback",), "a required backend has no fallback: its failure fails the route (set required: false)")
+            self.error(
+                at + ("fallback",),
+                "a required backend has no fallback: its failure fails the route (set required: false)",
+            )
         if shape is not None and shape.group is None and "fallback" in entry:
             fallback = entry["fallback"]
             if not isinstance(fallback, dict) or not set(fallback) <= shape.writes:
-                self.error(at + ("fallback",), f"without a group the fallback is an object of the keys this backend writes ({', '.join(sorted(shape.writes))})")
+                self.error(
+                    at + ("fallback",),
+                    f"without a group the fallback is an object of the keys this backend writes ({', '.join(sorted(shape.writes))})",
+                )
         default = upstream.timeouts.total if upstream is not None else total
         timeout = self._duration(at + ("timeout",), entry.get("timeout"), min(default, total))
         if timeout > total:
@@ -156,12 +169,21 @@ class _Aggregate:
             group=spec.get("group"),
         )
         if shape.group is None and shape.allow is None:
-            self.error(at, "without `group`, list the keys this backend adds to the answer in `allow` (so collisions are found at load)")
+            self.error(
+                at,
+                "without `group`, list the keys this backend adds to the answer in `allow` (so collisions are found at load)",
+            )
             return None
         return shape
 
     def _sub_route(
-        self, entry: dict[str, Any], backend: str, upstream: Upstream | None, path: UpstreamPath, plan: Any, request_spec: dict[str, Any]
+        self,
+        entry: dict[str, Any],
+        backend: str,
+        upstream: Upstream | None,
+        path: UpstreamPath,
+        plan: Any,
+        request_spec: dict[str, Any],
     ) -> CompiledRoute:
         """The call as a route on the backend's upstream, so the proxy builds and sends it as any other."""
         route = self.route
@@ -230,4 +252,3 @@ class _Aggregate:
             trail.append(node.name)
         i = next(i for i, e in enumerate(self.spec["backends"]) if e["name"] == cycle[0])
         self.error(("backends", i, "request"), f"backends wait on each other in a cycle: {' -> '.join(cycle)}")
-

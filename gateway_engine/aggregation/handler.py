@@ -78,7 +78,9 @@ class Outcome:
 class AggregateHandler:
     """The compiled ``backends:`` of one route (a ``RouteHandler``: the pipeline calls it in place of the proxy)."""
 
-    def __init__(self, calls: tuple[Call, ...], order: tuple[Call, ...], total: float, missing_env: tuple[str, ...]) -> None:
+    def __init__(
+        self, calls: tuple[Call, ...], order: tuple[Call, ...], total: float, missing_env: tuple[str, ...]
+    ) -> None:
         self.declared = calls  # merge order
         self.order = order  # start order: every call after the ones it waits for
         self.total = total
@@ -146,7 +148,11 @@ class AggregateHandler:
                 merged.update(part)
         complete = all(o.ok for o in outcomes.values())
         headers = [("content-type", JSON)]
-        headers += merge_caching([outcomes[c.name].headers for c in self.declared]) if complete else [("cache-control", "no-store")]
+        headers += (
+            merge_caching([outcomes[c.name].headers for c in self.declared])
+            if complete
+            else [("cache-control", "no-store")]
+        )
         ctx.state["meta"] = {**(ctx.state.get("meta") or {}), "backends": meta}
         return Reply(200, headers, orjson.dumps(merged), from_upstream=True)
 
@@ -221,7 +227,9 @@ class AggregateHandler:
         except ShapeError:
             outcome.status, outcome.code = outcome.status or 502, "UNEXPECTED_ANSWER"
         if outcome.code != "BACKEND_NOT_CONFIGURED":
-            outcome.latency = sub.upstream_latency if sub.upstream_latency is not None else time.perf_counter() - started
+            outcome.latency = (
+                sub.upstream_latency if sub.upstream_latency is not None else time.perf_counter() - started
+            )
             record_upstream_call(route.name, call.route.backend, outcome.latency, answered, error)
         return outcome
 

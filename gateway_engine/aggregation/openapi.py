@@ -17,10 +17,16 @@ _BACKENDS = {
         "properties": {
             "name": {"type": "string", "description": "The backend entry's name in the route."},
             "backend": {"type": "string", "description": "The routes.d backend it called."},
-            "status": {"type": ["integer", "null"], "description": "Its HTTP status (the gateway's on a failed call; null when not called)."},
+            "status": {
+                "type": ["integer", "null"],
+                "description": "Its HTTP status (the gateway's on a failed call; null when not called).",
+            },
             "latency_ms": {"type": ["number", "null"]},
             "fallback": {"type": "boolean", "description": "Whether its fallback stands in for its answer."},
-            "error": {"type": "string", "description": "Why it failed, e.g. `UPSTREAM_TIMEOUT` or `DEPENDENCY_FAILED`."},
+            "error": {
+                "type": "string",
+                "description": "Why it failed, e.g. `UPSTREAM_TIMEOUT` or `DEPENDENCY_FAILED`.",
+            },
         },
     },
 }

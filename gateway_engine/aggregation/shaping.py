@@ -85,7 +85,9 @@ def merge_caching(parts: list[list[tuple[str, str]]]) -> list[tuple[str, str]]:
 
 
 def _cache_control(values: list[str]) -> list[tuple[str, str]]:
-    directives = [{d.strip().lower().partition("=")[0]: d.strip().partition("=")[2] for d in v.split(",")} for v in values]
+    directives = [
+        {d.strip().lower().partition("=")[0]: d.strip().partition("=")[2] for d in v.split(",")} for v in values
+    ]
     if any("no-store" in d for d in directives):
         return [("cache-control", "no-store")]
     parts = [word for word in ("private", "no-cache") if any(word in d for d in directives)]

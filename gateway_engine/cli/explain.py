@@ -66,7 +66,9 @@ def explain(
     )
 
 
-async def _explain(config, method, target, body, headers, upstream_status, upstream_body, call_bodies) -> dict[str, Any]:
+async def _explain(
+    config, method, target, body, headers, upstream_status, upstream_body, call_bodies
+) -> dict[str, Any]:
     path, _, query = target.partition("?")
     scope = build_scope(method, path, query, headers, body)
     receive = body_receiver(body)

@@ -175,9 +175,7 @@ class PlanCompiler:
             query=mode,
             query_allow=allow,
             query_set=query_set,
-            headers=self.template(doc, path + ("headers",), spec["headers"], names)
-            if "headers" in spec
-            else None,
+            headers=self.template(doc, path + ("headers",), spec["headers"], names) if "headers" in spec else None,
             body=self.template(doc, path + ("body",), spec["body"], names) if "body" in spec else None,
             encoding=spec.get("encoding", "json"),
             forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])),

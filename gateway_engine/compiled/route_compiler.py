@@ -67,7 +67,9 @@ class RouteCompiler(PluginChains):
         orphan = next((k for k in spec if k in feature_route_keys() and k not in self.route_owners), None)
         if orphan is not None:  # never a silent single upstream call in its place
             feature = feature_route_keys()[orphan]
-            self.errors.append(doc.error(path + (orphan,), f"`{orphan}` needs the {feature} feature, which is not installed"))
+            self.errors.append(
+                doc.error(path + (orphan,), f"`{orphan}` needs the {feature} feature, which is not installed")
+            )
             return None
         if owner is None and "upstream" not in doc.data:
             self.errors.append(
@@ -171,7 +173,9 @@ class RouteCompiler(PluginChains):
             self.owned.setdefault(owner, []).append(OwnedRoute(route, doc, path, spec))
         return route
 
-    def _with_handlers(self, routes: list[CompiledRoute], owner: str, contribution: Contribution) -> list[CompiledRoute]:
+    def _with_handlers(
+        self, routes: list[CompiledRoute], owner: str, contribution: Contribution
+    ) -> list[CompiledRoute]:
         """The routes, each one ``owner`` owns carrying the handler it contributed (one without is reported)."""
         owned = {o.route.qualified_name for o in self.owned[owner]}
         out = []

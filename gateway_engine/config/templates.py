@@ -184,14 +184,14 @@ def attributes_read(value: Any, name: str) -> list[str | None]:
         except TemplateSyntaxError:
             return found
         spelled: set[int] = set()
-        for node in ast.find_all((nodes.Getattr, nodes.Getitem)):
-            inner = node.node
-            if isinstance(inner, nodes.Name) and inner.name == name:
-                if isinstance(node, nodes.Getattr):
-                    found.append(node.attr)
-                    spelled.add(id(inner))
-                elif isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str):
-                    found.append(node.arg.value)
-                    spelled.add(id(inner))
+        for attr in ast.find_all(nodes.Getattr):
+            if isinstance(attr.node, nodes.Name) and attr.node.name == name:
+                found.append(attr.attr)
+                spelled.add(id(attr.node))
+        for item in ast.find_all(nodes.Getitem):
+            if isinstance(item.node, nodes.Name) and item.node.name == name:
+                if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+                    found.append(item.arg.value)
+                    spelled.add(id(item.node))
         found += [None for n in ast.find_all(nodes.Name) if n.name == name and id(n) not in spelled]
     return found
