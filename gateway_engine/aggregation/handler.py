@@ -27,7 +27,7 @@ from gateway_engine.foundation.metrics import record_upstream_call
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.runtime.client_body import has_body, parse_json_body, read_body
 from gateway_engine.runtime.mapping import template_variables
-from gateway_engine.runtime.proxy import forward
+from gateway_engine.runtime.proxy import checked_params, forward
 from gateway_engine.upstreams.seam import Transport
 
 from .openapi import operation
@@ -119,6 +119,8 @@ class AggregateHandler:
                 await parse_json_body(ctx, config)
             else:
                 await read_body(ctx, config.limits["request_body"])
+        if route.param_rules:  # the client's parameters are checked once, before any call: a bad one is a 400
+            ctx.state["_raw_params"] = checked_params(ctx, route, ctx.state.get("_raw_params", {}))
         base = await template_variables(ctx, config)
         started = time.perf_counter()
         outcomes = await self._run_all(ctx, route, config, base)
