@@ -50,10 +50,11 @@ class Backend:
         return Starlette(routes=[Route("/{path:path}", any_path, methods=["GET", "POST", "PUT", "PATCH", "DELETE"])])
 
 
-def backend_file(name: str, url: str, auth: str, timeout: str = "5s") -> str:
-    """A routes.d file for backend ``name`` (one route of its own, so it is a real backend of the deployment)."""
+def backend_file(name: str, url: str, auth: str, timeout: str = "5s", extra: str = "") -> str:
+    """A routes.d file for backend ``name`` (one route of its own, so it is a real backend of the deployment);
+    ``extra``: more upstream keys, e.g. ``circuit_breaker: {failures: 2}``."""
     return (
         f"backend: {name}\nprefix: /{name}\n"
-        f"upstream: {{url: '{url}', auth: {auth}, timeout: {timeout}}}\n"
+        f"upstream: {{url: '{url}', auth: {auth}, timeout: {timeout}{', ' + extra if extra else ''}}}\n"
         "routes:\n  - {name: ping, method: GET, path: /ping}\n"
     )

@@ -44,10 +44,12 @@ def fakes(backends) -> dict[str, Backend]:
     return {name: backend for name, (backend, _) in backends.items()}
 
 
-def files(backends, overview: str, *, books_url: str | None = None) -> dict[str, str]:
+def files(backends, overview: str, *, books_url: str | None = None, ship_extra: str = "") -> dict[str, str]:
     return {
         "shop": backend_file("shop", backends["shop"][1], "{style: bearer, token: '${SHOP_TOKEN}'}"),
-        "ship": backend_file("ship", backends["ship"][1], "{style: header, header: x-ship-key, value: '${SHIP_KEY}'}"),
+        "ship": backend_file(
+            "ship", backends["ship"][1], "{style: header, header: x-ship-key, value: '${SHIP_KEY}'}", extra=ship_extra
+        ),
         "books": backend_file(
             "books",
             books_url or backends["books"][1],
@@ -238,6 +240,25 @@ def test_aggregation_per_backend_auth_and_no_client_credentials(gateway, backend
         assert not any("client-key-7f3a9c" in v or "client-cookie-9" in v for v in headers.values())
         assert headers["x-request-id"] == answer.headers["x-request-id"]  # one request id across the calls
     assert httpx.get(url + "/api/overview/orders/o1").status_code == 401  # the route itself is still guarded
+
+
+def test_aggregation_shares_the_backends_resilience(gateway, backends, fakes):
+    """The calls go through the backend's own resilient transport: its breaker opens for its routes and for
+    the aggregated calls alike, and retries apply as they do for a single route."""
+    _answers(fakes)
+    fakes["ship"].answer("/track/o1", {"error": "down"}, status=500)
+    resilience = "circuit_breaker: {failures: 2, open_for: 60s}, retry: {attempts: 2, statuses: [500], backoff: 1ms}"
+    url = gateway(GATEWAY, files(backends, PAGE, ship_extra=resilience), ENV)
+    body = httpx.get(url + "/api/overview/orders/o1").json()
+    assert body["meta"]["backends"][1]["status"] == 500 and len(fakes["ship"].requests) == 2  # retried once
+    body = httpx.get(url + "/api/overview/orders/o1").json()
+    assert body["success"] is True and body["data"]["tracking"] == {"state": "unknown"}
+    calls = len(fakes["ship"].requests)
+    body = httpx.get(url + "/api/overview/orders/o1").json()  # open now: not called
+    assert body["meta"]["backends"][1] == {**body["meta"]["backends"][1], "status": 503, "error": "CIRCUIT_OPEN"}
+    assert len(fakes["ship"].requests) == calls and body["data"]["invoice"] == "INV-1"
+    single = httpx.get(url + "/api/ship/ping")  # the backend's own route shares the breaker
+    assert single.status_code == 503 and single.json()["error"]["code"] == "CIRCUIT_OPEN"
 
 
 def test_aggregation_complete_answers_carry_the_strictest_caching(gateway, backends, fakes):
