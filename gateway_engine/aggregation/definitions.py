@@ -112,7 +112,8 @@ class _Aggregate:
             return None
         request_spec = {"query": "none", **entry.get("request", {})}  # the client's query reaches no backend unasked
         plan = self.plans.request(self.doc, self.path + at + ("request",), request_spec, names=CALL_NAMES)
-        upstream_path = UpstreamPath(written)
+        catch_all = self.route.template.catch_all  # the route's `{rest:path}` may span segments here too
+        upstream_path = UpstreamPath(written, frozenset([catch_all]) if catch_all else frozenset())
         computed = set(request_spec.get("params", {}))
         for name in upstream_path.names:
             if name not in self.route.template.names and name not in computed:
