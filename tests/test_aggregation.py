@@ -190,14 +190,18 @@ def test_aggregation_optional_without_fallback_leaves_its_keys_out(gateway, back
 def test_aggregation_required_failure_is_a_502_naming_the_backend(gateway, backends, fakes):
     _answers(fakes)
     fakes["shop"].answer("/orders/o1", {"message": "Order not found"}, status=404)
+    fakes["ship"].answer("/track/o1", {"state": "slow"}, delay=3.0)
     url = gateway(GATEWAY, files(backends, PAGE), ENV)
+    started = time.monotonic()
     answer = httpx.get(url + "/api/overview/orders/o1")
+    assert time.monotonic() - started < 2.5  # the failure cancelled the slow call: nobody waits for it
     assert answer.status_code == 502
     body = answer.json()
     assert body["success"] is False and body["error"]["code"] == "BACKEND_FAILED"
     assert "'order'" in body["error"]["message"] and "404" in body["error"]["message"]
     assert body["error"]["details"] == [{"backend": "order", "status": 404, "code": "BACKEND_REJECTED"}]
-    invoice = body["meta"]["backends"][2]
+    tracking, invoice = body["meta"]["backends"][1:]
+    assert tracking["error"] == "CANCELLED" and tracking["status"] is None
     assert invoice["error"] in ("DEPENDENCY_FAILED", "CANCELLED") and fakes["books"].requests == []
     assert "cache-control" not in answer.headers and "etag" not in answer.headers
 
@@ -215,7 +219,10 @@ def test_aggregation_per_backend_timeout(gateway, backends, fakes):
     body = answer.json()
     assert answer.status_code == 200 and body["data"]["tracking"] == {"state": "unknown"}
     assert body["meta"]["backends"][1]["status"] == 504 and body["meta"]["backends"][1]["error"] == "UPSTREAM_TIMEOUT"
+    fakes["ship"].answer("/track/o1", {"state": "on time"})  # the pool survived the cancelled call
+    assert httpx.get(url + "/api/overview/orders/o1").json()["data"]["tracking"] == {"state": "on time"}
     # the same timeout on a required backend fails the route
+    fakes["ship"].answer("/track/o1", {"state": "late"}, delay=3.0)
     required = overview.replace("        required: false\n        fallback: {state: unknown}\n", "", 1)
     url = gateway(GATEWAY, files(backends, required), ENV)
     answer = httpx.get(url + "/api/overview/orders/o1")
