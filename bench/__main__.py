@@ -22,6 +22,12 @@ from . import report, servers, wrk
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PATH = "/api/gateway/bench/items"
+PATHS = {
+    "bare": PATH,
+    "full": PATH,
+    "full-stored": PATH,
+    "aggregate": "/api/gateway/page/items",
+}  # aggregate: three backends, one route
 PIN = servers.TASKSET is not None and (os.cpu_count() or 1) >= 2
 SERVER_CORE, LOAD_CORE = (0, 1) if PIN else (None, None)
 
@@ -133,8 +139,8 @@ class Bench:
         core = SERVER_CORE if workers == 1 else None
         server = servers.gateway(f"gateway-{config}-{workers}", CONFIGS / config, self.workdir, env, workers, core)
         key = env.get("BENCH_STORED_KEY") if config == "full-stored" else env["BENCH_API_KEY"]
-        headers = {"x-api-key": key, "Origin": "http://localhost:5000"} if config.startswith("full") else {}
-        return self.start(name, server, headers=headers)
+        headers = {"x-api-key": key, "Origin": "http://localhost:5000"} if config != "bare" else {}
+        return self.start(name, server, PATHS[config], headers=headers)
 
     def gateway_stored(self, env: dict) -> dict:
         """The full chain with a stored key; a failed key issue is recorded like a failed start."""
@@ -181,6 +187,7 @@ class Bench:
             self.gateway("bare", env),
             self.gateway("full", env),
             self.gateway_stored(env),
+            self.gateway("aggregate", env),
         ]
         self.measure(targets)
         self.record_rss(targets[2:])

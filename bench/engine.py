@@ -25,7 +25,7 @@ import uvloop
 from gateway_engine import create_app
 from gateway_engine.foundation.reply import Reply
 
-from .__main__ import CONFIGS, PATH
+from .__main__ import CONFIGS, PATHS
 from .ceiling import BODY as _TEXT
 
 BODY = _TEXT.encode()
@@ -59,9 +59,8 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
             "BENCH_UPSTREAM_URL": "http://127.0.0.1:9",
         }
         app = create_app(str(CONFIGS / config), env)
-        for route in app.config.routes:
-            if route.upstream is not None:
-                object.__setattr__(route.upstream, "transport", StubTransport())
+        for upstream in app.config.upstreams:  # the routes' and the aggregated calls' alike
+            object.__setattr__(upstream, "transport", StubTransport())
         lifespan = asyncio.Queue()
         started = asyncio.get_running_loop().create_future()
         await lifespan.put({"type": "lifespan.startup"})
@@ -74,15 +73,15 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
         if await started != "lifespan.startup.complete":
             raise SystemExit(f"{config}: the gateway did not start")
         headers = [(b"host", b"127.0.0.1:8080")]
-        if config == "full":
+        if config != "bare":
             headers += [(b"x-api-key", b"k" * 32), (b"origin", b"http://localhost:5000")]
         scope = {
             "type": "http",
             "http_version": "1.1",
             "method": "GET",
             "scheme": "http",
-            "path": PATH,
-            "raw_path": PATH.encode(),
+            "path": PATHS[config],
+            "raw_path": PATHS[config].encode(),
             "query_string": b"",
             "root_path": "",
             "headers": headers,
@@ -115,14 +114,16 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=40_000, help="measured requests per config (default 40,000)")
-    p.add_argument("configs", nargs="*", metavar="{bare,full}", help="configs to measure (default: bare full)")
+    p.add_argument(
+        "configs", nargs="*", metavar="{bare,full,aggregate}", help="configs to measure (default: all three)"
+    )
     args = p.parse_args(argv)
-    unknown = set(args.configs) - {"bare", "full"}
+    unknown = set(args.configs) - set(PATHS)
     if unknown:
-        p.error(f"unknown config(s): {', '.join(sorted(unknown))}; choose bare and/or full")
-    for config in args.configs or ["bare", "full"]:
+        p.error(f"unknown config(s): {', '.join(sorted(unknown))}; choose from {', '.join(PATHS)}")
+    for config in args.configs or list(PATHS):
         best, median = uvloop.run(measure(config, args.requests))
-        print(f"{config:<5} best {best:6.1f} µs/request, median {median:6.1f} µs/request", flush=True)
+        print(f"{config:<9} best {best:6.1f} µs/request, median {median:6.1f} µs/request", flush=True)
     return 0
 
 

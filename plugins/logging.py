@@ -12,7 +12,8 @@ from gateway_engine import Plugin, Reply, RequestContext, timestamp
 
 
 class LoggingPlugin(Plugin):
-    """Writes ``{time, request_id, method, path, route, backend, status, latency_ms, upstream_latency_ms, ...}``.
+    """Writes ``{time, request_id, method, path, route, backend, status, latency_ms, upstream_latency_ms, ...}``
+    (plus ``upstream_calls`` for a route that called several backends).
 
     The path is logged without its query string (queries may carry tokens). Lines
     are buffered and written every ``flush_interval`` seconds, whenever ``buffer_bytes``
@@ -111,6 +112,9 @@ class LoggingPlugin(Plugin):
             line["consumer"] = ctx.consumer
         if "user_agent" in self.fields:
             line["user_agent"] = ctx.headers.get("user-agent")
+        calls = ctx.state.get("upstream_calls")
+        if calls is not None:  # a route that made several upstream calls: each one's backend, status and latency
+            line["upstream_calls"] = calls
         if self._stream is not None:  # not started: an offline run (explain) logs nothing
             data = orjson.dumps(line) + b"\n"
             self._buffer.append(data)

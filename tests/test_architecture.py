@@ -86,6 +86,7 @@ def test_architecture_the_core_names_no_feature():
                 "gateway_engine.webhooks",
                 "gateway_engine.workflows",
                 "gateway_engine.keys",
+                "gateway_engine.aggregation",
             ):
                 if feature in text:
                     offenders.append(f"{path.relative_to(ROOT)} names {feature}")
@@ -121,7 +122,7 @@ def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path,
     assert "webhooks" not in {f.name for f in installed_features()}
 
     config = load_config(root, {})
-    assert set(config.contributions) == {"endpoints", "workflows", "keys"}
+    assert set(config.contributions) == {"endpoints", "workflows", "keys", "aggregation"}
     with serve(create_app(str(root), {})) as url:
         answer = httpx.get(url + "/api/echo/one")
         assert answer.status_code == 200 and answer.json()["success"] is True
@@ -145,11 +146,31 @@ def test_architecture_every_feature_off_still_serves_routes(tmp_path, monkeypatc
         pass  # a sanity start with every feature
     config = load_config(root, {}, features=())
     assert config.contributions == {} and config.endpoints == {}
-    for name in ("endpoints", "webhooks", "workflows"):
+    for name in ("endpoints", "webhooks", "workflows", "aggregation"):
         _without(name, monkeypatch)
     with serve(create_app(str(root), {})) as url:
         assert httpx.get(url + "/echo/one").status_code == 200
         assert httpx.get(url + "/health").status_code == 404  # no built-in endpoints: the router answers
+
+
+def test_architecture_aggregation_switched_off_refuses_its_routes(tmp_path, monkeypatch, upstream):
+    """Without the feature a `backends:` route does not load (never a silent single call in its place);
+    the other routes of the deployment still serve once it is gone."""
+    echo = f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\nroutes:\n  - {{name: one, method: GET, path: /one}}\n"
+    page = (
+        "backend: page\nprefix: /page\nroutes:\n  - name: both\n    method: GET\n    path: /both\n    backends:\n"
+        "      - {name: a, backend: echo, path: /one, response: {group: a}}\n"
+    )
+    root = write_config(tmp_path / "cfg", "version: 1\nplugins: [envelope]\n", {"echo": echo, "page": page})
+    with serve(create_app(str(root), {})) as url:
+        assert httpx.get(url + "/page/both").json()["data"]["a"]["path"] == "/one"
+    _without("aggregation", monkeypatch)
+    out = io.StringIO()
+    assert run(["validate", "--config", str(root)], stdout=out, stderr=out) == 1
+    assert "routes.d/page.yaml:7:5: routes[0].backends: `backends` needs the aggregation feature" in out.getvalue()
+    (root / "routes.d" / "page.yaml").unlink()
+    with serve(create_app(str(root), {})) as url:
+        assert httpx.get(url + "/echo/one").status_code == 200
 
 
 class _Greeting(Plugin):

@@ -13,10 +13,10 @@ sys.path.insert(0, str(ROOT))  # bench/ is not part of the installed package
 from bench import compare, engine  # noqa: E402
 
 
-def test_bench_engine_runs_both_configs_through_the_real_chain(capsys):
+def test_bench_engine_runs_every_config_through_the_real_chain(capsys):
     assert engine.main(["--requests", "2000"]) == 0  # it exits with an error if any answer is not a 200
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == ["bare", "full"]
+    assert [line.split()[0] for line in out] == ["bare", "full", "aggregate"]
     assert all("µs/request" in line for line in out)
 
 
@@ -36,3 +36,22 @@ def test_bench_compare_side_a_imports_the_checked_out_ref_not_the_installed_code
             assert Path(found.stdout.strip()).resolve().is_relative_to(tree.resolve())
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+
+
+def test_bench_aggregate_scenario_calls_three_backends_for_one_request(upstream, recorder):
+    """The three-backend scenario answers with every backend's part (the bench itself only counts 200s)."""
+    import httpx
+
+    from gateway_engine import create_app
+    from tests.servers import serve
+
+    env = {"BENCH_UPSTREAM_URL": upstream, "BENCH_API_KEY": "k" * 32, "BENCH_JWT_SECRET": "s" * 32}
+    with tempfile.TemporaryDirectory() as tmp:
+        env["BENCH_LOG_FILE"] = str(Path(tmp) / "gateway.log")
+        with serve(create_app(str(ROOT / "bench" / "configs" / "aggregate"), env)) as url:
+            answer = httpx.get(url + "/api/gateway/page/items", headers={"x-api-key": "k" * 32})
+    assert answer.status_code == 200, answer.text
+    data = answer.json()["data"]
+    assert list(data) == ["one", "two", "three"] and all(part["path"] == "/items" for part in data.values())
+    assert [b["backend"] for b in answer.json()["meta"]["backends"]] == ["one", "two", "three"]
+    assert [r["path"] for r in recorder.requests] == ["/items"] * 3

@@ -108,6 +108,11 @@ def test_schema_agreement_kitchen_sink_loads():
         "template Authorization",
         "none",
     ]
+    page = next(r for r in config.routes if r.backend == "ks-aggregate")
+    assert [name for name, _ in page.handler.calls()] == ["first", "second"] and page.handler.total == 10
+    second = page.handler.declared[1]
+    assert second.deps == ("first",) and second.fallback == {"found": False} and second.route.request.encoding == "form"
+    assert page.handler.declared[0].shape.writes == {"id", "title"} and page.handler.declared[0].timeout == 2
     everything = config.state(CATALOG).get("Everything")
     assert (
         everything.task_queue == "kitchen-sink"
@@ -128,6 +133,7 @@ LOADER_SOURCES = [
     "workflows/definitions.py",
     "store/settings.py",
     "keys/settings.py",
+    "aggregation/definitions.py",
 ]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 

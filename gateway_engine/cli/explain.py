@@ -58,11 +58,17 @@ def explain(
     headers: list[tuple[str, str]] | None = None,
     upstream_status: int = 200,
     upstream_body: bytes | None = None,
+    call_bodies: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    return asyncio.run(_explain(config, method.upper(), target, body, headers or [], upstream_status, upstream_body))
+    """``call_bodies``: for a route whose handler makes several calls, the sample answer of each by name."""
+    return asyncio.run(
+        _explain(config, method.upper(), target, body, headers or [], upstream_status, upstream_body, call_bodies or {})
+    )
 
 
-async def _explain(config, method, target, body, headers, upstream_status, upstream_body) -> dict[str, Any]:
+async def _explain(
+    config, method, target, body, headers, upstream_status, upstream_body, call_bodies
+) -> dict[str, Any]:
     path, _, query = target.partition("?")
     scope = build_scope(method, path, query, headers, body)
     receive = body_receiver(body)
@@ -78,22 +84,30 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
         )
         return {"route": None, "upstream_request": None, "response": _reply(reply, secrets)}
     capture = _Capture(upstream_status, [("content-type", "application/json")], upstream_body)
-    if route.upstream is not None:
+    calls: dict[str, tuple[_Capture, Any]] = {}  # a handler's calls, by name: what each sent, to which upstream
+
+    def record(name: str, upstream: Any) -> _Capture:
+        sample = call_bodies.get(name, upstream_body)
+        calls[name] = (_Capture(upstream_status, [("content-type", "application/json")], sample), upstream)
+        return calls[name][0]
+
+    if route.handler is not None:
+        route = dataclasses.replace(route, handler=route.handler.with_transports(record))
+    elif route.upstream is not None:
         route = dataclasses.replace(route, upstream=dataclasses.replace(route.upstream, transport=capture))
     ctx = RequestContext(scope, receive, route, {}, "127.0.0.1")
     ctx.state["_raw_params"] = own_names(route, matched[1])
     reply = await run_pipeline(ctx, route, config)
     if reply.stream is not None:
         await reply.read(config.limits["response_body"])
-    upstream = None
-    if capture.sent:
-        upstream = {
-            "method": capture.sent["method"],
-            "url": secrets.text(capture.sent["url"]),
-            "headers": {k: _mask_header(k, v, route, secrets) for k, v in capture.sent["headers"]},
-            "body": secrets.text(capture.sent["body"].decode("utf-8", "replace")) if capture.sent["body"] else None,
-        }
+    upstream = _sent(capture, route.upstream, secrets)
     mapping_error = ctx.state.get("mapping_error")
+    shown = {}
+    if route.handler is not None:  # every call the handler may make, in its order (request None: not sent)
+        shown["upstream_requests"] = [
+            {"call": name, "request": _sent(*calls[name], secrets) if name in calls else None}
+            for name, _ in route.handler.calls()
+        ]
     return {
         "route": {
             "name": route.qualified_name,
@@ -103,6 +117,7 @@ async def _explain(config, method, target, body, headers, upstream_status, upstr
             "plugins": [p.name for p in route.plugins],
         },
         "upstream_request": upstream,
+        **shown,
         "mapping_error": secrets.text(mapping_error) if mapping_error else None,
         "response": _reply(reply, secrets),
     }
@@ -129,7 +144,18 @@ def _masker(config: CompiledConfig) -> Masker:
     return Masker([*(config.env[n] for n in names if n in config.env), *derived])
 
 
-def _mask_header(name: str, value: str, route: Any, secrets: Masker) -> str:
-    if route.upstream is not None and name in route.upstream.auth.header_names:
+def _sent(capture: _Capture, upstream: Any, secrets: Masker) -> dict[str, Any] | None:
+    if not capture.sent:
+        return None
+    return {
+        "method": capture.sent["method"],
+        "url": secrets.text(capture.sent["url"]),
+        "headers": {k: _mask_header(k, v, upstream, secrets) for k, v in capture.sent["headers"]},
+        "body": secrets.text(capture.sent["body"].decode("utf-8", "replace")) if capture.sent["body"] else None,
+    }
+
+
+def _mask_header(name: str, value: str, upstream: Any, secrets: Masker) -> str:
+    if upstream is not None and name in upstream.auth.header_names:
         return MASK
     return secrets.text(value)

@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("-H", "--header", action="append", default=[], help="a client header, 'Name: value'")
     explain.add_argument("--upstream-response", help="file holding a sample upstream JSON body")
     explain.add_argument("--upstream-status", type=int, default=200, help="status of the sample upstream answer")
+    explain.add_argument(
+        "--call-response",
+        action="append",
+        default=[],
+        metavar="NAME=FILE",
+        help="for a route that makes several upstream calls: the sample body of call NAME (else --upstream-response)",
+    )
     hash_key = sub.add_parser("hash-key", help="print the SHA-256 of an API key read from stdin, for `key_sha256:`")
     hash_key.add_argument(
         "--keep-newline", action="store_true", help="hash the input exactly, including a final newline"
@@ -170,6 +177,11 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.upstream_response:
         with open(args.upstream_response, "rb") as f:
             sample = f.read()
+    samples = {}
+    for item in args.call_response:
+        name, _, path = item.partition("=")
+        with open(path, "rb") as f:
+            samples[name] = f.read()
     result = explain(
         config,
         args.method,
@@ -178,6 +190,7 @@ def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         headers=headers,
         upstream_status=args.upstream_status,
         upstream_body=sample,
+        call_bodies=samples,
     )
     out.write(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode() + "\n")
     return 0 if result["route"] else 1
@@ -237,7 +250,7 @@ def route_table(config: CompiledConfig) -> list[dict]:
                 "backend": route.backend,
                 "name": route.name,
                 "upstream": route.upstream_template,
-                "configured": route.upstream is not None,
+                "configured": route.configured,
                 "plugins": [p.name for p in route.plugins],
             }
         )

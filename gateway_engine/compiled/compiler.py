@@ -13,7 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from gateway_engine.compiled.chains import chain_tables, shorthands
-from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
+from gateway_engine.compiled.features import Feature, FeatureInput, OwnedRoute, installed_features
 from gateway_engine.compiled.model import (
     BODY_METHODS,
     CompiledConfig,
@@ -89,6 +89,15 @@ class _Compiler(RouteCompiler):
             self.factories.update(feature.transports)
         self.instances: dict[tuple[str, str], Plugin] = {}
         self.unset: list[str] = []
+        self.route_owners: dict[str, str] = {}  # route key -> the feature that answers routes holding it
+        for feature in features:
+            for key in sorted(feature.route_keys):
+                if key in self.route_owners:  # two installed features disagree: no route may use the key
+                    self.errors.append(
+                        ConfigError(f"features {self.route_owners[key]} and {feature.name} both own route key {key!r}")
+                    )
+                self.route_owners.setdefault(key, feature.name)
+        self.owned: dict[str, list[OwnedRoute]] = {}
 
     def run(self) -> CompiledConfig:
         gdoc = self.raw.gateway
@@ -124,6 +133,11 @@ class _Compiler(RouteCompiler):
                     upstreams.append(upstream)
 
         routes = self._strip_everywhere(routes)
+        by_name = {r.qualified_name: r for r in routes}  # features see the routes as finally stripped
+        self.owned = {
+            f: [dataclasses.replace(o, route=by_name[o.route.qualified_name]) for o in owned]
+            for f, owned in self.owned.items()
+        }
         router = self._router(routes)
         limits = {**DEFAULT_LIMITS, **gdata.get("limits", {})}
         server = ServerSettings()
@@ -158,8 +172,12 @@ class _Compiler(RouteCompiler):
                     errors=self.errors,
                     note_unset=self._note_unset,
                     earlier=dict(contributions),
+                    owned=self.owned.get(feature.name, []),
                 )
             )
+            if self.owned.get(feature.name):  # its routes get its handlers: the features after it see them
+                routes = self._with_handlers(routes, feature.name, contributions[feature.name])
+                core = dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             scrub_secrets(unique, self._referenced_env())
@@ -199,6 +217,8 @@ class _Compiler(RouteCompiler):
     ) -> tuple[list[CompiledRoute], Upstream | None] | None:
         data = doc.data
         interp = Interpolation(self.environ)
+        if "upstream" not in data:  # a file of routes that features answer (each names the upstreams it calls)
+            return self._routes(doc, base_path, default_chain, None, [], interp), None
         upstream_data = interp.tree(data["upstream"])
         auth_spec = upstream_data.get("auth")
         template_env = env_names(data["upstream"].get("auth", {}))
@@ -255,6 +275,18 @@ class _Compiler(RouteCompiler):
                 else False,
                 masker=Masker(upstream_secrets(data, self.environ, auth.secrets)),
             )
+        return self._routes(doc, base_path, default_chain, upstream, missing, interp), upstream
+
+    def _routes(
+        self,
+        doc: Document,
+        base_path: str,
+        default_chain: list,
+        upstream: Upstream | None,
+        missing: list[str],
+        interp: Interpolation,
+    ) -> list[CompiledRoute]:
+        data = doc.data
         overrides = shorthands(doc, (), data, interp)
         routes = []
         for i, spec in enumerate(data["routes"]):
@@ -271,7 +303,7 @@ class _Compiler(RouteCompiler):
                         ("routes", i, "name"), f"route name {name!r} is used twice in backend {data['backend']!r}"
                     )
                 )
-        return routes, upstream
+        return routes
 
     def _referenced_env(self) -> dict[str, str]:
         """Every env variable any config document references, with its value (to keep out of messages)."""

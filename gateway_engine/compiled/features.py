@@ -12,17 +12,27 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import Any, ClassVar
 
-from gateway_engine.compiled.model import CompiledConfig, Contribution
+from gateway_engine.compiled.model import CompiledConfig, CompiledRoute, Contribution
 from gateway_engine.config.documents import Document
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.foundation.plugin import Plugin
 from gateway_engine.upstreams.seam import TransportFactory
 
 ENTRY_POINT_GROUP = "gateway_engine.features"
+
+
+@dataclass(frozen=True)
+class OwnedRoute:
+    """A route holding one of the feature's route keys: compiled by the core, its call left to the feature."""
+
+    route: CompiledRoute
+    document: Document
+    path: tuple  # the route's location in its document, e.g. ("routes", 3)
+    spec: dict[str, Any]  # the route as written
 
 
 @dataclass
@@ -39,6 +49,7 @@ class FeatureInput:
     errors: list[ConfigError]  # append located errors: `validate` reports them
     note_unset: Callable[..., None]  # note env vars a document references but the environment lacks
     earlier: Mapping[str, Contribution]  # contributions of the features compiled before this one
+    owned: list[OwnedRoute] = field(default_factory=list)  # its routes: give each a handler in ``handlers``
 
 
 class Feature:
@@ -50,6 +61,8 @@ class Feature:
     schema: ClassVar[str | None] = None  # the JSON Schema those files are checked against
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
+    # route keys that make a route this feature's: it answers such a route through the handler it returns
+    route_keys: ClassVar[frozenset[str]] = frozenset()
 
     def compile(self, given: FeatureInput) -> Contribution:
         return Contribution()

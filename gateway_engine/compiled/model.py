@@ -34,6 +34,32 @@ class Endpoint(Protocol):
 Task = Callable[[], Awaitable[None]]
 
 
+class RouteHandler(Protocol):
+    """A feature's way of answering a route in place of its single upstream call.
+
+    A feature owns route keys (``Feature.route_keys``); a route holding one is compiled by the
+    core as usual (path, parameters, plugin chain) and then handed to that feature, which returns
+    the handler. The pipeline calls it where it would call the upstream.
+    """
+
+    summary: str  # what it calls, safe to display (the `routes` listing's upstream column)
+    missing_env: tuple[str, ...]  # unset env vars that keep it from answering (it answers 503 then)
+
+    async def __call__(self, ctx: RequestContext, route: "CompiledRoute", config: "CompiledConfig") -> Reply: ...
+
+    def calls(self) -> tuple[tuple[str, "Upstream | None"], ...]:
+        """Every upstream call it may make, by a name of its own, in a stable order."""
+        ...
+
+    def with_transports(self, swap: Callable[[str, "Upstream"], Transport]) -> "RouteHandler":
+        """The same handler whose named calls go through ``swap(name, upstream)`` (``explain`` records them)."""
+        ...
+
+    def openapi(self, enveloped: bool) -> dict[str, Any]:
+        """An OpenAPI operation fragment (its ``responses`` replace the generic ones of the same status)."""
+        ...
+
+
 @dataclass
 class Contribution:
     """What one feature adds to one compiled config."""
@@ -44,6 +70,7 @@ class Contribution:
     startup: list[Task] = field(default_factory=list)
     shutdown: list[Task] = field(default_factory=list)
     state: Any = None  # the feature's own compiled model, read back through a StateKey
+    handlers: dict[str, RouteHandler] = field(default_factory=dict)  # qualified route name -> handler of an owned route
 
 
 class StateKey(Generic[T]):
@@ -120,6 +147,12 @@ class CompiledRoute:
     source_file: str = ""
     source_line: int = 0
     owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
+    handler: RouteHandler | None = None  # a feature answers this route instead of the single upstream call
+
+    @property
+    def configured(self) -> bool:
+        """Whether it can answer: its upstream is set, or its handler lacks no env var."""
+        return self.upstream is not None if self.handler is None else not self.handler.missing_env
 
     @property
     def qualified_name(self) -> str:

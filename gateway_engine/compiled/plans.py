@@ -148,8 +148,14 @@ class PlanCompiler:
         return tuple(rules)
 
     def request(
-        self, doc: Document, path: tuple, spec: dict[str, Any], presign: dict[str, Any] | None = None
+        self,
+        doc: Document,
+        path: tuple,
+        spec: dict[str, Any],
+        presign: dict[str, Any] | None = None,
+        names: tuple[str, ...] = REQUEST_NAMES,
     ) -> RequestPlan:
+        """``names``: what its templates may read (a feature calling upstreams may offer more)."""
         query = spec.get("query", "pass")
         query_set = None
         allow: frozenset[str]
@@ -158,7 +164,7 @@ class PlanCompiler:
         else:
             mode, allow = ("allow" if "allow" in query else "pass"), frozenset(query.get("allow", []))
             if "set" in query:
-                query_set = self.template(doc, path + ("query", "set"), query["set"], REQUEST_NAMES)
+                query_set = self.template(doc, path + ("query", "set"), query["set"], names)
         validator = None
         if "schema" in spec:
             try:
@@ -169,15 +175,13 @@ class PlanCompiler:
             query=mode,
             query_allow=allow,
             query_set=query_set,
-            headers=self.template(doc, path + ("headers",), spec["headers"], REQUEST_NAMES)
-            if "headers" in spec
-            else None,
-            body=self.template(doc, path + ("body",), spec["body"], REQUEST_NAMES) if "body" in spec else None,
+            headers=self.template(doc, path + ("headers",), spec["headers"], names) if "headers" in spec else None,
+            body=self.template(doc, path + ("body",), spec["body"], names) if "body" in spec else None,
             encoding=spec.get("encoding", "json"),
             forward_headers=frozenset(h.lower() for h in spec.get("forward_headers", [])),
             body_schema=validator,
             body_schema_source=spec.get("schema"),
-            params=self.template(doc, path + ("params",), spec["params"], REQUEST_NAMES) if "params" in spec else None,
+            params=self.template(doc, path + ("params",), spec["params"], names) if "params" in spec else None,
             presign=self._presign(doc, path[:-1] + ("presign",), presign) if presign is not None else None,
             query_brackets=isinstance(query, dict) and query.get("style", "json") == "brackets",
         )

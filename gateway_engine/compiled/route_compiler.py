@@ -5,10 +5,15 @@ Part of the compiler (mixed into it): a route's problems go to the compiler's er
 
 from __future__ import annotations
 
+import dataclasses
+from functools import cache
+
 from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
+from gateway_engine.compiled.features import OwnedRoute
 from gateway_engine.compiled.model import (
     FORWARDING_HEADERS,
     CompiledRoute,
+    Contribution,
     Upstream,
 )
 from gateway_engine.compiled.plans import PlanCompiler, encoded_slash_params
@@ -16,15 +21,25 @@ from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Rou
 from gateway_engine.compiled.upstream_settings import owned_query
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
+from gateway_engine.config.schema import schema
 from gateway_engine.foundation.errors import ConfigError, GatewayError
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+
+
+@cache
+def feature_route_keys() -> dict[str, str]:
+    """Route keys the schema marks as a feature's (``x-feature``), by key: the feature's name."""
+    properties = schema("routes")["properties"]["routes"]["items"]["properties"]
+    return {key: spec["x-feature"] for key, spec in properties.items() if "x-feature" in spec}
 
 
 class RouteCompiler(PluginChains):
     """Compiles routes; needs the compiler's errors, plugin registry and instances."""
 
     environ: dict[str, str]
+    route_owners: dict[str, str]
+    owned: dict[str, list[OwnedRoute]]
 
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")
@@ -48,6 +63,19 @@ class RouteCompiler(PluginChains):
         interp: Interpolation,
     ) -> CompiledRoute | None:
         errors_before = len(self.errors)
+        owner = next((self.route_owners[k] for k in spec if k in self.route_owners), None)
+        orphan = next((k for k in spec if k in feature_route_keys() and k not in self.route_owners), None)
+        if orphan is not None:  # never a silent single upstream call in its place
+            feature = feature_route_keys()[orphan]
+            self.errors.append(
+                doc.error(path + (orphan,), f"`{orphan}` needs the {feature} feature, which is not installed")
+            )
+            return None
+        if owner is None and "upstream" not in doc.data:
+            self.errors.append(
+                doc.error(path, "this route calls the backend's upstream, but the file declares no `upstream`")
+            )
+            return None
         public = (
             base_path
             + doc.data["prefix"].rstrip("/")
@@ -115,7 +143,7 @@ class RouteCompiler(PluginChains):
         if upstream is not None:
             reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
         strip -= request.forward_headers
-        return CompiledRoute(
+        route = CompiledRoute(
             name=spec["name"],
             backend=doc.data["backend"],
             methods=methods,
@@ -124,7 +152,7 @@ class RouteCompiler(PluginChains):
             upstream_path=upstream_path,
             upstream_method=spec.get("upstream_method"),
             upstream=upstream,
-            upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
+            upstream_template=doc.data.get("upstream", {}).get("url", "").rstrip("/") + upstream_path.text,
             missing_env=tuple(missing),
             request=request,
             response=response,
@@ -141,6 +169,39 @@ class RouteCompiler(PluginChains):
             source_line=doc.where(path)[0],
             owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
         )
+        if owner is not None:  # its feature gives it a handler once every backend is compiled
+            self.owned.setdefault(owner, []).append(OwnedRoute(route, doc, path, spec))
+        return route
+
+    def _with_handlers(
+        self, routes: list[CompiledRoute], owner: str, contribution: Contribution
+    ) -> list[CompiledRoute]:
+        """The routes, each one ``owner`` owns carrying the handler it contributed (one without is reported)."""
+        owned = {o.route.qualified_name for o in self.owned[owner]}
+        out = []
+        for route in routes:
+            if route.qualified_name not in owned:
+                out.append(route)
+                continue
+            handler = contribution.handlers.get(route.qualified_name)
+            if handler is None:
+                if self.errors:  # the feature said why
+                    continue
+                self.errors.append(
+                    ConfigError(
+                        f"route {route.qualified_name}: feature {owner} gave it no handler",
+                        file=route.source_file,
+                        line=route.source_line,
+                        col=3,
+                    )
+                )
+                continue
+            out.append(
+                dataclasses.replace(
+                    route, handler=handler, upstream_template=handler.summary, missing_env=handler.missing_env
+                )
+            )
+        return out
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
         seen: dict[tuple[str, tuple], CompiledRoute] = {}

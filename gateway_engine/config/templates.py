@@ -181,3 +181,32 @@ def env_names(value: Any) -> list[str]:
             if isinstance(node.node, nodes.Name) and node.node.name == "env":
                 found.append(node.attr)
     return found
+
+
+def attributes_read(value: Any, name: str) -> list[str | None]:
+    """What a template structure reads of variable ``name``: ``name.x`` and ``name['x']`` give ``"x"``; any
+    other use (``name``, ``name[key]``) gives None, so a caller can demand that every use be spelled out."""
+    found: list[str | None] = []
+    if isinstance(value, dict):
+        for v in value.values():
+            found += attributes_read(v, name)
+    elif isinstance(value, list):
+        for v in value:
+            found += attributes_read(v, name)
+    elif is_template(value):
+        try:
+            ast = _env.parse(value)
+        except TemplateSyntaxError:
+            return found
+        spelled: set[int] = set()
+        for attr in ast.find_all(nodes.Getattr):
+            if isinstance(attr.node, nodes.Name) and attr.node.name == name:
+                found.append(attr.attr)
+                spelled.add(id(attr.node))
+        for item in ast.find_all(nodes.Getitem):
+            if isinstance(item.node, nodes.Name) and item.node.name == name:
+                if isinstance(item.arg, nodes.Const) and isinstance(item.arg.value, str):
+                    found.append(item.arg.value)
+                    spelled.add(id(item.node))
+        found += [None for n in ast.find_all(nodes.Name) if n.name == name and id(n) not in spelled]
+    return found

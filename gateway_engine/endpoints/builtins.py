@@ -112,7 +112,7 @@ class Builtins:
             "status": "ok",
             "version": config.version,
             "routes": len(config.routes),
-            "unconfigured": sorted({r.backend for r in config.routes if r.upstream is None}),
+            "unconfigured": sorted({r.backend for r in config.routes if not r.configured}),
         }
 
     async def _backends(self) -> tuple[int, dict[str, Any]]:

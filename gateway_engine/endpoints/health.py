@@ -47,7 +47,7 @@ class HealthChecker:
         upstreams = {u.backend: u for u in config.upstreams}
         probes: dict[str, Probe] = {}
         for route in config.routes:
-            if route.backend in probes:
+            if route.backend in probes or route.handler is not None:  # a handler calls other backends' upstreams
                 continue
             upstream = upstreams.get(route.backend)
             health = dict(upstream.health or {}) if upstream is not None else {}

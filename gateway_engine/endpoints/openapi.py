@@ -190,6 +190,10 @@ def _operation(
         }
     elif method in BODY_METHODS and method != "DELETE":
         op["requestBody"] = {"required": False, "content": {"application/json": {"schema": _ANY}}}
+    if route.handler is not None:  # a feature answers this route: it describes its answers
+        fragment = route.handler.openapi(enveloped)
+        responses.update(fragment.get("responses", {}))
+        op.update({k: v for k, v in fragment.items() if k != "responses"})
     if op["security"]:
         responses["401"] = {"description": "Missing or invalid credentials.", "content": _json("ErrorEnvelope")}
         responses["403"] = {"description": "Authenticated, but not allowed here.", "content": _json("ErrorEnvelope")}

@@ -95,6 +95,20 @@ class RequestContext:
         self.body: bytes | None = None  # set when something buffered the request body
         self.body_json: Any = None
 
+    def fork(self, route: "CompiledRoute") -> "RequestContext":
+        """A context for one more upstream call made for this request (a feature calling several upstreams):
+        the same client request, identity and request id; its own route, parameters, upstream headers, state."""
+        other = RequestContext.__new__(RequestContext)
+        for name in RequestContext.__slots__:
+            setattr(other, name, getattr(self, name))
+        other._request_id = self.request_id
+        other.route = route
+        other.params = dict(self.params)
+        other.upstream_headers = dict(self.upstream_headers)
+        other.state = {}
+        other.upstream_latency = None
+        return other
+
     @property
     def request_id(self) -> str:
         if self._request_id is None:

@@ -147,6 +147,18 @@ def record(ctx: RequestContext, reply: Reply) -> None:
         _record_error(children, ctx, reply)
 
 
+def record_upstream_call(
+    route: str, backend: str, latency: float | None, answered: int | None, error_code: str | None
+) -> None:
+    """One of several upstream calls a route made (``record`` counts the route's answer once): its latency
+    under the backend it called, and a failure by kind (the gateway's error code, else the status answered)."""
+    if latency is not None:
+        UPSTREAM_LATENCY.labels(route, backend).observe(latency)
+    kind = _ERROR_KINDS.get(error_code or "") or ("5xx" if answered is not None and answered >= 500 else None)
+    if kind is not None:
+        UPSTREAM_ERRORS.labels(route, backend, kind).inc()
+
+
 def _record_error(children: _Children, ctx: RequestContext, reply: Reply) -> None:
     if reply.from_upstream:  # the upstream's own answer; its error code may come from its body, so never a label
         if reply.status >= 500:

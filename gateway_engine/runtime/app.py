@@ -248,7 +248,7 @@ async def run_pipeline(
                 reply = terminal()
             else:
                 assert isinstance(route, CompiledRoute)  # a bare PluginChain always comes with its terminal
-                reply = await forward(ctx, route, config)
+                reply = await (forward if route.handler is None else route.handler)(ctx, route, config)
     except GatewayError as err:
         reply = error_reply(ctx, err)
     except Exception:  # a bug, not a bad request: a 500 that still runs the response phase (ids, access log)

@@ -66,7 +66,7 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if plan.params is not None:
         raw_params = _computed_params(ctx, route, raw_params, variables)
     if route.param_rules:
-        raw_params = _checked_params(ctx, route, raw_params)
+        raw_params = checked_params(ctx, route, raw_params)
     url = upstream.url + route.upstream_path.build(raw_params)
     query = _query(ctx, route, variables)
     if query:
@@ -172,7 +172,8 @@ def _presigned(upstream: Any, method: str, url: str, expires: int) -> Reply:
     return Reply(200, [("content-type", "application/json"), ("cache-control", "no-store")], body, from_upstream=True)
 
 
-def _checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str]:
+def checked_params(ctx: RequestContext, route: CompiledRoute, raw_params: dict[str, str]) -> dict[str, str]:
+    """The path parameters after the route's ``params`` rules (400 INVALID_PARAMETER for a value they refuse)."""
     out = dict(raw_params)
     for rule in route.param_rules:
         value = rule.apply(ctx.params[rule.name])
