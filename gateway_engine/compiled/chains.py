@@ -25,6 +25,7 @@ class PluginChains:
     registry: dict[str, type[Plugin]]
     instances: dict[tuple[str, str], Plugin]
     gateway: GatewayInfo
+    environ: dict[str, str]
 
     def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
         """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
@@ -101,6 +102,10 @@ class PluginChains:
         if not ok:
             return None
         return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
+
+    def _feature_chain(self, doc: Document, path: tuple, mapping: dict[str, Any]) -> tuple[Plugin, ...] | None:
+        """A chain for a feature's own use (``FeatureInput.plugin_chain``), built like a route's overrides."""
+        return self._instantiate(self._chain_for([], [(doc, path, mapping, Interpolation(self.environ))]))
 
     # -- backends ------------------------------------------------------------
 

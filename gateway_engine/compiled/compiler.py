@@ -158,6 +158,7 @@ class _Compiler(RouteCompiler):
                     errors=self.errors,
                     note_unset=self._note_unset,
                     earlier=dict(contributions),
+                    plugin_chain=self._feature_chain,
                 )
             )
         if self.errors:
@@ -169,6 +170,8 @@ class _Compiler(RouteCompiler):
             unset_env=tuple(self.unset),
             contributions=contributions,
             endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()},
+            asgi={path: e for c in contributions.values() for path, e in c.asgi.items()},
+            plugins=tuple(self.instances.values()),  # with the chains features built
         )
 
     def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:

@@ -14,7 +14,7 @@ import argparse
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from importlib.metadata import entry_points
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from gateway_engine.compiled.model import CompiledConfig, Contribution
 from gateway_engine.config.documents import Document
@@ -39,6 +39,10 @@ class FeatureInput:
     errors: list[ConfigError]  # append located errors: `validate` reports them
     note_unset: Callable[..., None]  # note env vars a document references but the environment lacks
     earlier: Mapping[str, Contribution]  # contributions of the features compiled before this one
+    #: ``plugin_chain(doc, path, {name: options})``: plugins found through the registry, checked and shared as
+    #: a route's are, sorted by priority (None when one is wrong: an error says where). A feature runs their
+    #: request phase on what is not a route, e.g. a WebSocket handshake.
+    plugin_chain: Callable[[Document, tuple, Mapping[str, Any]], "tuple[Plugin, ...] | None"] = lambda *a: ()
 
 
 class Feature:

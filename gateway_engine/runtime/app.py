@@ -19,6 +19,7 @@ from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, w
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.runtime.proxy import decoded_params, forward
 from gateway_engine.runtime.reload import Reloader
+from gateway_engine.runtime.sockets import serve_socket
 
 log = logging.getLogger("gateway_engine")
 
@@ -67,6 +68,8 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http":
             await self._serve(self.config, scope, receive, send)
+        elif kind == "websocket":
+            await serve_socket(self.config, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -144,6 +147,9 @@ class GatewayApp:
                 )
                 record(ctx, reply)
                 await write_reply(reply, send, ctx)
+                return
+            if config.asgi and raw_path in config.asgi:  # a protocol a feature speaks itself (Socket.IO polling)
+                await config.asgi[raw_path](config, scope, receive, send)
                 return
             endpoint = config.endpoints.get(raw_path)  # what features serve: one dict lookup
             if endpoint is not None:
