@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import AsgiEndpoint, Contribution, Endpoint, StateKey
 
@@ -42,8 +44,8 @@ class Realtime:
         self.rows = [(p, "POST" if isinstance(e, TicketEndpoint) else "GET") for p, e in self.endpoints.items()]
         self.socketio: SocketIoEndpoint | None = None
         if declared.socketio is not None:
-            self.socketio = SocketIoEndpoint(self.hub, handshake, declared.socketio)
             path = base_path + declared.socketio.path.rstrip("/")
+            self.socketio = SocketIoEndpoint(self.hub, handshake, dataclasses.replace(declared.socketio, path=path))
             self.asgi[path] = self.asgi[path + "/"] = self.socketio
         self.rows += [(p, "GET") for p in self.asgi]
 
