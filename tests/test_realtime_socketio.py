@@ -17,7 +17,8 @@ NS = "/finance-payments"
 
 @pytest.fixture
 def base(tmp_path: Path):
-    with serve(create_app(str(write_realtime_config(tmp_path / "c")), ENV)) as url:
+    # a short heartbeat: a polling client waits up to one ping interval for its last long poll when it leaves
+    with serve(create_app(str(write_realtime_config(tmp_path / "c", heartbeat="2s")), ENV)) as url:
         yield url
 
 

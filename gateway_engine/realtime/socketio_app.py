@@ -43,6 +43,7 @@ class SocketIoEndpoint:
             async_mode="asgi",
             cors_allowed_origins=list(settings.origins) if settings.origins is not None else None,
             ping_interval=hub.limits.heartbeat,
+            ping_timeout=min(20.0, hub.limits.heartbeat),
             max_http_buffer_size=hub.limits.message_bytes,
             namespaces=[settings.namespace],
             logger=False,
