@@ -108,7 +108,9 @@ async def publish(base: str, user: str, status: str) -> None:
     body = json.dumps({"userId": user, "status": status, "n": _published[0], "at": time.time()}).encode()
     signature = hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     async with aiohttp.ClientSession() as session:
-        async with session.post(f"{base}/api/webhooks/push", data=body, headers={"Signature": signature, "content-type": "application/json"}) as r:
+        async with session.post(
+            f"{base}/api/webhooks/push", data=body, headers={"Signature": signature, "content-type": "application/json"}
+        ) as r:
             assert r.status == 200, await r.text()
 
 

@@ -63,7 +63,12 @@ async def test_realtime_websocket_forged_channel_is_refused(realtime):
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url(base), headers=bearer("alice")) as alice:
             refused = await subscribe(alice, "payments:bob")
-            assert refused == {"type": "error", "code": "FORBIDDEN", "channel": "payments:bob", "message": refused["message"]}
+            assert refused == {
+                "type": "error",
+                "code": "FORBIDDEN",
+                "channel": "payments:bob",
+                "message": refused["message"],
+            }
             assert (await subscribe(alice, "nope:x"))["code"] == "UNKNOWN_CHANNEL"
             assert (await subscribe(alice, "payments:a b"))["code"] == "UNKNOWN_CHANNEL"  # not a safe name part
             await alice.send_str("not json")

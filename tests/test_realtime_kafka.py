@@ -56,7 +56,7 @@ def example_config(root: Path, broker: str, topic: str) -> tuple[Path, dict[str,
     """The shipped channels.d with a minimal gateway.yaml (the example's own sets CORS, logs and limits too)."""
     root.mkdir(parents=True)
     (root / "gateway.yaml").write_text(
-        'version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n'
+        "version: 1\nbase_path: /api\nplugins: [request_id, envelope]\n"
         'auth:\n  jwt: {secret: "${JWT_SECRET}", algorithms: [HS256]}\n'
     )
     shutil.copytree(EXAMPLE, root / "channels.d")

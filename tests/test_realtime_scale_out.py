@@ -14,7 +14,16 @@ from pathlib import Path
 import aiohttp
 import httpx
 
-from tests.realtime_support import ENV, bearer, next_frame, publish, sse_events, subscribe, write_realtime_config, ws_url
+from tests.realtime_support import (
+    ENV,
+    bearer,
+    next_frame,
+    publish,
+    sse_events,
+    subscribe,
+    write_realtime_config,
+    ws_url,
+)
 from tests.redis_server import redis_url  # noqa: F401  (the fixture)
 from tests.servers import free_port
 
@@ -25,7 +34,17 @@ def gateway_process(config: Path, log: Path) -> Iterator[str]:
     env = {**os.environ, **ENV, "GATEWAY_CONFIG": str(config)}
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway_engine", "serve", "--port", str(port), "--no-watch", "--log-level", "warning"],
+            [
+                sys.executable,
+                "-m",
+                "gateway_engine",
+                "serve",
+                "--port",
+                str(port),
+                "--no-watch",
+                "--log-level",
+                "warning",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -51,7 +70,7 @@ def gateway_process(config: Path, log: Path) -> Iterator[str]:
             proc.kill()
 
 
-async def test_realtime_message_on_instance_a_reaches_sockets_on_instance_b(tmp_path: Path, redis_url: str):  # noqa: F811
+async def test_realtime_message_on_instance_a_reaches_sockets_on_instance_b(tmp_path: Path, redis_url: str):
     config = write_realtime_config(tmp_path / "c", backplane=redis_url)
     with gateway_process(config, tmp_path / "a.log") as a, gateway_process(config, tmp_path / "b.log") as b:
         async with aiohttp.ClientSession() as session:

@@ -26,7 +26,9 @@ async def _hub(policy: str, queue: int = 3) -> Hub:
 
 
 def _count(action: str) -> float:
-    return REGISTRY.get_sample_value("gateway_realtime_slow_consumer_total", {"transport": "test", "action": action}) or 0
+    return (
+        REGISTRY.get_sample_value("gateway_realtime_slow_consumer_total", {"transport": "test", "action": action}) or 0
+    )
 
 
 async def test_realtime_slow_consumer_drop_oldest_keeps_the_newest():
@@ -39,10 +41,10 @@ async def test_realtime_slow_consumer_drop_oldest_keeps_the_newest():
     for i in range(5):
         hub.publish("payments:u1", "update", {"i": i})
         if i < 3:
-            assert (await fast.next(timeout=1)).data == {"i": i}  # the fast one keeps up
-    assert [(await slow.next(timeout=1)).data["i"] for _ in range(3)] == [2, 3, 4]
+            assert (await fast.next(wait=1)).data == {"i": i}  # the fast one keeps up
+    assert [(await slow.next(wait=1)).data["i"] for _ in range(3)] == [2, 3, 4]
     assert _count("dropped") - before == 2
-    assert [(await fast.next(timeout=1)).data["i"] for _ in range(2)] == [3, 4]
+    assert [(await fast.next(wait=1)).data["i"] for _ in range(2)] == [3, 4]
 
 
 async def test_realtime_slow_consumer_disconnect_policy_closes_and_unsubscribes():
@@ -53,7 +55,7 @@ async def test_realtime_slow_consumer_disconnect_policy_closes_and_unsubscribes(
     for i in range(3):
         hub.publish("payments:u2", "update", {"i": i})
     with pytest.raises(Closed) as closed:
-        await slow.next(timeout=1)
+        await slow.next(wait=1)
     assert closed.value.code == 4429 and closed.value.reason == "SLOW_CONSUMER"
     assert _count("disconnected") - before == 1
     assert "payments:u2" not in hub.subscribers and slow not in hub.connections and not hub.per_owner
@@ -76,7 +78,7 @@ async def test_realtime_slow_websocket_client_is_disconnected_with_4429(tmp_path
                     if n % 20 == 19:
                         await _publish_big(session, base, "quick", "", n)
                         assert (await next_frame(quick, "message"))["data"]["n"] == n  # the other client is served
-                    if slow.closed or slow._reader.exception() is not None:  # noqa: SLF001
+                    if slow.closed or slow._reader.exception() is not None:
                         break
                 async with asyncio.timeout(20):
                     while (message := await slow.receive()).type == aiohttp.WSMsgType.TEXT:

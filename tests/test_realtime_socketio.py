@@ -22,7 +22,9 @@ def base(tmp_path: Path):
         yield url
 
 
-async def _client(base: str, headers: dict[str, str], query: str = "", **kw) -> tuple[socketio.AsyncClient, asyncio.Queue]:
+async def _client(
+    base: str, headers: dict[str, str], query: str = "", **kw
+) -> tuple[socketio.AsyncClient, asyncio.Queue]:
     client = socketio.AsyncClient(reconnection=False)
     got: asyncio.Queue = asyncio.Queue()
     client.on("payment-status-update", lambda data: got.put_nowait(data), namespace=NS)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from gateway_engine.compiled.model import CompiledRoute
@@ -103,9 +104,9 @@ class PluginChains:
             return None
         return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
 
-    def _feature_chain(self, doc: Document, path: tuple, mapping: dict[str, Any]) -> tuple[Plugin, ...] | None:
+    def _feature_chain(self, doc: Document, path: tuple, mapping: Mapping[str, Any]) -> tuple[Plugin, ...] | None:
         """A chain for a feature's own use (``FeatureInput.plugin_chain``), built like a route's overrides."""
-        return self._instantiate(self._chain_for([], [(doc, path, mapping, Interpolation(self.environ))]))
+        return self._instantiate(self._chain_for([], [(doc, path, dict(mapping), Interpolation(self.environ))]))
 
     # -- backends ------------------------------------------------------------
 

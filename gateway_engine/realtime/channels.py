@@ -76,7 +76,9 @@ def compile_channel(
             f"parameter(s) {', '.join(unbound)} of {pattern!r} are bound to no identity field and no scope "
             "restricts the channel: anyone could read anyone's messages (bind them in subscribe.identity)"
         )
-    return Channel(pattern, params, re.compile(_regex(pattern)), dict(identity), frozenset(scopes), history, description)
+    return Channel(
+        pattern, params, re.compile(_regex(pattern)), dict(identity), frozenset(scopes), history, description
+    )
 
 
 def _regex(pattern: str) -> str:

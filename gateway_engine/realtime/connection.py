@@ -94,14 +94,14 @@ class Connection:
     def closed(self) -> Closed | None:
         return self._closed
 
-    async def next(self, timeout: float | None = None) -> Push | None:
-        """The next message (None after ``timeout`` seconds without one); raises Closed once closed."""
+    async def next(self, wait: float | None = None) -> Push | None:
+        """The next message (None after ``wait`` seconds without one); raises Closed once closed."""
         while not self._queue:
             if self._closed is not None:
                 raise self._closed
             self._ready.clear()
             try:
-                async with asyncio.timeout(timeout):
+                async with asyncio.timeout(wait):
                     await self._ready.wait()
             except TimeoutError:
                 return None

@@ -19,7 +19,8 @@ from gateway_engine.foundation.plugin import Plugin
 from .channels import Catalog, Channel, compile_channel
 from .hub import Limits
 from .socketio_app import SocketIoSettings
-from .sources import TEMPLATE_NAMES, KafkaSource, Mapping as SourceMapping, PublishSource, RedisSource
+from .sources import TEMPLATE_NAMES, KafkaSource, PublishSource, RedisSource
+from .sources import Mapping as SourceMapping
 
 DEFAULT_PLUGINS: dict[str, Any] = {"auth": {"accept": ["jwt", "api_key"]}}
 
@@ -57,13 +58,17 @@ def compile_channels(
         note_unset(doc, interp)
         if "server" in data:
             if declared.server_doc is not None:
-                errors.append(doc.error(("server",), f"the realtime server is already declared in {declared.server_doc.file}"))
+                errors.append(
+                    doc.error(("server",), f"the realtime server is already declared in {declared.server_doc.file}")
+                )
             else:
                 declared.server, declared.server_doc = data["server"], doc
         for i, spec in enumerate(data.get("channels", [])):
             path = ("channels", i)
             if spec["name"] in seen:
-                errors.append(doc.error(path + ("name",), f"channel {spec['name']!r} is already declared in {seen[spec['name']]}"))
+                errors.append(
+                    doc.error(path + ("name",), f"channel {spec['name']!r} is already declared in {seen[spec['name']]}")
+                )
                 continue
             seen[spec["name"]] = doc.file
             subscribe = spec.get("subscribe", {})
@@ -109,7 +114,11 @@ def _server(declared: Declared, errors: list[ConfigError], plugin_chain: Callabl
     plugins = plugin_chain(doc, ("server", "plugins"), server.get("plugins", DEFAULT_PLUGINS))
     if plugins is not None:
         if not any(p.name == "auth" for p in plugins):
-            errors.append(doc.error(("server", "plugins"), "the handshake chain needs the auth plugin: connections must authenticate"))
+            errors.append(
+                doc.error(
+                    ("server", "plugins"), "the handshake chain needs the auth plugin: connections must authenticate"
+                )
+            )
         declared.plugins = plugins
     spec = server.get("socketio")
     if spec is not None:
@@ -118,7 +127,11 @@ def _server(declared: Declared, errors: list[ConfigError], plugin_chain: Callabl
         for i, pattern in enumerate(spec.get("rooms", [])):
             room = catalog.by_pattern.get(pattern)
             if room is None or not room.identity:
-                errors.append(doc.error(("server", "socketio", "rooms", i), f"{pattern!r} is no declared channel bound to the identity"))
+                errors.append(
+                    doc.error(
+                        ("server", "socketio", "rooms", i), f"{pattern!r} is no declared channel bound to the identity"
+                    )
+                )
                 continue
             rooms.append(room)
         origins = spec.get("origins")
@@ -151,7 +164,13 @@ def _source(doc: Document, path: tuple, spec: dict[str, Any], channel: Channel, 
         kafka = spec["kafka"]
         if not kafka.get("brokers"):
             return None  # its env var is unset: `validate` reports it, the gateway serves without this source
-        return KafkaSource(kafka["brokers"], kafka["topic"], mapping, start=kafka.get("start", "latest"), options=_kafka_security(kafka.get("security", {})))
+        return KafkaSource(
+            kafka["brokers"],
+            kafka["topic"],
+            mapping,
+            start=kafka.get("start", "latest"),
+            options=_kafka_security(kafka.get("security", {})),
+        )
     if "redis" in spec:
         if not spec["redis"].get("url"):
             return None

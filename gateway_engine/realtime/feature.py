@@ -77,9 +77,7 @@ class RealtimeFeature(Feature):
     def compile(self, given: FeatureInput) -> Contribution:
         if not given.documents:
             return Contribution()
-        declared = compile_channels(
-            given.documents, given.core.env, given.errors, given.note_unset, given.plugin_chain
-        )
+        declared = compile_channels(given.documents, given.core.env, given.errors, given.note_unset, given.plugin_chain)
         if given.errors or declared.server_doc is None:
             return Contribution()
         realtime = Realtime(declared, given.core.base_path)

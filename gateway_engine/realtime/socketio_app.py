@@ -89,7 +89,7 @@ class SocketIoEndpoint:
                 wait = None if deadline is None else deadline - asyncio.get_running_loop().time()
                 if wait is not None and wait <= 0:
                     raise Closed(4401, "TOKEN_EXPIRED")
-                push = await conn.next(timeout=wait)
+                push = await conn.next(wait=wait)
                 if push is not None:
                     await self.server.emit(push.event, push.data, to=sid, namespace=ns)
         except Closed as closed:

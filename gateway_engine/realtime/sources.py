@@ -41,7 +41,12 @@ class Mapping:
     when: Render | None
 
     def route(self, hub: Hub, message: Message, *, id: str | None = None, shared: bool) -> None:
-        variables = {"topic": message.topic, "key": message.key, "headers": dict(message.headers), "value": message.value}
+        variables = {
+            "topic": message.topic,
+            "key": message.key,
+            "headers": dict(message.headers),
+            "value": message.value,
+        }
         try:
             if self.when is not None and not self.when(dict(variables)):
                 return

@@ -9,7 +9,7 @@ from timing the stream out; an ``error`` event (TOKEN_EXPIRED, SLOW_CONSUMER, ..
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 import orjson
@@ -44,9 +44,7 @@ class SseEndpoint:
             )
         channels = query_values(ctx.scope, "channel")
         if len(channels) != 1:
-            return self._refuse(
-                ctx, GatewayError(400, "INVALID_CHANNEL", "Name exactly one channel: ?channel=<name>.")
-            )
+            return self._refuse(ctx, GatewayError(400, "INVALID_CHANNEL", "Name exactly one channel: ?channel=<name>."))
         identity = await self.handshake.identify(ctx, ticket_of(ctx.scope))
         if isinstance(identity, GatewayError):
             return self._refuse(ctx, identity)
@@ -66,7 +64,7 @@ class SseEndpoint:
         REFUSED.labels("sse", error.code).inc()
         return error_reply(ctx, error)
 
-    async def _stream(self, conn: Connection, backlog: list[bytes]) -> AsyncIterator[bytes]:
+    async def _stream(self, conn: Connection, backlog: list[bytes]) -> AsyncGenerator[bytes, None]:
         try:
             yield b"retry: 3000\n\n" + b"".join(backlog)
             left = seconds_left(conn.identity)
@@ -79,7 +77,7 @@ class SseEndpoint:
                         yield _error("TOKEN_EXPIRED", "The credential expired; reconnect with a fresh one.")
                         return
                 try:
-                    push = await conn.next(timeout=wait)
+                    push = await conn.next(wait=wait)
                 except Closed as closed:
                     yield _error(closed.reason, "The stream was closed by the gateway.")
                     return

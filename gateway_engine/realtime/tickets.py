@@ -88,5 +88,9 @@ class TicketEndpoint:
             return error_reply(ctx, identity)
         ticket = await self.tickets.issue(identity)
         body = success_body(ctx, orjson.dumps({"ticket": ticket, "expiresIn": self.tickets.ttl}))
-        headers = [("content-type", "application/json"), ("cache-control", "no-store"), ("x-request-id", ctx.request_id)]
+        headers = [
+            ("content-type", "application/json"),
+            ("cache-control", "no-store"),
+            ("x-request-id", ctx.request_id),
+        ]
         return Reply(201, headers, body)

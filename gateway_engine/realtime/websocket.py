@@ -110,7 +110,7 @@ class WebSocketEndpoint:
                 return
             await _send(ws, {"type": "subscribed", "channel": name})
             last = frame.get("last_id") if isinstance(frame, dict) else None
-            if isinstance(last, str):
+            if isinstance(last, str) and isinstance(name, str):
                 for push in self.hub.since(name, last):
                     await ws.send_text(push.frame("ws").decode())
         elif kind == "unsubscribe":
@@ -129,7 +129,7 @@ class WebSocketEndpoint:
 
     async def _write(self, ws: WebSocket, conn: Connection) -> Closed | None:
         while True:
-            push = await conn.next(timeout=self.hub.limits.heartbeat)  # raises Closed once closed
+            push = await conn.next(wait=self.hub.limits.heartbeat)  # raises Closed once closed
             if push is None:
                 await _send(ws, {"type": "ping"})
             else:

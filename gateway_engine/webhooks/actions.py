@@ -213,7 +213,9 @@ class PublishAction(Action):
 
     kind = "publish"
 
-    def __init__(self, when: Render | None, *, topic: str, key: Render | None, value: Render, attributes: Render) -> None:
+    def __init__(
+        self, when: Render | None, *, topic: str, key: Render | None, value: Render, attributes: Render
+    ) -> None:
         super().__init__(when)
         self.topic, self.key, self.value, self.attributes = topic, key, value, attributes
 
