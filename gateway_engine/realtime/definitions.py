@@ -178,19 +178,19 @@ def _source(doc: Document, path: tuple, spec: dict[str, Any], channel: Channel, 
     return PublishSource(spec["publish"]["topic"], mapping)
 
 
+_SECURITY = {
+    "protocol": "security_protocol",
+    "mechanism": "sasl_mechanism",
+    "username": "sasl_plain_username",
+    "password": "sasl_plain_password",
+}
+
+
 def _kafka_security(security: Mapping[str, Any]) -> dict[str, Any]:
     """aiokafka's options for SASL and TLS (values come from env through ``${VAR}``)."""
-    options: dict[str, Any] = {}
-    if "protocol" in security:
-        options["security_protocol"] = security["protocol"]
-        if "SSL" in security["protocol"]:
-            from aiokafka.helpers import create_ssl_context
+    options: dict[str, Any] = {_SECURITY[k]: v for k, v in security.items()}
+    if "SSL" in str(security.get("protocol", "")):
+        from aiokafka.helpers import create_ssl_context
 
-            options["ssl_context"] = create_ssl_context()
-    if "mechanism" in security:
-        options["sasl_mechanism"] = security["mechanism"]
-    if "username" in security:
-        options["sasl_plain_username"] = security["username"]
-    if "password" in security:
-        options["sasl_plain_password"] = security["password"]
+        options.update(ssl_context=create_ssl_context())
     return options
