@@ -36,3 +36,19 @@ def test_bench_compare_side_a_imports_the_checked_out_ref_not_the_installed_code
             assert Path(found.stdout.strip()).resolve().is_relative_to(tree.resolve())
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
+
+
+def test_bench_realtime_runs_end_to_end_at_a_tiny_size():
+    """Runnable, not measured: a few sockets, a few messages; the figures are the coordinator's to take."""
+    found = subprocess.run(
+        [sys.executable, "-m", "bench.realtime", "--sockets", "6", "--client-procs", "2", "--rate", "20"]
+        + ["--seconds", "0.5", "--fanout", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = found.stdout
+    assert "sockets connected     6 / 6" in out, found.stderr[-2000:]
+    assert "KB/socket" in out and "p99" in out and "frames/s" in out
+    assert "PASS  every message delivered" in out and "12 frames of 2 broadcasts" in out

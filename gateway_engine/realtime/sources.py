@@ -28,6 +28,8 @@ from .metrics import SOURCE_ERRORS
 log = logging.getLogger("gateway_engine.realtime")
 TEMPLATE_NAMES = ("topic", "key", "headers", "value")
 _PAUSE = 1.0
+#: how long the broker may hold a fetch with nothing new: a push waits at most this long behind an idle fetch
+_FETCH_WAIT_MS = 20
 
 
 @dataclass(frozen=True)
@@ -132,7 +134,11 @@ class KafkaSource(_Background):
         from aiokafka import AIOKafkaConsumer, TopicPartition  # loads only for configs with a Kafka source
 
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.brokers, group_id=None, enable_auto_commit=False, **self.options
+            bootstrap_servers=self.brokers,
+            group_id=None,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=_FETCH_WAIT_MS,
+            **self.options,
         )
         await consumer.start()
         try:
