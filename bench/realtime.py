@@ -110,7 +110,7 @@ async def _clients(port: int, users: list[int], ready: Any, stop: Any) -> dict[s
 
 async def _connect(session: aiohttp.ClientSession, url: str, user: int) -> aiohttp.ClientWebSocketResponse:
     token = jwt.encode({"sub": f"u{user}", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
-    ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None)
+    ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None, compress=0)
     for channel in (f"user:u{user}", "everyone"):
         await ws.send_json({"type": "subscribe", "channel": channel})
         frame = json.loads((await ws.receive()).data)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +27,17 @@ class Push:
     event: str
     data: Any
     _frames: dict[str, bytes] = field(default_factory=dict, repr=False)
+    _text: str | None = field(default=None, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         return {"id": self.id, "channel": self.channel, "event": self.event, "data": self.data}
+
+    def text(self) -> str:
+        """The WebSocket text frame, decoded once."""
+        cached = self._text
+        if cached is None:
+            cached = self._text = self.frame("ws").decode()
+        return cached
 
     def frame(self, kind: str) -> bytes:
         """``ws``: the JSON text frame; ``sse``: the event-stream record."""
@@ -56,46 +64,83 @@ SLOW_CONSUMER = Closed(4429, "SLOW_CONSUMER")
 
 
 class Connection:
-    """A subscriber: its identity, its channels, and the messages waiting for its writer."""
+    """A subscriber: its identity, its channels, and the messages waiting for its writer.
 
-    __slots__ = ("identity", "owner", "transport", "channels", "_queue", "_size", "_policy", "_ready", "_closed")
+    A writer either awaits ``next`` (one task per connection), or sets ``notify`` and drains with ``take``
+    when called (no task while the connection is idle: what lets one worker hold many sockets).
+    """
+
+    __slots__ = (
+        "identity",
+        "owner",
+        "transport",
+        "channels",
+        "notify",
+        "_queue",
+        "_size",
+        "_policy",
+        "_ready",
+        "_closed",
+        "_delivered",
+    )
 
     def __init__(self, identity: Mapping[str, Any], owner: str, transport: str, size: int, policy: str) -> None:
         self.identity = identity
         self.owner = owner  # who counts against the per-identity limit
         self.transport = transport
         self.channels: set[str] = set()
-        self._queue: deque[Push] = deque()
+        self.notify: Callable[[], None] | None = None
+        self._queue: deque[Push] | None = None  # made on the first message, dropped once drained (~0.5 KB idle)
         self._size, self._policy = size, policy
-        self._ready = asyncio.Event()
+        self._ready: asyncio.Event | None = None  # made by the first ``next``
         self._closed: Closed | None = None
+        self._delivered = DELIVERED.labels(transport)
 
     def offer(self, push: Push) -> None:
         if self._closed is not None:
             return
-        if len(self._queue) >= self._size:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        if len(queue) >= self._size:
             if self._policy == "disconnect":
                 SLOW_CONSUMERS.labels(self.transport, "disconnected").inc()
                 self.close(SLOW_CONSUMER)
                 return
-            self._queue.popleft()
+            queue.popleft()
             SLOW_CONSUMERS.labels(self.transport, "dropped").inc()
-        self._queue.append(push)
-        DELIVERED.labels(self.transport).inc()
-        self._ready.set()
+        queue.append(push)
+        self._delivered.inc()
+        self._wake()
 
     def close(self, why: Closed) -> None:
         if self._closed is None:
             self._closed = why
-            self._queue.clear()
+            self._queue = None
+            self._wake()
+
+    def _wake(self) -> None:
+        if self.notify is not None:
+            self.notify()
+        elif self._ready is not None:
             self._ready.set()
 
     @property
     def closed(self) -> Closed | None:
         return self._closed
 
+    def take(self) -> Push | None:
+        """The next waiting message, or None."""
+        queue = self._queue
+        if not queue:
+            self._queue = None
+            return None
+        return queue.popleft()
+
     async def next(self, wait: float | None = None) -> Push | None:
         """The next message (None after ``wait`` seconds without one); raises Closed once closed."""
+        if self._ready is None:
+            self._ready = asyncio.Event()
         while not self._queue:
             if self._closed is not None:
                 raise self._closed

@@ -35,8 +35,10 @@ class Realtime:
         handshake = Handshake(declared.plugins, self.tickets)
         self.endpoints: dict[str, Endpoint] = {}
         self.asgi: dict[str, AsgiEndpoint] = {}
+        self.websocket: WebSocketEndpoint | None = None
         if server.get("websocket"):
-            self.asgi[base_path + server["websocket"]] = WebSocketEndpoint(self.hub, handshake)
+            self.websocket = WebSocketEndpoint(self.hub, handshake)
+            self.asgi[base_path + server["websocket"]] = self.websocket
         if server.get("sse"):
             self.endpoints[base_path + server["sse"]] = SseEndpoint(self.hub, handshake)
         if server.get("tickets", {}).get("path"):
@@ -51,6 +53,8 @@ class Realtime:
 
     async def start(self) -> None:
         await self.backplane.start(self.hub)
+        if self.websocket is not None:
+            await self.websocket.start()
         for source in self.sources:
             await source.start(self.hub)
 
@@ -58,6 +62,8 @@ class Realtime:
         if self.socketio is not None:
             await self.socketio.aclose()
         self.hub.close_all(Closed(1012, "CONFIG_REPLACED"))  # clients reconnect to the config that replaced this
+        if self.websocket is not None:
+            await self.websocket.aclose()
         for source in self.sources:
             await source.aclose()
         await self.backplane.aclose()

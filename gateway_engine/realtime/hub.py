@@ -85,7 +85,9 @@ class Hub:
             return GatewayError(
                 429, "TOO_MANY_CONNECTIONS", f"At most {self.limits.per_identity} connections per identity."
             )
-        conn = Connection(identity, owner, transport, self.limits.queue, self.limits.slow_consumer)
+        # kept for the connection's life: the fields subscriptions are checked against, not the token's claims
+        kept = {k: v for k, v in identity.items() if k != "claims" and v not in (None, "", [])}
+        conn = Connection(kept, owner, transport, self.limits.queue, self.limits.slow_consumer)
         self.connections.add(conn)
         self.per_owner[owner] = self.per_owner.get(owner, 0) + 1
         CONNECTIONS.labels(transport).inc()

@@ -78,11 +78,10 @@ class SocketIoEndpoint:
                 raise socketio.exceptions.ConnectionRefusedError(
                     {"code": "FORBIDDEN", "message": f"This identity has no room of {room.pattern}."}
                 )
-        self.sessions[sid] = (conn, asyncio.create_task(self._pump(sid, conn)))
+        self.sessions[sid] = (conn, asyncio.create_task(self._pump(sid, conn, seconds_left(identity))))
 
-    async def _pump(self, sid: str, conn: Connection) -> None:
+    async def _pump(self, sid: str, conn: Connection, left: float | None) -> None:
         ns = self.settings.namespace
-        left = seconds_left(conn.identity)
         deadline = None if left is None else asyncio.get_running_loop().time() + left
         try:
             while True:

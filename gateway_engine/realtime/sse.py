@@ -57,17 +57,16 @@ class SseEndpoint:
             return self._refuse(ctx, found)
         last = ctx.headers.get("last-event-id")
         backlog = self.hub.since(channels[0], last) if last and len(last) <= MAX_EVENT_ID else []
-        stream = self._stream(conn, [p.frame("sse") for p in backlog])
+        stream = self._stream(conn, [p.frame("sse") for p in backlog], seconds_left(identity))
         return Reply(200, [*_HEADERS, ("x-request-id", ctx.request_id)], stream=stream, close=stream.aclose)
 
     def _refuse(self, ctx: RequestContext, error: GatewayError) -> Reply:
         REFUSED.labels("sse", error.code).inc()
         return error_reply(ctx, error)
 
-    async def _stream(self, conn: Connection, backlog: list[bytes]) -> AsyncGenerator[bytes, None]:
+    async def _stream(self, conn: Connection, backlog: list[bytes], left: float | None) -> AsyncGenerator[bytes, None]:
         try:
             yield b"retry: 3000\n\n" + b"".join(backlog)
-            left = seconds_left(conn.identity)
             deadline = None if left is None else time.monotonic() + left
             while True:
                 wait = self.hub.limits.heartbeat

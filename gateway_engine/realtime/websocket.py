@@ -6,12 +6,15 @@ Server frames: ``message`` (id, channel, event, data), ``subscribed``, ``unsubsc
 (every heartbeat when idle) and ``error`` (code, message). Close codes: 4401 the credential expired,
 4408 nothing heard for two heartbeats, 4429 too slow a consumer, 1009 too large a frame, 1012 the config
 was replaced (reconnect).
+
+An idle socket costs no task of its own: its frames are written by a drain task that runs only while
+messages wait, and one sweeper per endpoint sends heartbeats and closes silent or expired sockets.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import time
 from typing import Any
 
 import orjson
@@ -21,18 +24,67 @@ from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.sockets import refuse_socket, socket_context
 
 from .connection import Closed, Connection
-from .handshake import Handshake, seconds_left, ticket_of
+from .handshake import Handshake, expires_at, ticket_of
 from .hub import Hub
 from .metrics import REFUSED
 
 EXPIRED = Closed(4401, "TOKEN_EXPIRED")
 SILENT = Closed(4408, "HEARTBEAT_TIMEOUT")
 TOO_LARGE = Closed(1009, "MESSAGE_TOO_LARGE")
+LEFT = Closed(1000, "CLIENT_LEFT")
+_PING = orjson.dumps({"type": "ping"}).decode()
+SWEEP = 1.0  # seconds between sweeps: the precision of expiry and heartbeats
+
+
+class _Session:
+    """One accepted socket: its connection, its clock, and its drain task while one runs."""
+
+    __slots__ = ("ws", "conn", "expires", "heard", "sent", "ping", "drain")
+
+    def __init__(self, ws: WebSocket, conn: Connection, expires: float | None, now: float) -> None:
+        self.ws, self.conn, self.expires = ws, conn, expires
+        self.heard = self.sent = now
+        self.ping = False
+        self.drain: asyncio.Task[None] | None = None
+
+    def wake(self) -> None:
+        if self.drain is None:
+            self.drain = asyncio.get_running_loop().create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while True:
+                if self.ping:
+                    self.ping = False
+                    await self.ws.send_text(_PING)
+                push = self.conn.take()
+                if push is None:
+                    break
+                await self.ws.send_text(push.text())
+                self.sent = asyncio.get_running_loop().time()
+            closed = self.conn.closed
+            if closed is not None and closed is not LEFT:
+                await self.ws.close(closed.code, closed.reason)
+        except Exception:
+            pass  # the client went away: its reader sees the disconnect and cleans up
+        finally:
+            self.drain = None
 
 
 class WebSocketEndpoint:
     def __init__(self, hub: Hub, handshake: Handshake) -> None:
         self.hub, self.handshake = hub, handshake
+        self.sessions: set[_Session] = set()
+        self._sweeper: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        self._sweeper = asyncio.create_task(self._sweep())
+
+    async def aclose(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            await asyncio.gather(self._sweeper, return_exceptions=True)
+            self._sweeper = None
 
     async def __call__(self, config: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
         identity = await self.handshake.identify(socket_context(scope, receive), ticket_of(scope))
@@ -45,52 +97,54 @@ class WebSocketEndpoint:
             await refuse_socket(scope, receive, send, conn)
             return
         ws = WebSocket(scope, receive, send)
+        session = _Session(ws, conn, expires_at(identity), asyncio.get_running_loop().time())
+        conn.notify = session.wake
         try:
             await ws.accept()
-            why = await self._run(ws, conn)
+            self.sessions.add(session)
+            await self._read(session)
         except (WebSocketDisconnect, OSError, RuntimeError):
-            why = None  # the client went away
+            pass  # the client went away
         finally:
-            self.hub.close(conn)
-        if why is not None:
-            with contextlib.suppress(Exception):
-                await ws.close(why.code, why.reason)
+            self.sessions.discard(session)
+            conn.notify = None
+            self.hub.close(conn, LEFT)
+            if session.drain is not None:
+                session.drain.cancel()
 
-    async def _run(self, ws: WebSocket, conn: Connection) -> Closed | None:
-        tasks = [asyncio.create_task(self._read(ws, conn)), asyncio.create_task(self._write(ws, conn))]
-        left = seconds_left(conn.identity)
-        if left is not None:
-            tasks.append(asyncio.create_task(_expire(left)))
-        try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
-        first = next(iter(done))
-        failure = first.exception()
-        if isinstance(failure, Closed):
-            return failure
-        if failure is not None:
-            raise failure
-        return first.result()
-
-    async def _read(self, ws: WebSocket, conn: Connection) -> Closed | None:
+    async def _read(self, session: _Session) -> None:
         limit = self.hub.limits.message_bytes
+        loop = asyncio.get_running_loop()
         while True:
-            try:
-                async with asyncio.timeout(2 * self.hub.limits.heartbeat):
-                    message = await ws.receive()
-            except TimeoutError:
-                return SILENT
+            message = await session.ws.receive()
             if message["type"] == "websocket.disconnect":
-                return None
+                return
+            session.heard = loop.time()
             raw = message.get("text") if message.get("text") is not None else message.get("bytes")
-            if raw is None:
-                continue
+            if raw is None or session.conn.closed is not None:
+                continue  # closing: wait for the client's close
             if len(raw) > limit:
-                return TOO_LARGE
-            await self._handle(ws, conn, raw)
+                self.hub.close(session.conn, TOO_LARGE)
+                continue
+            await self._handle(session.ws, session.conn, raw)
+
+    async def _sweep(self) -> None:
+        heartbeat = self.hub.limits.heartbeat
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(SWEEP)
+            now, wall = loop.time(), time.time()
+            for session in tuple(self.sessions):
+                if session.conn.closed is not None:
+                    continue
+                if session.expires is not None and session.expires <= wall:
+                    self.hub.close(session.conn, EXPIRED)
+                elif now - session.heard > 2 * heartbeat:
+                    self.hub.close(session.conn, SILENT)
+                elif now - session.sent >= heartbeat:
+                    session.sent = now
+                    session.ping = True
+                    session.wake()
 
     async def _handle(self, ws: WebSocket, conn: Connection, raw: str | bytes) -> None:
         try:
@@ -112,7 +166,7 @@ class WebSocketEndpoint:
             last = frame.get("last_id") if isinstance(frame, dict) else None
             if isinstance(last, str) and isinstance(name, str):
                 for push in self.hub.since(name, last):
-                    await ws.send_text(push.frame("ws").decode())
+                    await ws.send_text(push.text())
         elif kind == "unsubscribe":
             name = frame.get("channel") if isinstance(frame, dict) else None
             self.hub.unsubscribe(conn, name)
@@ -126,19 +180,6 @@ class WebSocketEndpoint:
                     "message": "Send JSON {type: subscribe|unsubscribe|ping|pong, channel?}.",
                 },
             )
-
-    async def _write(self, ws: WebSocket, conn: Connection) -> Closed | None:
-        while True:
-            push = await conn.next(wait=self.hub.limits.heartbeat)  # raises Closed once closed
-            if push is None:
-                await _send(ws, {"type": "ping"})
-            else:
-                await ws.send_text(push.frame("ws").decode())
-
-
-async def _expire(after: float) -> Closed:
-    await asyncio.sleep(after)
-    return EXPIRED
 
 
 async def _send(ws: WebSocket, frame: dict[str, Any]) -> None:
