@@ -34,8 +34,9 @@ BASE = "/api/gateway"
 GATEWAY_YAML = """version: 1
 base_path: /api/gateway
 plugins: [request_id, envelope]
+server: {{max_connections: {max_connections}}}
 auth:
-  jwt: {secret: "${JWT_SECRET}", algorithms: [HS256]}
+  jwt: {{secret: "${{JWT_SECRET}}", algorithms: [HS256]}}
 """
 CHANNELS = """server:
   websocket: /realtime/ws
@@ -110,7 +111,7 @@ async def _clients(port: int, users: list[int], ready: Any, stop: Any) -> dict[s
 
 async def _connect(session: aiohttp.ClientSession, url: str, user: int) -> aiohttp.ClientWebSocketResponse:
     token = jwt.encode({"sub": f"u{user}", "exp": int(time.time()) + 3600}, SECRET, algorithm="HS256")
-    ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None, compress=0)
+    ws = await session.ws_connect(url, headers={"Authorization": f"Bearer {token}"}, heartbeat=None, compress=15)
     for channel in (f"user:u{user}", "everyone"):
         await ws.send_json({"type": "subscribe", "channel": channel})
         frame = json.loads((await ws.receive()).data)
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     address, topic = f"127.0.0.1:{tansu_port}", "bench-realtime"
     config = work / "config"
     (config / "channels.d").mkdir(parents=True)
-    (config / "gateway.yaml").write_text(GATEWAY_YAML)
+    (config / "gateway.yaml").write_text(GATEWAY_YAML.format(max_connections=args.sockets + 1000))
     (config / "channels.d" / "bench.yaml").write_text(CHANNELS.format(limit=args.sockets + 100, topic=topic))
     gateway = None
     try:

@@ -133,3 +133,11 @@ async def test_realtime_unknown_websocket_path_is_refused(tmp_path):
             with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
                 await session.ws_connect(base.replace("http", "ws") + "/api/nowhere", headers=bearer("a"))
             assert refused.value.status in (404, 403)
+
+
+def test_realtime_websocket_compression_is_a_server_setting(tmp_path):
+    root = write_realtime_config(tmp_path / "c")
+    assert load_config(root, ENV).server.websocket_compression is False  # ~40 KB less per socket
+    gateway = root / "gateway.yaml"
+    gateway.write_text(gateway.read_text() + "server: {websocket_compression: true}\n")
+    assert load_config(root, ENV).server.websocket_compression is True
