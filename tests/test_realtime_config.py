@@ -141,3 +141,18 @@ def test_realtime_websocket_compression_is_a_server_setting(tmp_path):
     gateway = root / "gateway.yaml"
     gateway.write_text(gateway.read_text() + "server: {websocket_compression: true}\n")
     assert load_config(root, ENV).server.websocket_compression is True
+
+
+def test_realtime_endpoints_are_in_the_openapi_document_and_the_route_table(tmp_path):
+    from openapi_spec_validator import validate
+
+    from gateway_engine.cli.main import route_table
+    from gateway_engine.endpoints.feature import BUILTINS
+
+    config = load_config(write_realtime_config(tmp_path / "c"), ENV)
+    spec = config.state(BUILTINS).openapi()
+    validate(spec)
+    assert spec["paths"]["/api/realtime/tickets"]["post"]["operationId"] == "realtime.ticket"
+    assert "get" in spec["paths"]["/api/realtime/events"]
+    rows = {(r["path"], r["methods"][0]) for r in route_table(config) if r["backend"] == "realtime"}
+    assert rows >= {("/api/realtime/ws", "GET"), ("/api/realtime/tickets", "POST"), ("/api/socket.io", "GET")}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import AsgiEndpoint, Contribution, Endpoint, StateKey
@@ -94,6 +95,9 @@ class RealtimeFeature(Feature):
             shutdown=[realtime.stop],
             state=realtime,
         )
+        for path, method in realtime.rows:
+            if path in realtime.endpoints:
+                contribution.openapi_paths[path] = {method.lower(): _operation(path, method)}
         contribution.listing += [
             {
                 "methods": [method],
@@ -107,3 +111,38 @@ class RealtimeFeature(Feature):
             for path, method in realtime.rows
         ]
         return contribution
+
+
+def _operation(path: str, method: str) -> dict[str, Any]:
+    """The SSE stream and the ticket endpoint in the OpenAPI document (WebSocket and Socket.IO have no HTTP form)."""
+    failed = {
+        "description": "An error, as the error envelope.",
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}},
+    }
+    if method == "POST":
+        return {
+            "operationId": "realtime.ticket",
+            "tags": ["realtime"],
+            "summary": "A one-use, short-lived ticket to connect with (?ticket= or Socket.IO auth), for browsers.",
+            "responses": {
+                "201": {
+                    "description": "`{ticket, expiresIn}` in the success envelope.",
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/SuccessEnvelope"}}},
+                },
+                "default": failed,
+            },
+        }
+    return {
+        "operationId": "realtime.events",
+        "tags": ["realtime"],
+        "summary": "Server-sent events of one channel; Last-Event-ID resumes from its history.",
+        "parameters": [
+            {"name": "channel", "in": "query", "required": True, "schema": {"type": "string"}},
+            {"name": "ticket", "in": "query", "required": False, "schema": {"type": "string"}},
+            {"name": "Last-Event-ID", "in": "header", "required": False, "schema": {"type": "string"}},
+        ],
+        "responses": {
+            "200": {"description": "The event stream.", "content": {"text/event-stream": {}}},
+            "default": failed,
+        },
+    }
