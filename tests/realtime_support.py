@@ -38,7 +38,7 @@ SERVER = """server:
   sse: /realtime/events
   tickets: {{path: /realtime/tickets, ttl: {ttl}}}
   socketio: {{path: /socket.io, namespace: /finance-payments, rooms: ["payments:{{user}}"], register_event: register-user}}
-  plugins: {{auth: {{accept: [jwt, api_key]}}}}
+  plugins: {plugins}
   heartbeat: {heartbeat}
 {backplane}  limits: {{connections: {connections}, per_identity: {per_identity}, queue: {queue}, slow_consumer: {policy}, subscriptions: 3}}
 """
@@ -67,6 +67,7 @@ def write_realtime_config(
     per_identity: int = 5,
     queue: int = 64,
     policy: str = "drop_oldest",
+    plugins: str = "{auth: {accept: [jwt, api_key]}}",
 ) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     (root / "gateway.yaml").write_text(GATEWAY)
@@ -82,6 +83,7 @@ def write_realtime_config(
         per_identity=per_identity,
         queue=queue,
         policy=policy,
+        plugins=plugins,
     )
     (root / "channels.d" / "payments.yaml").write_text(server + channels)
     return root

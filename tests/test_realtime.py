@@ -190,3 +190,59 @@ async def test_realtime_subscription_limit(realtime):
             await ops.send_json({"type": "unsubscribe", "channel": "payments:a1"})
             assert (await next_frame(ops, "unsubscribed"))["channel"] == "payments:a1"
             assert (await subscribe(ops, "payments:a4"))["type"] == "subscribed"
+
+
+async def test_realtime_http_endpoints_run_the_whole_chain_with_cors(realtime):
+    origin = "https://pay.example"
+    base = realtime(plugins="{cors: {allow_origins: ['https://pay.example']}, auth: {accept: [jwt]}}")
+    async with aiohttp.ClientSession() as session:
+        preflight = {
+            "Origin": origin,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "authorization",
+        }
+        async with session.options(f"{base}/api/realtime/tickets", headers=preflight) as answered:
+            assert answered.status == 204 and answered.headers["access-control-allow-origin"] == origin
+        async with session.post(f"{base}/api/realtime/tickets", headers={**bearer("zoe"), "Origin": origin}) as issued:
+            assert issued.status == 201 and issued.headers["access-control-allow-origin"] == origin
+            assert issued.headers["x-request-id"]  # request_id ran, from the default chain
+            ticket = (await issued.json())["data"]["ticket"]
+        url = f"{base}/api/realtime/events?channel=payments:zoe&ticket={ticket}"  # what an EventSource can do
+        async with session.get(url, headers={"Origin": origin}) as stream:
+            assert stream.status == 200 and stream.headers["access-control-allow-origin"] == origin
+            await publish(base, "zoe", "cross-origin")
+            (event,) = await sse_events(stream, 1)
+            assert json.loads(event["data"])["data"]["status"] == "cross-origin"
+        async with session.get(url, headers={"Origin": origin}) as reused:
+            assert reused.status == 401 and reused.headers["access-control-allow-origin"] == origin
+
+
+async def test_realtime_sse_stream_ends_when_the_token_expires(realtime):
+    base = realtime()
+    async with aiohttp.ClientSession() as session:
+        url = f"{base}/api/realtime/events?channel=payments:ann"
+        async with session.get(url, headers=bearer("ann", ttl=2)) as stream:
+            assert stream.status == 200
+            (ended,) = await sse_events(stream, 1, timeout=15)
+            assert ended["event"] == "error" and json.loads(ended["data"])["code"] == "TOKEN_EXPIRED"
+            assert await stream.content.read() == b""  # and the stream is over
+        async with session.get(url, headers=bearer("ann", ttl=-600)) as expired:
+            assert expired.status == 401
+
+
+async def test_realtime_silent_websocket_is_closed_after_two_heartbeats(realtime):
+    base = realtime(heartbeat="1s")
+    async with aiohttp.ClientSession() as session:
+        async with session.ws_connect(ws_url(base), headers=bearer("bea")) as bea:
+            pings = 0
+            async with asyncio.timeout(15):
+                while (message := await bea.receive()).type == aiohttp.WSMsgType.TEXT:
+                    pings += json.loads(message.data)["type"] == "ping"  # heard, never answered
+            assert pings >= 1 and message.type == aiohttp.WSMsgType.CLOSE
+            assert (message.data, message.extra) == (4408, "HEARTBEAT_TIMEOUT")
+        async with session.ws_connect(ws_url(base), headers=bearer("cy")) as cy:
+            for _ in range(4):  # a client that answers stays connected past two heartbeats
+                frame = json.loads((await cy.receive(timeout=10)).data)
+                assert frame["type"] == "ping"
+                await cy.send_json({"type": "pong"})
+            assert not cy.closed

@@ -54,7 +54,7 @@ def gateway_process(config: Path, log: Path) -> Iterator[str]:
         deadline = time.monotonic() + 30
         while True:
             try:
-                if httpx.get(f"{base}/api/realtime/tickets", timeout=1).status_code == 405:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -27,6 +27,7 @@ class PluginChains:
     instances: dict[tuple[str, str], Plugin]
     gateway: GatewayInfo
     environ: dict[str, str]
+    default_chain: list[list[Any]]
 
     def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
         """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
@@ -105,8 +106,10 @@ class PluginChains:
         return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
 
     def _feature_chain(self, doc: Document, path: tuple, mapping: Mapping[str, Any]) -> tuple[Plugin, ...] | None:
-        """A chain for a feature's own use (``FeatureInput.plugin_chain``), built like a route's overrides."""
-        return self._instantiate(self._chain_for([], [(doc, path, dict(mapping), Interpolation(self.environ))]))
+        """A chain for a feature's own use (``FeatureInput.plugin_chain``): the default chain with ``mapping``
+        as overrides, exactly as a backend's ``plugins`` (``false`` drops a plugin)."""
+        overrides = [(doc, path, dict(mapping), Interpolation(self.environ))]
+        return self._instantiate(self._chain_for(self.default_chain, overrides))
 
     # -- backends ------------------------------------------------------------
 

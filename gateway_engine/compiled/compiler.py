@@ -98,7 +98,7 @@ class _Compiler(RouteCompiler):
         self._note_unset(gdoc, interp)
         base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
         self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root), written=gdata)
-        default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
+        default_chain = self.default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
         # validates the default options even when no route uses them as-is
         default_plugins = self._instantiate(default_chain) or ()
         unrouted = PluginChain(*chain_tables(tuple(p for p in default_plugins if p.runs_unrouted)))

@@ -22,8 +22,6 @@ from .socketio_app import SocketIoSettings
 from .sources import TEMPLATE_NAMES, KafkaSource, PublishSource, RedisSource
 from .sources import Mapping as SourceMapping
 
-DEFAULT_PLUGINS: dict[str, Any] = {"auth": {"accept": ["jwt", "api_key"]}}
-
 
 class Declared:
     """What the documents say, compiled: the catalog, the sources, and the server settings."""
@@ -111,7 +109,7 @@ def _server(declared: Declared, errors: list[ConfigError], plugin_chain: Callabl
         declared.ticket_ttl = parse_duration(server.get("tickets", {}).get("ttl", "30s"))
     except ValueError as exc:
         errors.append(doc.error(("server",), str(exc)))
-    plugins = plugin_chain(doc, ("server", "plugins"), server.get("plugins", DEFAULT_PLUGINS))
+    plugins = plugin_chain(doc, ("server", "plugins"), server.get("plugins", {}))
     if plugins is not None:
         if not any(p.name == "auth" for p in plugins):
             errors.append(

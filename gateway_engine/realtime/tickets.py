@@ -80,17 +80,13 @@ class TicketEndpoint:
 
     async def __call__(self, config: Any, ctx: RequestContext) -> Reply:
         ctx.state["builtin"] = "realtime-tickets"
-        if ctx.method != "POST":
-            error = GatewayError(405, "METHOD_NOT_ALLOWED", "Use POST to get a ticket.", headers={"Allow": "POST"})
-            return error_reply(ctx, error)
-        identity = await self.handshake.identify(ctx, None)  # never from a ticket: one cannot buy the next
-        if isinstance(identity, GatewayError):
-            return error_reply(ctx, identity)
-        ticket = await self.tickets.issue(identity)
-        body = success_body(ctx, orjson.dumps({"ticket": ticket, "expiresIn": self.tickets.ttl}))
-        headers = [
-            ("content-type", "application/json"),
-            ("cache-control", "no-store"),
-            ("x-request-id", ctx.request_id),
-        ]
-        return Reply(201, headers, body)
+
+        async def respond(identity: dict[str, Any]) -> Reply:
+            if ctx.method != "POST":
+                error = GatewayError(405, "METHOD_NOT_ALLOWED", "Use POST to get a ticket.", headers={"Allow": "POST"})
+                return error_reply(ctx, error)
+            ticket = await self.tickets.issue(identity)
+            body = success_body(ctx, orjson.dumps({"ticket": ticket, "expiresIn": self.tickets.ttl}))
+            return Reply(201, [("content-type", "application/json"), ("cache-control", "no-store")], body)
+
+        return await self.handshake.answer(ctx, config, None, respond)  # never a ticket for a ticket

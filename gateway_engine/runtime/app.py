@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -245,8 +246,10 @@ async def run_pipeline(
                 reply = error_reply(ctx, result) if isinstance(result, GatewayError) else result
                 break
         if reply is None:
-            if terminal is not None:
+            if terminal is not None:  # a plain function, or one a feature awaits (realtime tickets)
                 reply = terminal()
+                if inspect.isawaitable(reply):
+                    reply = await reply
             else:
                 assert isinstance(route, CompiledRoute)  # a bare PluginChain always comes with its terminal
                 reply = await forward(ctx, route, config)
