@@ -81,7 +81,7 @@ def test_realtime_config_server_in_two_files_and_bad_rooms_and_chains(tmp_path):
         load_config(root, ENV)
 
 
-async def test_realtime_redis_source_reaches_the_subscriber(tmp_path, redis_url):  # noqa: F811
+async def test_realtime_redis_source_reaches_the_subscriber(tmp_path, redis_url):
     channels = CHANNELS + (
         "      - redis: {url: '" + redis_url + "', channel: payment-events}\n"
         "        params: {user: '{{ value.user }}'}\n"
