@@ -90,3 +90,16 @@ async def test_realtime_socketio_connects_with_a_ticket(base):
         assert (await asyncio.wait_for(got.get(), 10))["status"] == "via-ticket"
     finally:
         await client.disconnect()
+
+
+async def test_realtime_socketio_token_expiry_disconnects_with_a_clear_code(base):
+    client, _ = await _client(base, bearer("otto", ttl=2))
+    errors: asyncio.Queue = asyncio.Queue()
+    left: asyncio.Event = asyncio.Event()
+    client.on("error", lambda data: errors.put_nowait(data), namespace=NS)
+    client.on("disconnect", lambda *a: left.set(), namespace=NS)
+    try:
+        assert (await asyncio.wait_for(errors.get(), 15)) == {"code": "TOKEN_EXPIRED"}
+        await asyncio.wait_for(left.wait(), 15)
+    finally:
+        await client.disconnect()
