@@ -189,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         env = {"JWT_SECRET": SECRET, "KAFKA_BROKER": address, "PATH": "/usr/bin:/bin", "GATEWAY_WATCH": "0"}
         gateway = servers.gateway("realtime", config, work, env, 1, 0 if servers.TASKSET else None)
         gateway.start()
+        time.sleep(3)  # the sources connect (and import their clients) after startup: idle means settled
         idle_mb = gateway.rss()["total_mb"]
         ready, results, stop = (multiprocessing.Queue() for _ in range(3))
         share = [list(range(i, args.sockets, args.client_procs)) for i in range(args.client_procs)]

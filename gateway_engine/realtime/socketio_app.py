@@ -15,8 +15,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import socketio
-
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.sockets import socket_context
 
@@ -38,7 +36,10 @@ class SocketIoSettings:
 
 class SocketIoEndpoint:
     def __init__(self, hub: Hub, handshake: Handshake, settings: SocketIoSettings) -> None:
+        import socketio  # loads only for configs with a Socket.IO server
+
         self.hub, self.handshake, self.settings = hub, handshake, settings
+        self.refused = socketio.exceptions.ConnectionRefusedError
         self.server = socketio.AsyncServer(
             async_mode="asgi",
             cors_allowed_origins=list(settings.origins) if settings.origins is not None else None,
@@ -66,18 +67,16 @@ class SocketIoEndpoint:
         identity = await self.handshake.identify(socket_context(scope, environ.get("asgi.receive")), ticket)
         if isinstance(identity, GatewayError):
             REFUSED.labels("socketio", identity.code).inc()
-            raise socketio.exceptions.ConnectionRefusedError({"code": identity.code, "message": identity.message})
+            raise self.refused({"code": identity.code, "message": identity.message})
         conn = self.hub.open(identity, "socketio")
         if isinstance(conn, GatewayError):
-            raise socketio.exceptions.ConnectionRefusedError({"code": conn.code, "message": conn.message})
+            raise self.refused({"code": conn.code, "message": conn.message})
         for room in self.settings.rooms:
             name = room.name(own_values(room, identity))
             joined = self.hub.subscribe(conn, name) if name is not None else None
             if not isinstance(joined, Channel):
                 self.hub.close(conn)
-                raise socketio.exceptions.ConnectionRefusedError(
-                    {"code": "FORBIDDEN", "message": f"This identity has no room of {room.pattern}."}
-                )
+                raise self.refused({"code": "FORBIDDEN", "message": f"This identity has no room of {room.pattern}."})
         self.sessions[sid] = (conn, asyncio.create_task(self._pump(sid, conn, seconds_left(identity))))
 
     async def _pump(self, sid: str, conn: Connection, left: float | None) -> None:
