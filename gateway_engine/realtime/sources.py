@@ -102,15 +102,20 @@ class _Background:
         self._task = asyncio.create_task(self._forever(hub))
 
     async def _forever(self, hub: Hub) -> None:
+        pause = _PAUSE
         while True:
+            started = asyncio.get_running_loop().time()
             try:
                 await self.run(hub)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 SOURCE_ERRORS.labels(self.name).inc()
-                log.warning("realtime source %s failed (%s); retrying", self.name, type(exc).__name__)
-            await asyncio.sleep(_PAUSE)
+                log.warning("realtime source %s failed (%s); retrying in %gs", self.name, type(exc).__name__, pause)
+            # a source that ran a while starts over quickly; one that keeps failing backs off, up to 30 s
+            ran = asyncio.get_running_loop().time() - started
+            pause = _PAUSE if ran > 60 else min(30.0, pause * 2)
+            await asyncio.sleep(pause)
 
     async def run(self, hub: Hub) -> None:
         raise NotImplementedError
