@@ -246,3 +246,21 @@ async def test_realtime_silent_websocket_is_closed_after_two_heartbeats(realtime
                 assert frame["type"] == "ping"
                 await cy.send_json({"type": "pong"})
             assert not cy.closed
+
+
+async def test_realtime_reload_closes_old_sockets_with_1012_and_new_ones_work(tmp_path):
+    root = write_realtime_config(tmp_path / "c")
+    with serve(create_app(str(root), ENV, watch=True, drain_timeout=1)) as base:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(base), headers=bearer("rex")) as old:
+                assert (await subscribe(old, "payments:rex"))["type"] == "subscribed"
+                channels = root / "channels.d" / "payments.yaml"
+                channels.write_text(channels.read_text().replace("history: 20", "history: 10"))
+                async with asyncio.timeout(30):
+                    while (message := await old.receive()).type == aiohttp.WSMsgType.TEXT:
+                        pass
+                assert (message.data, message.extra) == (1012, "CONFIG_REPLACED")  # reconnect, says the code
+            async with session.ws_connect(ws_url(base), headers=bearer("rex")) as new:
+                assert (await subscribe(new, "payments:rex"))["type"] == "subscribed"
+                await publish(base, "rex", "after-reload")
+                assert (await next_frame(new, "message"))["data"]["status"] == "after-reload"
