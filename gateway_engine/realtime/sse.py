@@ -43,32 +43,31 @@ class SseEndpoint:
         async def respond(identity: dict[str, Any]) -> Reply:
             if ctx.method != "GET":
                 allow = {"Allow": "GET"}
-                return self._refuse(
+                return error_reply(
                     ctx, GatewayError(405, "METHOD_NOT_ALLOWED", "Use GET for an event stream.", headers=allow)
                 )
             if len(channels) != 1:
-                return self._refuse(
+                return error_reply(
                     ctx, GatewayError(400, "INVALID_CHANNEL", "Name exactly one channel: ?channel=<name>.")
                 )
             conn = self.hub.open(identity, "sse")
             if isinstance(conn, GatewayError):
-                return self._refuse(ctx, conn)
+                ctx.state["realtime_counted"] = True  # the hub counts its own refusals
+                return error_reply(ctx, conn)
             found = self.hub.subscribe(conn, channels[0])
             if isinstance(found, GatewayError):
                 self.hub.close(conn)
-                return self._refuse(ctx, found)
+                ctx.state["realtime_counted"] = True
+                return error_reply(ctx, found)
             last = ctx.headers.get("last-event-id")
             backlog = self.hub.since(channels[0], last) if last and len(last) <= MAX_EVENT_ID else []
             stream = self._stream(conn, [p.frame("sse") for p in backlog], seconds_left(identity))
             return Reply(200, list(_HEADERS), stream=stream, close=stream.aclose)
 
         reply = await self.handshake.answer(ctx, config, ticket_of(ctx.scope), respond)
-        if reply.status >= 400:
+        if reply.status >= 400 and not ctx.state.get("realtime_counted"):
             REFUSED.labels("sse", str(ctx.state.get("error_code", reply.status))).inc()
         return reply
-
-    def _refuse(self, ctx: RequestContext, error: GatewayError) -> Reply:
-        return error_reply(ctx, error)
 
     async def _stream(self, conn: Connection, backlog: list[bytes], left: float | None) -> AsyncGenerator[bytes, None]:
         try:
