@@ -64,7 +64,7 @@ class SocketIoEndpoint:
     async def _connect(self, sid: str, environ: Mapping[str, Any], auth: Any = None) -> None:
         ticket = auth.get("ticket") if isinstance(auth, dict) and isinstance(auth.get("ticket"), str) else None
         scope = environ["asgi.scope"]
-        identity = await self.handshake.identify(socket_context(scope, environ.get("asgi.receive")), ticket)
+        identity = await self.handshake.identify(socket_context(scope), ticket)
         if isinstance(identity, GatewayError):
             REFUSED.labels("socketio", identity.code).inc()
             raise self.refused({"code": identity.code, "message": identity.message})

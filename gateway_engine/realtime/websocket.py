@@ -87,7 +87,7 @@ class WebSocketEndpoint:
             self._sweeper = None
 
     async def __call__(self, config: Any, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        identity = await self.handshake.identify(socket_context(scope, receive), ticket_of(scope))
+        identity = await self.handshake.identify(socket_context(scope), ticket_of(scope))
         if isinstance(identity, GatewayError):
             REFUSED.labels("websocket", identity.code).inc()
             await refuse_socket(scope, receive, send, identity)

@@ -20,14 +20,20 @@ from gateway_engine.foundation.errors import GatewayError
 log = logging.getLogger("gateway_engine")
 
 
-def socket_context(scope: dict[str, Any], receive: Any, client_ip: str = "") -> RequestContext:
-    """A request context for a WebSocket handshake (a GET upgrade), for plugins and envelopes."""
+def socket_context(scope: dict[str, Any], client_ip: str = "") -> RequestContext:
+    """A request context for a WebSocket handshake (a GET upgrade with no body), for plugins and envelopes.
+
+    Its ``receive`` yields an empty body: a plugin reading one must never consume the socket's own messages."""
     if "method" not in scope:
         scope = {**scope, "method": "GET"}
     if not client_ip:
         client = scope.get("client")
         client_ip = client[0] if client else ""
-    return RequestContext(scope, receive, None, {}, client_ip)
+    return RequestContext(scope, _no_body, None, {}, client_ip)
+
+
+async def _no_body() -> dict[str, Any]:
+    return {"type": "http.request", "body": b"", "more_body": False}
 
 
 async def refuse_socket(scope: dict[str, Any], receive: Any, send: Any, error: GatewayError) -> None:
@@ -36,7 +42,7 @@ async def refuse_socket(scope: dict[str, Any], receive: Any, send: Any, error: G
     if message["type"] != "websocket.connect":
         return  # the client left already
     if "websocket.http.response" in scope.get("extensions", {}):
-        reply = error_reply(socket_context(scope, receive), error)
+        reply = error_reply(socket_context(scope), error)
         headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in reply.headers]
         await send({"type": "websocket.http.response.start", "status": reply.status, "headers": headers})
         await send({"type": "websocket.http.response.body", "body": reply.body or b""})
