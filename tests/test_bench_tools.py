@@ -55,3 +55,19 @@ def test_bench_aggregate_scenario_calls_three_backends_for_one_request(upstream,
     assert list(data) == ["one", "two", "three"] and all(part["path"] == "/items" for part in data.values())
     assert [b["backend"] for b in answer.json()["meta"]["backends"]] == ["one", "two", "three"]
     assert [r["path"] for r in recorder.requests] == ["/items"] * 3
+
+
+def test_bench_realtime_runs_end_to_end_at_a_tiny_size():
+    """Runnable, not measured: a few sockets, a few messages; the figures are the coordinator's to take."""
+    found = subprocess.run(
+        [sys.executable, "-m", "bench.realtime", "--sockets", "6", "--client-procs", "2", "--rate", "20"]
+        + ["--seconds", "0.5", "--fanout", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = found.stdout
+    assert "sockets connected     6 / 6" in out, found.stderr[-2000:]
+    assert "KB/socket" in out and "p99" in out and "frames/s" in out
+    assert "PASS  every message delivered" in out and "12 frames of 2 broadcasts" in out

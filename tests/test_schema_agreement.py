@@ -12,6 +12,8 @@ import yaml
 from gateway_engine import load_config
 from gateway_engine.config.documents import load_document
 from gateway_engine.config.schema import schema, validate_document
+from gateway_engine.realtime.feature import REALTIME
+from gateway_engine.realtime.hub import Limits
 from gateway_engine.webhooks.feature import WEBHOOKS
 from gateway_engine.workflows.definitions import CATALOG
 
@@ -58,6 +60,7 @@ def _free_form(path: tuple) -> bool:
         ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
         ("webhooks", sorted((KITCHEN / "webhooks.d").glob("*.yaml"))),
         ("workflows", sorted((KITCHEN / "workflows.d").glob("*.yaml"))),
+        ("channels", sorted((KITCHEN / "channels.d").glob("*.yaml"))),
     ],
 )
 def test_schema_agreement_kitchen_sink_uses_every_key(name, files):
@@ -120,6 +123,15 @@ def test_schema_agreement_kitchen_sink_loads():
         and everything.signals == {"approve"}
     )
     assert set(config.state(CATALOG).bundle("Everything")["definitions"]) == {"Everything", "Child"}
+    realtime = config.state(REALTIME)
+    assert set(realtime.asgi) == {"/api/gateway/rt/ws", "/api/gateway/rt/socket.io", "/api/gateway/rt/socket.io/"}
+    assert set(realtime.endpoints) == {"/api/gateway/rt/events", "/api/gateway/rt/tickets"}
+    assert realtime.hub.limits == Limits(500, 3, 7, 32, "disconnect", 2048, 15.0, 99)
+    assert realtime.tickets.ttl == 20 and type(realtime.backplane).__name__ == "LocalBackplane"
+    kafka, redis_source, publish = realtime.sources
+    assert kafka.start_at == "earliest" and kafka.options["sasl_plain_password"] == "s"
+    assert redis_source.channel == "ks-events" and publish.topic == "ks-topic"
+    assert realtime.socketio.settings.origins == ("https://ks.example",)
 
 
 LOADER_SOURCES = [
@@ -134,13 +146,16 @@ LOADER_SOURCES = [
     "store/settings.py",
     "keys/settings.py",
     "aggregation/definitions.py",
+    "realtime/definitions.py",
 ]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 
 
 def test_schema_agreement_loader_reads_only_schema_keys():
     """A key the loader reads (``spec["x"]``, ``.get("x")``) must be a key some schema defines."""
-    keys = {p[-1] for name in ("gateway", "routes", "webhooks", "workflows") for p in schema_paths(schema(name))}
+    keys = {
+        p[-1] for name in ("gateway", "routes", "webhooks", "workflows", "channels") for p in schema_paths(schema(name))
+    }
     read: set[str] = set()
     for source in LOADER_SOURCES:
         text = (ROOT / "gateway_engine" / source).read_text()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from gateway_engine.compiled.model import CompiledRoute
@@ -26,6 +27,8 @@ class PluginChains:
     registry: dict[str, type[Plugin]]
     instances: dict[tuple[str, str], Plugin]
     gateway: GatewayInfo
+    environ: dict[str, str]
+    default_chain: list[list[Any]]
 
     def _strip_everywhere(self, routes: list[CompiledRoute]) -> list[CompiledRoute]:
         """Headers any plugin consumes or sets (credentials, identity) are stripped on every route,
@@ -103,6 +106,12 @@ class PluginChains:
         if not ok:
             return None
         return tuple(sorted(plugins, key=lambda p: (-p.priority, p.name)))
+
+    def _feature_chain(self, doc: Document, path: tuple, mapping: Mapping[str, Any]) -> tuple[Plugin, ...] | None:
+        """A chain for a feature's own use (``FeatureInput.plugin_chain``): the default chain with ``mapping``
+        as overrides, exactly as a backend's ``plugins`` (``false`` drops a plugin)."""
+        overrides = [(doc, path, dict(mapping), Interpolation(self.environ))]
+        return self._instantiate(self._chain_for(self.default_chain, overrides))
 
     # -- backends ------------------------------------------------------------
 

@@ -107,7 +107,7 @@ class _Compiler(RouteCompiler):
         self._note_unset(gdoc, interp)
         base_path = "/" + str(gdata.get("base_path", "")).strip("/") if gdata.get("base_path", "").strip("/") else ""
         self.gateway = GatewayInfo(base_path=base_path, settings=settings, config_dir=str(self.raw.root), written=gdata)
-        default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
+        default_chain = self.default_chain = self._default_chain(gdoc, Interpolation(self.environ)) if gdoc else []
         # validates the default options even when no route uses them as-is
         default_plugins = self._instantiate(default_chain) or ()
         unrouted = PluginChain(*chain_tables(tuple(p for p in default_plugins if p.runs_unrouted)))
@@ -173,6 +173,7 @@ class _Compiler(RouteCompiler):
                     note_unset=self._note_unset,
                     earlier=dict(contributions),
                     owned=self.owned.get(feature.name, []),
+                    plugin_chain=self._feature_chain,
                 )
             )
             if self.owned.get(feature.name):  # its routes get its handlers: the features after it see them
@@ -187,6 +188,8 @@ class _Compiler(RouteCompiler):
             unset_env=tuple(self.unset),
             contributions=contributions,
             endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()},
+            asgi={path: e for c in contributions.values() for path, e in c.asgi.items()},
+            plugins=tuple(self.instances.values()),  # with the chains features built
         )
 
     def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:

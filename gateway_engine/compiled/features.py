@@ -50,6 +50,11 @@ class FeatureInput:
     note_unset: Callable[..., None]  # note env vars a document references but the environment lacks
     earlier: Mapping[str, Contribution]  # contributions of the features compiled before this one
     owned: list[OwnedRoute] = field(default_factory=list)  # its routes: give each a handler in ``handlers``
+    #: ``plugin_chain(doc, path, {name: options})``: the gateway's default chain with these overrides, as a
+    #: backend's ``plugins`` give it; found through the registry, checked and shared as a route's are, sorted by
+    #: priority (None when one is wrong: an error says where). A feature runs it on what is not a route, e.g. a
+    #: WebSocket handshake.
+    plugin_chain: Callable[[Document, tuple, Mapping[str, Any]], "tuple[Plugin, ...] | None"] = lambda *a: ()
 
 
 class Feature:

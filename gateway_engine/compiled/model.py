@@ -31,6 +31,14 @@ class Endpoint(Protocol):
     async def __call__(self, config: "CompiledConfig", ctx: RequestContext) -> Reply: ...
 
 
+class AsgiEndpoint(Protocol):
+    """A raw ASGI handler served at one full path, for a protocol the gateway does not frame itself:
+    WebSocket scopes, or HTTP a library speaks on its own (Socket.IO's polling). Limits on headers apply
+    before it runs; everything after the handshake is its own."""
+
+    async def __call__(self, config: "CompiledConfig", scope: dict[str, Any], receive: Any, send: Any) -> None: ...
+
+
 Task = Callable[[], Awaitable[None]]
 
 
@@ -65,6 +73,7 @@ class Contribution:
     """What one feature adds to one compiled config."""
 
     endpoints: dict[str, Endpoint] = field(default_factory=dict)  # full path -> handler
+    asgi: dict[str, AsgiEndpoint] = field(default_factory=dict)  # full path -> raw ASGI handler (WebSocket, ...)
     openapi_paths: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI path items
     listing: list[dict[str, Any]] = field(default_factory=list)  # rows for `gateway-engine routes`
     startup: list[Task] = field(default_factory=list)
@@ -188,6 +197,7 @@ class CompiledConfig:
     unrouted: PluginChain = PluginChain()  # the gateway-wide plugins that also answer 404s and 405s
     contributions: Mapping[str, Contribution] = field(default_factory=dict)  # by feature name, in compile order
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)  # every feature's endpoints by full path
+    asgi: Mapping[str, AsgiEndpoint] = field(default_factory=dict)  # every feature's raw ASGI handlers by full path
 
     def state(self, key: StateKey[T]) -> T | None:
         """A feature's compiled state (None when that feature is not installed)."""

@@ -30,6 +30,7 @@ class ServerSettings:
     max_pending_heads: int = 1000  # connections still sending their head; above it the oldest is closed
     max_head_bytes: int = 65536  # request line + headers as sent (431 above it, while reading)
     max_request_line: int = 8192  # the request target (414 above it, while reading)
+    websocket_compression: bool = False  # permessage-deflate: ~40 KB more per socket, for small JSON frames
 
     def to_env(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -49,6 +50,9 @@ def server_settings(data: Mapping[str, Any], header_bytes: int) -> ServerSetting
     values: dict[str, Any] = {}
     for name, value in data.items():
         try:
+            if name == "websocket_compression":
+                values[name] = bool(value)
+                continue
             values[name] = parse_duration(value) if name in _DURATIONS else int(value)
         except ValueError as exc:
             raise ValueError(name, str(exc)) from None

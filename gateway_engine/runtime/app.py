@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import inspect
 import ipaddress
 import logging
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from gateway_engine.foundation.reply import Reply
 from gateway_engine.runtime.config_log import log_started
 from gateway_engine.runtime.proxy import decoded_params, forward
 from gateway_engine.runtime.reload import Reloader
+from gateway_engine.runtime.sockets import serve_socket
 
 log = logging.getLogger("gateway_engine")
 
@@ -71,6 +73,8 @@ class GatewayApp:
         kind = scope["type"]
         if kind == "http":
             await self._serve(self.config, scope, receive, send)
+        elif kind == "websocket":
+            await serve_socket(self.config, scope, receive, send)
         elif kind == "lifespan":
             await self._lifespan(receive, send)
 
@@ -149,6 +153,9 @@ class GatewayApp:
                 )
                 record(ctx, reply)
                 await write_reply(reply, send, ctx)
+                return
+            if config.asgi and raw_path in config.asgi:  # a protocol a feature speaks itself (Socket.IO polling)
+                await config.asgi[raw_path](config, scope, receive, send)
                 return
             endpoint = config.endpoints.get(raw_path)  # what features serve: one dict lookup
             if endpoint is not None:
@@ -244,8 +251,10 @@ async def run_pipeline(
                 reply = error_reply(ctx, result) if isinstance(result, GatewayError) else result
                 break
         if reply is None:
-            if terminal is not None:
+            if terminal is not None:  # a plain function, or one a feature awaits (realtime tickets)
                 reply = terminal()
+                if inspect.isawaitable(reply):
+                    reply = await reply
             else:
                 assert isinstance(route, CompiledRoute)  # a bare PluginChain always comes with its terminal
                 reply = await (forward if route.handler is None else route.handler)(ctx, route, config)

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway_engine.config.templates import Render
+from gateway_engine.foundation import events
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.invoke import invoke
 from gateway_engine.upstreams.credentials import UpstreamAuth
@@ -205,6 +206,27 @@ class LogAction(Action):
         }
         log.log(self.level, orjson.dumps(line, default=str).decode())
         return {"action": "log", "status": "logged"}
+
+
+class PublishAction(Action):
+    """Hand the mapped event to the in-process event seam under a topic (realtime channels subscribe there)."""
+
+    kind = "publish"
+
+    def __init__(
+        self, when: Render | None, *, topic: str, key: Render | None, value: Render, attributes: Render
+    ) -> None:
+        super().__init__(when)
+        self.topic, self.key, self.value, self.attributes = topic, key, value, attributes
+
+    async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
+        key = self.key(dict(variables)) if self.key is not None else None
+        headers = {k: str(v) for k, v in self.attributes(dict(variables)).items() if v is not None}
+        value = self.value(dict(variables))
+        receivers = events.publish(
+            events.Message(self.topic, value, key=str(key) if key not in (None, "") else None, headers=headers)
+        )
+        return {"action": "publish", "status": "published" if receivers else "no-subscriber"}
 
 
 def _safe(url: str) -> str:

@@ -24,6 +24,7 @@ from .actions import (
     Action,
     ForwardAction,
     LogAction,
+    PublishAction,
     WorkflowAction,
     identity_headers,
     service_identity,
@@ -226,6 +227,8 @@ class _SourceCompiler:
             return self._workflow(doc, path + ("workflow",), spec["workflow"], when, doc.data["source"])
         if "forward" in spec:
             return self._forward(doc, path + ("forward",), interp.tree(spec["forward"]), spec["forward"], when, interp)
+        if "publish" in spec:
+            return self._publish(doc, path + ("publish",), spec["publish"], when)
         fields = self._template(doc, path + ("log", "fields"), spec["log"].get("fields", {}), TEMPLATE_NAMES)
         if fields is None:  # its template did not compile (an error says so); the schema makes fields an object
             return None
@@ -303,6 +306,14 @@ class _SourceCompiler:
         return ForwardAction(
             when, url=url, auth=auth, body=body, headers=headers, timeout=parse_duration(spec.get("timeout", "10s"))
         )
+
+    def _publish(self, doc: Document, path: tuple, spec: dict[str, Any], when: Render | None) -> Action | None:
+        key = self._template(doc, path + ("key",), spec.get("key"), TEMPLATE_NAMES)
+        value = self._template(doc, path + ("value",), spec.get("value", "{{ body }}"), TEMPLATE_NAMES)
+        attributes = self._template(doc, path + ("attributes",), spec.get("attributes", {}), TEMPLATE_NAMES)
+        if value is None or attributes is None or ("key" in spec and key is None):
+            return None
+        return PublishAction(when, topic=spec["topic"], key=key, value=value, attributes=attributes)
 
     def _template(self, doc: Document, path: tuple, value: Any, names: Iterable[str]) -> Render | None:
         if value is None:

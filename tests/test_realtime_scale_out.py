@@ -1,0 +1,93 @@
+"""Scale-out: a message published on instance A reaches a socket on instance B through the Redis backplane;
+a ticket issued by A is redeemed on B, once. Two real gateway processes share one real Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import aiohttp
+import httpx
+
+from tests.realtime_support import (
+    ENV,
+    bearer,
+    next_frame,
+    publish,
+    sse_events,
+    subscribe,
+    write_realtime_config,
+    ws_url,
+)
+from tests.redis_server import redis_url  # noqa: F401  (the fixture)
+from tests.servers import free_port
+
+
+@contextlib.contextmanager
+def gateway_process(config: Path, log: Path) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, **ENV, "GATEWAY_CONFIG": str(config)}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gateway_engine",
+                "serve",
+                "--port",
+                str(port),
+                "--no-watch",
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+async def test_realtime_message_on_instance_a_reaches_sockets_on_instance_b(tmp_path: Path, redis_url: str):
+    config = write_realtime_config(tmp_path / "c", backplane=redis_url)
+    with gateway_process(config, tmp_path / "a.log") as a, gateway_process(config, tmp_path / "b.log") as b:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(b), headers=bearer("olga")) as olga_on_b:
+                assert (await subscribe(olga_on_b, "payments:olga"))["type"] == "subscribed"
+                async with session.get(f"{b}/api/realtime/events?channel=payments:olga", headers=bearer("olga")) as sse:
+                    assert sse.status == 200
+                    await publish(a, "pete", "not-olgas")
+                    await publish(a, "olga", "from-a")  # a webhook arriving at A
+                    frame = await next_frame(olga_on_b, "message")
+                    assert frame["data"]["status"] == "from-a" and frame["channel"] == "payments:olga"
+                    (event,) = await sse_events(sse, 1)
+                    assert event["id"] == frame["id"]  # the same id on every instance
+            async with session.post(f"{a}/api/realtime/tickets", headers=bearer("olga")) as issued:
+                ticket = (await issued.json())["data"]["ticket"]
+            async with session.ws_connect(ws_url(b, f"ticket={ticket}")) as by_ticket:
+                assert (await subscribe(by_ticket, "payments:olga"))["type"] == "subscribed"
+            for base in (a, b):  # redeemed once, on any instance
+                async with session.get(f"{base}/api/realtime/events?channel=payments:olga&ticket={ticket}") as reused:
+                    assert reused.status == 401 and (await reused.json())["error"]["code"] == "INVALID_TICKET"
