@@ -11,7 +11,7 @@ import json
 import httpx
 import pytest
 
-from gateway_engine.runtime.app import _client_ip
+from gateway_engine.runtime.client_address import client_ip as _client_ip
 
 
 def gateway_yaml(plugin: dict, trusted_proxies: int = 1) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import gc
 import inspect
-import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -18,6 +17,7 @@ from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.client_address import client_ip as _client_ip
 from gateway_engine.runtime.config_log import log_started
 from gateway_engine.runtime.proxy import decoded_params, forward
 from gateway_engine.runtime.reload import Reloader
@@ -329,31 +329,3 @@ async def _pump_until_disconnect(reply: Reply, send: Any, receive: Any) -> None:
     failure = pumping.exception() if pumping.done() and not pumping.cancelled() else None
     if failure is not None and not watching.done():
         raise failure
-
-
-def _client_ip(scope: dict[str, Any], peer: str, trusted: int) -> str:
-    """The client address: ``trusted`` hops from the right of every X-Forwarded-For line read as one list (RFC 9110
-    5.3: the client's own line comes first, each proxy appends). Fewer hops than trusted proxies, or an entry that is
-    not an address, means the chain is not the proxies' own: the TCP peer is the client then, never a forged value."""
-    if trusted <= 0:
-        return peer
-    hops: list[str] = []
-    for k, v in scope["headers"]:
-        if k.lower() == b"x-forwarded-for":
-            hops += [h for h in (e.strip() for e in v.decode("latin-1").split(",")) if h]  # empty elements are ignored
-    if len(hops) < trusted:
-        return peer
-    return _address(hops[-trusted]) or peer
-
-
-def _address(text: str) -> str | None:
-    """``text`` as a canonical IP address (``[v6]:port`` and ``v4:port`` as some proxies write them), or None."""
-    if text.startswith("["):
-        end = text.find("]")
-        text = text[1:end] if end > 0 else ""
-    elif text.count(":") == 1:
-        text = text.partition(":")[0]
-    try:
-        return str(ipaddress.ip_address(text))
-    except ValueError:
-        return None
