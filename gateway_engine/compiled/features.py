@@ -49,6 +49,7 @@ class Feature:
     folder: ClassVar[str | None] = None  # a config folder of YAML files, e.g. "webhooks.d"
     schema: ClassVar[str | None] = None  # the JSON Schema those files are checked against
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
+    route_keys: ClassVar[tuple[str, ...]] = ()  # keys it owns on a route: kept as written in ``route.extensions``
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
 
     def compile(self, given: FeatureInput) -> Contribution:

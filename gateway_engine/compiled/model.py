@@ -120,6 +120,8 @@ class CompiledRoute:
     source_file: str = ""
     source_line: int = 0
     owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
+    # the route's keys that a feature owns (``Feature.route_keys``), as written, for that feature to compile
+    extensions: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @property
     def qualified_name(self) -> str:

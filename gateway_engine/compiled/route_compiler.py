@@ -25,6 +25,7 @@ class RouteCompiler(PluginChains):
     """Compiles routes; needs the compiler's errors, plugin registry and instances."""
 
     environ: dict[str, str]
+    route_keys: tuple[str, ...]  # the keys features own on a route
 
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")
@@ -115,6 +116,9 @@ class RouteCompiler(PluginChains):
         if upstream is not None:
             reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
         strip -= request.forward_headers
+        written = doc.data["upstream"]
+        base_url = getattr(self.factories.get(written.get("transport", "http1")), "base_url", None)
+        written_url = written.get("url") or (base_url(written) if base_url is not None else "")
         return CompiledRoute(
             name=spec["name"],
             backend=doc.data["backend"],
@@ -124,7 +128,7 @@ class RouteCompiler(PluginChains):
             upstream_path=upstream_path,
             upstream_method=spec.get("upstream_method"),
             upstream=upstream,
-            upstream_template=doc.data["upstream"]["url"].rstrip("/") + upstream_path.text,
+            upstream_template=written_url.rstrip("/") + upstream_path.text,
             missing_env=tuple(missing),
             request=request,
             response=response,
@@ -140,6 +144,7 @@ class RouteCompiler(PluginChains):
             source_file=doc.file,
             source_line=doc.where(path)[0],
             owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
+            extensions={k: spec[k] for k in self.route_keys if k in spec},
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
