@@ -81,7 +81,12 @@ def test_architecture_the_core_names_no_feature():
     for layer in core:
         for path in (ROOT / "gateway_engine" / layer).rglob("*.py"):
             text = path.read_text()
-            for feature in ("gateway_engine.endpoints", "gateway_engine.webhooks", "gateway_engine.workflows"):
+            for feature in (
+                "gateway_engine.endpoints",
+                "gateway_engine.webhooks",
+                "gateway_engine.workflows",
+                "gateway_engine.kafka",
+            ):
                 if feature in text:
                     offenders.append(f"{path.relative_to(ROOT)} names {feature}")
     assert offenders == []
@@ -116,7 +121,7 @@ def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path,
     assert "webhooks" not in {f.name for f in installed_features()}
 
     config = load_config(root, {})
-    assert set(config.contributions) == {"endpoints", "workflows"}
+    assert "webhooks" not in config.contributions and {"endpoints", "workflows"} <= set(config.contributions)
     with serve(create_app(str(root), {})) as url:
         answer = httpx.get(url + "/api/echo/one")
         assert answer.status_code == 200 and answer.json()["success"] is True
@@ -140,7 +145,7 @@ def test_architecture_every_feature_off_still_serves_routes(tmp_path, monkeypatc
         pass  # a sanity start with every feature
     config = load_config(root, {}, features=())
     assert config.contributions == {} and config.endpoints == {}
-    for name in ("endpoints", "webhooks", "workflows"):
+    for name in ("endpoints", "webhooks", "workflows", "kafka"):
         _without(name, monkeypatch)
     with serve(create_app(str(root), {})) as url:
         assert httpx.get(url + "/echo/one").status_code == 200

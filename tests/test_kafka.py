@@ -41,7 +41,7 @@ upstream:
   health: {path: /}
   kafka:
     group: test-gateway
-    reply: {topic: "${REPLY_TOPIC}", partition: %d, max_bytes: 2048, retention: 1m}
+    reply: {topic: "${REPLY_TOPIC}", partition: REPLY_PARTITION, max_bytes: 2048, retention: 1m}
 routes:
   - name: create
     method: POST
@@ -58,7 +58,7 @@ routes:
     method: GET
     path: /results/{id}
     kafka: {mode: result}
-""" % REPLY_PARTITION
+""".replace("REPLY_PARTITION", str(REPLY_PARTITION))
 
 
 def token(sub: str) -> str:

@@ -138,12 +138,15 @@ async def serve(
     """Answer requests on every partition of ``topic`` until ``stop`` is set; ``ready.set()`` once reading."""
     payments = payments or Payments()
     answered: dict[tuple[str, str], tuple[int, bytes]] = {}  # (user, idempotency key) -> first answer
-    consumer = AIOKafkaConsumer(bootstrap_servers=brokers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=brokers, group_id=None, enable_auto_commit=False, fetch_max_wait_ms=20
+    )
     producer = AIOKafkaProducer(bootstrap_servers=brokers, acks="all")
     await consumer.start()
     await producer.start()
     try:
-        partitions = [TopicPartition(topic, p) for p in sorted(await consumer.partitions_for_topic(topic) or {0})]
+        await consumer.topics()  # fetches the cluster's metadata
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or {0})]
         consumer.assign(partitions)
         await consumer.seek_to_end(*partitions)
         for tp in partitions:

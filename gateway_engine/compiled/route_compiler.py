@@ -17,6 +17,7 @@ from gateway_engine.compiled.upstream_settings import owned_query
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
 from gateway_engine.foundation.errors import ConfigError, GatewayError
+from gateway_engine.upstreams.seam import TransportFactory
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
@@ -26,6 +27,7 @@ class RouteCompiler(PluginChains):
 
     environ: dict[str, str]
     route_keys: tuple[str, ...]  # the keys features own on a route
+    factories: dict[str, TransportFactory]  # the transports by name
 
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,7 +89,7 @@ class KafkaClient:
 
     async def _started_producer(self) -> AIOKafkaProducer:
         producer = AIOKafkaProducer(
-            **self.settings.client_options(),
+            **_client_options(self.settings),
             client_id=self._client_id,
             acks="all",
             max_request_size=self.settings.max_message_bytes + _FETCH_SLACK,
@@ -104,7 +105,7 @@ class KafkaClient:
     async def _start_reader(self) -> None:
         s = self.settings
         self._consumer = AIOKafkaConsumer(
-            **s.client_options(),
+            **_client_options(s),
             client_id=self._client_id,
             group_id=None,
             enable_auto_commit=False,
@@ -162,3 +163,20 @@ def kafka_error(exc: KafkaError) -> GatewayError:
     if name in ("KafkaConnectionError", "NodeNotReadyError", "KafkaUnavailableError", "BrokerNotAvailableError"):
         return unavailable_error()
     return GatewayError(502, "UPSTREAM_ERROR", f"The broker refused the message ({name}).")
+
+
+def _client_options(s: ClusterSettings) -> dict[str, Any]:
+    """Keyword arguments shared by aiokafka's producer and consumer (security included)."""
+    options: dict[str, Any] = {"bootstrap_servers": list(s.brokers), "security_protocol": s.security_protocol}
+    if s.sasl_mechanism is not None:
+        options |= {
+            "sasl_mechanism": s.sasl_mechanism,
+            "sasl_plain_username": s.sasl_username,
+            "sasl_plain_password": s.sasl_password,
+        }
+    if s.security_protocol in ("SSL", "SASL_SSL"):
+        context = ssl.create_default_context(cafile=s.ca_file)
+        if s.cert_file:
+            context.load_cert_chain(s.cert_file, s.key_file)
+        options |= {"ssl_context": context}
+    return options

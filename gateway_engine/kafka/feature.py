@@ -38,9 +38,9 @@ class KafkaFeature(Feature):
     def compile(self, given: FeatureInput) -> Contribution:
         routes = list(given.core.routes)
         settings = compile_routes(routes, given.core.env, given.errors)
-        transports = {}
+        transports: dict[int, tuple[CompiledRoute, Any]] = {}
         for route in routes:
-            transport = getattr(route.upstream, "transport", None)
+            transport: Any = getattr(route.upstream, "transport", None)
             transport = getattr(transport, "inner", transport)
             if hasattr(transport, "bind_routes"):
                 transports[id(transport)] = (route, transport)

@@ -6,7 +6,6 @@ config error (the transport factory runs inside the compiler, where errors are c
 
 from __future__ import annotations
 
-import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,28 +35,6 @@ class ClusterSettings:
     retention: float = 300.0
     max_retained: int = 1000
     problem: str | None = None  # why the options are unusable, for `validate`
-
-    def client_options(self) -> dict[str, Any]:
-        """Keyword arguments shared by aiokafka's producer and consumer (security included)."""
-        options: dict[str, Any] = {
-            "bootstrap_servers": list(self.brokers),
-            "security_protocol": self.security_protocol,
-        }
-        if self.sasl_mechanism is not None:
-            options |= {
-                "sasl_mechanism": self.sasl_mechanism,
-                "sasl_plain_username": self.sasl_username,
-                "sasl_plain_password": self.sasl_password,
-            }
-        if self.security_protocol in ("SSL", "SASL_SSL"):
-            options["ssl_context"] = self.ssl_context()
-        return options
-
-    def ssl_context(self) -> ssl.SSLContext:
-        context = ssl.create_default_context(cafile=self.ca_file)
-        if self.cert_file:
-            context.load_cert_chain(self.cert_file, self.key_file)
-        return context
 
 
 def cluster_settings(options: dict[str, Any]) -> ClusterSettings:

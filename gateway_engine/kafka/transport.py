@@ -43,7 +43,6 @@ from .replies import Entry, Replies, StoredReply
 from .settings import cluster_settings
 
 
-
 def _not_found() -> GatewayError:
     return GatewayError(404, "RESULT_NOT_FOUND", "No such result: it never existed, has expired, or is not yours.")
 
