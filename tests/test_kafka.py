@@ -14,7 +14,7 @@ import jwt
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tests.kafka_server import Background, Broker, kafka_broker  # noqa: F401
+from tests.kafka_server import Background, Broker, kafka_broker, tansu  # noqa: F401
 from tests.servers import free_port
 
 SECRET = "kafka-test-jwt-secret-0123456789abcdef"
@@ -259,3 +259,27 @@ def test_kafka_broker_down_is_a_clear_502_never_500(gateway):
 
 def _user(sub: str = "u-1") -> dict[str, str]:
     return {"authorization": f"Bearer {token(sub)}"}
+
+
+def test_kafka_respond_async_with_wait_answers_a_fast_reply_directly(orders):
+    base, _, _ = orders
+    headers = {**_user(), "prefer": "respond-async, wait=10"}
+    r = httpx.post(f"{base}/orders/create", json={"orderId": "quick", "status": 201}, headers=headers, timeout=20)
+    assert r.status_code == 201 and r.json()["data"]["got"]["orderId"] == "quick"
+
+
+def test_kafka_broker_gone_after_start_is_an_envelope_never_500(tmp_path, gateway):
+    with tansu(tmp_path) as broker:
+        names = {"REQUEST_TOPIC": "req", "EVENT_TOPIC": "evt", "REPLY_TOPIC": "rep"}
+        broker.topics("req", "evt")
+        broker.topics("rep", partitions=2)
+        service = Service(broker, "req")
+        env = {"KAFKA_BROKER": broker.address, "JWT_SECRET": SECRET, "SVC_KEY": "k", "TIMEOUT": "3s", **names}
+        with Background(service.run):
+            base = gateway(GATEWAY, {"orders": ROUTES}, env)
+            assert httpx.post(f"{base}/orders/create", json={}, headers=_user(), timeout=20).status_code == 200
+    # the broker is stopped now
+    for path in ("/orders/create", "/orders/notify"):
+        r = httpx.post(f"{base}{path}", json={}, headers=_user(), timeout=30)
+        assert r.status_code == 502, r.text  # at once, not after the timeout
+        assert r.json()["success"] is False and r.json()["error"]["code"] == "UPSTREAM_UNAVAILABLE"

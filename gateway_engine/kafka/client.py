@@ -20,6 +20,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from gateway_engine.foundation.context import forwarding
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.upstreams.seam import Timeouts, unavailable_error
 
@@ -61,7 +62,17 @@ class KafkaClient:
 
     async def produce(self, topic: str, value: bytes, key: bytes | None, headers: list[tuple[str, bytes]]) -> Any:
         producer = await self.producer()
+        if not await self._reachable(producer):  # fail now, not after the whole timeout
+            raise unavailable_error()
         return await producer.send_and_wait(topic, value, key=key, headers=headers)
+
+    @staticmethod
+    async def _reachable(producer: AIOKafkaProducer) -> bool:
+        """Whether a connection to some broker is open or opens (no I/O while one is open)."""
+        for broker in producer.client.cluster.brokers():
+            if await producer.client.ready(broker.nodeId):
+                return True
+        return False
 
     async def probe(self) -> int:
         """The number of brokers the cluster reports (a metadata round trip)."""
@@ -72,6 +83,15 @@ class KafkaClient:
     async def _start(self, *, reader: bool) -> None:
         if self._lock is None:
             self._lock = asyncio.Lock()
+        # the client's own tasks (aiokafka's, the reader) start here and copy the context: not the request's
+        token = forwarding.set(None)
+        try:
+            await self._start_locked(reader)
+        finally:
+            forwarding.reset(token)
+
+    async def _start_locked(self, reader: bool) -> None:
+        assert self._lock is not None
         async with self._lock:
             if (self._producer is not None) and (not reader or self._reader is not None):
                 return  # another request started it meanwhile
@@ -146,13 +166,27 @@ class KafkaClient:
             self._reader = None
         if self._consumer is not None:
             consumer, self._consumer = self._consumer, None
-            await consumer.stop()
+            await _stopped(consumer)
 
     async def aclose(self) -> None:
         await self._close_consumer()
         if self._producer is not None:
             producer, self._producer = self._producer, None
-            await producer.stop()
+            await _stopped(producer)
+
+
+async def _stopped(client: AIOKafkaProducer | AIOKafkaConsumer) -> None:
+    """Stop a client; a broker that is already gone does not make the shutdown fail or hang."""
+    try:
+        async with asyncio.timeout(5):
+            await client.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise  # this shutdown itself is cancelled
+        log.warning("kafka: closing a client failed (its fetch was cancelled while the broker was gone)")
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("kafka: closing a client failed (%s)", type(exc).__name__)
 
 
 def kafka_error(exc: KafkaError) -> GatewayError:

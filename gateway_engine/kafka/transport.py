@@ -93,10 +93,13 @@ class KafkaTransport:
     ) -> Reply:
         owner = owner_of(ctx)
         cid = correlation_id(ctx, owner)
-        asynchronous = preferences(ctx)[0] and route.location is not None
+        asked_async, wait = preferences(ctx)
+        asynchronous = asked_async and route.location is not None
         existing = self.replies.lookup(cid)
         if existing is not None and existing.owner == owner:  # the same Idempotency-Key again: the same answer
-            return _accepted(cid, route) if asynchronous else await self._answer(cid, existing, self.timeouts.total)
+            if asynchronous:
+                return await self._accepted_or_done(cid, existing, route, wait)
+            return await self._answer(cid, existing, self.timeouts.total)
         await self.client.ensure_reader()
         # kept after it arrived when asked for later: asynchronously, or again under the same Idempotency-Key
         keep = asynchronous or IDEMPOTENCY_KEY in ctx.headers
@@ -117,8 +120,17 @@ class KafkaTransport:
                 self.replies.pending.pop(cid, None)
             raise
         if asynchronous:
-            return _accepted(cid, route)
+            return await self._accepted_or_done(cid, entry, route, wait)
         return await self._answer(cid, entry, max(0.0, deadline - loop.time()))
+
+    async def _accepted_or_done(self, cid: str, entry: Entry, route: RouteSettings, wait: float | None) -> Reply:
+        """``respond-async``: 202 and the Location, unless the reply comes within ``wait=N`` (bounded by the timeout)."""
+        if not entry.done and wait:
+            try:
+                await asyncio.wait_for(asyncio.shield(entry.future), min(wait, self.timeouts.total))
+            except TimeoutError:
+                pass
+        return _reply(entry.future.result()) if entry.done else _accepted(cid, route)
 
     async def _answer(self, cid: str, entry: Entry, wait: float) -> Reply:
         try:
@@ -134,13 +146,7 @@ class KafkaTransport:
         entry = self.replies.lookup(cid)
         if entry is None or entry.owner != owner_of(ctx):
             raise _not_found()
-        wait = preferences(ctx)[1]
-        if not entry.done and wait:
-            try:  # bounded by the upstream timeout, whatever the client asks
-                await asyncio.wait_for(asyncio.shield(entry.future), min(wait, self.timeouts.total))
-            except TimeoutError:
-                pass
-        return _reply(entry.future.result()) if entry.done else _accepted(cid, route)
+        return await self._accepted_or_done(cid, entry, route, preferences(ctx)[1])
 
     async def _health(self) -> Reply:
         try:
