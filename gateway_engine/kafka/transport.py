@@ -24,7 +24,7 @@ from gateway_engine.config.bodies import DEFAULT_DEPTH, TooDeep, too_deep
 from gateway_engine.foundation.context import RequestContext, forwarding
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
-from gateway_engine.upstreams.seam import Timeouts, timeout_error
+from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
 
 from .client import KafkaClient, kafka_error
 from .definitions import RouteSettings
@@ -153,7 +153,7 @@ class KafkaTransport:
             async with asyncio.timeout(self.timeouts.connect):
                 brokers = await self.client.probe()
         except KafkaError:
-            raise kafka_error(KafkaError()) from None
+            raise unavailable_error() from None
         return _json(200 if brokers else 503, {"status": "up" if brokers else "down", "brokers": brokers})
 
     def _on_reply(self, record: Any) -> None:
