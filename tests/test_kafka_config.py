@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gateway_engine import load_config
@@ -94,3 +96,11 @@ def test_kafka_config_feature_switched_off_names_the_transport_unknown(tmp_path,
     )
     text = _errors(tmp_path, "  - {name: ask, method: POST, path: /ask, kafka: {topic: t}}\n")
     assert "unknown transport 'kafka'" in text
+
+
+def test_kafka_config_the_bench_scenario_compiles():
+    root = Path(__file__).resolve().parent.parent / "bench" / "configs" / "kafka"
+    env = {"BENCH_KAFKA_BROKER": "127.0.0.1:9092", "BENCH_KAFKA_REQUEST_TOPIC": "q", "BENCH_KAFKA_REPLY_TOPIC": "r"}
+    config = load_config(root, env)
+    assert config.state(KAFKA_ROUTES)["bench-kafka.echo"].topic == "q"
+    assert config.routes[0].upstream.transport.settings.reply_topic == "r"
