@@ -88,6 +88,7 @@ def test_architecture_the_core_names_no_feature():
                 "gateway_engine.keys",
                 "gateway_engine.aggregation",
                 "gateway_engine.realtime",
+                "gateway_engine.kafka",
             ):
                 if feature in text:
                     offenders.append(f"{path.relative_to(ROOT)} names {feature}")
@@ -123,7 +124,7 @@ def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path,
     assert "webhooks" not in {f.name for f in installed_features()}
 
     config = load_config(root, {})
-    assert set(config.contributions) == {"endpoints", "workflows", "keys", "aggregation", "realtime"}
+    assert set(config.contributions) == {"endpoints", "workflows", "keys", "aggregation", "realtime", "kafka"}
     with serve(create_app(str(root), {})) as url:
         answer = httpx.get(url + "/api/echo/one")
         assert answer.status_code == 200 and answer.json()["success"] is True
@@ -147,7 +148,7 @@ def test_architecture_every_feature_off_still_serves_routes(tmp_path, monkeypatc
         pass  # a sanity start with every feature
     config = load_config(root, {}, features=())
     assert config.contributions == {} and config.endpoints == {}
-    for name in ("endpoints", "webhooks", "workflows", "aggregation", "realtime"):
+    for name in ("endpoints", "webhooks", "workflows", "aggregation", "realtime", "kafka"):
         _without(name, monkeypatch)
     with serve(create_app(str(root), {})) as url:
         assert httpx.get(url + "/echo/one").status_code == 200

@@ -12,6 +12,7 @@ import yaml
 from gateway_engine import load_config
 from gateway_engine.config.documents import load_document
 from gateway_engine.config.schema import schema, validate_document
+from gateway_engine.kafka.feature import KAFKA_ROUTES
 from gateway_engine.realtime.feature import REALTIME
 from gateway_engine.realtime.hub import Limits
 from gateway_engine.webhooks.feature import WEBHOOKS
@@ -132,6 +133,12 @@ def test_schema_agreement_kitchen_sink_loads():
     assert kafka.start_at == "earliest" and kafka.options["sasl_plain_password"] == "s"
     assert redis_source.channel == "ks-events" and publish.topic == "ks-topic"
     assert realtime.socketio.settings.origins == ("https://ks.example",)
+    kafka = next(r for r in config.routes if r.backend == "ks-kafka").upstream.transport.settings
+    assert kafka.brokers == ("127.0.0.1:9092", "127.0.0.1:9093") and kafka.sasl_password == "s"
+    assert kafka.reply_partition == 3 and kafka.retention == 90 and kafka.max_retained == 50
+    assert kafka.security_protocol == "SASL_SSL" and kafka.ca_file == "/etc/ssl/ks-ca.pem"
+    modes = {name: s.mode for name, s in config.state(KAFKA_ROUTES).items()}
+    assert modes == {"ks-kafka.ask": "request-reply", "ks-kafka.tell": "fire-and-forget", "ks-kafka.result": "result"}
 
 
 LOADER_SOURCES = [
@@ -147,6 +154,8 @@ LOADER_SOURCES = [
     "keys/settings.py",
     "aggregation/definitions.py",
     "realtime/definitions.py",
+    "kafka/settings.py",
+    "kafka/definitions.py",
 ]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 

@@ -7,6 +7,7 @@ installed feature compiles its own folder against it (``features.py``).
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -87,6 +88,7 @@ class _Compiler(RouteCompiler):
         self.factories: dict[str, TransportFactory] = dict(transport_factories())
         for feature in features:
             self.factories.update(feature.transports)
+        self.route_keys = tuple(k for f in features for k in f.route_keys)
         self.instances: dict[tuple[str, str], Plugin] = {}
         self.unset: list[str] = []
         self.route_owners: dict[str, str] = {}  # route key -> the feature that answers routes holding it
@@ -192,8 +194,12 @@ class _Compiler(RouteCompiler):
             plugins=tuple(self.instances.values()),  # with the chains features built
         )
 
-    def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
-        """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""
+    def _transport(
+        self, spec: dict[str, Any], resolved: dict[str, Any], url: str, timeouts: Timeouts, doc: Document
+    ) -> Transport | None:
+        """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept).
+
+        A factory with an ``options`` attribute (upstream key names) also gets those keys, env resolved."""
         try:
             retry, breaker, bulkhead = policies(spec)
         except ValueError as exc:
@@ -201,13 +207,15 @@ class _Compiler(RouteCompiler):
             return None
         kind = spec.get("transport", "http1")
         factory = self.factories[kind]  # known: _backend checked it
-        key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead)
+        names = getattr(factory, "options", ())
+        options = {"options": {n: resolved[n] for n in names if n in resolved}} if names else {}
+        key = (url, kind, timeouts, spec.get("max_connections", 100), retry, breaker, bulkhead, _canonical(options))
         if key in self.transports:  # two backends with identical upstream settings share one pool
             return self.transports[key]
         if key in self.reusable:
             self.transports[key] = self.reusable[key]
             return self.reusable[key]
-        transport: Transport = factory(timeouts=timeouts, max_connections=spec.get("max_connections", 100))
+        transport: Transport = factory(timeouts=timeouts, max_connections=spec.get("max_connections", 100), **options)
         if retry.attempts > 1 or breaker.failures or bulkhead.max_concurrent:
             transport = ResilientTransport(
                 transport, timeouts=timeouts, retry=retry, breaker=breaker, bulkhead=bulkhead, name=doc.data["backend"]
@@ -250,14 +258,18 @@ class _Compiler(RouteCompiler):
                     doc.error(("upstream", "transport"), f"unknown transport {kind!r}; installed: {known}")
                 )
                 return None
+            if not url and hasattr(factory, "base_url"):  # a transport addressed otherwise (a broker list)
+                url = factory.base_url(upstream_data).rstrip("/")
             problem = url_problem(url, url_schemes(factory))
             if problem:
-                written = safe_url(data["upstream"]["url"])  # as written (`${VAR}`), never the resolved secret
+                written = safe_url(  # as written (`${VAR}`), never the resolved secret
+                    data["upstream"].get("url") or getattr(factory, "base_url", lambda _: "")(data["upstream"])
+                )
                 self.errors.append(doc.error(("upstream", "url"), f"upstream url {problem} (got {written!r})"))
                 return None
             parts = urlsplit(url)  # what follows is always a path, so the origin is the one written
             url = f"{parts.scheme}://{parts.netloc}{parts.path}"
-            transport = self._transport(data["upstream"], url, timeouts, doc)
+            transport = self._transport(data["upstream"], upstream_data, url, timeouts, doc)
             if transport is None:
                 return None
             try:
@@ -323,3 +335,7 @@ class _Compiler(RouteCompiler):
                 if self.strict and doc is not None:  # located at the first value that reads it
                     where = first_reference(doc.data, name)
                     self.errors.append(doc.error(where or (), f"environment variable {name} is referenced but not set"))
+
+
+def _canonical(options: dict[str, Any]) -> str:
+    return json.dumps(options, sort_keys=True, default=str)

@@ -49,7 +49,7 @@ class FeatureInput:
     errors: list[ConfigError]  # append located errors: `validate` reports them
     note_unset: Callable[..., None]  # note env vars a document references but the environment lacks
     earlier: Mapping[str, Contribution]  # contributions of the features compiled before this one
-    owned: list[OwnedRoute] = field(default_factory=list)  # its routes: give each a handler in ``handlers``
+    owned: list[OwnedRoute] = field(default_factory=list)  # its routes: a handler in ``handlers`` answers one
     #: ``plugin_chain(doc, path, {name: options})``: the gateway's default chain with these overrides, as a
     #: backend's ``plugins`` give it; found through the registry, checked and shared as a route's are, sorted by
     #: priority (None when one is wrong: an error says where). A feature runs it on what is not a route, e.g. a
@@ -66,7 +66,8 @@ class Feature:
     schema: ClassVar[str | None] = None  # the JSON Schema those files are checked against
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
-    # route keys that make a route this feature's: it answers such a route through the handler it returns
+    # route keys it owns: a route holding one keeps them as written in ``route.extensions`` and reaches the
+    # feature in ``FeatureInput.owned``; a handler it gives the route answers in place of the upstream call
     route_keys: ClassVar[frozenset[str]] = frozenset()
 
     def compile(self, given: FeatureInput) -> Contribution:

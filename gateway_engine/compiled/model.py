@@ -156,6 +156,8 @@ class CompiledRoute:
     source_file: str = ""
     source_line: int = 0
     owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
+    # the route's keys that a feature owns (``Feature.route_keys``), as written, for that feature to read
+    extensions: Mapping[str, Any] = field(default_factory=dict, compare=False)
     handler: RouteHandler | None = None  # a feature answers this route instead of the single upstream call
 
     @property

@@ -23,6 +23,7 @@ from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
 from gateway_engine.config.schema import schema
 from gateway_engine.foundation.errors import ConfigError, GatewayError
+from gateway_engine.upstreams.seam import TransportFactory
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
 
@@ -40,6 +41,8 @@ class RouteCompiler(PluginChains):
     environ: dict[str, str]
     route_owners: dict[str, str]
     owned: dict[str, list[OwnedRoute]]
+    route_keys: tuple[str, ...]  # the keys features own on a route
+    factories: dict[str, TransportFactory]  # the transports by name
 
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")
@@ -143,6 +146,9 @@ class RouteCompiler(PluginChains):
         if upstream is not None:
             reserved |= {k for k, _ in upstream.headers} | getattr(upstream.auth, "header_names", set())
         strip -= request.forward_headers
+        written = doc.data.get("upstream", {})
+        base_url = getattr(self.factories.get(written.get("transport", "http1")), "base_url", None)
+        written_url = written.get("url") or (base_url(written) if base_url is not None and written else "")
         route = CompiledRoute(
             name=spec["name"],
             backend=doc.data["backend"],
@@ -152,7 +158,7 @@ class RouteCompiler(PluginChains):
             upstream_path=upstream_path,
             upstream_method=spec.get("upstream_method"),
             upstream=upstream,
-            upstream_template=doc.data.get("upstream", {}).get("url", "").rstrip("/") + upstream_path.text,
+            upstream_template=written_url.rstrip("/") + upstream_path.text,
             missing_env=tuple(missing),
             request=request,
             response=response,
@@ -168,6 +174,7 @@ class RouteCompiler(PluginChains):
             source_file=doc.file,
             source_line=doc.where(path)[0],
             owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
+            extensions={k: spec[k] for k in self.route_keys if k in spec},
         )
         if owner is not None:  # its feature gives it a handler once every backend is compiled
             self.owned.setdefault(owner, []).append(OwnedRoute(route, doc, path, spec))
@@ -184,6 +191,9 @@ class RouteCompiler(PluginChains):
                 out.append(route)
                 continue
             handler = contribution.handlers.get(route.qualified_name)
+            if handler is None and (route.upstream is not None or route.missing_env):
+                out.append(route)  # the feature only reads its keys; the upstream call stays (a transport's route)
+                continue
             if handler is None:
                 if self.errors:  # the feature said why
                     continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -130,3 +131,8 @@ class RequestContext:
     @property
     def backend(self) -> str:
         return self.route.backend if self.route is not None else "gateway"
+
+
+#: the request whose upstream call is under way, for a transport that needs more than method, URL, headers and
+#: body (the authenticated identity, the route); the proxy sets it around ``Transport.send``
+forwarding: ContextVar[RequestContext | None] = ContextVar("gateway_engine_forwarding", default=None)

@@ -14,7 +14,7 @@ import orjson
 from gateway_engine.compiled.model import FORWARDING_HEADERS, CompiledConfig, CompiledRoute, query_name
 from gateway_engine.compiled.routing import decode_param
 from gateway_engine.config.bodies import MAX_PROBLEMS, problems
-from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.context import RequestContext, forwarding
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.runtime.client_body import BodyError, declared_length, has_body, read_body, stream_body
@@ -130,6 +130,7 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
         return _presigned(upstream, method, url, plan.presign.expires)
     url = upstream.auth.apply(method, url, headers, body)
     started = time.perf_counter()
+    token = forwarding.set(ctx)
     try:
         reply = await upstream.transport.send(method, url, headers, body)
     except GatewayError:
@@ -137,6 +138,7 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
             raise body_error.error from None
         raise
     finally:
+        forwarding.reset(token)
         ctx.upstream_latency = time.perf_counter() - started
     if body_error.error is not None:
         await reply.aclose()

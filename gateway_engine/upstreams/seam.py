@@ -51,7 +51,9 @@ def protocol_error(message: str = "The upstream sent an invalid or incomplete re
     return GatewayError(502, "UPSTREAM_ERROR", message)
 
 
-#: a transport class (or factory) takes ``timeouts`` and ``max_connections`` keywords
+#: a transport class (or factory) takes ``timeouts`` and ``max_connections`` keywords. Optional attributes:
+#: ``schemes`` (the URL schemes it accepts), ``options`` (upstream keys it also gets, env resolved, as
+#: ``options={...}``) and ``base_url(upstream) -> str`` (its address when the upstream has no ``url``)
 TransportFactory = Callable[..., Transport]
 ENTRY_POINT_GROUP = "gateway_engine.transports"
 HTTP_SCHEMES = ("http://", "https://")
