@@ -126,6 +126,7 @@ LOADER_SOURCES = [
     "webhooks/definitions.py",
     "webhooks/verify.py",
     "workflows/definitions.py",
+    "store/settings.py",
 ]
 _KEY_READ = re.compile(r"""(?:\.get\(|\[|\bin\s+)?["']([a-z_]+)["'](?=\s*(?:\]|,|\)|\s+in\b))""")
 

@@ -9,6 +9,7 @@ from typing import TextIO
 
 import orjson
 
+from gateway_engine.cli.store_commands import add_data_option, add_store_commands, apply_data_option
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight requests may take to finish on shutdown or reload (default 30)",
     )
+    add_data_option(serve)
     validate = sub.add_parser("validate", help="check every config file; exit 1 on any error")
     validate.add_argument("--config")
     validate.add_argument("--strict", action="store_true", help="also fail on referenced but unset env vars")
@@ -55,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     hash_key.add_argument(
         "--keep-newline", action="store_true", help="hash the input exactly, including a final newline"
     )
+    add_store_commands(sub)
     for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
         feature.add_commands(sub)
     return parser
@@ -206,6 +209,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from gateway_engine.runtime.protocol import GatewayHttpProtocol
 
     root = os.path.abspath(_config_dir(args.config))
+    apply_data_option(args)
     config = _load(root, err)
     if config is None:  # fail fast, with every error, before binding the port
         return 1

@@ -1,0 +1,102 @@
+"""The shared database handle: one async SQLAlchemy engine per URL and event loop, used by every feature.
+
+Features write SQLAlchemy Core against ``Store.engine``; the store adds what every
+backend needs alike: SQLite in WAL mode with a busy timeout (several processes may
+share the file), the data directory created, and notifications (``notify.py``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import weakref
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from .notify import Callback, Notifier
+from .settings import StoreSettings
+
+
+class Store:
+    """A database: its engine, its dialect name and its notification channels."""
+
+    def __init__(self, settings: StoreSettings) -> None:
+        self.settings = settings
+        self.dialect = settings.dialect
+        self.engine: AsyncEngine = _engine(settings.url)
+        self.notifier = Notifier(self)
+        self.migrated = False
+
+    @property
+    def sqlite_path(self) -> Path | None:
+        """The database file of a SQLite store (None for a server database or in-memory SQLite)."""
+        if self.dialect != "sqlite":
+            return None
+        database = make_url(self.settings.url).database
+        return Path(database) if database and database != ":memory:" else None
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """Tell every process on this store (this one included) about a change; see ``notify.py``."""
+        await self.notifier.notify(channel, payload)
+
+    async def subscribe(self, channel: str, callback: Callback) -> None:
+        """Call ``callback(payload)`` for each notification on ``channel`` (listening once this returns)."""
+        await self.notifier.subscribe(channel, callback)
+
+    async def close(self) -> None:
+        await self.notifier.close()
+        await self.engine.dispose()
+
+    def __repr__(self) -> str:
+        return f"Store({self.settings!r})"
+
+
+def _engine(url: str) -> AsyncEngine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_async_engine(url, pool_pre_ping=True)
+    if parsed.database and parsed.database != ":memory:":
+        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_async_engine(url, connect_args={"timeout": 30})
+
+    @event.listens_for(engine.sync_engine, "connect")
+    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine
+
+
+_open: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]]" = weakref.WeakKeyDictionary()
+
+
+def acquire_store(settings: StoreSettings) -> Store:
+    """The process's store for these settings on the running loop, shared by every feature and config.
+
+    Each ``acquire_store`` is paired with a ``release_store``; the last release closes it. A
+    reload acquires for the new config before the old one releases, so the engine survives it.
+    """
+    stores = _open.setdefault(asyncio.get_running_loop(), {})
+    held = stores.get(settings.url)
+    if held is None:
+        held = stores[settings.url] = [Store(settings), 0]
+    held[1] += 1
+    return held[0]
+
+
+async def release_store(store: Store) -> None:
+    stores = _open.get(asyncio.get_running_loop(), {})
+    held = stores.get(store.settings.url)
+    if held is None or held[0] is not store:
+        await store.close()
+        return
+    held[1] -= 1
+    if held[1] <= 0:
+        del stores[store.settings.url]
+        await store.close()

@@ -1,0 +1,1 @@
+"""The store's own migration branch (``store``): the tables every feature shares."""

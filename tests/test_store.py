@@ -1,0 +1,137 @@
+"""The store: settings, migrations with one branch per feature under a lock, and notifications, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from sqlalchemy import text
+
+from gateway_engine.store import (
+    Store,
+    StoreSettings,
+    async_url,
+    current_revisions,
+    migrate,
+    migration_branches,
+    store_settings,
+)
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
+
+EXTRA_REVISION = """
+import sqlalchemy as sa
+from alembic import op
+
+revision = "extra_0001"
+down_revision = None
+branch_labels = ("extra",)
+depends_on = None
+
+
+def upgrade():
+    op.create_table("extra_things", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade():
+    op.drop_table("extra_things")
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path / 'data' / 'gateway.db'}"
+    return async_url(request.getfixturevalue("postgres_url"))
+
+
+def test_store_settings_default_to_a_sqlite_file_next_to_the_config(tmp_path):
+    settings = store_settings({}, str(tmp_path), {})
+    assert settings.url == f"sqlite+aiosqlite:///{tmp_path / 'data' / 'gateway.db'}"
+    assert settings.dialect == "sqlite" and settings.migrate_on_start
+
+
+def test_store_settings_data_env_and_url(tmp_path):
+    assert (
+        store_settings({}, str(tmp_path), {"GATEWAY_DATA": "/srv/gw"}).url == "sqlite+aiosqlite:////srv/gw/gateway.db"
+    )
+    relative = store_settings({"store": {"data_dir": "state"}}, str(tmp_path), {})
+    assert relative.url.endswith(f"{tmp_path}/state/gateway.db")
+    pg = store_settings({"store": {"url": "postgresql://u:secret@db/gw", "migrate_on_start": False}}, ".", {})
+    assert pg.url == "postgresql+asyncpg://u:secret@db/gw" and not pg.migrate_on_start
+    assert "secret" not in repr(pg)
+
+
+@pytest.mark.parametrize("url", ["mysql://x/y", "not a url"])
+def test_store_settings_refuse_other_databases(url):
+    with pytest.raises(ValueError, match="store.url"):
+        async_url(url)
+
+
+async def test_store_migrates_every_branch_once(store_url, tmp_path):
+    extra = tmp_path / "extra_versions"
+    extra.mkdir()
+    (extra / "extra_0001.py").write_text(EXTRA_REVISION)
+    branches = {**migration_branches(), "extra": extra}
+    store = Store(StoreSettings(store_url))
+    try:
+        assert await current_revisions(store) == set()
+        applied = await migrate(store, branches)
+        assert set(applied) >= {"store_0001", "extra_0001"}
+        assert await current_revisions(store) >= {"store_0001", "extra_0001"}
+        assert await migrate(store, branches) == []  # already at every head
+        async with store.engine.begin() as conn:
+            await conn.execute(text("INSERT INTO extra_things (id) VALUES (1)"))
+            assert (await conn.execute(text("SELECT count(*) FROM extra_things"))).scalar() == 1
+    finally:
+        await store.close()
+
+
+def test_store_concurrent_migrate_commands_take_turns(store_url, tmp_path):
+    """Several gateways starting at once: the lock makes every migration run once, and all succeed."""
+    (tmp_path / "gateway.yaml").write_text(
+        f"version: 1\nstore: {{url: '{store_url}'}}\n" if "postgresql" in store_url else "version: 1\n"
+    )
+    (tmp_path / "routes.d").mkdir()
+    argv = [
+        sys.executable,
+        "-m",
+        "gateway_engine",
+        "migrate",
+        "--config",
+        str(tmp_path),
+        "--data",
+        str(tmp_path / "data"),
+    ]
+    runs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outputs = [r.communicate(timeout=120) for r in runs]
+    assert [r.returncode for r in runs] == [0, 0, 0], outputs
+    assert sum("applied" in out for out, _ in outputs) == 1
+    assert sum("up to date" in out for out, _ in outputs) == 2
+
+
+async def test_store_notifications_reach_this_and_other_processes(store_url):
+    """Two handles on one database stand for two processes: each sees the other's notifications."""
+    first, second = (
+        Store(StoreSettings(store_url, poll_interval=0.05)),
+        Store(StoreSettings(store_url, poll_interval=0.05)),
+    )
+    try:
+        await migrate(first)
+        got_first: list[str] = []
+        got_second: list[str] = []
+        await first.subscribe("things", got_first.append)
+        await second.subscribe("things", got_second.append)
+        await first.notify("things", "changed:1")
+        await first.notify("other", "ignored")
+        for _ in range(200):
+            if got_first and got_second:
+                break
+            await asyncio.sleep(0.02)
+        assert "changed:1" in got_first and "changed:1" in got_second
+        assert "ignored" not in got_first + got_second
+    finally:
+        await first.close()
+        await second.close()
