@@ -89,6 +89,7 @@ class _Compiler(RouteCompiler):
             self.factories.update(feature.transports)
         self.instances: dict[tuple[str, str], Plugin] = {}
         self.unset: list[str] = []
+        self.hook_keys = frozenset(k for f in features for k in f.route_hooks)
 
     def run(self) -> CompiledConfig:
         gdoc = self.raw.gateway
@@ -160,6 +161,7 @@ class _Compiler(RouteCompiler):
                     earlier=dict(contributions),
                 )
             )
+        core = self._with_hooks(core, contributions)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             scrub_secrets(unique, self._referenced_env())
@@ -170,6 +172,22 @@ class _Compiler(RouteCompiler):
             contributions=contributions,
             endpoints={path: e for c in contributions.values() for path, e in c.endpoints.items()},
         )
+
+    def _with_hooks(self, core: CompiledConfig, contributions: dict[str, Contribution]) -> CompiledConfig:
+        """The routes with the after-answer hooks features contributed for them."""
+        hooks: dict[str, list] = {}
+        for contribution in contributions.values():
+            for name, found in contribution.after_answer.items():
+                hooks.setdefault(name, []).extend(found)
+        if not hooks:
+            return core
+        routes = [
+            dataclasses.replace(r, after_answer=r.after_answer + tuple(hooks[r.qualified_name]))
+            if r.qualified_name in hooks
+            else r
+            for r in core.routes
+        ]
+        return dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
 
     def _transport(self, spec: dict[str, Any], url: str, timeouts: Timeouts, doc: Document) -> Transport | None:
         """The upstream's transport; an identical one from the previous config is reused (pool and breaker kept)."""

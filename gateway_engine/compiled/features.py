@@ -50,6 +50,9 @@ class Feature:
     schema: ClassVar[str | None] = None  # the JSON Schema those files are checked against
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
+    # route keys this feature reads (kept in ``CompiledRoute.extensions``); it may answer them with
+    # ``Contribution.after_answer`` hooks that run once a route's answer was written
+    route_hooks: ClassVar[frozenset[str]] = frozenset()
 
     def compile(self, given: FeatureInput) -> Contribution:
         return Contribution()

@@ -34,6 +34,20 @@ class Endpoint(Protocol):
 Task = Callable[[], Awaitable[None]]
 
 
+class AfterAnswer(Protocol):
+    """What a feature runs once a route's answer has been written to the client (off the client's path).
+
+    A feature claims route keys (``Feature.route_hooks``); the core keeps their values as written in
+    ``CompiledRoute.extensions``, the feature compiles them into hooks (``Contribution.after_answer``),
+    and the app awaits them after the last byte of the answer went out. ``body`` is the answer's body
+    when ``needs_body`` (at most ``limits.response_body`` bytes; None when larger). A hook never raises.
+    """
+
+    needs_body: bool
+
+    async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None: ...
+
+
 @dataclass
 class Contribution:
     """What one feature adds to one compiled config."""
@@ -44,6 +58,8 @@ class Contribution:
     startup: list[Task] = field(default_factory=list)
     shutdown: list[Task] = field(default_factory=list)
     state: Any = None  # the feature's own compiled model, read back through a StateKey
+    after_answer: dict[str, list[AfterAnswer]] = field(default_factory=dict)  # qualified route name -> hooks
+    openapi_webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI 3.1 `webhooks` items
 
 
 class StateKey(Generic[T]):
@@ -120,6 +136,8 @@ class CompiledRoute:
     source_file: str = ""
     source_line: int = 0
     owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
+    extensions: Mapping[str, Any] = field(default_factory=dict)  # feature-claimed route keys, as written
+    after_answer: tuple[AfterAnswer, ...] = ()  # features' hooks run once the answer was written
 
     @property
     def qualified_name(self) -> str:

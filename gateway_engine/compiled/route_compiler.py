@@ -5,6 +5,8 @@ Part of the compiler (mixed into it): a route's problems go to the compiler's er
 
 from __future__ import annotations
 
+from functools import cache
+
 from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthands
 from gateway_engine.compiled.model import (
     FORWARDING_HEADERS,
@@ -16,15 +18,24 @@ from gateway_engine.compiled.routing import PathTemplate, PathTemplateError, Rou
 from gateway_engine.compiled.upstream_settings import owned_query
 from gateway_engine.config.documents import Document
 from gateway_engine.config.env import Interpolation
+from gateway_engine.config.schema import schema
 from gateway_engine.foundation.errors import ConfigError, GatewayError
 
 CREDENTIAL_HEADERS = frozenset({"authorization", "x-api-key", "cookie", "proxy-authorization"})
+
+
+@cache
+def feature_keys() -> frozenset[str]:
+    """Route keys the routes schema marks as a feature's (``x-feature``)."""
+    properties = schema("routes")["properties"]["routes"]["items"]["properties"]
+    return frozenset(key for key, spec in properties.items() if "x-feature" in spec)
 
 
 class RouteCompiler(PluginChains):
     """Compiles routes; needs the compiler's errors, plugin registry and instances."""
 
     environ: dict[str, str]
+    hook_keys: frozenset[str]
 
     def _check_prefix(self, doc: Document, prefixes: list[tuple[str, Document]]) -> None:
         prefix = doc.data["prefix"].rstrip("/")
@@ -100,6 +111,8 @@ class RouteCompiler(PluginChains):
                     self.errors.append(
                         doc.error(path + ("params", rule.name, "map", public), f"{value!r}: {exc.message}")
                     )
+        for key in sorted(feature_keys() & set(spec) - self.hook_keys):
+            self.errors.append(doc.error(path + (key,), f"route key {key!r} needs a feature that is not installed"))
         route_overrides = overrides + shorthands(doc, path, spec, interp)
         plugins = self._instantiate(self._chain_for(default_chain, route_overrides))
         if len(self.errors) > errors_before or plugins is None or request is None:
@@ -140,6 +153,7 @@ class RouteCompiler(PluginChains):
             source_file=doc.file,
             source_line=doc.where(path)[0],
             owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
+            extensions={k: spec[k] for k in self.hook_keys if k in spec},
         )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
