@@ -42,10 +42,10 @@ def test_route_emit_is_delivered_signed_on_the_exact_schedule(tmp_path, upstream
                 assert verify(secret, request["headers"], request["body"])
             log = wait_for(
                 lambda: (
-                    r := client.get("/webhooks/deliveries", params={"endpoint": endpoint["id"]}).json()
-                )["items"]
-                and len(r["items"]) == 4
-                and r
+                    (r := client.get("/webhooks/deliveries", params={"endpoint": endpoint["id"]}).json())["items"]
+                    and len(r["items"]) == 4
+                    and r
+                )
             )
             outcomes = [i["outcome"] for i in reversed(log["items"])]
             assert outcomes == ["failed", "failed", "failed", "succeeded"]

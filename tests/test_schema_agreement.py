@@ -58,6 +58,7 @@ def _free_form(path: tuple) -> bool:
         ("routes", sorted((KITCHEN / "routes.d").glob("*.yaml"))),
         ("webhooks", sorted((KITCHEN / "webhooks.d").glob("*.yaml"))),
         ("workflows", sorted((KITCHEN / "workflows.d").glob("*.yaml"))),
+        ("events", sorted((KITCHEN / "events.d").glob("*.yaml"))),
     ],
 )
 def test_schema_agreement_kitchen_sink_uses_every_key(name, files):

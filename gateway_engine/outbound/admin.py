@@ -77,9 +77,7 @@ class Admin:
 
     async def _row(self, conn: Any, tenant: str, endpoint_id: str) -> Any:
         row = (
-            await conn.execute(
-                sa.select(endpoints).where(endpoints.c.id == endpoint_id, endpoints.c.tenant == tenant)
-            )
+            await conn.execute(sa.select(endpoints).where(endpoints.c.id == endpoint_id, endpoints.c.tenant == tenant))
         ).first()
         if row is None:
             raise GatewayError(404, "ENDPOINT_NOT_FOUND", "No such webhook endpoint.")
@@ -95,7 +93,7 @@ class Admin:
         events = v.checked_events(body.get("events"), catalog)
         secret = v.checked_secret(body["secret"]) if "secret" in body else new_secret()
         now = time.time()
-        values = {
+        values: dict[str, Any] = {
             "id": new_id("ep"),
             "tenant": tenant,
             "url": url,
@@ -109,9 +107,7 @@ class Admin:
             "updated_at": now,
         }
         async with (await self._engine()).begin() as conn:
-            count = (
-                await conn.execute(sa.select(sa.func.count()).where(endpoints.c.tenant == tenant))
-            ).scalar_one()
+            count = (await conn.execute(sa.select(sa.func.count()).where(endpoints.c.tenant == tenant))).scalar_one()
             if count >= MAX_ENDPOINTS:
                 raise GatewayError(409, "TOO_MANY_ENDPOINTS", f"A tenant may register at most {MAX_ENDPOINTS}.")
             await conn.execute(endpoints.insert().values(**values))

@@ -6,16 +6,15 @@ import argparse
 from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
-from gateway_engine.compiled.model import CompiledRoute, Contribution, StateKey
+from gateway_engine.compiled.model import CompiledRoute, Contribution
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.seam import Transport
 
 from .catalog import compile_catalog
-from .service import Outbound
+from .service import OUTBOUND, Outbound
 from .settings import delivery_settings
 
-#: the config's outbound service: ``config.state(OUTBOUND)``
-OUTBOUND: StateKey[Outbound] = StateKey("outbound")
+__all__ = ["OUTBOUND", "OutboundFeature"]
 SCHEME = "webhooks-admin://"
 SECTION = "outbound_webhooks"
 

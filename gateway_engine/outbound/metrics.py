@@ -8,9 +8,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from gateway_engine.foundation.metrics import REGISTRY
 
-ATTEMPTS = Counter(
-    "gateway_outbound_attempts", "Outbound webhook attempts by outcome.", ["outcome"], registry=REGISTRY
-)
+ATTEMPTS = Counter("gateway_outbound_attempts", "Outbound webhook attempts by outcome.", ["outcome"], registry=REGISTRY)
 LATENCY = Histogram(
     "gateway_outbound_delivery_duration_seconds",
     "Time an outbound webhook attempt took.",
@@ -20,9 +18,7 @@ LATENCY = Histogram(
 BACKLOG = Gauge(
     "gateway_outbound_backlog", "Outbound deliveries waiting to be sent (pending), as last counted.", registry=REGISTRY
 )
-EMITTED = Counter(
-    "gateway_outbound_events", "Events emitted to the outbox, by result.", ["result"], registry=REGISTRY
-)
+EMITTED = Counter("gateway_outbound_events", "Events emitted to the outbox, by result.", ["result"], registry=REGISTRY)
 
 
 def record_attempt(outcome: Any) -> None:

@@ -46,7 +46,12 @@ async def insert_message(
     async with engine.begin() as conn:
         await conn.execute(
             messages.insert().values(
-                id=message_id, tenant=tenant, event_type=event_type, payload=body.decode(), created_at=now, fanned=fanned
+                id=message_id,
+                tenant=tenant,
+                event_type=event_type,
+                payload=body.decode(),
+                created_at=now,
+                fanned=fanned,
             )
         )
     return message_id, body
@@ -117,18 +122,14 @@ class Claimed:
     endpoint: Any  # the endpoints row
 
 
-async def claim(
-    engine: AsyncEngine, owner: str, lease: float, limit: int, busy: Sequence[str] = ()
-) -> list[Claimed]:
+async def claim(engine: AsyncEngine, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
     """Take up to ``limit`` due attempts, none to an endpoint in ``busy`` (at its concurrency bound)."""
     if limit <= 0:
         return []
     now = time.time()
     free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
     async with engine.begin() as conn:
-        due = sa.select(deliveries.c.id).where(
-            deliveries.c.status == "pending", deliveries.c.next_at <= now, free
-        )
+        due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
         if busy:
             due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
         due = due.order_by(deliveries.c.next_at).limit(limit)
@@ -161,8 +162,14 @@ async def claim(
             continue
         out.append(
             Claimed(
-                r.id, r.message_id, r.endpoint_id, r.tenant, r.attempts, message.event_type,
-                message.payload.encode(), endpoint,
+                r.id,
+                r.message_id,
+                r.endpoint_id,
+                r.tenant,
+                r.attempts,
+                message.event_type,
+                message.payload.encode(),
+                endpoint,
             )
         )
     return out

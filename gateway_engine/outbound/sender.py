@@ -6,7 +6,6 @@ client would not resolve, is checked here first. The outcome is data, never an e
 
 from __future__ import annotations
 
-import asyncio
 import email.utils
 import time
 from dataclasses import dataclass
@@ -90,8 +89,10 @@ class Sender:
             if isinstance(exc.os_error, Refused):
                 return Outcome("refused", None, time.perf_counter() - started, "", str(exc.os_error))
             return Outcome("failed", None, time.perf_counter() - started, "", "could not connect")
-        except (TimeoutError, asyncio.TimeoutError):
-            return Outcome("timeout", None, time.perf_counter() - started, "", f"no answer in {self.settings.timeout:g}s")
+        except TimeoutError:
+            return Outcome(
+                "timeout", None, time.perf_counter() - started, "", f"no answer in {self.settings.timeout:g}s"
+            )
         except (aiohttp.ClientError, ValueError, OSError) as exc:
             return Outcome("failed", None, time.perf_counter() - started, "", type(exc).__name__)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from gateway_engine.compiled.model import StateKey
 from gateway_engine.foundation import events
 from gateway_engine.foundation.plugin import GatewayInfo
 from gateway_engine.store import Store, acquire_store, ensure_migrated, release_store, store_settings
@@ -130,3 +131,7 @@ class Outbound:
             ).scalar_one()
         metrics.BACKLOG.set(count)
         return int(count)
+
+
+#: the config's outbound service: ``config.state(OUTBOUND)``
+OUTBOUND: StateKey[Outbound] = StateKey("outbound")

@@ -10,15 +10,29 @@ from gateway_engine.foundation.errors import GatewayError
 
 from .catalog import Catalog
 from .settings import DeliverySettings
-from .ssrf import Refused, check_host
 from .signing import secret_problem
+from .ssrf import Refused, check_host
 
 _PATTERN = re.compile(r"^[a-z0-9_.*]{1,200}$")
 _TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]{1,100}$")
 #: headers the gateway sets on every attempt: an endpoint's custom headers may not replace them
 RESERVED = frozenset(
-    {"webhook-id", "webhook-timestamp", "webhook-signature", "content-type", "content-length", "host",
-     "connection", "transfer-encoding", "user-agent", "te", "upgrade", "trailer", "keep-alive", "expect"}
+    {
+        "webhook-id",
+        "webhook-timestamp",
+        "webhook-signature",
+        "content-type",
+        "content-length",
+        "host",
+        "connection",
+        "transfer-encoding",
+        "user-agent",
+        "te",
+        "upgrade",
+        "trailer",
+        "keep-alive",
+        "expect",
+    }
 )
 MAX_HEADERS = 20
 MAX_PATTERNS = 100

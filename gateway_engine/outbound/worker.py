@@ -16,7 +16,7 @@ def main(args: argparse.Namespace, out: Any, err: Any) -> int:
     from gateway_engine.compiled.compiler import load_config
     from gateway_engine.foundation.errors import ConfigErrors
 
-    from .feature import OUTBOUND
+    from .service import OUTBOUND
 
     if args.data:
         os.environ[DATA_ENV] = args.data
