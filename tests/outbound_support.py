@@ -6,6 +6,7 @@ gateway's code): HMAC-SHA256 over ``id.timestamp.body`` keyed by the base64 part
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -105,8 +106,9 @@ def write_outbound_config(root: Path, gateway: str, upstream: str) -> Path:
 class Receiver:
     """An ASGI receiver: answers each request with the next scripted (status, headers), then 200."""
 
-    def __init__(self, script: list[tuple[int, dict[str, str]]] | None = None) -> None:
+    def __init__(self, script: list[tuple[int, dict[str, str]]] | None = None, delay: float = 0.0) -> None:
         self.script = list(script or [])
+        self.delay = delay  # seconds to wait before answering (a slow endpoint)
         self.received: list[dict[str, Any]] = []
         self.lock = threading.Lock()
 
@@ -132,6 +134,8 @@ class Receiver:
                 }
             )
             status, headers = self.script.pop(0) if self.script else (200, {})
+        if self.delay:
+            await asyncio.sleep(self.delay)
         await send(
             {
                 "type": "http.response.start",

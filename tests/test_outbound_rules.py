@@ -75,7 +75,9 @@ def test_outbound_settings_defaults_are_svix():
         delivery_settings({"allow_cidrs": ["not-a-network"]})
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]", "[::ffff:10.0.0.1]", "localhost"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1", "10.1.2.3", "169.254.169.254", "[::1]", "[::ffff:10.0.0.1]", "localhost"]
+)
 def test_outbound_sender_refuses_private_addresses_and_connects_nowhere(host):
     receiver = Receiver()
     with serve(receiver) as url:
@@ -109,7 +111,9 @@ def _config(tmp_path: Path, upstream: str, extra: str = "", schedule: str = "[0,
 @pytest.mark.parametrize("url", ["http://10.0.0.7/hook", "http://169.254.169.254/latest", "http://127.0.0.1:9/x"])
 def test_outbound_registration_refuses_private_targets_unless_allowlisted(tmp_path, upstream, url):
     extra = "  https_only: false\n"
-    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, extra=extra).replace("  allow_cidrs: [127.0.0.1/32]\n", ""), upstream)
+    root = write_outbound_config(
+        tmp_path / "cfg", gateway_yaml(None, extra=extra).replace("  allow_cidrs: [127.0.0.1/32]\n", ""), upstream
+    )
     with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
         refused = client.post("/webhooks/endpoints", json={"url": url, "events": ["order.*"]})
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "URL_NOT_ALLOWED"
@@ -144,7 +148,9 @@ def test_outbound_410_disables_the_endpoint_and_emits_endpoint_disabled(tmp_path
             ep = client.post("/webhooks/endpoints", json={"url": gone_url, "events": ["order.*"]}).json()
             client.post("/webhooks/endpoints", json={"url": watcher_url, "events": ["endpoint.disabled"]})
             assert client.put("/orders/7/status").status_code == 200
-            state = wait_for(lambda: (e := client.get(f"/webhooks/endpoints/{ep['id']}").json()) and not e["enabled"] and e)
+            state = wait_for(
+                lambda: (e := client.get(f"/webhooks/endpoints/{ep['id']}").json()) and not e["enabled"] and e
+            )
             assert "410" in state["disabledReason"]
             wait_for(lambda: watcher.received)
             import orjson
@@ -199,13 +205,19 @@ def test_outbound_test_rotate_update_replay_and_delete(tmp_path, upstream):
             ).json()
             assert "secret" not in client.get(f"/webhooks/endpoints/{ep['id']}").json()  # shown once
             attempt = client.post(f"/webhooks/endpoints/{ep['id']}/test").json()
-            assert attempt["outcome"] == "succeeded" and attempt["status"] == 200 and attempt["eventType"] == "webhook.test"
+            assert (
+                attempt["outcome"] == "succeeded"
+                and attempt["status"] == 200
+                and attempt["eventType"] == "webhook.test"
+            )
             assert receiver.received[-1]["headers"]["x-partner"] == "p1"
             assert verify(ep["secret"], receiver.received[-1]["headers"], receiver.received[-1]["body"])
             rotated = client.post(f"/webhooks/endpoints/{ep['id']}/rotate-secret").json()
             client.post(f"/webhooks/endpoints/{ep['id']}/test")
             last = receiver.received[-1]
-            assert verify(rotated["secret"], last["headers"], last["body"]) and verify(ep["secret"], last["headers"], last["body"])
+            assert verify(rotated["secret"], last["headers"], last["body"]) and verify(
+                ep["secret"], last["headers"], last["body"]
+            )
             updated = client.patch(f"/webhooks/endpoints/{ep['id']}", json={"events": ["order.*"], "maxRetries": 2})
             assert updated.json()["events"] == ["order.*"] and updated.json()["maxRetries"] == 2
             client.put("/orders/9/status")

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from gateway_engine.config.templates import Render
+from gateway_engine.foundation import events
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.runtime.invoke import invoke
 from gateway_engine.upstreams.credentials import UpstreamAuth
@@ -205,6 +206,30 @@ class LogAction(Action):
         }
         log.log(self.level, orjson.dumps(line, default=str).decode())
         return {"action": "log", "status": "logged"}
+
+
+class EmitAction(Action):
+    """Emit an outbound event: hand it to the in-process event seam under its type, for the tenant it names.
+
+    Whatever subscribes to the type there (the outbound webhooks outbox, realtime channels) takes it;
+    this feature knows none of them."""
+
+    kind = "emit"
+
+    def __init__(self, when: Render | None, *, event: str, data: Render, tenant: Render) -> None:
+        super().__init__(when)
+        self.event, self.data, self.tenant = event, data, tenant
+
+    async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
+        tenant = self.tenant(dict(variables))
+        if tenant in (None, ""):
+            raise ActionFailed(f"emit {self.event}: the tenant rendered empty")
+        key = f"{variables['source']}:{variables['event']['id']}"
+        message = events.Message(self.event, self.data(dict(variables)), key=key, headers={"tenant": str(tenant)})
+        if not events.publish(message):
+            log.warning("webhook %s: nothing receives event type %s", variables["source"], self.event)
+            return {"action": "emit", "event": self.event, "status": "no-subscriber"}
+        return {"action": "emit", "event": self.event, "status": "emitted"}
 
 
 def _safe(url: str) -> str:

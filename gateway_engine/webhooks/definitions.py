@@ -21,6 +21,7 @@ from gateway_engine.upstreams.auth import build_upstream_auth
 from .actions import (
     TEMPLATE_NAMES,
     Action,
+    EmitAction,
     ForwardAction,
     LogAction,
     WorkflowAction,
@@ -225,6 +226,8 @@ class _SourceCompiler:
             return self._workflow(doc, path + ("workflow",), spec["workflow"], when, doc.data["source"])
         if "forward" in spec:
             return self._forward(doc, path + ("forward",), interp.tree(spec["forward"]), spec["forward"], when, interp)
+        if "emit" in spec:
+            return self._emit(doc, path + ("emit",), spec["emit"], when)
         fields = self._template(doc, path + ("log", "fields"), spec["log"].get("fields", {}), TEMPLATE_NAMES)
         if fields is None:  # its template did not compile (an error says so); the schema makes fields an object
             return None
@@ -297,6 +300,13 @@ class _SourceCompiler:
         return ForwardAction(
             when, url=url, auth=auth, body=body, headers=headers, timeout=parse_duration(spec.get("timeout", "10s"))
         )
+
+    def _emit(self, doc: Document, path: tuple, spec: dict[str, Any], when: Render | None) -> Action | None:
+        data = self._template(doc, path + ("data",), spec.get("data", "{{ body }}"), TEMPLATE_NAMES)
+        tenant = self._template(doc, path + ("tenant",), spec["tenant"], TEMPLATE_NAMES)
+        if data is None or tenant is None:
+            return None
+        return EmitAction(when, event=spec["event"], data=data, tenant=tenant)
 
     def _template(self, doc: Document, path: tuple, value: Any, names: Iterable[str]) -> Render | None:
         if value is None:
