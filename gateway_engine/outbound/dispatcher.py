@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, claim, fan_out, new_id, record, release
+from .outbox import Claimed, backlog, claim, fan_out, new_id, record, release
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings
@@ -27,6 +27,7 @@ from .signing import signed_headers
 from .tables import endpoints
 
 log = logging.getLogger("gateway_engine.outbound")
+BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
 
 
@@ -41,6 +42,7 @@ class Dispatcher:
         self.tasks: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
         self._loop: asyncio.Task | None = None
+        self._counted = 0.0  # when the backlog gauge was last set
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop().create_task(self._run())
@@ -74,6 +76,9 @@ class Dispatcher:
 
     async def step(self) -> bool:
         """One round: fan out, claim, start sends; whether there was anything to do."""
+        if time.monotonic() - self._counted >= BACKLOG_EVERY:
+            self._counted = time.monotonic()
+            metrics.BACKLOG.set(await backlog(self.engine))
         fanned = await fan_out(self.engine, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]

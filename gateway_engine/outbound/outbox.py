@@ -222,3 +222,12 @@ async def record(
         .where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
         .values(**values)
     )
+
+
+async def backlog(engine: AsyncEngine) -> int:
+    """Deliveries waiting to be sent."""
+    async with engine.connect() as conn:
+        count = await conn.execute(
+            sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
+        )
+        return int(count.scalar_one())

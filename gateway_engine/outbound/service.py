@@ -11,8 +11,6 @@ import asyncio
 import logging
 from typing import Any
 
-import sqlalchemy as sa
-
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.foundation import events
 from gateway_engine.foundation.plugin import GatewayInfo
@@ -23,7 +21,6 @@ from .catalog import Catalog
 from .dispatcher import Dispatcher
 from .outbox import insert_message
 from .settings import DeliverySettings
-from .tables import deliveries
 
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
@@ -120,17 +117,6 @@ class Outbound:
         task = asyncio.get_running_loop().create_task(self.emit(tenant, message.topic, message.value, publish=False))
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
-
-    async def backlog(self) -> int:
-        store = await self.store()
-        async with store.engine.connect() as conn:
-            count = (
-                await conn.execute(
-                    sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
-                )
-            ).scalar_one()
-        metrics.BACKLOG.set(count)
-        return int(count)
 
 
 #: the config's outbound service: ``config.state(OUTBOUND)``
