@@ -246,3 +246,59 @@ def test_outbound_emit_never_fails_the_answer_when_the_store_fails(tmp_path, ups
         assert answer.status_code == 200 and answer.json()["method"] == "PUT"
         wait_for(lambda: metrics.EMITTED.labels("failed")._value.get() > failed)
         assert client.put("/orders/3/plain").status_code == 200
+
+
+@pytest.mark.parametrize(
+    "address, refused",
+    [
+        ("8.8.8.8", False),
+        ("2606:4700:4700::1111", False),
+        ("100.64.0.1", True),  # carrier-grade NAT
+        ("64:ff9b::a00:1", True),  # NAT64 of 10.0.0.1
+        ("2002:a00:1::1", True),  # 6to4 of 10.0.0.1
+        ("fd00::1", True),  # unique local
+        ("ff02::1", True),
+        ("224.0.0.1", True),
+        ("0.0.0.0", True),
+    ],
+)
+def test_outbound_forbidden_addresses(address, refused):
+    import ipaddress
+
+    from gateway_engine.outbound.ssrf import forbidden
+
+    assert (forbidden(ipaddress.ip_address(address)) is not None) is refused
+
+
+def test_outbound_oversized_events_are_not_emitted_and_old_rows_are_pruned(tmp_path):
+    from gateway_engine.foundation.plugin import GatewayInfo
+    from gateway_engine.outbound.catalog import compile_catalog
+    from gateway_engine.outbound.outbox import prune
+    from gateway_engine.outbound.service import Outbound
+    from gateway_engine.outbound.tables import messages
+
+    async def scenario() -> tuple[str | None, str | None, list[str]]:
+        gateway = GatewayInfo(base_path="", settings={}, config_dir=str(tmp_path))
+        service = Outbound(compile_catalog([], []), DeliverySettings(max_payload=1024), gateway)
+        try:
+            big = await service.emit("acme", "webhook.test", {"x": "a" * 5000})
+            small = await service.emit("acme", "webhook.test", {"x": "a"})
+            delivered = await service.emit("acme", "webhook.test", {"x": "b"})
+            engine = (await service.store()).engine
+            async with engine.begin() as conn:  # as the dispatcher leaves a message it has fanned out
+                await conn.execute(messages.update().where(messages.c.id == delivered).values(fanned=True))
+            await prune(engine, older_than=0)  # nothing is that old
+            async with engine.connect() as conn:
+                assert len((await conn.execute(messages.select())).all()) == 2
+            await prune(engine, older_than=10**12)  # everything is
+            async with engine.connect() as conn:
+                left = [r.id for r in await conn.execute(messages.select())]
+            return big, small, left
+        finally:
+            await service.stop()
+
+    too_large = metrics.EMITTED.labels("too_large")._value.get()
+    big, small, left = asyncio.run(scenario())
+    assert big is None and small is not None
+    assert metrics.EMITTED.labels("too_large")._value.get() == too_large + 1
+    assert left == [small]  # not fanned out yet: pruning never drops a message the dispatcher has not seen

@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, backlog, claim, fan_out, new_id, record, release
+from .outbox import Claimed, backlog, claim, fan_out, new_id, prune, record, release
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings
@@ -28,6 +28,7 @@ from .tables import endpoints
 
 log = logging.getLogger("gateway_engine.outbound")
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
+PRUNE_EVERY = 300.0  # seconds between deletions of rows past the retention period
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
 
 
@@ -43,6 +44,7 @@ class Dispatcher:
         self.wakeup = asyncio.Event()
         self._loop: asyncio.Task | None = None
         self._counted = 0.0  # when the backlog gauge was last set
+        self._pruned = 0.0  # when old rows were last deleted
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop().create_task(self._run())
@@ -59,14 +61,19 @@ class Dispatcher:
         await self.sender.aclose()
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             try:
                 worked = await self.step()
+                failures = 0
             except asyncio.CancelledError:
                 raise
-            except Exception:  # the store is down, say: try again later, never die
-                log.exception("the outbound dispatcher failed a step")
-                worked = False
+            except Exception:  # the store is down, say: try again later (backing off), never die
+                failures += 1
+                if failures == 1 or failures % 20 == 0:
+                    log.exception("the outbound dispatcher failed a step (%d in a row)", failures)
+                await asyncio.sleep(min(30.0, self.settings.poll_interval * 2 ** min(failures, 10)))
+                continue
             if not worked:
                 self.wakeup.clear()
                 try:
@@ -79,6 +86,9 @@ class Dispatcher:
         if time.monotonic() - self._counted >= BACKLOG_EVERY:
             self._counted = time.monotonic()
             metrics.BACKLOG.set(await backlog(self.engine))
+        if time.monotonic() - self._pruned >= PRUNE_EVERY:
+            self._pruned = time.monotonic()
+            await prune(self.engine, time.time() - self.settings.retention)
         fanned = await fan_out(self.engine, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]

@@ -36,13 +36,19 @@ def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
     return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
 
 
+class TooLarge(ValueError):
+    """An event whose JSON is larger than ``max_payload``."""
+
+
 async def insert_message(
-    engine: AsyncEngine, tenant: str, event_type: str, data: Any, *, fanned: bool = False
+    engine: AsyncEngine, tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None
 ) -> tuple[str, bytes]:
-    """The one insert an emit costs; returns the message id and body."""
+    """The one insert an emit costs; returns the message id and body (TooLarge past ``limit`` bytes)."""
     now = time.time()
     message_id = new_id("msg")
     body = body_of(message_id, event_type, data, now)
+    if limit is not None and len(body) > limit:
+        raise TooLarge(f"the event is {len(body)} bytes, more than {limit}")
     async with engine.begin() as conn:
         await conn.execute(
             messages.insert().values(
@@ -231,3 +237,18 @@ async def backlog(engine: AsyncEngine) -> int:
             sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
         )
         return int(count.scalar_one())
+
+
+async def prune(engine: AsyncEngine, older_than: float) -> None:
+    """Delete what the retention period has passed: attempts, finished deliveries, messages none waits on."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(attempts).where(attempts.c.at < older_than))
+        await conn.execute(
+            sa.delete(deliveries).where(deliveries.c.created_at < older_than, deliveries.c.status != "pending")
+        )
+        waiting = sa.select(deliveries.c.message_id).where(deliveries.c.status == "pending")
+        await conn.execute(
+            sa.delete(messages).where(
+                messages.c.created_at < older_than, messages.c.fanned.is_(True), messages.c.id.not_in(waiting)
+            )
+        )

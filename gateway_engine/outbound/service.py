@@ -19,7 +19,7 @@ from gateway_engine.store import Store, acquire_store, ensure_migrated, release_
 from . import metrics
 from .catalog import Catalog
 from .dispatcher import Dispatcher
-from .outbox import insert_message
+from .outbox import TooLarge, insert_message
 from .settings import DeliverySettings
 
 log = logging.getLogger("gateway_engine.outbound")
@@ -93,7 +93,12 @@ class Outbound:
             return None
         try:
             store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
-            message_id, _ = await asyncio.wait_for(insert_message(store.engine, tenant, event_type, data), EMIT_TIMEOUT)
+            written = insert_message(store.engine, tenant, event_type, data, limit=self.settings.max_payload)
+            message_id, _ = await asyncio.wait_for(written, EMIT_TIMEOUT)
+        except TooLarge as exc:
+            metrics.EMITTED.labels("too_large").inc()
+            log.error("event %s for tenant %s not emitted: %s", event_type, tenant, exc)
+            return None
         except Exception as exc:  # the store is down or slow: the client's answer is unaffected
             metrics.EMITTED.labels("failed").inc()
             log.error("event %s for tenant %s not written to the outbox: %s", event_type, tenant, type(exc).__name__)

@@ -31,6 +31,8 @@ class DeliverySettings:
     per_endpoint: int = 4  # attempts in flight per endpoint per process
     poll_interval: float = 0.5  # seconds between looks for due work when idle
     batch: int = 100
+    retention: float = 30 * 86400.0  # messages, finished deliveries and attempts older than this are deleted
+    max_payload: int = 256 * 1024  # bytes of an event's JSON; a larger event is not emitted
 
     @property
     def lease(self) -> float:
@@ -43,7 +45,7 @@ def delivery_settings(section: Mapping[str, Any]) -> DeliverySettings:
     kwargs: dict[str, Any] = {}
     if "schedule" in section:
         kwargs["schedule"] = tuple(_delay(d) for d in section["schedule"])
-    for key in ("timeout", "throttle_min", "disable_after", "secret_overlap", "poll_interval"):
+    for key in ("timeout", "throttle_min", "disable_after", "secret_overlap", "poll_interval", "retention"):
         if key in section:
             kwargs[key] = parse_duration(section[key])
     for key in ("jitter",):
@@ -52,7 +54,7 @@ def delivery_settings(section: Mapping[str, Any]) -> DeliverySettings:
     for key in ("https_only", "dispatch"):
         if key in section:
             kwargs[key] = bool(section[key])
-    for key in ("concurrency", "per_endpoint", "batch"):
+    for key in ("concurrency", "per_endpoint", "batch", "max_payload"):
         if key in section:
             kwargs[key] = int(section[key])
     if "allow_cidrs" in section:

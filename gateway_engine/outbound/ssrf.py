@@ -1,7 +1,8 @@
 """Which addresses the gateway may deliver to: never private, loopback, link-local, multicast or reserved.
 
 A host is refused if ANY of its addresses is (an attacker controlling DNS could otherwise mix a
-public and a private one), IPv4-mapped IPv6 is judged by its IPv4 address, and the connection
+public and a private one), IPv6 that carries an IPv4 address (mapped, 6to4, Teredo, NAT64) is
+judged by that IPv4 address, and the connection
 goes to the very addresses checked: ``CheckedResolver`` is the resolver the HTTP client uses, so
 there is no second lookup for a rebinding DNS server to answer differently. The config's
 ``allow_cidrs`` lets chosen networks through (a partner on the private network, tests on 127.0.0.1).
@@ -20,6 +21,7 @@ from aiohttp.resolver import ThreadedResolver
 from .settings import Network
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the last 32 bits are an IPv4 address
 
 
 class Refused(OSError):
@@ -28,8 +30,12 @@ class Refused(OSError):
 
 def forbidden(address: Address) -> str | None:
     """Why ``address`` may not be delivered to, or None."""
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        return forbidden(address.ipv4_mapped)
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour or (address.teredo[1] if address.teredo else None)
+        if embedded is None and address in NAT64:
+            embedded = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+        if embedded is not None:  # an IPv4 address in IPv6 clothing is judged as that IPv4 address
+            return forbidden(embedded)
     for test, why in (
         (address.is_loopback, "loopback"),
         (address.is_private, "private"),
