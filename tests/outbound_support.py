@@ -21,7 +21,7 @@ ADMIN_ROUTES = """\
 backend: webhooks
 description: Webhook subscriptions of the caller's tenant
 prefix: /webhooks
-upstream: {url: "webhooks-admin://local", transport: webhooks_admin}
+upstream: {url: "webhooks-admin://local", transport: webhooks_admin, health: {path: /}}
 plugins:
   auth:
     forward_identity:

@@ -77,6 +77,8 @@ def test_integration_api_webhooks_example(tmp_path, upstream):
                 log = partner.get("/webhooks/deliveries", params={"event": "order.delivered"}).json()["data"]
                 assert [i["outcome"] for i in log["items"]] == ["succeeded"]
                 assert partner.delete(f"/webhooks/endpoints/{endpoint['id']}").status_code == 200
+                health = partner.get("/health/backends").json()["systems"]
+                assert health["webhooks"]["status"] == "up"
     events = {orjson.loads(r["body"])["type"]: orjson.loads(r["body"])["data"] for r in receiver.received}
     assert events["order.status_changed"] == {"id": "42", "status": "delivered", "note": None}
     assert events["order.delivered"] == {"id": "42"}

@@ -83,6 +83,11 @@ class Admin:
             raise GatewayError(404, "ENDPOINT_NOT_FOUND", "No such webhook endpoint.")
         return row
 
+    async def health(self) -> dict[str, Any]:
+        async with (await self._engine()).connect() as conn:
+            await conn.execute(sa.select(1))
+        return {"status": "SERVING"}
+
     async def register(self, tenant: str, body: Any) -> dict[str, Any]:
         body = _object(body)
         unknown = set(body) - _UPDATABLE - {"secret"}

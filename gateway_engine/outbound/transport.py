@@ -6,6 +6,7 @@ path names the operation:
     POST /endpoints               GET /endpoints              GET|PATCH|PUT|DELETE /endpoints/{id}
     POST /endpoints/{id}/test     POST /endpoints/{id}/rotate-secret
     GET /deliveries               GET /endpoints/{id}/deliveries      POST /messages/{id}/replay
+    GET / (health: the store answers)
 
 The tenant is the caller's, from the identity headers the auth plugin forwards (``validate``
 insists on them; clients cannot send them): the platform (tenant) id, else the user id.
@@ -58,9 +59,11 @@ class AdminTransport:
         parts = urlsplit(url)
         path = [unquote(s) for s in parts.path.split("/") if s]
         query = dict(parse_qsl(parts.query))
-        tenant = tenant_of({k: v for k, v in headers})
         try:
-            status, answer = await self._dispatch(method, path, query, tenant, body)
+            if method == "GET" and not path:  # the health probe (`health: {path: /}`): the store answers
+                status, answer = 200, await self.admin.health()
+            else:
+                status, answer = await self._dispatch(method, path, query, tenant_of(dict(headers)), body)
         except (SQLAlchemyError, OSError, TimeoutError):
             raise GatewayError(503, "STORE_UNAVAILABLE", "The webhook store cannot be reached; try again.") from None
         return Reply(status, [("content-type", "application/json")], orjson.dumps(answer), from_upstream=True)
