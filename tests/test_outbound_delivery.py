@@ -133,3 +133,35 @@ def test_outbound_bad_config_is_located(tmp_path, upstream):
         raise AssertionError("the config loaded")
     assert "event type 'order.unknown' is not declared in events.d" in text
     assert "a webhooks-admin route needs the auth plugin" in text
+
+
+def test_outbound_in_process_calls_emit_too(tmp_path, upstream):
+    """A route invoked in-process (a webhook action's or a workflow step's call) emits as a client's call does."""
+    import asyncio
+
+    from gateway_engine import load_config
+    from gateway_engine.outbound.admin import Admin
+    from gateway_engine.outbound.service import OUTBOUND
+    from gateway_engine.runtime.invoke import invoke
+
+    receiver = Receiver()
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+
+    async def scenario(hook_url: str) -> int:
+        config = load_config(root, KEYS)
+        await config.startup()
+        try:
+            await Admin(config.state(OUTBOUND)).register("acme", {"url": hook_url, "events": ["order.*"]})
+            answer = await invoke(config, "orders.set-status", params={"id": "77"}, identity={"platform": "acme"})
+            for _ in range(400):
+                if receiver.received:
+                    break
+                await asyncio.sleep(0.05)
+            return answer.status
+        finally:
+            await config.shutdown()
+
+    with serve(receiver) as hook_url:
+        assert asyncio.run(scenario(hook_url)) == 200
+    event = _events(receiver)[0]
+    assert event["type"] == "order.status_changed" and event["data"] == {"id": "77", "status": "PUT"}

@@ -49,9 +49,8 @@ def copy_for_hooks(route: CompiledRoute, reply: Reply, limit: int) -> BodyCopy |
     return BodyCopy(reply, limit) if any(h.needs_body for h in route.after_answer) else None
 
 
-async def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, copy: BodyCopy | None) -> None:
+async def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
     """Every hook, each isolated: a failing hook is logged and never reaches the client or the others."""
-    body = copy.body() if copy is not None else None
     for hook in route.after_answer:
         try:
             await hook(ctx, reply, body)

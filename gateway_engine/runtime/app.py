@@ -172,7 +172,7 @@ class GatewayApp:
                             copy = copy_for_hooks(route, reply, config.limits["response_body"])
                             record(ctx, reply)
                             await write_reply(reply, send, ctx)
-                            await run_hooks(route, ctx, reply, copy)
+                            await run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
                             return
             record(ctx, reply)
             await write_reply(reply, send, ctx)
