@@ -47,6 +47,10 @@ def test_outbound_continuous_failure_disables_and_exhaustion_is_emitted(tmp_path
             )
             state = client.get(f"/webhooks/endpoints/{ep['id']}").json()
             assert state["enabled"] is False and "failing continuously" in state["disabledReason"]
+            exposed = httpx.get(base + "/metrics").text
+            assert 'gateway_outbound_attempts_total{outcome="failed"}' in exposed
+            assert "gateway_outbound_delivery_duration_seconds_bucket" in exposed
+            assert "gateway_outbound_backlog" in exposed
             exhausted = next(e for e in _events(watcher) if e["type"] == "message.attempt.exhausted")
             assert exhausted["data"]["endpointId"] == ep["id"] and exhausted["data"]["attempts"] == 3
             assert len(failing.received) == 3  # the whole schedule, then nothing more

@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -302,3 +303,30 @@ def test_outbound_oversized_events_are_not_emitted_and_old_rows_are_pruned(tmp_p
     assert big is None and small is not None
     assert metrics.EMITTED.labels("too_large")._value.get() == too_large + 1
     assert left == [small]  # not fanned out yet: pruning never drops a message the dispatcher has not seen
+
+
+def test_outbound_api_bad_requests_get_envelope_errors(tmp_path, upstream):
+    with serve(create_app(str(_config(tmp_path, upstream)), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
+        ep = client.post("/webhooks/endpoints", json={"url": "http://127.0.0.1:9/", "events": ["order.*"]}).json()
+        cases = [
+            (client.post("/webhooks/endpoints", json=[1, 2]), 400, "INVALID_BODY"),
+            (client.patch(f"/webhooks/endpoints/{ep['id']}", json={"secret": "x"}), 422, "VALIDATION_ERROR"),
+            (client.patch(f"/webhooks/endpoints/{ep['id']}", json={"enabled": "yes"}), 422, "VALIDATION_ERROR"),
+            (client.get("/webhooks/deliveries", params={"cursor": "abc"}), 422, "VALIDATION_ERROR"),
+            (client.get("/webhooks/deliveries", params={"endpoint": "ep_nope"}), 404, "ENDPOINT_NOT_FOUND"),
+            (client.post("/webhooks/messages/msg_nope/replay"), 404, "MESSAGE_NOT_FOUND"),
+            (
+                client.post(f"/webhooks/endpoints/{ep['id']}/rotate-secret", json={"secret": "whsec_x"}),
+                422,
+                "VALIDATION_ERROR",
+            ),
+            (client.post("/webhooks/endpoints", content=b"[" * 5000), 400, None),
+        ]
+        for answer, status, code in cases:
+            assert answer.status_code == status, answer.text
+            assert answer.json()["error"]["code"] == code or code is None
+        anonymous = httpx.get(base + "/webhooks/endpoints")
+        assert anonymous.status_code == 401  # the subscriptions API needs a tenant's credential
+        disabled = client.patch(f"/webhooks/endpoints/{ep['id']}", json={"enabled": False})
+        assert client.post(f"/webhooks/endpoints/{ep['id']}/test").json()["error"]["code"] == "ENDPOINT_DISABLED"
+        assert disabled.json()["enabled"] is False
