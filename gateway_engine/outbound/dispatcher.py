@@ -27,6 +27,7 @@ from .signing import signed_headers
 from .tables import endpoints
 
 log = logging.getLogger("gateway_engine.outbound")
+QUIET = frozenset({"message.attempt.exhausted", "endpoint.disabled"})  # their exhaustion emits nothing (no chains)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
 PRUNE_EVERY = 300.0  # seconds between deletions of rows past the retention period
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
@@ -160,7 +161,7 @@ class Dispatcher:
                         .where(endpoints.c.id == endpoint.id, endpoints.c.enabled.is_(True))
                         .values(enabled=False, disabled_reason=disable[:200], updated_at=now)
                     )
-        if status == "exhausted" and retry:
+        if status == "exhausted" and retry and item.event_type not in QUIET:
             await self._operational(item, "message.attempt.exhausted", {"attempts": item.made + 1})
         if disable is not None:
             await self._operational(item, "endpoint.disabled", {"reason": disable})
