@@ -118,3 +118,26 @@ def test_two_instances_on_one_postgresql_send_each_attempt_once(tmp_path, upstre
                 time.sleep(1.5)  # a duplicate, if any, would have arrived by now
     ids = [r["headers"]["webhook-id"] for r in receiver.received]
     assert len(ids) == 30 and len(set(ids)) == 30
+
+
+def test_outbound_worker_delivers_for_gateways_that_do_not_dispatch(tmp_path, upstream):
+    receiver = Receiver()
+    with serve(receiver) as hook_url:
+        root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, extra="  dispatch: false\n"), upstream)
+        with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
+            client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.*"]})
+            assert client.put("/orders/8/status").status_code == 200
+            time.sleep(0.5)
+            assert receiver.received == []  # nobody dispatches yet
+            worker = subprocess.Popen(
+                [sys.executable, "-m", "gateway_engine", "outbound-worker", "--config", str(root)],
+                env={**os.environ, **KEYS},
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+            )
+            try:
+                wait_for(lambda: receiver.received, timeout=60)
+            finally:
+                worker.send_signal(signal.SIGTERM)
+                assert worker.wait(30) == 0
+    assert b"outbound dispatcher running" in worker.stdout.read()
