@@ -209,7 +209,7 @@ class Admin:
             attempt = (await conn.execute(sa.select(attempts).where(attempts.c.delivery_id == delivery_id))).first()
         return attempt_json(attempt)
 
-    async def attempts(self, tenant: str, query: dict[str, str], endpoint_id: str | None = None) -> dict[str, Any]:
+    async def delivery_log(self, tenant: str, query: dict[str, str], endpoint_id: str | None = None) -> dict[str, Any]:
         limit = v.checked_limit(query)
         stmt = sa.select(attempts).where(attempts.c.tenant == tenant)
         endpoint_id = endpoint_id or query.get("endpoint")

@@ -89,9 +89,9 @@ class AdminTransport:
         elif len(path) == 3 and path[0] == "endpoints" and method == "POST" and path[2] == "rotate-secret":
             return 200, await admin.rotate(tenant, path[1], await _json_body(body))
         elif len(path) == 3 and path[0] == "endpoints" and method == "GET" and path[2] == "deliveries":
-            return 200, await admin.attempts(tenant, query, path[1])
+            return 200, await admin.delivery_log(tenant, query, path[1])
         elif path == ["deliveries"] and method == "GET":
-            return 200, await admin.attempts(tenant, query)
+            return 200, await admin.delivery_log(tenant, query)
         elif len(path) == 3 and path[0] == "messages" and path[2] == "replay" and method == "POST":
             return 202, await admin.replay(tenant, path[1], await _json_body(body))
         raise GatewayError(404, "ROUTE_NOT_FOUND", f"The webhooks admin has no {method} /{'/'.join(path)}.")
