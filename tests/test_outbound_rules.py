@@ -227,6 +227,8 @@ def test_outbound_test_rotate_update_replay_and_delete(tmp_path, upstream):
             assert client.post(f"/webhooks/messages/{message}/replay").json()["deliveries"] == 1
             wait_for(lambda: len(receiver.received) == 4)
             assert receiver.received[-1]["headers"]["webhook-id"] == message
+            # each attempt is logged just after its receiver answered
+            wait_for(lambda: len(client.get("/webhooks/deliveries").json()["items"]) == 4)
             page = client.get("/webhooks/deliveries", params={"limit": "2"}).json()
             assert len(page["items"]) == 2 and page["nextCursor"]
             rest = client.get("/webhooks/deliveries", params={"limit": "100", "cursor": page["nextCursor"]}).json()
