@@ -169,3 +169,23 @@ def test_outbound_in_process_calls_emit_too(tmp_path, upstream):
         assert asyncio.run(scenario(hook_url)) == 200
     event = _events(receiver)[0]
     assert event["type"] == "order.status_changed" and event["data"] == {"id": "77", "status": "PUT"}
+
+
+def test_outbound_survives_a_config_reload(tmp_path, upstream):
+    receiver = Receiver()
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    with serve(receiver) as hook_url:
+        with serve(create_app(str(root), KEYS, watch=True)) as base, api(base, KEYS["ACME_KEY"]) as client:
+            ep = client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.*"]}).json()
+            version = client.get("/health").json()["version"]
+            events = root / "events.d" / "orders.yaml"
+            events.write_text(events.read_text() + "  - {name: order.shipped, description: Shipped., schema: {}}\n")
+            wait_for(lambda: client.get("/health").json()["version"] != version)
+            assert client.get(f"/webhooks/endpoints/{ep['id']}").status_code == 200  # the new config's API
+            assert (
+                client.patch(f"/webhooks/endpoints/{ep['id']}", json={"events": ["order.shipped"]}).status_code == 200
+            )
+            assert client.patch(f"/webhooks/endpoints/{ep['id']}", json={"events": ["order.*"]}).status_code == 200
+            assert client.put("/orders/4/status").status_code == 200
+            wait_for(lambda: receiver.received)
+    assert _events(receiver)[0]["data"] == {"id": "4", "status": "PUT"}
