@@ -332,3 +332,17 @@ def test_outbound_api_bad_requests_get_envelope_errors(tmp_path, upstream):
         disabled = client.patch(f"/webhooks/endpoints/{ep['id']}", json={"enabled": False})
         assert client.post(f"/webhooks/endpoints/{ep['id']}/test").json()["error"]["code"] == "ENDPOINT_DISABLED"
         assert disabled.json()["enabled"] is False
+
+
+def test_outbound_store_down_at_start_leaves_the_gateway_serving(tmp_path, upstream):
+    from tests.servers import free_port
+
+    down = f"postgresql://gw@127.0.0.1:{free_port()}/nothing"  # nothing listens there
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(down), upstream)
+    failed = metrics.EMITTED.labels("failed")._value.get()
+    with serve(create_app(str(root), KEYS), timeout=60) as base, api(base, KEYS["ACME_KEY"]) as client:
+        answer = client.put("/orders/3/status")
+        assert answer.status_code == 200 and answer.json()["method"] == "PUT"
+        wait_for(lambda: metrics.EMITTED.labels("failed")._value.get() > failed)
+        listed = client.get("/webhooks/endpoints")
+        assert listed.status_code == 503 and listed.json()["error"]["code"] == "STORE_UNAVAILABLE"

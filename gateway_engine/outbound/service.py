@@ -34,7 +34,9 @@ class Outbound:
         self.catalog = catalog
         self.settings = settings
         self.gateway = gateway
-        self._store: Store | None = None
+        self._store: Store | None = None  # once acquired and migrated
+        self._handle: Store | None = None  # acquired (released on stop)
+        self._opener: asyncio.Task | None = None  # retries opening a store that was down at start
         self._opening = asyncio.Lock()
         self.dispatcher: Dispatcher | None = None
         self._standby: Dispatcher | None = None  # sends test deliveries where no dispatcher runs
@@ -42,23 +44,46 @@ class Outbound:
         self._pending: set[asyncio.Task] = set()
 
     async def store(self) -> Store:
-        """The store, acquired (and migrated) on first use."""
+        """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
         if self._store is None:
             async with self._opening:
                 if self._store is None:
-                    store = acquire_store(store_settings(self.gateway.settings, self.gateway.config_dir))
-                    await ensure_migrated(store)
-                    self._store = store
+                    if self._handle is None:
+                        self._handle = acquire_store(store_settings(self.gateway.settings, self.gateway.config_dir))
+                    await ensure_migrated(self._handle)
+                    self._store = self._handle
         return self._store
 
     async def start(self) -> None:
-        store = await self.store()
+        """Subscribe to the seam and start the dispatcher; a store that is down delays only the dispatcher."""
         _active.append(self)
         for name in self.catalog.types:
             self._unsubscribe.append(events.subscribe(name, self._from_seam))
+        try:
+            store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+        except Exception as exc:  # the gateway serves its routes all the same; emits are counted as failed
+            log.error("outbound webhooks: the store cannot be opened (%s); retrying", type(exc).__name__)
+            self._opener = asyncio.get_running_loop().create_task(self._open_later())
+            return
+        self._dispatch(store)
+
+    def _dispatch(self, store: Store) -> None:
         if self.settings.dispatch:
             self.dispatcher = Dispatcher(store.engine, self.settings, self.emit)
             self.dispatcher.start()
+
+    async def _open_later(self) -> None:
+        delay = 1.0
+        while True:
+            await asyncio.sleep(delay)
+            try:
+                store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+            except Exception:
+                delay = min(30.0, delay * 2)
+                continue
+            log.warning("outbound webhooks: the store is open; delivering")
+            self._dispatch(store)
+            return
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -74,8 +99,12 @@ class Outbound:
         if self._standby is not None:
             await self._standby.stop()
             self._standby = None
-        if self._store is not None:
-            store, self._store = self._store, None
+        if self._opener is not None:
+            self._opener.cancel()
+            await asyncio.gather(self._opener, return_exceptions=True)
+            self._opener = None
+        if self._handle is not None:
+            store, self._handle, self._store = self._handle, None, None
             await release_store(store)
 
     def standby(self, engine: Any) -> Dispatcher:
