@@ -346,3 +346,12 @@ def test_outbound_store_down_at_start_leaves_the_gateway_serving(tmp_path, upstr
         wait_for(lambda: metrics.EMITTED.labels("failed")._value.get() > failed)
         listed = client.get("/webhooks/endpoints")
         assert listed.status_code == 503 and listed.json()["error"]["code"] == "STORE_UNAVAILABLE"
+
+
+def test_outbound_refusals_never_tell_the_resolved_address(tmp_path, upstream):
+    root = write_outbound_config(
+        tmp_path / "cfg", gateway_yaml(None).replace("  allow_cidrs: [127.0.0.1/32]\n", ""), upstream
+    )
+    with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
+        refused = client.post("/webhooks/endpoints", json={"url": "http://localhost:9/", "events": ["order.*"]})
+    assert refused.status_code == 422 and "loopback" in refused.text and "127.0.0.1" not in refused.text

@@ -25,7 +25,7 @@ NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix: the la
 
 
 class Refused(OSError):
-    """A destination the rules forbid; the message says which address and why (no secret in it)."""
+    """A destination the rules forbid; the message says why, never which address (tenants read it)."""
 
 
 def forbidden(address: Address) -> str | None:
@@ -55,8 +55,8 @@ def check(address: Address, allow: Sequence[Network]) -> None:
     if any(address.version == net.version and address in net for net in allow):
         return
     why = forbidden(address)
-    if why is not None:
-        raise Refused(f"the address {address} is {why}")
+    if why is not None:  # the address itself is not told: a tenant could map internal names with it
+        raise Refused(f"an address of the host is {why}")
 
 
 def literal(host: str) -> Address | None:

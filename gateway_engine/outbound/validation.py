@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,6 +35,7 @@ RESERVED = frozenset(
         "expect",
     }
 )
+RESOLVE_TIMEOUT = 5.0  # seconds a registration waits for the host's addresses
 MAX_HEADERS = 20
 MAX_PATTERNS = 100
 
@@ -57,7 +59,9 @@ async def checked_url(value: Any, settings: DeliverySettings) -> str:
     if port == 0:
         raise invalid("url has no valid port", "url")
     try:
-        await check_host(parts.hostname, settings.allow)
+        await asyncio.wait_for(check_host(parts.hostname, settings.allow), RESOLVE_TIMEOUT)
+    except TimeoutError:
+        raise GatewayError(422, "URL_NOT_ALLOWED", "The URL's host does not resolve in time.") from None
     except Refused as exc:
         raise GatewayError(422, "URL_NOT_ALLOWED", f"The gateway does not deliver there: {exc}.") from None
     return value
