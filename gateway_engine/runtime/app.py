@@ -168,11 +168,13 @@ class GatewayApp:
                         ctx = RequestContext(scope, receive, route, {}, client_ip)
                         ctx.state["_raw_params"] = own_names(route, raw_params)
                         reply = await run_pipeline(ctx, route, config)
-                        if route.after_answer:  # features act on the answer once it is written
+                        if route.after_answer:  # features act on the answer once it is written (or the client left)
                             copy = copy_for_hooks(route, reply, config.limits["response_body"])
                             record(ctx, reply)
-                            await write_reply(reply, send, ctx)
-                            await run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
+                            try:
+                                await write_reply(reply, send, ctx)
+                            finally:
+                                await run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
                             return
             record(ctx, reply)
             await write_reply(reply, send, ctx)
