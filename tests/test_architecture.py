@@ -13,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from gateway_engine import ConfigError, GatewayError, Plugin, Reply, create_app, load_config
+from gateway_engine import ConfigError, ConfigErrors, GatewayError, Plugin, Reply, create_app, load_config
 from gateway_engine.cli.main import run
 from gateway_engine.compiled import features as feature_seam
 from gateway_engine.compiled.features import Feature, FeatureInput, installed_features
@@ -124,7 +124,15 @@ def test_architecture_webhooks_switched_off_leaves_the_gateway_serving(tmp_path,
     assert "webhooks" not in {f.name for f in installed_features()}
 
     config = load_config(root, {})
-    assert set(config.contributions) == {"endpoints", "workflows", "keys", "aggregation", "realtime", "kafka"}
+    assert set(config.contributions) == {
+        "endpoints",
+        "workflows",
+        "keys",
+        "aggregation",
+        "realtime",
+        "kafka",
+        "outbound",
+    }
     with serve(create_app(str(root), {})) as url:
         answer = httpx.get(url + "/api/echo/one")
         assert answer.status_code == 200 and answer.json()["success"] is True
@@ -148,7 +156,7 @@ def test_architecture_every_feature_off_still_serves_routes(tmp_path, monkeypatc
         pass  # a sanity start with every feature
     config = load_config(root, {}, features=())
     assert config.contributions == {} and config.endpoints == {}
-    for name in ("endpoints", "webhooks", "workflows", "aggregation", "realtime", "kafka"):
+    for name in ("endpoints", "webhooks", "workflows", "aggregation", "realtime", "kafka", "outbound"):
         _without(name, monkeypatch)
     with serve(create_app(str(root), {})) as url:
         assert httpx.get(url + "/echo/one").status_code == 200
@@ -173,6 +181,21 @@ def test_architecture_aggregation_switched_off_refuses_its_routes(tmp_path, monk
     (root / "routes.d" / "page.yaml").unlink()
     with serve(create_app(str(root), {})) as url:
         assert httpx.get(url + "/echo/one").status_code == 200
+
+
+def test_architecture_outbound_switched_off_makes_route_emit_a_config_error(tmp_path, monkeypatch, upstream):
+    route = (
+        f"backend: echo\nprefix: /echo\nupstream: {{url: '{upstream}'}}\n"
+        "routes:\n  - {name: one, method: GET, path: /one, emit: {event: thing.happened}}\n"
+    )
+    root = write_config(tmp_path / "cfg", "version: 1\nplugins: []\n", {"echo": route})
+    _without("outbound", monkeypatch)
+    try:
+        load_config(root, {})
+    except ConfigErrors as exc:
+        assert "`emit` needs the outbound feature, which is not installed" in str(exc)
+    else:
+        raise AssertionError("a route with emit: loaded without the outbound feature")
 
 
 class _Greeting(Plugin):

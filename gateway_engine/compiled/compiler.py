@@ -181,6 +181,9 @@ class _Compiler(RouteCompiler):
             if self.owned.get(feature.name):  # its routes get its handlers: the features after it see them
                 routes = self._with_handlers(routes, feature.name, contributions[feature.name])
                 core = dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
+        core = self._with_hooks(core, contributions)
+        if not self.errors:
+            self._unanswered(core.routes)
         if self.errors:
             unique = list({str(e): e for e in self.errors}.values())  # a bad default plugin fails every route alike
             scrub_secrets(unique, self._referenced_env())
@@ -193,6 +196,22 @@ class _Compiler(RouteCompiler):
             asgi={path: e for c in contributions.values() for path, e in c.asgi.items()},
             plugins=tuple(self.instances.values()),  # with the chains features built
         )
+
+    def _with_hooks(self, core: CompiledConfig, contributions: dict[str, Contribution]) -> CompiledConfig:
+        """The routes with the after-answer hooks features contributed for them."""
+        hooks: dict[str, list] = {}
+        for contribution in contributions.values():
+            for name, found in contribution.after_answer.items():
+                hooks.setdefault(name, []).extend(found)
+        if not hooks:
+            return core
+        routes = [
+            dataclasses.replace(r, after_answer=r.after_answer + tuple(hooks[r.qualified_name]))
+            if r.qualified_name in hooks
+            else r
+            for r in core.routes
+        ]
+        return dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
 
     def _transport(
         self, spec: dict[str, Any], resolved: dict[str, Any], url: str, timeouts: Timeouts, doc: Document

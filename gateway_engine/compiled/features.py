@@ -67,7 +67,8 @@ class Feature:
     transports: ClassVar[Mapping[str, TransportFactory]] = {}
     plugins: ClassVar[Mapping[str, type[Plugin]]] = {}
     # route keys it owns: a route holding one keeps them as written in ``route.extensions`` and reaches the
-    # feature in ``FeatureInput.owned``; a handler it gives the route answers in place of the upstream call
+    # feature in ``FeatureInput.owned``; the feature may answer it with a handler (``Contribution.handlers``,
+    # in place of the upstream call) and may add hooks that run once its answer was written (``.after_answer``)
     route_keys: ClassVar[frozenset[str]] = frozenset()
 
     def compile(self, given: FeatureInput) -> Contribution:

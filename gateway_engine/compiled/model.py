@@ -68,6 +68,20 @@ class RouteHandler(Protocol):
         ...
 
 
+class AfterAnswer(Protocol):
+    """What a feature runs once a route's answer has been written to the client (off the client's path).
+
+    A feature claims route keys (``Feature.route_keys``); the core keeps their values as written in
+    ``CompiledRoute.extensions``, the feature compiles them into hooks (``Contribution.after_answer``),
+    and the app awaits them after the last byte of the answer went out. ``body`` is the answer's body
+    when ``needs_body`` (at most ``limits.response_body`` bytes; None when larger). A hook never raises.
+    """
+
+    needs_body: bool
+
+    async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None: ...
+
+
 @dataclass
 class Contribution:
     """What one feature adds to one compiled config."""
@@ -80,6 +94,8 @@ class Contribution:
     shutdown: list[Task] = field(default_factory=list)
     state: Any = None  # the feature's own compiled model, read back through a StateKey
     handlers: dict[str, RouteHandler] = field(default_factory=dict)  # qualified route name -> handler of an owned route
+    after_answer: dict[str, list[AfterAnswer]] = field(default_factory=dict)  # qualified route name -> hooks
+    openapi_webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI 3.1 `webhooks` items
 
 
 class StateKey(Generic[T]):
@@ -158,6 +174,7 @@ class CompiledRoute:
     owned_query: frozenset[str] = frozenset()  # query names the gateway sets (`set`, query auth): no client copy passes
     # the route's keys that a feature owns (``Feature.route_keys``), as written, for that feature to read
     extensions: Mapping[str, Any] = field(default_factory=dict, compare=False)
+    after_answer: tuple[AfterAnswer, ...] = ()  # features' hooks run once the answer was written
     handler: RouteHandler | None = None  # a feature answers this route instead of the single upstream call
 
     @property

@@ -66,7 +66,7 @@ class RouteCompiler(PluginChains):
         interp: Interpolation,
     ) -> CompiledRoute | None:
         errors_before = len(self.errors)
-        owner = next((self.route_owners[k] for k in spec if k in self.route_owners), None)
+        owners = sorted({self.route_owners[k] for k in spec if k in self.route_owners})
         orphan = next((k for k in spec if k in feature_route_keys() and k not in self.route_owners), None)
         if orphan is not None:  # never a silent single upstream call in its place
             feature = feature_route_keys()[orphan]
@@ -74,7 +74,7 @@ class RouteCompiler(PluginChains):
                 doc.error(path + (orphan,), f"`{orphan}` needs the {feature} feature, which is not installed")
             )
             return None
-        if owner is None and "upstream" not in doc.data:
+        if not owners and "upstream" not in doc.data:
             self.errors.append(
                 doc.error(path, "this route calls the backend's upstream, but the file declares no `upstream`")
             )
@@ -176,14 +176,14 @@ class RouteCompiler(PluginChains):
             owned_query=owned_query(spec.get("request", {}).get("query"), upstream),
             extensions={k: spec[k] for k in self.route_keys if k in spec},
         )
-        if owner is not None:  # its feature gives it a handler once every backend is compiled
+        for owner in owners:  # each owning feature sees it once every backend is compiled (and may answer it)
             self.owned.setdefault(owner, []).append(OwnedRoute(route, doc, path, spec))
         return route
 
     def _with_handlers(
         self, routes: list[CompiledRoute], owner: str, contribution: Contribution
     ) -> list[CompiledRoute]:
-        """The routes, each one ``owner`` owns carrying the handler it contributed (one without is reported)."""
+        """The routes, each one ``owner`` owns carrying the handler it contributed, if it did."""
         owned = {o.route.qualified_name for o in self.owned[owner]}
         out = []
         for route in routes:
@@ -191,20 +191,8 @@ class RouteCompiler(PluginChains):
                 out.append(route)
                 continue
             handler = contribution.handlers.get(route.qualified_name)
-            if handler is None and (route.upstream is not None or route.missing_env):
-                out.append(route)  # the feature only reads its keys; the upstream call stays (a transport's route)
-                continue
-            if handler is None:
-                if self.errors:  # the feature said why
-                    continue
-                self.errors.append(
-                    ConfigError(
-                        f"route {route.qualified_name}: feature {owner} gave it no handler",
-                        file=route.source_file,
-                        line=route.source_line,
-                        col=3,
-                    )
-                )
+            if handler is None:  # the feature only reads its keys (or said why not): the route stays as it is
+                out.append(route)
                 continue
             out.append(
                 dataclasses.replace(
@@ -212,6 +200,19 @@ class RouteCompiler(PluginChains):
                 )
             )
         return out
+
+    def _unanswered(self, routes: tuple[CompiledRoute, ...]) -> None:
+        """A route of a file without ``upstream`` that no feature answered is an error, never a silent 503."""
+        for route in routes:
+            if route.upstream is None and not route.missing_env and route.handler is None:
+                self.errors.append(
+                    ConfigError(
+                        f"route {route.qualified_name}: no upstream, and no feature answers it",
+                        file=route.source_file,
+                        line=route.source_line,
+                        col=3,
+                    )
+                )
 
     def _router(self, routes: list[CompiledRoute]) -> Router[CompiledRoute]:
         seen: dict[tuple[str, tuple], CompiledRoute] = {}

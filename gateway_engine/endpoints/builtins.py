@@ -68,9 +68,15 @@ class Endpoint:
 class Builtins:
     """The built-in endpoints of one config."""
 
-    def __init__(self, config: CompiledConfig, fragments: Iterable[Mapping[str, dict[str, Any]]] = ()) -> None:
+    def __init__(
+        self,
+        config: CompiledConfig,
+        fragments: Iterable[Mapping[str, dict[str, Any]]] = (),
+        webhooks: Iterable[Mapping[str, dict[str, Any]]] = (),
+    ) -> None:
         self.config = config
         self.fragments: tuple[Mapping[str, dict[str, Any]], ...] = tuple(fragments)  # other features' path items
+        self.webhooks = tuple(webhooks)  # OpenAPI `webhooks` items (events the gateway sends) they contribute
         base = config.base_path
         health = settings_section(config, "health")
         self.health = HealthChecker(
@@ -126,7 +132,9 @@ class Builtins:
 
     def openapi(self) -> dict[str, Any]:
         if self._openapi is None:
-            self._openapi = build_openapi(self.config, title=self.title, fragments=self.fragments)
+            self._openapi = build_openapi(
+                self.config, title=self.title, fragments=self.fragments, webhooks=self.webhooks
+            )
         return self._openapi
 
     async def _openapi_json(self, ctx: RequestContext) -> Reply:

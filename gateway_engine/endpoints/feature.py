@@ -29,7 +29,8 @@ class EndpointsFeature(Feature):
             )
         if given.errors:  # the config will not load: build nothing from a partial one
             return Contribution()
-        builtins = Builtins(given.core, [c.openapi_paths for c in given.earlier.values()])
+        earlier = given.earlier.values()
+        builtins = Builtins(given.core, [c.openapi_paths for c in earlier], [c.openapi_webhooks for c in earlier])
         return Contribution(endpoints=dict(builtins.table), state=builtins)
 
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

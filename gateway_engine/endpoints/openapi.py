@@ -97,10 +97,15 @@ def _json(ref: str) -> dict[str, Any]:
 
 
 def build_openapi(
-    config: CompiledConfig, *, title: str = "gateway-engine", fragments: Iterable[Mapping[str, dict[str, Any]]] = ()
+    config: CompiledConfig,
+    *,
+    title: str = "gateway-engine",
+    fragments: Iterable[Mapping[str, dict[str, Any]]] = (),
+    webhooks: Iterable[Mapping[str, dict[str, Any]]] = (),
 ) -> dict[str, Any]:
     """The OpenAPI 3.1 document of the routes, the gateway's own endpoints and the path items features
-    contribute (``fragments``; they may reference ``SuccessEnvelope`` and ``ErrorEnvelope``)."""
+    contribute (``fragments``; they may reference ``SuccessEnvelope`` and ``ErrorEnvelope``), with the
+    requests the gateway itself sends (``webhooks``: OpenAPI 3.1's top-level section) when there are any."""
     schemas: dict[str, Any] = dict(SCHEMAS)
     schemes: dict[str, Any] = {}
     paths: dict[str, dict[str, Any]] = {}
@@ -114,7 +119,8 @@ def build_openapi(
     for fragment in fragments:
         for path, item in fragment.items():
             paths.setdefault(path, {}).update(item)
-    return {
+    sent = {name: item for section in webhooks for name, item in section.items()}
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": title,
@@ -125,6 +131,9 @@ def build_openapi(
         "paths": paths,
         "components": {"schemas": schemas, "securitySchemes": schemes},
     }
+    if sent:
+        document["webhooks"] = dict(sorted(sent.items()))
+    return document
 
 
 def _shape(route: CompiledRoute) -> tuple:

@@ -17,6 +17,7 @@ from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
 from gateway_engine.foundation.reply import Reply
+from gateway_engine.runtime.after_answer import copy_for_hooks, run_hooks
 from gateway_engine.runtime.client_address import client_ip as _client_ip
 from gateway_engine.runtime.config_log import log_started
 from gateway_engine.runtime.proxy import decoded_params, forward
@@ -179,6 +180,14 @@ class GatewayApp:
                         ctx = RequestContext(scope, receive, route, {}, client_ip)
                         ctx.state["_raw_params"] = own_names(route, raw_params)
                         reply = await run_pipeline(ctx, route, config)
+                        if route.after_answer:  # features act on the answer once it is written (or the client left)
+                            copy = copy_for_hooks(route, reply, config.limits["response_body"])
+                            record(ctx, reply)
+                            try:
+                                await write_reply(reply, send, ctx)
+                            finally:
+                                await run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
+                            return
             record(ctx, reply)
             await write_reply(reply, send, ctx)
         except Exception:  # last line of defence: no traceback ever reaches a client

@@ -14,6 +14,7 @@ from gateway_engine.compiled.compiler import chain_tables
 from gateway_engine.compiled.model import CompiledConfig, CompiledRoute
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.errors import GatewayError
+from gateway_engine.runtime.after_answer import run_hooks
 from gateway_engine.runtime.app import run_pipeline
 
 
@@ -114,6 +115,8 @@ async def invoke(
         )
     reply = await run_pipeline(ctx, route, config)
     raw = await reply.read(config.limits["response_body"])
+    if route.after_answer:  # an in-process call emits what a client's would (a workflow step's, say)
+        await run_hooks(route, ctx, reply, raw)
     try:
         parsed: Any = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

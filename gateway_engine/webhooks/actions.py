@@ -229,6 +229,30 @@ class PublishAction(Action):
         return {"action": "publish", "status": "published" if receivers else "no-subscriber"}
 
 
+class EmitAction(Action):
+    """Emit an outbound event: hand it to the in-process event seam under its type, for the tenant it names.
+
+    Whatever subscribes to the type there (the outbound webhooks outbox, realtime channels) takes it;
+    this feature knows none of them."""
+
+    kind = "emit"
+
+    def __init__(self, when: Render | None, *, event: str, data: Render, tenant: Render) -> None:
+        super().__init__(when)
+        self.event, self.data, self.tenant = event, data, tenant
+
+    async def run(self, config: Any, variables: Mapping[str, Any]) -> dict[str, Any]:
+        tenant = self.tenant(dict(variables))
+        if tenant in (None, ""):
+            raise ActionFailed(f"emit {self.event}: the tenant rendered empty")
+        key = f"{variables['source']}:{variables['event']['id']}"
+        message = events.Message(self.event, self.data(dict(variables)), key=key, headers={"tenant": str(tenant)})
+        if not events.publish(message):
+            log.warning("webhook %s: nothing receives event type %s", variables["source"], self.event)
+            return {"action": "emit", "event": self.event, "status": "no-subscriber"}
+        return {"action": "emit", "event": self.event, "status": "emitted"}
+
+
 def _safe(url: str) -> str:
     """A URL for messages: no credentials, no query."""
     scheme, _, rest = url.partition("://")

@@ -22,6 +22,7 @@ from gateway_engine.upstreams.auth import build_upstream_auth
 from .actions import (
     TEMPLATE_NAMES,
     Action,
+    EmitAction,
     ForwardAction,
     LogAction,
     PublishAction,
@@ -229,6 +230,8 @@ class _SourceCompiler:
             return self._forward(doc, path + ("forward",), interp.tree(spec["forward"]), spec["forward"], when, interp)
         if "publish" in spec:
             return self._publish(doc, path + ("publish",), spec["publish"], when)
+        if "emit" in spec:
+            return self._emit(doc, path + ("emit",), spec["emit"], when)
         fields = self._template(doc, path + ("log", "fields"), spec["log"].get("fields", {}), TEMPLATE_NAMES)
         if fields is None:  # its template did not compile (an error says so); the schema makes fields an object
             return None
@@ -314,6 +317,13 @@ class _SourceCompiler:
         if value is None or attributes is None or ("key" in spec and key is None):
             return None
         return PublishAction(when, topic=spec["topic"], key=key, value=value, attributes=attributes)
+
+    def _emit(self, doc: Document, path: tuple, spec: dict[str, Any], when: Render | None) -> Action | None:
+        data = self._template(doc, path + ("data",), spec.get("data", "{{ body }}"), TEMPLATE_NAMES)
+        tenant = self._template(doc, path + ("tenant",), spec["tenant"], TEMPLATE_NAMES)
+        if data is None or tenant is None:
+            return None
+        return EmitAction(when, event=spec["event"], data=data, tenant=tenant)
 
     def _template(self, doc: Document, path: tuple, value: Any, names: Iterable[str]) -> Render | None:
         if value is None:

@@ -1,0 +1,1 @@
+"""Outbound webhooks: events declared in ``events.d``, tenant subscriptions, signed durable delivery."""

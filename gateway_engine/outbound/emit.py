@@ -1,0 +1,144 @@
+"""``emit:`` on a route: once the answer is written, the events its conditions pick go to the outbox.
+
+    emit:
+      - event: order.status_changed
+        when: "{{ response.status == 200 }}"          # default: any 2xx answer
+        data: {id: "{{ request.params.id }}", status: "{{ response.body.status }}"}
+        tenant: "{{ identity.platform }}"              # default: the caller's tenant
+
+Templates see ``request`` (method, path, params, query, headers, body when the route read it),
+``response`` (status, headers, body as JSON when it is) and ``identity``. Nothing here can delay
+or fail the client's answer: the hook runs after it was written and only logs and counts.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from gateway_engine.compiled.model import CompiledRoute
+from gateway_engine.config.templates import Render, TemplateError, compile_value
+from gateway_engine.foundation.context import RequestContext
+from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.foundation.reply import Reply
+
+from . import metrics
+from .catalog import Catalog
+from .service import Outbound
+
+log = logging.getLogger("gateway_engine.outbound")
+NAMES = ("request", "response", "identity")
+
+
+@dataclass(frozen=True)
+class Emission:
+    event: str
+    when: Render | None
+    data: Render
+    tenant: Render | None
+
+
+def default_tenant(identity: dict[str, Any] | None) -> str | None:
+    """The caller's tenant: the platform (tenant) of an API key, else ``user:<id>`` of a user."""
+    if not identity:
+        return None
+    if identity.get("platform"):
+        return str(identity["platform"])
+    return f"user:{identity['user_id']}" if identity.get("user_id") else None
+
+
+class EmitHook:
+    """The after-answer hook of one route."""
+
+    needs_body = True
+
+    def __init__(self, service: Outbound, emissions: list[Emission]) -> None:
+        self.service = service
+        self.emissions = emissions
+
+    async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
+        try:
+            variables = _variables(ctx, reply, body)
+        except Exception:
+            metrics.EMITTED.labels("failed").inc()
+            log.exception("emit: the answer of %s could not be read", ctx.path)
+            return
+        for emission in self.emissions:
+            try:
+                picked = emission.when(variables) if emission.when is not None else 200 <= reply.status < 300
+                if not picked:
+                    continue
+                tenant = emission.tenant(variables) if emission.tenant is not None else default_tenant(ctx.identity)
+                if not tenant:
+                    metrics.EMITTED.labels("no_tenant").inc()
+                    log.error("event %s not emitted: the request has no tenant", emission.event)
+                    continue
+                await self.service.emit(str(tenant), emission.event, emission.data(variables))
+            except Exception:  # a template that fails on this answer: logged, the answer is already out
+                metrics.EMITTED.labels("failed").inc()
+                log.exception("event %s could not be emitted", emission.event)
+
+
+def _variables(ctx: RequestContext, reply: Reply, body: bytes | None) -> dict[str, Any]:
+    parsed: Any = None
+    if body and reply.is_json:
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            parsed = None
+    request_body = ctx.body_json
+    if request_body is None and ctx.body:
+        try:
+            request_body = orjson.loads(ctx.body)
+        except orjson.JSONDecodeError:
+            request_body = None
+    return {
+        "request": {
+            "method": ctx.method,
+            "path": ctx.path,
+            "params": dict(ctx.params),
+            "query": dict(ctx.query),
+            "headers": {k: v for k, v in ctx.headers.items() if ctx.route is None or k not in ctx.route.strip_headers},
+            "body": request_body,
+        },
+        "response": {"status": reply.status, "headers": dict(reply.headers), "body": parsed},
+        "identity": ctx.identity or {},
+    }
+
+
+def compile_emits(
+    routes: tuple[CompiledRoute, ...], catalog: Catalog, service: Outbound, errors: list[ConfigError]
+) -> dict[str, list[Any]]:
+    """The hooks of every route with ``emit:``, by qualified route name."""
+    hooks: dict[str, list[Any]] = {}
+    for route in routes:
+        spec = route.extensions.get("emit")
+        if spec is None:
+            continue
+        emissions = []
+        for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
+            where = f"routes[{route.name}].emit[{i}]"
+            if catalog.get(item["event"]) is None:
+                errors.append(_error(route, where, f"event type {item['event']!r} is not declared in events.d"))
+                continue
+            try:
+                emissions.append(
+                    Emission(
+                        item["event"],
+                        compile_value(item["when"], NAMES) if "when" in item else None,
+                        compile_value(item.get("data", "{{ response.body }}"), NAMES),
+                        compile_value(item["tenant"], NAMES) if "tenant" in item else None,
+                    )
+                )
+            except TemplateError as exc:
+                errors.append(_error(route, where, str(exc)))
+        if emissions:
+            hooks[route.qualified_name] = [EmitHook(service, emissions)]
+    return hooks
+
+
+def _error(route: CompiledRoute, where: str, message: str) -> ConfigError:
+    return ConfigError(message, file=route.source_file, line=route.source_line, col=5, path=where)

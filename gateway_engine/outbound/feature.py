@@ -1,0 +1,104 @@
+"""The outbound feature: ``events.d`` event types, route ``emit:``, the ``webhooks-admin`` transport, delivery."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from gateway_engine.compiled.features import Feature, FeatureInput
+from gateway_engine.compiled.model import CompiledRoute, Contribution
+from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.upstreams.seam import Transport
+
+from .catalog import compile_catalog
+from .service import OUTBOUND, Outbound
+from .settings import delivery_settings
+
+__all__ = ["OUTBOUND", "OutboundFeature"]
+SCHEME = "webhooks-admin://"
+SECTION = "outbound_webhooks"
+
+
+def admin_transport(**options: Any) -> Transport:
+    from .transport import AdminTransport
+
+    return AdminTransport(**options)
+
+
+admin_transport.schemes = (SCHEME,)  # type: ignore[attr-defined]
+
+
+class OutboundFeature(Feature):
+    name = "outbound"
+    order = 60
+    folder = "events.d"
+    schema = "events"
+    transports = {"webhooks_admin": admin_transport}
+    route_keys = frozenset({"emit"})
+
+    def compile(self, given: FeatureInput) -> Contribution:
+        from .admin import Admin
+        from .emit import compile_emits
+
+        core = given.core
+        before = len(given.errors)
+        catalog = compile_catalog(given.documents, given.errors)
+        try:
+            settings = delivery_settings(core.gateway.settings.get(SECTION) or {})
+        except ValueError as exc:
+            given.errors.append(ConfigError(f"{SECTION}: {exc}", file="gateway.yaml", path=SECTION))
+            return Contribution()
+        service = Outbound(catalog, settings, core.gateway)
+        admin_routes = [r for r in core.routes if r.upstream_template.startswith(SCHEME)]
+        hooks = compile_emits(core.routes, catalog, service, given.errors)
+        _check_identity(admin_routes, given.errors)
+        used = bool(given.documents or admin_routes or hooks)
+        if len(given.errors) == before:  # a config that fails to load never reaches a live transport
+            for route in admin_routes:
+                transport = getattr(route.upstream, "transport", None)
+                transport = getattr(transport, "inner", transport)
+                if transport is not None and hasattr(transport, "bind_admin"):
+                    transport.bind_admin(Admin(service))
+        return Contribution(
+            startup=[service.start] if used else [],
+            shutdown=[service.stop] if used else [],
+            state=service,
+            after_answer=hooks,
+            openapi_webhooks=catalog.openapi() if used else {},
+        )
+
+    def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+        worker = commands.add_parser(
+            "outbound-worker", help="run only the outbound webhook dispatcher (no HTTP server) until stopped"
+        )
+        worker.add_argument("--config")
+        worker.add_argument("--data", help="the data directory of the embedded store")
+        worker.set_defaults(handler=_worker)
+
+
+def _check_identity(routes: list[CompiledRoute], errors: list[ConfigError]) -> None:
+    """Every subscriptions API route runs the auth plugin, not optional, forwarding the tenant headers."""
+    from .transport import TENANT_HEADERS
+
+    for route in routes:
+        auth = next((p for p in route.plugins if p.name == "auth"), None)
+        forward = (auth.options.get("forward_identity") or {}) if auth is not None else {}
+        headers = {k: v.lower() for k, v in forward.get("headers", {}).items()}
+        wrong = [k for k, v in TENANT_HEADERS.items() if headers.get(k) != v]
+        if auth is None or auth.options.get("optional") or not forward.get("enabled") or wrong:
+            errors.append(
+                ConfigError(
+                    "a webhooks-admin route needs the auth plugin (not optional) with forward_identity enabled and "
+                    "headers " + ", ".join(f"{k}: {v}" for k, v in TENANT_HEADERS.items()),
+                    file=route.source_file,
+                    line=route.source_line,
+                    col=5,
+                    path=f"routes[{route.name}]",
+                )
+            )
+
+
+def _worker(args: argparse.Namespace, out: Any, err: Any) -> int:
+    from .worker import main
+
+    return main(args, out, err)

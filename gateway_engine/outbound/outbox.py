@@ -1,0 +1,254 @@
+"""The outbox's database work: write a message, fan it out, claim due attempts, record their outcome.
+
+Claims are conditional updates (``lease_until`` in the past, re-checked by the UPDATE itself),
+with ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, so instances sharing one database never take
+the same attempt; a process that dies holding a lease loses it when the lease runs out.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fnmatch import fnmatchcase
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from .tables import attempts, deliveries, endpoints, messages
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(12)}"
+
+
+def matches(patterns: Sequence[str], event_type: str) -> bool:
+    """``order.*`` matches ``order.created``; ``*`` matches every event."""
+    return any(fnmatchcase(event_type, p) for p in patterns)
+
+
+def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
+    """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+    return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
+
+
+class TooLarge(ValueError):
+    """An event whose JSON is larger than ``max_payload``."""
+
+
+async def insert_message(
+    engine: AsyncEngine, tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None
+) -> tuple[str, bytes]:
+    """The one insert an emit costs; returns the message id and body (TooLarge past ``limit`` bytes)."""
+    now = time.time()
+    message_id = new_id("msg")
+    body = body_of(message_id, event_type, data, now)
+    if limit is not None and len(body) > limit:
+        raise TooLarge(f"the event is {len(body)} bytes, more than {limit}")
+    async with engine.begin() as conn:
+        await conn.execute(
+            messages.insert().values(
+                id=message_id,
+                tenant=tenant,
+                event_type=event_type,
+                payload=body.decode(),
+                created_at=now,
+                fanned=fanned,
+            )
+        )
+    return message_id, body
+
+
+async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str, tenant: str, at: float) -> str:
+    delivery_id = new_id("dlv")
+    await conn.execute(
+        deliveries.insert().values(
+            id=delivery_id,
+            message_id=message_id,
+            endpoint_id=endpoint_id,
+            tenant=tenant,
+            status="pending",
+            attempts=0,
+            next_at=at,
+            created_at=at,
+        )
+    )
+    return delivery_id
+
+
+async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
+    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many."""
+    now = time.time()
+    async with engine.begin() as conn:
+        pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
+        pending = pending.limit(batch)
+        if conn.dialect.name == "postgresql":
+            pending = pending.with_for_update(skip_locked=True)
+        claimed = (
+            await conn.execute(
+                sa.update(messages)
+                .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
+                .values(fanned=True)
+                .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
+            )
+        ).all()
+        by_tenant: dict[str, list[Any]] = {}
+        for row in claimed:
+            by_tenant.setdefault(row.tenant, []).append(row)
+        for tenant, rows in by_tenant.items():
+            subscribed = (
+                await conn.execute(
+                    sa.select(endpoints.c.id, endpoints.c.events).where(
+                        endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
+                    )
+                )
+            ).all()
+            for row in rows:
+                for endpoint in subscribed:
+                    if matches(orjson.loads(endpoint.events), row.event_type):
+                        await add_delivery(conn, row.id, endpoint.id, tenant, now + first_delay)
+    return len(claimed)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    """A due attempt this process holds the lease of, with what sending it needs."""
+
+    delivery_id: str
+    message_id: str
+    endpoint_id: str
+    tenant: str
+    made: int  # attempts made before this one
+    event_type: str
+    body: bytes
+    endpoint: Any  # the endpoints row
+
+
+async def claim(engine: AsyncEngine, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
+    """Take up to ``limit`` due attempts, none to an endpoint in ``busy`` (at its concurrency bound)."""
+    if limit <= 0:
+        return []
+    now = time.time()
+    free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
+    async with engine.begin() as conn:
+        due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
+        if busy:
+            due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
+        due = due.order_by(deliveries.c.next_at).limit(limit)
+        if conn.dialect.name == "postgresql":
+            due = due.with_for_update(skip_locked=True)
+        rows = (
+            await conn.execute(
+                sa.update(deliveries)
+                .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
+                .values(lease_owner=owner, lease_until=now + lease)
+                .returning(
+                    deliveries.c.id,
+                    deliveries.c.message_id,
+                    deliveries.c.endpoint_id,
+                    deliveries.c.tenant,
+                    deliveries.c.attempts,
+                )
+            )
+        ).all()
+        if not rows:
+            return []
+        found = await conn.execute(sa.select(messages).where(messages.c.id.in_({r.message_id for r in rows})))
+        by_message = {m.id: m for m in found}
+        found = await conn.execute(sa.select(endpoints).where(endpoints.c.id.in_({r.endpoint_id for r in rows})))
+        by_endpoint = {e.id: e for e in found}
+    out = []
+    for r in rows:
+        message, endpoint = by_message.get(r.message_id), by_endpoint.get(r.endpoint_id)
+        if message is None:
+            continue
+        out.append(
+            Claimed(
+                r.id,
+                r.message_id,
+                r.endpoint_id,
+                r.tenant,
+                r.attempts,
+                message.event_type,
+                message.payload.encode(),
+                endpoint,
+            )
+        )
+    return out
+
+
+async def release(engine: AsyncEngine, owner: str, delivery_ids: Sequence[str]) -> None:
+    """Give back leases taken but not used (an endpoint's quota was full)."""
+    if not delivery_ids:
+        return
+    async with engine.begin() as conn:
+        await conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(list(delivery_ids)), deliveries.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+
+async def record(
+    conn: AsyncConnection,
+    item: Claimed,
+    owner: str,
+    outcome: Any,
+    next_at: float | None,
+    status: str,
+) -> None:
+    """The attempt's log row and its delivery's new state, in the caller's transaction."""
+    now = time.time()
+    await conn.execute(
+        attempts.insert().values(
+            delivery_id=item.delivery_id,
+            message_id=item.message_id,
+            endpoint_id=item.endpoint_id,
+            tenant=item.tenant,
+            event_type=item.event_type,
+            attempt=item.made + 1,
+            at=now - outcome.latency,
+            outcome=outcome.kind,
+            status=outcome.status,
+            latency_ms=round(outcome.latency * 1000, 3),
+            response=outcome.response,
+            error=outcome.error,
+            next_retry=next_at,
+        )
+    )
+    values: dict[str, Any] = {"attempts": item.made + 1, "status": status, "lease_owner": None, "lease_until": None}
+    if next_at is not None:
+        values["next_at"] = next_at
+    await conn.execute(
+        sa.update(deliveries)
+        .where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
+        .values(**values)
+    )
+
+
+async def backlog(engine: AsyncEngine) -> int:
+    """Deliveries waiting to be sent."""
+    async with engine.connect() as conn:
+        count = await conn.execute(
+            sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "pending")
+        )
+        return int(count.scalar_one())
+
+
+async def prune(engine: AsyncEngine, older_than: float) -> None:
+    """Delete what the retention period has passed: attempts, finished deliveries, messages none waits on."""
+    async with engine.begin() as conn:
+        await conn.execute(sa.delete(attempts).where(attempts.c.at < older_than))
+        await conn.execute(
+            sa.delete(deliveries).where(deliveries.c.created_at < older_than, deliveries.c.status != "pending")
+        )
+        waiting = sa.select(deliveries.c.message_id).where(deliveries.c.status == "pending")
+        await conn.execute(
+            sa.delete(messages).where(
+                messages.c.created_at < older_than, messages.c.fanned.is_(True), messages.c.id.not_in(waiting)
+            )
+        )

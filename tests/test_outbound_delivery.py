@@ -1,0 +1,191 @@
+"""Outbound delivery policies and sources: auto-disable, exhaustion, fair queues, inbound webhook emit, OpenAPI."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+
+import httpx
+import orjson
+
+from gateway_engine import create_app
+from tests.outbound_support import KEYS, Receiver, api, gateway_yaml, wait_for, write_outbound_config
+from tests.servers import serve
+
+MEDUSA_SECRET = "whsec_" + base64.b64encode(b"outbound-emit-test-key-32-bytes!").decode()
+MEDUSA = """\
+source: medusa
+verify: {scheme: standard-webhooks, secrets: ["${MEDUSA_SECRET}"]}
+actions:
+  - emit:
+      event: order.created
+      data: {order: "{{ body.data.id }}"}
+      tenant: acme
+"""
+
+
+def _events(receiver: Receiver) -> list[dict]:
+    return [orjson.loads(r["body"]) for r in receiver.received]
+
+
+def test_outbound_continuous_failure_disables_and_exhaustion_is_emitted(tmp_path, upstream):
+    failing, watcher = Receiver([(500, {})] * 10), Receiver()
+    extra = "  disable_after: 600ms\n"  # reached by the third attempt (≥ 1.1 s after the first), not the second
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, "[0, 0.1s, 1s]", extra), upstream)
+    with serve(failing) as failing_url, serve(watcher) as watcher_url:
+        with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
+            ep = client.post("/webhooks/endpoints", json={"url": failing_url, "events": ["order.*"]}).json()
+            client.post(
+                "/webhooks/endpoints", json={"url": watcher_url, "events": ["endpoint.disabled", "message.attempt.*"]}
+            )
+            client.put("/orders/1/status")
+            wait_for(
+                lambda: {e["type"] for e in _events(watcher)} >= {"endpoint.disabled", "message.attempt.exhausted"}
+            )
+            state = client.get(f"/webhooks/endpoints/{ep['id']}").json()
+            assert state["enabled"] is False and "failing continuously" in state["disabledReason"]
+            exposed = httpx.get(base + "/metrics").text
+            assert 'gateway_outbound_attempts_total{outcome="failed"}' in exposed
+            assert "gateway_outbound_delivery_duration_seconds_bucket" in exposed
+            assert "gateway_outbound_backlog" in exposed
+            exhausted = next(e for e in _events(watcher) if e["type"] == "message.attempt.exhausted")
+            assert exhausted["data"]["endpointId"] == ep["id"] and exhausted["data"]["attempts"] == 3
+            assert len(failing.received) == 3  # the whole schedule, then nothing more
+            enabled = client.patch(f"/webhooks/endpoints/{ep['id']}", json={"enabled": True}).json()
+            assert enabled["enabled"] is True and enabled["disabledReason"] is None
+
+
+def test_outbound_a_slow_endpoint_does_not_hold_the_others_up(tmp_path, upstream):
+    slow, fast = Receiver(delay=3.0), Receiver()
+    extra = "  per_endpoint: 1\n  concurrency: 4\n  timeout: 5s\n"
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, "[0]", extra), upstream)
+    with serve(slow) as slow_url, serve(fast) as fast_url:
+        with serve(create_app(str(root), KEYS)) as base:
+            with api(base, KEYS["ACME_KEY"]) as acme, api(base, KEYS["GLOBEX_KEY"]) as globex:
+                acme.post("/webhooks/endpoints", json={"url": slow_url, "events": ["order.*"]})
+                globex.post("/webhooks/endpoints", json={"url": fast_url, "events": ["order.*"]})
+                for i in range(5):
+                    acme.put(f"/orders/{i}/status")
+                for i in range(5):
+                    globex.put(f"/orders/{i}/status")
+                wait_for(lambda: len(fast.received) == 5)
+                # the slow endpoint takes one attempt at a time, 3 s each: its five need 12 s or more
+                assert len(slow.received) < 5
+
+
+def test_outbound_inbound_webhook_emit_action_reaches_subscribers(tmp_path, upstream):
+    receiver = Receiver()
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    (root / "webhooks.d").mkdir()
+    (root / "webhooks.d" / "medusa.yaml").write_text(MEDUSA)
+    with serve(receiver) as hook_url:
+        with serve(create_app(str(root), {**KEYS, "MEDUSA_SECRET": MEDUSA_SECRET})) as base:
+            with api(base, KEYS["ACME_KEY"]) as client:
+                client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.created"]})
+                body = json.dumps({"type": "order.placed", "data": {"id": "order_9"}}).encode()
+                stamp = str(int(time.time()))
+                key = base64.b64decode(MEDUSA_SECRET.removeprefix("whsec_"))
+                sig = base64.b64encode(
+                    hmac.new(key, b"msg_in." + stamp.encode() + b"." + body, hashlib.sha256).digest()
+                )
+                headers = {
+                    "webhook-id": "msg_in",
+                    "webhook-timestamp": stamp,
+                    "webhook-signature": "v1," + sig.decode(),
+                }
+                answer = httpx.post(base + "/api/webhooks/medusa", content=body, headers=headers)
+                assert answer.status_code == 200, answer.text
+                assert answer.json()["data"]["actions"] == [
+                    {"action": "emit", "event": "order.created", "status": "emitted"}
+                ]
+                wait_for(lambda: receiver.received)
+    event = _events(receiver)[0]
+    assert event["type"] == "order.created" and event["data"] == {"order": "order_9"}
+
+
+def test_outbound_event_types_are_in_the_openapi_webhooks_section(tmp_path, upstream):
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    with serve(create_app(str(root), KEYS)) as base:
+        spec = httpx.get(base + "/openapi.json").json()
+    assert {"order.status_changed", "order.created", "endpoint.disabled", "webhook.test"} <= set(spec["webhooks"])
+    operation = spec["webhooks"]["order.status_changed"]["post"]
+    data = operation["requestBody"]["content"]["application/json"]["schema"]["properties"]["data"]
+    assert data["required"] == ["id", "status"] and operation["summary"] == "An order moved to another status."
+    from openapi_spec_validator import validate
+
+    validate(spec)
+
+
+def test_outbound_bad_config_is_located(tmp_path, upstream):
+    from gateway_engine import ConfigErrors, load_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    (root / "routes.d" / "orders.yaml").write_text(
+        (root / "routes.d" / "orders.yaml").read_text().replace("order.status_changed", "order.unknown")
+    )
+    (root / "routes.d" / "webhooks.yaml").write_text(
+        (root / "routes.d" / "webhooks.yaml").read_text().replace("platform: X-Platform-Id, ", "")
+    )
+    try:
+        load_config(root, KEYS)
+    except ConfigErrors as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("the config loaded")
+    assert "event type 'order.unknown' is not declared in events.d" in text
+    assert "a webhooks-admin route needs the auth plugin" in text
+
+
+def test_outbound_in_process_calls_emit_too(tmp_path, upstream):
+    """A route invoked in-process (a webhook action's or a workflow step's call) emits as a client's call does."""
+    import asyncio
+
+    from gateway_engine import load_config
+    from gateway_engine.outbound.admin import Admin
+    from gateway_engine.outbound.service import OUTBOUND
+    from gateway_engine.runtime.invoke import invoke
+
+    receiver = Receiver()
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+
+    async def scenario(hook_url: str) -> int:
+        config = load_config(root, KEYS)
+        await config.startup()
+        try:
+            await Admin(config.state(OUTBOUND)).register("acme", {"url": hook_url, "events": ["order.*"]})
+            answer = await invoke(config, "orders.set-status", params={"id": "77"}, identity={"platform": "acme"})
+            for _ in range(400):
+                if receiver.received:
+                    break
+                await asyncio.sleep(0.05)
+            return answer.status
+        finally:
+            await config.shutdown()
+
+    with serve(receiver) as hook_url:
+        assert asyncio.run(scenario(hook_url)) == 200
+    event = _events(receiver)[0]
+    assert event["type"] == "order.status_changed" and event["data"] == {"id": "77", "status": "PUT"}
+
+
+def test_outbound_survives_a_config_reload(tmp_path, upstream):
+    receiver = Receiver()
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    with serve(receiver) as hook_url:
+        with serve(create_app(str(root), KEYS, watch=True)) as base, api(base, KEYS["ACME_KEY"]) as client:
+            ep = client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.*"]}).json()
+            version = client.get("/health").json()["version"]
+            events = root / "events.d" / "orders.yaml"
+            events.write_text(events.read_text() + "  - {name: order.shipped, description: Shipped., schema: {}}\n")
+            wait_for(lambda: client.get("/health").json()["version"] != version)
+            assert client.get(f"/webhooks/endpoints/{ep['id']}").status_code == 200  # the new config's API
+            assert (
+                client.patch(f"/webhooks/endpoints/{ep['id']}", json={"events": ["order.shipped"]}).status_code == 200
+            )
+            assert client.patch(f"/webhooks/endpoints/{ep['id']}", json={"events": ["order.*"]}).status_code == 200
+            assert client.put("/orders/4/status").status_code == 200
+            wait_for(lambda: receiver.received)
+    assert _events(receiver)[0]["data"] == {"id": "4", "status": "PUT"}
