@@ -197,22 +197,6 @@ class _Compiler(RouteCompiler):
             plugins=tuple(self.instances.values()),  # with the chains features built
         )
 
-    def _with_hooks(self, core: CompiledConfig, contributions: dict[str, Contribution]) -> CompiledConfig:
-        """The routes with the after-answer hooks features contributed for them."""
-        hooks: dict[str, list] = {}
-        for contribution in contributions.values():
-            for name, found in contribution.after_answer.items():
-                hooks.setdefault(name, []).extend(found)
-        if not hooks:
-            return core
-        routes = [
-            dataclasses.replace(r, after_answer=r.after_answer + tuple(hooks[r.qualified_name]))
-            if r.qualified_name in hooks
-            else r
-            for r in core.routes
-        ]
-        return dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
-
     def _transport(
         self, spec: dict[str, Any], resolved: dict[str, Any], url: str, timeouts: Timeouts, doc: Document
     ) -> Transport | None:

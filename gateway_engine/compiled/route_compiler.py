@@ -12,6 +12,7 @@ from gateway_engine.compiled.chains import PluginChains, chain_tables, shorthand
 from gateway_engine.compiled.features import OwnedRoute
 from gateway_engine.compiled.model import (
     FORWARDING_HEADERS,
+    CompiledConfig,
     CompiledRoute,
     Contribution,
     Upstream,
@@ -200,6 +201,22 @@ class RouteCompiler(PluginChains):
                 )
             )
         return out
+
+    def _with_hooks(self, core: CompiledConfig, contributions: dict[str, Contribution]) -> CompiledConfig:
+        """The routes with the after-answer hooks features contributed for them."""
+        hooks: dict[str, list] = {}
+        for contribution in contributions.values():
+            for name, found in contribution.after_answer.items():
+                hooks.setdefault(name, []).extend(found)
+        if not hooks:
+            return core
+        routes = [
+            dataclasses.replace(r, after_answer=r.after_answer + tuple(hooks[r.qualified_name]))
+            if r.qualified_name in hooks
+            else r
+            for r in core.routes
+        ]
+        return dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
 
     def _unanswered(self, routes: tuple[CompiledRoute, ...]) -> None:
         """A route of a file without ``upstream`` that no feature answered is an error, never a silent 503."""

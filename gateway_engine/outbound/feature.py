@@ -7,6 +7,7 @@ from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import CompiledRoute, Contribution
+from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.seam import Transport
 
@@ -71,7 +72,7 @@ class OutboundFeature(Feature):
         worker = commands.add_parser(
             "outbound-worker", help="run only the outbound webhook dispatcher (no HTTP server) until stopped"
         )
-        worker.add_argument("--config")
+        add_config_option(worker)
         worker.add_argument("--data", help="the data directory of the embedded store")
         worker.set_defaults(handler=_worker)
 
