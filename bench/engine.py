@@ -25,7 +25,7 @@ import uvloop
 from gateway_engine import create_app
 from gateway_engine.foundation.reply import Reply
 
-from .__main__ import CONFIGS, PATH
+from .__main__ import CONFIGS, PATH, headers_for
 from .ceiling import BODY as _TEXT
 
 BODY = _TEXT.encode()
@@ -37,6 +37,7 @@ _UPSTREAM_HEADERS = [
     ("connection", "keep-alive"),
 ]
 _BATCH = 2000
+CONFIG_NAMES = ("bare", "full", "full-jwt")
 
 
 class StubTransport:
@@ -74,8 +75,7 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
         if await started != "lifespan.startup.complete":
             raise SystemExit(f"{config}: the gateway did not start")
         headers = [(b"host", b"127.0.0.1:8080")]
-        if config == "full":
-            headers += [(b"x-api-key", b"k" * 32), (b"origin", b"http://localhost:5000")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in headers_for(config, env).items()]
         scope = {
             "type": "http",
             "http_version": "1.1",
@@ -115,14 +115,14 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=40_000, help="measured requests per config (default 40,000)")
-    p.add_argument("configs", nargs="*", metavar="{bare,full}", help="configs to measure (default: bare full)")
+    p.add_argument("configs", nargs="*", metavar="{bare,full,full-jwt}", help="configs to measure (default: all three)")
     args = p.parse_args(argv)
-    unknown = set(args.configs) - {"bare", "full"}
+    unknown = set(args.configs) - set(CONFIG_NAMES)
     if unknown:
-        p.error(f"unknown config(s): {', '.join(sorted(unknown))}; choose bare and/or full")
-    for config in args.configs or ["bare", "full"]:
+        p.error(f"unknown config(s): {', '.join(sorted(unknown))}; choose from {', '.join(CONFIG_NAMES)}")
+    for config in args.configs or CONFIG_NAMES:
         best, median = uvloop.run(measure(config, args.requests))
-        print(f"{config:<5} best {best:6.1f} µs/request, median {median:6.1f} µs/request", flush=True)
+        print(f"{config:<8} best {best:6.1f} µs/request, median {median:6.1f} µs/request", flush=True)
     return 0
 
 

@@ -13,10 +13,10 @@ sys.path.insert(0, str(ROOT))  # bench/ is not part of the installed package
 from bench import compare, engine  # noqa: E402
 
 
-def test_bench_engine_runs_both_configs_through_the_real_chain(capsys):
+def test_bench_engine_runs_every_config_through_the_real_chain(capsys):
     assert engine.main(["--requests", "2000"]) == 0  # it exits with an error if any answer is not a 200
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == ["bare", "full"]
+    assert [line.split()[0] for line in out] == ["bare", "full", "full-jwt"]
     assert all("µs/request" in line for line in out)
 
 
