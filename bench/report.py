@@ -11,7 +11,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full --workers 2")
+GATEWAY_TARGETS = ("gateway bare", "gateway full", "gateway full-jwt", "gateway full --workers 2")
 
 
 def machine() -> dict:
