@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from . import report, servers, wrk
+from . import peers, report, servers, wrk
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
 PATH = "/api/gateway/bench/items"
@@ -48,6 +48,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="also measure the full chain with --workers 2 (default on)",
     )
+    p.add_argument(
+        "--peers",
+        action="store_true",
+        help="measure the full chain with JWT beside the peers: a Starlette + aiohttp forwarder and the Express gateway",
+    )
+    p.add_argument(
+        "--pin-upstream",
+        action="store_true",
+        help="run nginx on the server's core, so the server side has one core and wrk the other to itself",
+    )
     p.add_argument("--soak", action="store_true", help="run only the soak against the full chain")
     p.add_argument("--soak-seconds", type=float, default=60, help="soak length (default 60)")
     p.add_argument("--soak-connections", type=int, default=64, help="soak connections (default 64)")
@@ -74,10 +84,14 @@ def ensure_tools() -> None:
         subprocess.run(["apt-get", "install", "-y", *missing], check=True, timeout=600, env=env)
 
 
-def pinning_note(workers_2: bool) -> str:
+def pinning_note(workers_2: bool, pin_upstream: bool = False) -> str:
     if not PIN:
         return "not pinned (taskset missing or fewer than 2 cores)"
-    note = "servers on core 0, wrk and nginx on core 1 (taskset)"
+    note = (
+        "servers and nginx on core 0, wrk on core 1 (taskset)"
+        if pin_upstream
+        else "servers on core 0, wrk and nginx on core 1 (taskset)"
+    )
     return note + "; the --workers 2 gateway is not pinned (wrk still on core 1)" if workers_2 else note
 
 
@@ -88,6 +102,7 @@ class Bench:
         self.args = args
         self.workdir = Path(tempfile.mkdtemp(prefix="gateway-bench-"))
         self.started: list[servers.Server] = []
+        self.upstream_core = SERVER_CORE if getattr(args, "pin_upstream", False) else LOAD_CORE
 
     def close(self) -> None:
         for server in reversed(self.started):
@@ -133,14 +148,15 @@ class Bench:
             raise servers.StartError(f"keys create failed: {done.stderr.strip()[-500:]}")
         return json.loads(done.stdout)["key"]
 
+    def upstream(self) -> dict:
+        return self.start("upstream", servers.nginx(self.workdir, self.upstream_core), path="/items")
+
     def gateway(self, config: str, env: dict, workers: int = 1) -> dict:
         """The gateway on ``configs/<config>``; only a single worker is pinned (two need both cores)."""
         name = f"gateway {config}" + (f" --workers {workers}" if workers > 1 else "")
         core = SERVER_CORE if workers == 1 else None
         server = servers.gateway(f"gateway-{config}-{workers}", CONFIGS / config, self.workdir, env, workers, core)
-        key = env.get("BENCH_STORED_KEY") if config == "full-stored" else env["BENCH_API_KEY"]
-        headers = {"x-api-key": key, "Origin": "http://localhost:5000"} if config != "bare" else {}
-        return self.start(name, server, PATHS[config], headers=headers)
+        return self.start(name, server, PATHS[config], headers=headers_for(config, env))
 
     def gateway_stored(self, env: dict) -> dict:
         """The full chain with a stored key; a failed key issue is recorded like a failed start."""
@@ -179,13 +195,14 @@ class Bench:
 
     def benchmark(self) -> dict:
         a = self.args
-        upstream = self.start("upstream", servers.nginx(self.workdir, LOAD_CORE), path="/items")
+        upstream = self.upstream()
         env = self.gateway_env(upstream["server"])
         targets = [
             upstream,
             self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
             self.gateway("bare", env),
             self.gateway("full", env),
+            self.gateway("full-jwt", env),
             self.gateway_stored(env),
             self.gateway("aggregate", env),
         ]
@@ -213,7 +230,7 @@ class Bench:
 
     def soak(self) -> dict:
         a = self.args
-        upstream = self.start("upstream", servers.nginx(self.workdir, LOAD_CORE))
+        upstream = self.upstream()
         gw = self.gateway("full", self.gateway_env(upstream["server"]))
         result = {"target": "gateway full", "seconds": a.soak_seconds, "connections": a.soak_connections}
         if upstream["error"] or gw["error"]:
@@ -232,6 +249,47 @@ class Bench:
         end = gw["server"].rss()
         growth = (end["total_mb"] - start["total_mb"]) / start["total_mb"] * 100
         return {"soak": {**result, "wrk": run, "rss_start": start, "rss_end": end, "rss_growth_pct": growth}}
+
+    def peers(self) -> dict:
+        """One interleaved run of the ceiling, the forwarder, the full chain with JWT and the Express peer twice."""
+        upstream = self.upstream()
+        env = self.gateway_env(upstream["server"])
+        targets = [
+            upstream,
+            self.start("ceiling", servers.ceiling(self.workdir, SERVER_CORE)),
+            self.start("forwarder (Starlette + aiohttp)", peers.forwarder(self.workdir, env, SERVER_CORE)),
+            self.gateway("full-jwt", env),
+        ]
+        bearer = {"Authorization": f"Bearer {peers.bench_token(env['BENCH_JWT_SECRET'])}"}
+        try:
+            installed = peers.install_express(peers.express_source())
+        except peers.PeerError as e:
+            targets.append({"name": "express", "url": "", "runs": [], "headers": {}, "server": None, "error": str(e)})
+        else:
+            for keyobject, label in ((True, "express (KeyObject)"), (False, "express (typical)")):
+                peer = peers.express(installed, self.workdir, env, keyobject=keyobject, core=SERVER_CORE)
+                targets.append(self.start(label, peer, path=peers.EXPRESS_PATH, headers=bearer))
+        self.measure(targets)
+        self.record_rss([t for t in targets if t["name"] == peers.REFERENCE])
+        for t in targets:
+            report.summarize(t)
+        report.add_ratios(targets)
+        peers.add_ratios_to(targets)
+        return {"targets": targets, "checks": report.peer_checks(targets)}
+
+
+def headers_for(config: str, env: dict) -> dict:
+    """What a bench client sends to ``configs/<config>``: the API key, or a Bearer JWT, and an Origin."""
+    if config in ("full", "aggregate"):
+        return {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"}
+    if config == "full-stored":
+        return {"x-api-key": env["BENCH_STORED_KEY"], "Origin": "http://localhost:5000"}
+    if config == "full-jwt":
+        return {
+            "Authorization": f"Bearer {peers.bench_token(env['BENCH_JWT_SECRET'])}",
+            "Origin": "http://localhost:5000",
+        }
+    return {}
 
 
 def soak_text(s: dict) -> str:
@@ -269,14 +327,15 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "rounds": args.rounds,
             "connections": args.connections,
-            "workers_2": args.workers_2,
+            "workers_2": args.workers_2 and not args.peers,
+            "peers": args.peers,
         }
     )
-    settings["pinning"] = pinning_note(args.workers_2 and not args.soak)
+    settings["pinning"] = pinning_note(args.workers_2 and not (args.soak or args.peers), args.pin_upstream)
     print(report.header(info, settings), flush=True)
     bench = Bench(args)
     try:
-        data = bench.soak() if args.soak else bench.benchmark()
+        data = bench.soak() if args.soak else bench.peers() if args.peers else bench.benchmark()
     except KeyboardInterrupt:
         print("\ninterrupted: stopping the servers, nothing written", file=sys.stderr)
         return 130
@@ -303,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
             + "\n\n"
             + report.checks_text(data["checks"])
         )
-    path = report.write_json(data, args.out, "-soak" if args.soak else "")
-    print(f"\nwrote {path} and {path.with_name('latest-soak.json' if args.soak else 'latest.json')}")
+    suffix = "-soak" if args.soak else "-peers" if args.peers else ""
+    path = report.write_json(data, args.out, suffix)
+    print(f"\nwrote {path} and {path.with_name(f'latest{suffix}.json')}")
     return 0
 
 

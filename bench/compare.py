@@ -17,7 +17,7 @@ import tempfile
 from pathlib import Path
 
 from . import servers, wrk
-from .__main__ import CONFIGS, LOAD_CORE, PATH, SERVER_CORE, Bench, ensure_tools, parse_args
+from .__main__ import CONFIGS, LOAD_CORE, PATH, SERVER_CORE, Bench, ensure_tools, headers_for, parse_args
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=10, help="measured runs per side (default 10)")
     p.add_argument("--duration", type=float, default=5, help="seconds of each measured run (default 5)")
     p.add_argument("--connections", type=int, default=32, help="wrk connections (default 32)")
-    p.add_argument("--config", choices=("bare", "full"), default="full", help="bench config (default full)")
+    p.add_argument("--config", choices=("bare", "full", "full-jwt"), default="full", help="bench config (default full)")
     args = p.parse_args(argv)
     ensure_tools()
     bench = Bench(parse_args([]))
@@ -82,9 +82,7 @@ def main(argv: list[str] | None = None) -> int:
             assert_imports_from(tree)
             upstream = bench.start("upstream", servers.nginx(bench.workdir, LOAD_CORE), path="/items")
             env = bench.gateway_env(upstream["server"])
-            headers = (
-                {"x-api-key": env["BENCH_API_KEY"], "Origin": "http://localhost:5000"} if args.config == "full" else {}
-            )
+            headers = headers_for(args.config, env)
             sides = {
                 "A": bench.start(
                     f"A {args.ref}", gateway_at(tree, "compare-a", args.config, bench.workdir, env), PATH, headers

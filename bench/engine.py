@@ -25,7 +25,7 @@ import uvloop
 from gateway_engine import create_app
 from gateway_engine.foundation.reply import Reply
 
-from .__main__ import CONFIGS, PATHS
+from .__main__ import CONFIGS, PATHS, headers_for
 from .ceiling import BODY as _TEXT
 
 #: what the engine can run in process (a stored key needs the store that `python -m bench` issues it into)
@@ -40,6 +40,7 @@ _UPSTREAM_HEADERS = [
     ("connection", "keep-alive"),
 ]
 _BATCH = 2000
+CONFIG_NAMES = ("bare", "full", "full-jwt")
 
 
 class StubTransport:
@@ -76,8 +77,7 @@ async def measure(config: str, requests: int) -> tuple[float, float]:
         if await started != "lifespan.startup.complete":
             raise SystemExit(f"{config}: the gateway did not start")
         headers = [(b"host", b"127.0.0.1:8080")]
-        if config != "bare":
-            headers += [(b"x-api-key", b"k" * 32), (b"origin", b"http://localhost:5000")]
+        headers += [(k.lower().encode(), v.encode()) for k, v in headers_for(config, env).items()]
         scope = {
             "type": "http",
             "http_version": "1.1",
@@ -118,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.engine", description=__doc__.split("\n\n")[0])
     p.add_argument("--requests", type=int, default=40_000, help="measured requests per config (default 40,000)")
     p.add_argument(
-        "configs", nargs="*", metavar="{bare,full,aggregate}", help="configs to measure (default: all three)"
+        "configs", nargs="*", metavar="{bare,full,full-jwt,aggregate}", help="configs to measure (default: all four)"
     )
     args = p.parse_args(argv)
     unknown = set(args.configs) - set(MEASURED)

@@ -14,6 +14,7 @@ from pathlib import Path
 GATEWAY_TARGETS = (
     "gateway bare",
     "gateway full",
+    "gateway full-jwt",
     "gateway full-stored",
     "gateway aggregate",
     "gateway full --workers 2",
@@ -94,9 +95,11 @@ def _fmt(value, spec: str) -> str:
 
 
 COLUMNS = ("target", "median req/s", "min–max req/s", "p50 ms", "p99 ms", "non-2xx", "sock err", "ratio")
+REFERENCE_COLUMN = "full-jwt ×"  # how many times this target's req/s the reference (the full chain with JWT) made
 
 
-def _cells(t: dict) -> list[str]:
+def _cells(t: dict, reference: bool = False) -> list[str]:
+    extra = [_fmt(t.get("ratio_to_reference"), ".2f")] if reference else []
     return [
         t["name"],
         f"{t['median_rps']:,.0f}",
@@ -106,23 +109,26 @@ def _cells(t: dict) -> list[str]:
         str(t["non_2xx"]),
         str(t["socket_errors"]),
         _fmt(t["ratio_to_ceiling"], ".3f"),
+        *extra,
     ]
 
 
 def table(targets: list[dict]) -> str:
     """One row per target; a target with no successful run shows why instead of numbers."""
-    rows = [_cells(t) for t in targets if "median_rps" in t]
-    widths = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(COLUMNS)]
+    reference = any(t.get("ratio_to_reference") is not None for t in targets)
+    columns = (*COLUMNS, REFERENCE_COLUMN) if reference else COLUMNS
+    rows = [_cells(t, reference) for t in targets if "median_rps" in t]
+    widths = [max([len(col), *(len(r[i]) for r in rows)]) for i, col in enumerate(columns)]
     widths[0] = max([widths[0], *(len(t["name"]) for t in targets)])
 
     def line(cells) -> str:
         return "  ".join([cells[0].ljust(widths[0]), *(c.rjust(w) for c, w in zip(cells[1:], widths[1:]))])
 
-    out = [line(COLUMNS), line(["-" * w for w in widths])]
+    out = [line(columns), line(["-" * w for w in widths])]
     for t in targets:
         errors = [r["error"] for r in t["runs"] if "error" in r]
         if "median_rps" in t:
-            out.append(line(_cells(t)))
+            out.append(line(_cells(t, reference)))
             if errors:
                 out.append(f"  ({len(errors)} of {len(t['runs'])} runs failed: {errors[-1]})")
         else:
@@ -185,6 +191,30 @@ def checks(targets: list[dict]) -> list[dict]:
             f"max {max(rss):.1f} MB" if rss else "not measured",
         ),
     ]
+
+
+# issue 21's targets for the full chain with JWT: (peer, how many times its req/s the full chain must make)
+PEER_FLOORS = (("forwarder (Starlette + aiohttp)", 1.0), ("express (typical)", 5.0), ("express (KeyObject)", 1.8))
+
+
+def peer_checks(targets: list[dict]) -> list[dict]:
+    by = {t["name"]: t for t in targets}
+    ref = by.get("gateway full-jwt", {})
+
+    def check(name: str, ok: bool, value: str) -> dict:
+        return {"check": name, "result": "PASS" if ok else "FAIL", "value": value}
+
+    results = []
+    for peer, floor in PEER_FLOORS:
+        r = by.get(peer, {}).get("ratio_to_reference")
+        results.append(check(f"full-jwt ≥ {floor} × {peer}", r is not None and r >= floor, _fmt(r, ".2f")))
+    ceiling = ref.get("ratio_to_ceiling")
+    results.append(check("full-jwt ≥ 0.22 × ceiling", ceiling is not None and ceiling >= 0.22, _fmt(ceiling, ".3f")))
+    p99 = ref.get("p99_ms")
+    results.append(check("full-jwt p99 ≤ 10 ms", p99 is not None and p99 <= 10, _fmt(p99, ".2f") + " ms"))
+    errors = ref.get("non_2xx", 0) + ref.get("socket_errors", 0) if "median_rps" in ref else None
+    results.append(check("full-jwt: zero non-2xx / socket errors", errors == 0, _fmt(errors, "d") + " errors"))
+    return results
 
 
 def checks_text(results: list[dict]) -> str:

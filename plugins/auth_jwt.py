@@ -23,6 +23,8 @@ from jwt.algorithms import Algorithm, ECAlgorithm, OKPAlgorithm, RSAAlgorithm
 
 from gateway_engine import GatewayError
 
+from .jwt_cache import TokenCache
+
 log = logging.getLogger("gateway_engine.auth")
 
 HMAC_ALGS = frozenset({"HS256", "HS384", "HS512"})
@@ -78,11 +80,26 @@ class JwtVerifier:
                 min_interval=spec.get("jwks_min_refresh", 60),
                 timeout=spec.get("jwks_timeout", 5),
             )
+        self.cache = TokenCache(
+            size=spec.get("cache_size", 4096),
+            ttl=spec.get("cache_ttl", 300),
+            failure_ttl=spec.get("cache_failure_ttl", 1),
+            leeway=self.leeway,
+        )
         if self.secret is not None and len(self.secret) < 32 and self.allow & HMAC_ALGS:
             log.warning("auth.jwt.secret is shorter than 32 bytes; use a longer random secret for HS256")
 
     async def verify(self, token: str) -> dict[str, Any] | GatewayError:
-        """The verified claims, or the 401/503 to answer. Messages name the failed check, never the token."""
+        """The verified claims, or the 401/503 to answer; a token seen a moment ago comes from the cache."""
+        cached = self.cache.get(token)
+        if cached is not None:
+            return cached
+        result = await self._verify(token)
+        self.cache.put(token, result)
+        return result
+
+    async def _verify(self, token: str) -> dict[str, Any] | GatewayError:
+        """The full check. Messages name the failed check, never the token."""
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:

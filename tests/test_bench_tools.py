@@ -16,7 +16,7 @@ from bench import compare, engine  # noqa: E402
 def test_bench_engine_runs_every_config_through_the_real_chain(capsys):
     assert engine.main(["--requests", "2000"]) == 0  # it exits with an error if any answer is not a 200
     out = capsys.readouterr().out.splitlines()
-    assert [line.split()[0] for line in out] == ["bare", "full", "aggregate"]
+    assert [line.split()[0] for line in out] == ["bare", "full", "full-jwt", "aggregate"]
     assert all("µs/request" in line for line in out)
 
 

@@ -17,8 +17,11 @@ The settings are ``ServerSettings`` from ``GATEWAY_SERVER_SETTINGS`` (see ``_ser
 
 Cost: no timer and no clock read per request (a uvloop timer armed and cancelled costs microseconds).
 One sweep per server, every quarter of the shorter timeout (at most every second), checks the deadlines
-against the time of the last sweep, so a timeout fires up to two sweeps late. Per request: a few dict
-operations; per body chunk a flag; per network read while a head is incomplete, two length checks.
+against the time of the last sweep, so a timeout fires up to two sweeps late. A request whose head and
+body arrive in one read (a keep-alive GET) costs a few flag checks and no dict operation: only a head or a
+body still incomplete at the end of a read is registered with the sweep, once, at that read's end (the
+deadline is the same as at its first byte, as the sweep's clock does not move within a read). Per body
+chunk a flag; per network read while a head is incomplete, two length checks.
 """
 
 from __future__ import annotations
@@ -37,6 +40,12 @@ from gateway_engine.foundation.envelope import timestamp
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
 _LINGER_BYTES = 4 * 1024 * 1024  # ... or until this much was dropped (reading is cheap; closing with unread input
 #   sends a reset that can destroy the answer before a client still sending reads it)
+
+
+# uvicorn's own callbacks, called directly on the per-request path (a zero-argument super() builds an object per call)
+_on_headers_complete = HttpToolsProtocol.on_headers_complete
+_on_body = HttpToolsProtocol.on_body
+_on_message_complete = HttpToolsProtocol.on_message_complete
 
 
 class _Refused(Exception):
@@ -100,6 +109,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         if cls.settings is None:
             cls.settings = ServerSettings.from_env()
         self.limits = cls.settings
+        self.max_request_line = self.limits.max_request_line  # read on every request
         # the 503 above max_connections is answered here, as the envelope, instead of by uvicorn
         self.max_connections = self.limit_concurrency
         self.limit_concurrency = None
@@ -110,6 +120,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.url = b""
         self.in_head = True  # the next bytes belong to a request head
         self.head_watched = False  # its deadline runs
+        self.body_watched = False  # in the watch's bodies: the body of the current request is still coming
         self.head_bytes = 0
         self.refused = False  # answered and closing: input is dropped
         self.body_seen = False  # some body arrived since the last sweep
@@ -134,9 +145,6 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 if self.head_bytes > _LINGER_BYTES:
                     self.transport.close()
                 return
-            if not self.head_watched:  # the first byte of a later request on this connection
-                self.head_watched = True
-                self.watch.head(self)
             self.head_bytes += len(data)
         try:
             self.parser.feed_data(data)
@@ -145,6 +153,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.handle_websocket_upgrade()
             else:
                 self._unsupported_upgrade_warning()
+                self._watch_body()  # answered as a plain request
             return
         except httptools.HttpParserError:
             if not self.refused:  # a callback that refused has answered already
@@ -152,20 +161,35 @@ class GatewayHttpProtocol(HttpToolsProtocol):
                 self.send_400_response("Invalid HTTP request received.")
             return
         if self.in_head:
-            if len(self.url) > self.limits.max_request_line:
+            if len(self.url) > self.max_request_line:
                 self.refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
+            elif not self.head_bytes:  # the heads that began in this read also ended in it: nothing to watch
+                return
             elif self.head_bytes > self.limits.max_head_bytes:
                 self.refuse(431, "HEADERS_TOO_LARGE", f"The request head exceeds {self.limits.max_head_bytes} bytes.")
+            elif not self.head_watched:  # a later request's head is incomplete: its deadline starts with this read
+                self.head_watched = True
+                self.watch.head(self)
+        else:
+            self._watch_body()
+
+    def _watch_body(self) -> None:
+        """A request whose body did not end in this read must keep it coming (registered once, at that read's end)."""
+        if not self.in_head and not self.body_watched:
+            self.body_watched = True
+            self.body_seen = True  # the next sweep starts the pause clock
+            self.watch.body(self)
 
     def send_400_response(self, msg: str) -> None:
         self.refuse(400, "BAD_REQUEST", "The request is not valid HTTP/1.1.")
 
     # -- parser callbacks ------------------------------------------------
     def on_headers_complete(self) -> None:
-        self.watch.heads.pop(self, None)
-        self.head_watched = False
+        if self.head_watched:
+            self.watch.heads.pop(self, None)
+            self.head_watched = False
         self.head_bytes = 0
-        if len(self.url) > self.limits.max_request_line:
+        if len(self.url) > self.max_request_line:
             self.refuse(414, "URI_TOO_LONG", f"The request target exceeds {self.limits.max_request_line} bytes.")
             raise _Refused
         if self.max_connections is not None and (
@@ -174,20 +198,18 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.refuse(503, "SERVER_BUSY", "The gateway has too many open connections; retry later.")
             raise _Refused
         self.in_head = False
-        before = self.cycle
-        super().on_headers_complete()
-        if self.cycle is not before:  # a request (not an upgrade): its body, if any, must keep coming
-            self.body_seen = True  # the next sweep starts the pause clock
-            self.watch.body(self)
+        _on_headers_complete(self)  # a body that does not end in this read is watched by data_received
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
-        super().on_body(body)
+        _on_body(self, body)
 
     def on_message_complete(self) -> None:
-        self.watch.bodies.pop(self, None)
+        if self.body_watched:
+            self.watch.bodies.pop(self, None)
+            self.body_watched = False
         self.in_head = True
-        super().on_message_complete()
+        _on_message_complete(self)
 
     # -- deadlines (called by the sweep) -----------------------------------
     def head_expired(self) -> None:
@@ -213,6 +235,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         cycle = self.cycle
         if self.transport.is_closing():
             self.watch.bodies.pop(self, None)
+            self.body_watched = False
         elif (
             self.body_seen
             or self.flow.read_paused
@@ -224,6 +247,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.body_idle_since = now
         elif now - self.body_idle_since >= self.limits.body_timeout:
             self.watch.bodies.pop(self, None)
+            self.body_watched = False
             self.refuse(408, "REQUEST_TIMEOUT", f"The request body paused for more than {self.limits.body_timeout:g}s.")
 
     # -- answering -----------------------------------------------------------
@@ -235,6 +259,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         """
         self.watch.heads.pop(self, None)
         self.watch.bodies.pop(self, None)
+        self.head_watched = self.body_watched = False
         in_head, self.in_head = self.in_head, True  # in_head routes later input to the drop in data_received
         self.refused = True
         self.head_bytes = 0  # from here: the bytes dropped

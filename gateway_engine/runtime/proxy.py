@@ -43,6 +43,15 @@ HOP_BY_HOP = frozenset(
 _DROP_REQUEST = HOP_BY_HOP | FORWARDING_HEADERS
 _RESERVED_EVERYWHERE = _DROP_REQUEST | {"content-length", "content-type"}  # reserved in every spelling on every route
 _DROP_RESPONSE = HOP_BY_HOP | {"server", "x-powered-by", "date"}  # the server adds its own date
+_BODY_FRAMING = frozenset({"content-length", "content-type", "transfer-encoding"})
+# names no source may forward on a route (bodiless upstream method?, answer body read by the gateway?),
+# dropped in the one pass over the client's headers and from the static and identity headers as they join
+_DROP_FOR = {
+    (bodiless, reads_body): (_BODY_FRAMING if bodiless else frozenset())
+    | ({"accept-encoding"} if reads_body else set())
+    for bodiless in (False, True)
+    for reads_body in (False, True)
+}
 
 
 async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledConfig) -> Reply:
@@ -72,11 +81,13 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if query:
         url += "?" + query
 
-    headers = _client_headers(ctx, route.strip_headers, route.reserved_headers)
+    bodiless = route.upstream_method in ("GET", "HEAD")
+    drop = _DROP_FOR[bodiless, route.needs_response_body]
+    headers = _client_headers(ctx, route.strip_headers, route.reserved_headers, drop)
     if upstream.headers:
         static = {k for k, _ in upstream.headers}
         headers = [(k, v) for k, v in headers if k not in static]
-        headers.extend(upstream.headers)
+        headers.extend((k, v) for k, v in upstream.headers if k not in drop)
     forwarded_for = ctx.client_ip
     headers.append(("x-forwarded-for", forwarded_for))
     headers.append(("x-forwarded-proto", ctx.scope.get("scheme", "http")))
@@ -89,16 +100,13 @@ async def forward(ctx: RequestContext, route: CompiledRoute, config: CompiledCon
     if ctx.upstream_headers:  # the gateway's value replaces any client copy (even a forwarded one)
         names = {k.lower() for k in ctx.upstream_headers}
         headers = [(k, v) for k, v in headers if k.replace("_", "-") not in names]
-        headers.extend((k.lower(), v) for k, v in ctx.upstream_headers.items())
-    if route.needs_response_body:
-        headers = [(k, v) for k, v in headers if k != "accept-encoding"]
+        headers.extend((k.lower(), v) for k, v in ctx.upstream_headers.items() if k.lower() not in drop)
+    if route.needs_response_body:  # any accept-encoding was dropped above
         headers.append(("accept-encoding", "identity"))
 
     body: bytes | AsyncIterator[bytes] | None = None
     body_error = BodyError()
-    bodiless = route.upstream_method in ("GET", "HEAD")
-    if bodiless:  # the client's body (already used by templates, if any) is not sent upstream
-        headers = [(k, v) for k, v in headers if k not in ("content-length", "content-type", "transfer-encoding")]
+    if bodiless:  # the client's body (already used by templates, if any) is not sent upstream; its framing was dropped
         if has_body(ctx) and ctx.body is None:
             await read_body(ctx, config.limits["request_body"])
     elif plan.body is not None or plan.encoding == "form":
@@ -206,7 +214,9 @@ def _encoded(route: CompiledRoute, value: Any, encoding: str, ctx: RequestContex
         raise mapping_error(route, ctx, f"the {encoding} body cannot be encoded: {exc}") from None
 
 
-def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozenset[str]) -> list[tuple[str, str]]:
+def _client_headers(
+    ctx: RequestContext, strip: frozenset[str], reserved: frozenset[str], drop: frozenset[str]
+) -> list[tuple[str, str]]:
     """The client headers to forward. A name with `_` that a CGI/WSGI upstream reads as a reserved one (``X-User_Id``
     is ``HTTP_X_USER_ID``) is dropped, as nginx drops names with underscores: it could only be a spoof."""
     listed = ctx.headers.get("connection")
@@ -215,7 +225,7 @@ def _client_headers(ctx: RequestContext, strip: frozenset[str], reserved: frozen
     out = []
     for k, v in ctx.scope["headers"]:
         name = k.decode("latin-1").lower()
-        if name in _DROP_REQUEST or name in strip:
+        if name in _DROP_REQUEST or name in strip or name in drop:
             continue
         if "_" in name and ((same := name.replace("_", "-")) in _RESERVED_EVERYWHERE or same in reserved):
             continue
