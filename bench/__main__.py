@@ -25,6 +25,7 @@ PATH = "/api/gateway/bench/items"
 PATHS = {
     "bare": PATH,
     "full": PATH,
+    "full-jwt": PATH,
     "full-stored": PATH,
     "aggregate": "/api/gateway/page/items",
 }  # aggregate: three backends, one route
