@@ -2,7 +2,7 @@
 
 In one interleaved run: the ceiling, a bare Starlette + aiohttp forwarder (``forwarder.py``),
 the gateway's full chain authenticating a HS256 JWT (``configs/full-jwt``), and the Express
-gateway of ``../shared/peers/express`` twice (the JWT secret as a string, as typical code
+gateway of ``bench/peers/express`` (a copy of the shared peer) twice (the JWT secret as a string, as typical code
 passes it, and as a prepared KeyObject). The Express folder is read-only: it is copied into
 a cache directory keyed by its lock file and installed there once with ``npm ci``.
 """
@@ -33,16 +33,16 @@ class PeerError(Exception):
 
 
 def express_source() -> Path:
-    """``$BENCH_EXPRESS_DIR``, else the first ``shared/peers/express`` found above the repo."""
+    """``$BENCH_EXPRESS_DIR``, else the copy in ``bench/peers/express`` (the project's shared peer, vendored so a
+    fresh clone benchmarks and tests it without the shared folder beside it)."""
     if configured := os.environ.get("BENCH_EXPRESS_DIR"):
         if not (Path(configured) / "package-lock.json").is_file():
             raise PeerError(f"BENCH_EXPRESS_DIR={configured} has no package-lock.json")
         return Path(configured)
-    for parent in servers.REPO.parents:
-        candidate = parent / "shared" / "peers" / "express"
-        if (candidate / "package-lock.json").is_file():
-            return candidate
-    raise PeerError("no shared/peers/express above the repo; set BENCH_EXPRESS_DIR")
+    vendored = servers.REPO / "bench" / "peers" / "express"
+    if (vendored / "package-lock.json").is_file():
+        return vendored
+    raise PeerError("no bench/peers/express in the repo; set BENCH_EXPRESS_DIR")
 
 
 def install_express(source: Path, cache: Path = CACHE) -> Path:
