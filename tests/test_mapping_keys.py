@@ -78,6 +78,8 @@ def test_mapping_keys_unserialisable_result_is_502_naming_route_and_line(shop, r
     assert r.status_code == 502, r.text
     error = r.json()["error"]
     assert error["code"] == "MAPPING_ERROR" and f"shop.{route}" in error["message"]
+    assert f"routes.d/shop.yaml:{LINES[route]}" in error["message"]  # the config's place, not the server's paths
+    assert "/tmp/" not in error["message"]
     assert "built-in method" not in r.text and "builtin_function" not in r.text
     logged = [rec.getMessage() for rec in caplog.records if "mapping failed" in rec.getMessage()]
     assert any(f"routes.d/shop.yaml:{LINES[route]}: route shop.{route}" in m for m in logged), logged

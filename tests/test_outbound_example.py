@@ -1,5 +1,5 @@
 """The integration-api example's webhook parts on their own config dir: its subscriptions routes, its events,
-and the `emit:` of `PUT /orders/{id}/status` (examples/integration-api/order-status-emit.yaml)."""
+and the `emit:` of `PUT /orders/{id}/status` (examples/integration-api/routes.d/orders.yaml)."""
 
 from __future__ import annotations
 
@@ -26,6 +26,10 @@ outbound_webhooks: {schedule: [0, 0.2s], jitter: 0, poll_interval: 50ms, allow_c
 ENV = {"PARTNER_KEY": "partner-key-0123456789", "OTHER_KEY": "other-key-0123456789"}
 
 
+def _example_routes() -> list[dict]:
+    return yaml.safe_load((EXAMPLE / "routes.d" / "orders.yaml").read_text())["routes"]
+
+
 def _orders(upstream: str) -> str:
     """The orders backend's status route as the example has it, with the example's emit block."""
     route = {
@@ -41,7 +45,7 @@ def _orders(upstream: str) -> str:
                 "properties": {"status": {"enum": ["picked_up", "in_transit", "delivered", "failed"]}},
             }
         },
-        **yaml.safe_load((EXAMPLE / "order-status-emit.yaml").read_text()),
+        "emit": next(r for r in _example_routes() if r["name"] == "update-status")["emit"],
     }
     return yaml.safe_dump({"backend": "orders", "prefix": "/orders", "upstream": {"url": upstream}, "routes": [route]})
 

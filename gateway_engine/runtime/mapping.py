@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from typing import Any
 
 import orjson
@@ -69,8 +70,12 @@ def mapping_error(route: CompiledRoute, ctx: RequestContext | None, problem: Any
     log.warning("mapping failed: %s", detail)
     if ctx is not None:
         ctx.state["mapping_error"] = detail
-    return GatewayError(
-        502, "MAPPING_ERROR", f"The gateway could not map this request or response (route {route.qualified_name})."
+    where = f"{os.path.basename(os.path.dirname(route.source_file))}/{os.path.basename(route.source_file)}"
+    return GatewayError(  # where in the config, never the server's own paths: `routes.d/orders.yaml:12`
+        502,
+        "MAPPING_ERROR",
+        f"The gateway could not map this request or response (route {route.qualified_name}, "
+        f"{where}:{route.source_line}).",
     )
 
 
