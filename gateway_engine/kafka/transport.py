@@ -25,6 +25,7 @@ from gateway_engine.foundation.context import RequestContext, forwarding
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
+from gateway_engine.upstreams.services import json_reply
 
 from .client import KafkaClient, kafka_error
 from .definitions import RouteSettings
@@ -81,7 +82,7 @@ class KafkaTransport:
             if route.mode == "fire-and-forget":
                 async with asyncio.timeout(self.timeouts.total):
                     await self.client.produce(route.topic, value, key.encode() if key else None, message)
-                return _json(202, {"accepted": True})
+                return json_reply(202, {"accepted": True})
             return await self._request_reply(ctx, route, value, key, message)
         except KafkaError as exc:
             raise kafka_error(exc) from None
@@ -154,7 +155,7 @@ class KafkaTransport:
                 brokers = await self.client.probe()
         except KafkaError:
             raise unavailable_error() from None
-        return _json(200 if brokers else 503, {"status": "up" if brokers else "down", "brokers": brokers})
+        return json_reply(200 if brokers else 503, {"status": "up" if brokers else "down", "brokers": brokers})
 
     def _on_reply(self, record: Any) -> None:
         cid, outcome = reply_outcome(record, self.settings.max_reply_bytes)
@@ -228,10 +229,6 @@ def _reply(outcome: StoredReply | GatewayError) -> Reply:
 
 def _accepted(cid: str, route: RouteSettings) -> Reply:
     assert route.location is not None  # only asked for when the backend has a result route
-    reply = _json(202, {"id": cid, "status": "pending"})
+    reply = json_reply(202, {"id": cid, "status": "pending"})
     reply.headers += [("location", route.location.replace("{id}", cid)), ("preference-applied", "respond-async")]
     return reply
-
-
-def _json(status: int, value: Any) -> Reply:
-    return Reply(status, [("content-type", "application/json")], orjson.dumps(value), from_upstream=True)

@@ -11,9 +11,8 @@ of kind ``gateway``) sees everything. No forwarded consumer means no caller: 401
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from gateway_engine.foundation.errors import ConfigError, GatewayError
+from gateway_engine.foundation.errors import GatewayError
 
 #: identity field -> the header the auth plugin must forward it in
 IDENTITY_HEADERS = {
@@ -49,25 +48,3 @@ def caller_of(headers: dict[str, str]) -> Caller:
         key_id=headers.get(IDENTITY_HEADERS["key_id"]) or None,
         scopes=scopes,
     )
-
-
-def check_identity_forwarding(routes: list[Any], errors: list[ConfigError]) -> None:
-    """Every route to a ``keys://`` upstream runs the auth plugin, not optional, forwarding IDENTITY_HEADERS."""
-    for route in routes:
-        if not route.upstream_template.startswith("keys://"):
-            continue
-        auth = next((p for p in route.plugins if p.name == "auth"), None)
-        forward = (auth.options.get("forward_identity") or {}) if auth is not None else {}
-        headers = {k: v.lower() for k, v in forward.get("headers", {}).items()}
-        wrong = [k for k, v in IDENTITY_HEADERS.items() if headers.get(k) != v]
-        if auth is None or auth.options.get("optional") or not forward.get("enabled") or wrong:
-            errors.append(
-                ConfigError(
-                    "a key admin route needs the auth plugin (not optional) with forward_identity enabled and headers "
-                    + ", ".join(f"{k}: {v}" for k, v in IDENTITY_HEADERS.items()),
-                    file=route.source_file,
-                    line=route.source_line,
-                    col=5,
-                    path=f"routes[{route.name}]",
-                )
-            )

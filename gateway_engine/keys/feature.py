@@ -8,12 +8,13 @@ import argparse
 from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
+from gateway_engine.compiled.identity_forwarding import check_identity_forwarding
 from gateway_engine.compiled.model import Contribution
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.store import store_settings
 from gateway_engine.upstreams.seam import Transport
 
-from .caller import check_identity_forwarding
+from .caller import IDENTITY_HEADERS
 from .log_plugin import RequestLogPlugin
 from .runtime import KEYS, RUNTIME, KeysRuntime
 from .settings import keys_settings
@@ -60,7 +61,7 @@ class KeysFeature(Feature):
         except ValueError as exc:
             given.errors.append(ConfigError(f"keys: {exc}", file=f"{given.core.root}/gateway.yaml", line=1, col=1))
             return Contribution()
-        check_identity_forwarding(routes, given.errors)
+        check_identity_forwarding(routes, IDENTITY_HEADERS, "key admin", given.errors)
         runtime = KeysRuntime(settings, storage)
         gateway.verifiers[VERIFIER] = runtime.verifier
         gateway.shared(RUNTIME, lambda: runtime)

@@ -15,12 +15,10 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import orjson
-
-from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts
+from gateway_engine.upstreams.services import json_body, json_reply
 
 from . import admin_keys, admin_tenants
 from .caller import caller_of
@@ -51,13 +49,13 @@ class KeysTransport:
         if not path and method == "GET":
             async with runtime.reading() as conn:
                 await conn.exec_driver_sql("SELECT 1")
-            return _json(200, {"status": "SERVING"})
+            return json_reply(200, {"status": "SERVING"})
         values = {k.lower(): v for k, v in headers}
         request = AdminRequest(
             method=method,
             path=path,
             query=dict(parse_qsl(parts.query)),
-            body=await _json_body(body) if method in ("POST", "PUT", "PATCH") else None,
+            body=await json_body(body, _MAX_BODY) if method in ("POST", "PUT", "PATCH") else None,
             caller=caller_of(values),
         )
         try:
@@ -70,7 +68,7 @@ class KeysTransport:
             if exc.__class__.__module__.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")):
                 raise _UNAVAILABLE from None
             raise
-        return _json(status, answer)
+        return json_reply(status, answer)
 
     async def aclose(self) -> None:
         return None
@@ -89,29 +87,3 @@ async def dispatch(rt: KeysRuntime, req: AdminRequest) -> tuple[int, Any]:
     if req.path in (["logs", "requests"], ["logs", "errors"]) and req.method == "GET":
         return await admin_keys.logs(rt, req, errors_only=req.path[1] == "errors")
     raise GatewayError(404, "ROUTE_NOT_FOUND", f"The key admin API has no {req.method} /{'/'.join(req.path)}.")
-
-
-async def _json_body(body: bytes | AsyncIterator[bytes] | None) -> Any:
-    if body is None or isinstance(body, bytes):
-        raw = body or b""
-    else:
-        chunks, size = [], 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-    if len(raw) > _MAX_BODY:
-        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-    try:
-        value = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
-    if too_deep(value, DEFAULT_DEPTH, raw):
-        raise GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {DEFAULT_DEPTH} levels.")
-    return value
-
-
-def _json(status: int, value: Any) -> Reply:
-    return Reply(status, [("content-type", "application/json")], orjson.dumps(value), from_upstream=True)

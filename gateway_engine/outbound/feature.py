@@ -6,7 +6,8 @@ import argparse
 from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
-from gateway_engine.compiled.model import CompiledRoute, Contribution
+from gateway_engine.compiled.identity_forwarding import check_identity_forwarding
+from gateway_engine.compiled.model import Contribution
 from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.seam import Transport
@@ -14,6 +15,7 @@ from gateway_engine.upstreams.seam import Transport
 from .catalog import compile_catalog
 from .service import OUTBOUND, Outbound
 from .settings import delivery_settings
+from .transport import TENANT_HEADERS
 
 __all__ = ["OUTBOUND", "OutboundFeature"]
 SCHEME = "webhooks-admin://"
@@ -52,7 +54,7 @@ class OutboundFeature(Feature):
         service = Outbound(catalog, settings, core.gateway)
         admin_routes = [r for r in core.routes if r.upstream_template.startswith(SCHEME)]
         hooks = compile_emits(core.routes, catalog, service, given.errors)
-        _check_identity(admin_routes, given.errors)
+        check_identity_forwarding(admin_routes, TENANT_HEADERS, "webhooks-admin", given.errors)
         used = bool(given.documents or admin_routes or hooks)
         if len(given.errors) == before:  # a config that fails to load never reaches a live transport
             for route in admin_routes:
@@ -75,28 +77,6 @@ class OutboundFeature(Feature):
         add_config_option(worker)
         worker.add_argument("--data", help="the data directory of the embedded store")
         worker.set_defaults(handler=_worker)
-
-
-def _check_identity(routes: list[CompiledRoute], errors: list[ConfigError]) -> None:
-    """Every subscriptions API route runs the auth plugin, not optional, forwarding the tenant headers."""
-    from .transport import TENANT_HEADERS
-
-    for route in routes:
-        auth = next((p for p in route.plugins if p.name == "auth"), None)
-        forward = (auth.options.get("forward_identity") or {}) if auth is not None else {}
-        headers = {k: v.lower() for k, v in forward.get("headers", {}).items()}
-        wrong = [k for k, v in TENANT_HEADERS.items() if headers.get(k) != v]
-        if auth is None or auth.options.get("optional") or not forward.get("enabled") or wrong:
-            errors.append(
-                ConfigError(
-                    "a webhooks-admin route needs the auth plugin (not optional) with forward_identity enabled and "
-                    "headers " + ", ".join(f"{k}: {v}" for k, v in TENANT_HEADERS.items()),
-                    file=route.source_file,
-                    line=route.source_line,
-                    col=5,
-                    path=f"routes[{route.name}]",
-                )
-            )
 
 
 def _worker(args: argparse.Namespace, out: Any, err: Any) -> int:

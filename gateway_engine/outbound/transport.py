@@ -18,13 +18,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import orjson
 from sqlalchemy.exc import SQLAlchemyError
 
-from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts
+from gateway_engine.upstreams.services import json_body, json_reply
 
 TENANT_HEADERS = {"platform": "x-platform-id", "user_id": "x-user-id"}  # identity field -> forwarded header
 _MAX_BODY = 64 * 1024
@@ -66,7 +65,7 @@ class AdminTransport:
                 status, answer = await self._dispatch(method, path, query, tenant_of(dict(headers)), body)
         except (SQLAlchemyError, OSError, TimeoutError):
             raise GatewayError(503, "STORE_UNAVAILABLE", "The webhook store cannot be reached; try again.") from None
-        return Reply(status, [("content-type", "application/json")], orjson.dumps(answer), from_upstream=True)
+        return json_reply(status, answer)
 
     async def _dispatch(
         self, method: str, path: list[str], query: dict[str, str], tenant: str, body: Any
@@ -74,49 +73,27 @@ class AdminTransport:
         admin = self.admin
         if path == ["endpoints"]:
             if method == "POST":
-                return 201, await admin.register(tenant, await _json_body(body))
+                return 201, await admin.register(tenant, await json_body(body, _MAX_BODY))
             if method == "GET":
                 return 200, await admin.list(tenant, query)
         elif len(path) == 2 and path[0] == "endpoints":
             if method == "GET":
                 return 200, await admin.get(tenant, path[1])
             if method in ("PATCH", "PUT"):
-                return 200, await admin.update(tenant, path[1], await _json_body(body))
+                return 200, await admin.update(tenant, path[1], await json_body(body, _MAX_BODY))
             if method == "DELETE":
                 return 200, await admin.delete(tenant, path[1])
         elif len(path) == 3 and path[0] == "endpoints" and method == "POST" and path[2] == "test":
             return 200, await admin.test(tenant, path[1])
         elif len(path) == 3 and path[0] == "endpoints" and method == "POST" and path[2] == "rotate-secret":
-            return 200, await admin.rotate(tenant, path[1], await _json_body(body))
+            return 200, await admin.rotate(tenant, path[1], await json_body(body, _MAX_BODY))
         elif len(path) == 3 and path[0] == "endpoints" and method == "GET" and path[2] == "deliveries":
             return 200, await admin.delivery_log(tenant, query, path[1])
         elif path == ["deliveries"] and method == "GET":
             return 200, await admin.delivery_log(tenant, query)
         elif len(path) == 3 and path[0] == "messages" and path[2] == "replay" and method == "POST":
-            return 202, await admin.replay(tenant, path[1], await _json_body(body))
+            return 202, await admin.replay(tenant, path[1], await json_body(body, _MAX_BODY))
         raise GatewayError(404, "ROUTE_NOT_FOUND", f"The webhooks admin has no {method} /{'/'.join(path)}.")
 
     async def aclose(self) -> None:
         self.admin = None
-
-
-async def _json_body(body: bytes | AsyncIterator[bytes] | None) -> Any:
-    if body is None or isinstance(body, bytes):
-        raw = body or b""
-    else:
-        chunks, size = [], 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-    if len(raw) > _MAX_BODY:
-        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-    try:
-        value = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
-    if too_deep(value, DEFAULT_DEPTH, raw):
-        raise GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {DEFAULT_DEPTH} levels.")
-    return value

@@ -14,9 +14,8 @@ call acts as a service.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from gateway_engine.foundation.errors import ConfigError, GatewayError
+from gateway_engine.foundation.errors import GatewayError
 
 #: identity field -> the header the auth plugin must forward it in
 IDENTITY_HEADERS = {"user_id": "x-user-id", "method": "x-auth-method", "scopes": "x-auth-scopes"}
@@ -47,25 +46,3 @@ def caller_of(headers: dict[str, str]) -> Caller:
     raise GatewayError(
         403, "FORBIDDEN", "Workflows need a user token, or a service key with the workflows:admin scope."
     )
-
-
-def check_identity_forwarding(routes: list[Any], errors: list[ConfigError]) -> None:
-    """Every route to a ``temporal://`` upstream runs the auth plugin, not optional, forwarding IDENTITY_HEADERS."""
-    for route in routes:
-        if not route.upstream_template.startswith("temporal://"):
-            continue
-        auth = next((p for p in route.plugins if p.name == "auth"), None)
-        forward = (auth.options.get("forward_identity") or {}) if auth is not None else {}
-        headers = {k: v.lower() for k, v in forward.get("headers", {}).items()}
-        wrong = [k for k, v in IDENTITY_HEADERS.items() if headers.get(k) != v]
-        if auth is None or auth.options.get("optional") or not forward.get("enabled") or wrong:
-            errors.append(
-                ConfigError(
-                    "a workflows route needs the auth plugin (not optional) with forward_identity enabled and headers "
-                    + ", ".join(f"{k}: {v}" for k, v in IDENTITY_HEADERS.items()),
-                    file=route.source_file,
-                    line=route.source_line,
-                    col=5,
-                    path=f"routes[{route.name}]",
-                )
-            )

@@ -17,13 +17,14 @@ import orjson
 from jinja2 import Environment, TemplateSyntaxError, nodes
 from jsonschema import SchemaError
 
+from gateway_engine.compiled.identity_forwarding import check_identity_forwarding
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.config.bodies import BodyValidator, body_validator
 from gateway_engine.config.documents import Document
 from gateway_engine.config.templates import TemplateError, compile_value, is_template
 from gateway_engine.foundation.errors import ConfigError
 
-from .access import check_identity_forwarding
+from .access import IDENTITY_HEADERS
 
 DEFAULT_TASK_QUEUE = "gateway-workflows"
 
@@ -110,7 +111,8 @@ def compile_workflows(docs: list[Document], routes: list[Any], errors: list[Conf
                 )
     if len(errors) == before:
         _check_cycles(found, errors)
-    check_identity_forwarding(routes, errors)
+    temporal = [r for r in routes if r.upstream_template.startswith("temporal://")]
+    check_identity_forwarding(temporal, IDENTITY_HEADERS, "workflows", errors)
     catalog = WorkflowCatalog({} if len(errors) > before else {n: wf for n, (_, wf) in found.items()})
     if not errors:  # a config that fails to load never reaches a live transport
         for route in routes:

@@ -16,13 +16,12 @@ from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-import orjson
 from temporalio.service import RPCError, RPCStatusCode
 
-from gateway_engine.config.bodies import DEFAULT_DEPTH, too_deep
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 from gateway_engine.upstreams.seam import Timeouts, timeout_error, unavailable_error
+from gateway_engine.upstreams.services import json_body, json_reply
 
 from . import operations
 from .access import Caller, caller_of
@@ -65,7 +64,7 @@ class TemporalTransport:
                 client = await self._client.get(conn)
                 if method == "GET" and not path:
                     await client.service_client.check_health()
-                    return _json(200, {"status": "SERVING"})
+                    return json_reply(200, {"status": "SERVING"})
                 caller = caller_of(values)
                 query = dict(parse_qsl(parts.query))
                 status, answer = await self._dispatch(client, method, path, query, caller, body)
@@ -80,7 +79,7 @@ class TemporalTransport:
                 exc.status, (502, "UPSTREAM_ERROR", "Temporal refused the request.")
             )
             raise GatewayError(status_code, code, message) from None
-        return _json(status, answer)
+        return json_reply(status, answer)
 
     async def _dispatch(
         self,
@@ -92,42 +91,16 @@ class TemporalTransport:
         body: bytes | AsyncIterator[bytes] | None,
     ) -> tuple[int, Any]:
         if path == ["start"] and method == "POST":
-            return await operations.start(client, self.catalog, caller, await _json_body(body))
+            return await operations.start(client, self.catalog, caller, await json_body(body, _MAX_BODY))
         if path == ["list"] and method == "GET":
             return 200, await operations.list_runs(client, self.catalog, caller, query)
         if len(path) == 1 and method == "GET":
             return 200, await operations.describe(client, caller, path[0])
         if len(path) == 2 and path[1] == "signal" and method == "POST":
-            return 202, await operations.signal(client, self.catalog, caller, path[0], await _json_body(body))
+            return 202, await operations.signal(client, self.catalog, caller, path[0], await json_body(body, _MAX_BODY))
         if len(path) == 2 and path[1] == "cancel" and method == "POST":
             return 202, await operations.cancel(client, caller, path[0])
         raise GatewayError(404, "ROUTE_NOT_FOUND", f"The workflows backend has no {method} /{'/'.join(path)}.")
 
     async def aclose(self) -> None:
         self._client.close()
-
-
-async def _json_body(body: bytes | AsyncIterator[bytes] | None) -> Any:
-    if body is None or isinstance(body, bytes):
-        raw = body or b""
-    else:
-        chunks, size = [], 0
-        async for chunk in body:
-            size += len(chunk)
-            if size > _MAX_BODY:
-                raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-    if len(raw) > _MAX_BODY:
-        raise GatewayError(413, "PAYLOAD_TOO_LARGE", f"The request body exceeds {_MAX_BODY} bytes.")
-    try:
-        value = orjson.loads(raw) if raw.strip() else {}
-    except orjson.JSONDecodeError:
-        raise GatewayError(400, "INVALID_JSON", "The request body is not valid JSON.") from None
-    if too_deep(value, DEFAULT_DEPTH, raw):
-        raise GatewayError(400, "BODY_TOO_DEEP", f"The request body nests deeper than {DEFAULT_DEPTH} levels.")
-    return value
-
-
-def _json(status: int, value: Any) -> Reply:
-    return Reply(status, [("content-type", "application/json")], orjson.dumps(value), from_upstream=True)
