@@ -54,6 +54,8 @@ def test_stored_keys_when_postgresql_stops_closed_or_last_known(gateway, upstrea
     too_old = get(base, "/brief", key)
     assert too_old.status_code == 503 and too_old.json()["error"]["code"] == "KEY_STORE_UNAVAILABLE"
     assert all(get(base, "/cached", key).status_code == 200 for _ in range(5))  # request_log never fails one
+    admin = Admin(base).call("GET", "/keys")  # the admin API needs the store: a 503, never a 500
+    assert admin.status_code == 503 and admin.json()["error"]["code"] == "KEY_STORE_UNAVAILABLE"
 
     stoppable_postgres.start()
     deadline = time.monotonic() + 15

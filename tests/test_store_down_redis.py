@@ -71,3 +71,22 @@ def test_the_defaults_are_stated_in_the_schemas():
     dedupe = json.loads(WEBHOOKS.read_text())["properties"]["dedupe"]["properties"]["on_store_error"]
     assert dedupe["default"] == "closed"
     assert RateLimitPlugin.options_schema["properties"]["on_storage_error"]["default"] == "open"
+
+
+def test_realtime_tickets_when_redis_stops(tmp_path, redis_url):
+    """The backplane's Redis holds the tickets: without it one can be neither issued nor redeemed (a 503)."""
+    from tests.realtime_support import ENV as REALTIME_ENV
+    from tests.realtime_support import bearer, write_realtime_config
+
+    root = write_realtime_config(tmp_path / "rt", backplane=redis_url)
+    with serve(create_app(str(root), REALTIME_ENV)) as base:
+        issued = httpx.post(f"{base}/api/realtime/tickets", headers=bearer("olga"))
+        assert issued.status_code == 201
+        stop_redis(redis_url, tmp_path)
+        refused = httpx.post(f"{base}/api/realtime/tickets", headers=bearer("olga"))
+        redeemed = httpx.get(
+            f"{base}/api/realtime/events",
+            params={"channel": "payments:olga", "ticket": issued.json()["data"]["ticket"]},
+        )
+    assert refused.status_code == 503 and refused.json()["error"]["code"] == "REALTIME_STORE_UNAVAILABLE"
+    assert redeemed.status_code == 503 and redeemed.json()["error"]["code"] == "REALTIME_STORE_UNAVAILABLE"
