@@ -190,3 +190,21 @@ def test_docker_compose_config_when_available():
         if created:
             env.unlink()
     assert result.returncode == 0, result.stderr
+
+
+def test_the_scale_out_page_states_each_fail_mode_default_as_the_schemas_do():
+    from gateway_engine_plugins.auth import AuthPlugin
+    from gateway_engine_plugins.rate_limit import RateLimitPlugin
+
+    webhooks = json.loads((ROOT / "schemas" / "webhooks.schema.json").read_text())
+    defaults = {
+        "on_storage_error": RateLimitPlugin.options_schema["properties"]["on_storage_error"]["default"],
+        "on_store_error": AuthPlugin.options_schema["properties"]["on_store_error"]["default"],
+        "dedupe.on_store_error": webhooks["properties"]["dedupe"]["properties"]["on_store_error"]["default"],
+    }
+    rows = [
+        line.split("|") for line in (ROOT / "docs" / "scale-out.md").read_text().splitlines() if line.startswith("| ")
+    ]
+    for option, default in defaults.items():
+        [row] = [r for r in rows if r[3].strip() == f"`{option}`"]
+        assert row[4].strip() == f"`{default}`", option
