@@ -127,6 +127,10 @@ def test_probes_call_the_configs_health_endpoint():
         assert container[probe]["httpGet"]["path"] == f"{base}/health", probe
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env["GATEWAY_PORT"] == str(container["ports"][0]["containerPort"])
+    annotations = RESOURCES[("Deployment", "gateway")]["spec"]["template"]["metadata"]["annotations"]
+    metrics = load(CONFIG / "gateway.yaml").get("metrics", {})
+    assert annotations["prometheus.io/path"] == metrics.get("path", "/metrics")
+    assert annotations["prometheus.io/port"] == env["GATEWAY_PORT"]
 
 
 def test_the_secret_template_holds_every_variable_the_config_needs():

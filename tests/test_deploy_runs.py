@@ -27,6 +27,7 @@ def test_the_deploy_config_migrates_serves_and_drains(
         "STORE_URL": postgres_url,
         "REDIS_URL": redis_url,
         "GATEWAY_OPERATOR_KEY": "operator-" + "5" * 32,
+        "METRICS_KEY": "metrics-" + "7" * 32,
         "ORDERS_SERVICE_URL": upstream,
         "KAFKA_BROKER": f"127.0.0.1:{free_port()}",  # no broker: the realtime source retries in the background
         "GATEWAY_DATA": str(tmp_path / "data"),
@@ -65,6 +66,10 @@ def test_the_deploy_config_migrates_serves_and_drains(
         assert answer.status_code == 200, answer.text
         assert recorder.requests[-1]["headers"]["x-partner-id"] == "acme"
         assert httpx.get(f"{base}/orders/", headers={"x-api-key": key + "x"}, timeout=10).status_code == 401
+        scrape = f"http://127.0.0.1:{port}/metrics"  # the pod annotation's prometheus.io/path
+        assert httpx.get(scrape, timeout=10).status_code == 401
+        metrics = httpx.get(scrape, headers={"x-metrics-key": settings["METRICS_KEY"]}, timeout=10)
+        assert metrics.status_code == 200 and 'backend="orders"' in metrics.text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
