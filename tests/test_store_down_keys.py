@@ -8,7 +8,7 @@ import time
 import httpx
 
 from gateway_engine.keys import keyformat
-from tests.keys_support import Admin, admin_routes, gateway_yaml
+from tests.keys_support import Admin, admin_routes, eventually, gateway_yaml
 from tests.postgres_server import create_database, stoppable_postgres  # noqa: F401
 
 ROUTES = """backend: svc
@@ -62,3 +62,11 @@ def test_stored_keys_when_postgresql_stops_closed_or_last_known(gateway, upstrea
     while get(base, "/closed", key).status_code != 200:  # the pool reconnects on its own
         assert time.monotonic() < deadline, "the gateway did not recover when PostgreSQL came back"
         time.sleep(0.2)
+    # the request log kept the outage's rows (6 answered 200, the unknown key's 503) and wrote them afterwards
+    logged = eventually(lambda: len(_logged(base, "cached", 503)) == 1 and len(_logged(base, "cached", 200)) == 8)
+    assert logged, (len(_logged(base, "cached", 503)), len(_logged(base, "cached", 200)))
+
+
+def _logged(base: str, route: str, status: int) -> list[dict]:
+    rows = Admin(base).ok("GET", "/logs/requests", route=f"svc.{route}", status=status, limit=100)["items"]
+    return rows
