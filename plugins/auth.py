@@ -10,7 +10,7 @@ from gateway_engine import GatewayError, GatewayInfo, Plugin, RequestContext
 
 from .auth_jwt import JwtVerifier
 from .auth_keys import KeyEntry, KeyTable
-from .auth_stored import stored_identity
+from .auth_stored import LAST_KNOWN_PATTERN, last_known_seconds, stored_identity
 
 IDENTITY_FIELDS = (
     "user_id",
@@ -85,6 +85,21 @@ class AuthPlugin(Plugin):
                 "description": "Also accept stored keys, checked by the credential verifier a feature lends under "
                 "this name (`keys`: the key store, see docs/stored-keys.md). Keys in `auth.api_keys` still work.",
             },
+            "on_store_error": {
+                "type": "string",
+                "enum": ["closed", "last_known"],
+                "default": "closed",
+                "description": "When the verifier's store is unreachable: `closed` answers 503 KEY_STORE_UNAVAILABLE; "
+                "`last_known` answers a key as the store last did, if that was at most `last_known_for` ago "
+                "(a key it never confirmed still gets the 503: unverified keys are never let through).",
+            },
+            "last_known_for": {
+                "type": "string",
+                "pattern": LAST_KNOWN_PATTERN,
+                "default": "15m",
+                "description": "With `on_store_error: last_known`: how old the store's last answer may be "
+                "(`30s`, `15m`, `1h`; at most 24h).",
+            },
             "require_client_key": {
                 "type": "boolean",
                 "default": False,
@@ -148,6 +163,7 @@ class AuthPlugin(Plugin):
         }
         settings = gateway.settings.get("auth") or {}
         self.verifier_name: str | None = options.get("verifier")
+        self.last_known_for = last_known_seconds(options) if options["on_store_error"] == "last_known" else None
         if "api_key" in self.accept and "api_keys" not in settings and self.verifier_name is None:
             raise ValueError(
                 "accept lists api_key but gateway.yaml has no auth.api_keys (nor does auth name a verifier)"
@@ -248,6 +264,7 @@ class AuthPlugin(Plugin):
                     ctx.headers.get(self.client_header),
                     require_client=self.require_client,
                     client_header=self.client_header,
+                    last_known_for=self.last_known_for,
                 )
         entry = _check_key(found_key, now, "API_KEY", "API key")
         if isinstance(entry, GatewayError):

@@ -5,17 +5,53 @@ this module only turns its answers into identities and 401s. Both keys of a tena
 are verified; the client key must belong to a client of the platform key's platform. The
 identity's scopes are the intersection of both keys' scopes (an empty list on the client
 key inherits the platform's), roles likewise, and each key's own rate limit travels in
-``key_limits`` for the ``rate_limit`` plugin.
+``key_limits`` for the ``rate_limit`` plugin. When the verifier's store is down, ``on_store_error``
+decides: a 503 (``closed``), or the store's last answer about the key (``last_known``), never a pass
+for a key the store did not confirm.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from typing import Any
 
 from gateway_engine import CredentialVerifier, GatewayError, VerifiedCredential
 
 _CODES = {"DISABLED": "DISABLED", "EXPIRED": "EXPIRED"}
 UNAVAILABLE = GatewayError(503, "KEY_STORE_UNAVAILABLE", "Keys cannot be verified right now; try again shortly.")
+LAST_KNOWN_PATTERN = r"^[1-9][0-9]{0,5}(s|m|h)$"
+_UNIT = {"s": 1, "m": 60, "h": 3600}
+_MAX_LAST_KNOWN = 86_400.0
+log = logging.getLogger("gateway_engine.auth")
+_last_warning = float("-inf")
+
+
+def last_known_seconds(options: dict[str, Any]) -> float:
+    """``last_known_for`` in seconds (the schema checked its shape); ValueError above 24h."""
+    text = options["last_known_for"]
+    seconds = float(text[:-1]) * _UNIT[text[-1]]
+    if seconds > _MAX_LAST_KNOWN:
+        raise ValueError(f"last_known_for: {text} is longer than 24h")
+    return seconds
+
+
+def settle(credential: VerifiedCredential, last_known_for: float | None) -> VerifiedCredential:
+    """With ``on_store_error: last_known``, an UNAVAILABLE answer becomes the store's last answer about the key
+    when there is one, young enough, that the store actually gave (never "unknown key": that would blame the
+    client for the outage). Otherwise the credential is unchanged (a 503)."""
+    if credential.status != "UNAVAILABLE" or last_known_for is None:
+        return credential
+    last = credential.last_known
+    if last is None or last.checked_at is None or last.status in ("NOT_FOUND", "MALFORMED"):
+        return credential
+    if time.time() - last.checked_at > last_known_for:
+        return credential
+    global _last_warning
+    if time.monotonic() - _last_warning > 60:  # one line a minute, not one per request of an outage
+        _last_warning = time.monotonic()
+        log.warning("key store unreachable: answering keys as the store last did (on_store_error: last_known)")
+    return last
 
 
 def refusal(credential: VerifiedCredential, code: str, label: str) -> GatewayError | None:
@@ -32,9 +68,15 @@ def refusal(credential: VerifiedCredential, code: str, label: str) -> GatewayErr
 
 
 async def stored_identity(
-    verifier: CredentialVerifier, key: str, client_key: str | None, *, require_client: bool, client_header: str
+    verifier: CredentialVerifier,
+    key: str,
+    client_key: str | None,
+    *,
+    require_client: bool,
+    client_header: str,
+    last_known_for: float | None = None,
 ) -> dict[str, Any] | GatewayError:
-    platform = await verifier.verify(key)
+    platform = settle(await verifier.verify(key), last_known_for)
     refused = refusal(platform, "API_KEY", "API key")
     if refused is not None:
         return refused
@@ -44,7 +86,7 @@ async def stored_identity(
         if require_client:
             return GatewayError(401, "CLIENT_KEY_REQUIRED", f"This route requires a client key in {client_header}.")
         return _identity(platform, None)
-    client = await verifier.verify(client_key)
+    client = settle(await verifier.verify(client_key), last_known_for)
     if client.valid and (client.kind != "client" or client.platform_id != platform.platform_id):
         client = VerifiedCredential("NOT_FOUND")  # a valid key of another platform is no client key here
     refused = refusal(client, "CLIENT_KEY", "client key")

@@ -28,51 +28,94 @@ def _as_postgres(argv: list[str]) -> list[str]:
     return ["runuser", "-u", "postgres", "--", *argv]
 
 
-@pytest.fixture(scope="session")
-def postgres_server() -> Iterator[str]:
-    """``postgresql://gw@127.0.0.1:PORT`` of a server started for this session (fsync off: tests only)."""
-    if not (BIN / "pg_ctl").exists():
-        pytest.skip("PostgreSQL 15 is not installed (CI installs it: apt-get install postgresql-15)")
-    root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
-    data = root / "data"
-    data.mkdir()
-    if os.geteuid() == 0:
-        shutil.chown(root, "postgres")
-        shutil.chown(data, "postgres")
-    port = free_port()
-    subprocess.run(
-        _as_postgres([str(BIN / "initdb"), "-D", str(data), "-A", "trust", "-U", "gw"]),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    options = f"-p {port} -k {data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
-    subprocess.run(
-        _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(data / "log"), "-w", "start"]),
-        check=True,
-        capture_output=True,
-        timeout=120,
-    )
-    try:
-        yield f"postgresql://gw@127.0.0.1:{port}"
-    finally:
+class Server:
+    """One PostgreSQL server in its own directory: ``start()``, ``stop()`` (fast, like a crash), ``url``."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="gw-pg-"))
+        self.data = self.root / "data"
+        self.data.mkdir()
+        if os.geteuid() == 0:
+            shutil.chown(self.root, "postgres")
+            shutil.chown(self.data, "postgres")
+        self.port = free_port()
+        self.url = f"postgresql://gw@127.0.0.1:{self.port}"
         subprocess.run(
-            _as_postgres([str(BIN / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
+            _as_postgres([str(BIN / "initdb"), "-D", str(self.data), "-A", "trust", "-U", "gw"]),
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+
+    def start(self) -> None:
+        options = f"-p {self.port} -k {self.data} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
+        command = [
+            str(BIN / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-o",
+            options,
+            "-l",
+            str(self.data / "log"),
+            "-w",
+            "start",
+        ]
+        subprocess.run(_as_postgres(command), check=True, capture_output=True, timeout=120)
+
+    def stop(self) -> None:
+        subprocess.run(
+            _as_postgres([str(BIN / "pg_ctl"), "-D", str(self.data), "-m", "immediate", "-w", "stop"]),
             capture_output=True,
             timeout=60,
         )
-        shutil.rmtree(root, ignore_errors=True)
+
+    def remove(self) -> None:
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _installed() -> None:
+    if not (BIN / "pg_ctl").exists():
+        pytest.skip("PostgreSQL 15 is not installed (CI installs it: apt-get install postgresql-15)")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """``postgresql://gw@127.0.0.1:PORT`` of a server started for this session (fsync off: tests only)."""
+    _installed()
+    server = Server()
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.remove()
+
+
+@pytest.fixture
+def stoppable_postgres() -> Iterator[Server]:
+    """A server of this test's own, which the test may stop (and start again) to see the gateway without it."""
+    _installed()
+    server = Server()
+    server.start()
+    try:
+        yield server
+    finally:
+        server.remove()
+
+
+def create_database(server_url: str) -> str:
+    name = "t_" + uuid.uuid4().hex[:16]
+    host, port = server_url.rsplit("@", 1)[1].split(":")
+    subprocess.run(
+        [str(BIN / "createdb"), "-h", host, "-p", port, "-U", "gw", name], check=True, capture_output=True, timeout=60
+    )
+    return f"{server_url}/{name}"
 
 
 @pytest.fixture
 def postgres_url(postgres_server: str) -> str:
     """A fresh, empty database on the session's server: ``postgresql://gw@127.0.0.1:PORT/t_...``."""
-    name = "t_" + uuid.uuid4().hex[:16]
-    host, port = postgres_server.rsplit("@", 1)[1].split(":")
-    subprocess.run(
-        [str(BIN / "createdb"), "-h", host, "-p", port, "-U", "gw", name], check=True, capture_output=True, timeout=60
-    )
-    return f"{postgres_server}/{name}"
+    return create_database(postgres_server)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

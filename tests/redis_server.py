@@ -62,3 +62,14 @@ def _ready(port: int) -> bool:
             return s.recv(16).startswith(b"+PONG")
     except OSError:
         return False
+
+
+def stop_redis(url: str, tmp_path: Path) -> None:
+    """Stop the `redis_url` server of this test (by the pid it wrote) and wait until its port refuses."""
+    os.kill(int((tmp_path / "redis.pid").read_text()), signal.SIGTERM)
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    deadline = time.monotonic() + 10
+    while _ready(port):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"redis-server on port {port} did not stop")
+        time.sleep(0.02)

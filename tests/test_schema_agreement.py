@@ -186,7 +186,7 @@ def shipped_yaml() -> list[Path]:
         *sorted((ROOT / "webhooks.d").glob("*.yaml")),
         *sorted((ROOT / "workflows.d").glob("*.yaml")),
     ]
-    for d in ["bench/configs", "examples"]:
+    for d in ["bench/configs", "examples", "deploy/config"]:
         if (ROOT / d).is_dir():
             files += sorted((ROOT / d).rglob("*.yaml"))
     return files

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
@@ -276,7 +277,10 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
         return 1
     server = config.server
     metrics_dir = None
-    if args.workers > 1:
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if given:  # the operator's directory (a Kubernetes emptyDir): kept, but emptied of an earlier run's files
+        _wipe_metrics(Path(given))
+    elif args.workers > 1:
         # each worker writes its metrics here and a scrape sums them; fresh, so nothing stale from an earlier run
         metrics_dir = tempfile.mkdtemp(prefix="gateway-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
@@ -309,6 +313,14 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
         if metrics_dir is not None:
             shutil.rmtree(metrics_dir, ignore_errors=True)
     return 0
+
+
+def _wipe_metrics(directory: Path) -> None:
+    """prometheus_client sums every ``*.db`` in the directory: files of a previous run (a restarted
+    container keeps its emptyDir) would be counted again, so they go before any worker starts."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for stale in directory.glob("*.db"):
+        stale.unlink(missing_ok=True)
 
 
 def main() -> None:

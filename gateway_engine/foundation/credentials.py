@@ -13,7 +13,7 @@ from typing import Protocol
 
 #: what a verification says (the Unkey vocabulary): only VALID lets a request through
 VALID, NOT_FOUND, MALFORMED, DISABLED, EXPIRED = "VALID", "NOT_FOUND", "MALFORMED", "DISABLED", "EXPIRED"
-UNAVAILABLE = "UNAVAILABLE"  # the verifier could not decide (its store is down): a 503, never a pass
+UNAVAILABLE = "UNAVAILABLE"  # the verifier could not decide (its store is down): a 503, or the last known answer
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,9 @@ class VerifiedCredential:
     roles: tuple[str, ...] = ()
     rate_limit: int | None = None
     expires_at: float | None = None  # POSIX seconds
+    checked_at: float | None = None  # POSIX seconds the store last gave this answer
+    #: with UNAVAILABLE: the store's last answer about this key (what `auth: {on_store_error: last_known}` may use)
+    last_known: VerifiedCredential | None = None
 
     @property
     def valid(self) -> bool:

@@ -64,8 +64,10 @@ class KeysTransport:
             raise
         except RuntimeError:  # the store closed under us (a shutdown)
             raise _UNAVAILABLE from None
-        except Exception as exc:  # a database error: never a traceback or SQL in the answer
-            if exc.__class__.__module__.startswith(("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")):
+        except Exception as exc:  # a database error or an unreachable one: never a traceback or SQL in the answer
+            if isinstance(exc, OSError | TimeoutError) or exc.__class__.__module__.startswith(
+                ("sqlalchemy", "asyncpg", "sqlite3", "aiosqlite")
+            ):
                 raise _UNAVAILABLE from None
             raise
         return json_reply(status, answer)

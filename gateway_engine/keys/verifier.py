@@ -7,7 +7,9 @@ another on the same store) notifies the ``keys`` channel with the affected diges
 each process drops them: the bound on a revoked key still working is the notification's
 delivery time (PostgreSQL: milliseconds; SQLite: ``store.poll_interval``), which
 ``gateway_keys_invalidation_lag_seconds`` measures. A lookup racing an invalidation is
-not cached, so a stale read never outlives the change that made it stale.
+not cached, so a stale read never outlives the change that made it stale. An entry past its
+``ttl`` stays in the LRU until evicted: when the store is down, ``verify`` answers UNAVAILABLE
+with that entry as ``last_known`` (the auth plugin's ``on_store_error: last_known`` may use it).
 """
 
 from __future__ import annotations
@@ -39,14 +41,13 @@ from .settings import KeysSettings
 log = logging.getLogger("gateway_engine.keys")
 CHANNEL = "keys"
 _MALFORMED = VerifiedCredential(MALFORMED)
-_NOT_FOUND = VerifiedCredential(NOT_FOUND)
 _UNAVAILABLE = VerifiedCredential(UNAVAILABLE)
 
 
-def credential_of(row: dict[str, Any] | None) -> VerifiedCredential:
-    """What a stored row means for a request: its status and owner."""
+def credential_of(row: dict[str, Any] | None, now: float) -> VerifiedCredential:
+    """What a stored row means for a request: its status and owner, as the store said at ``now``."""
     if row is None:
-        return _NOT_FOUND
+        return VerifiedCredential(NOT_FOUND, checked_at=now)
     revoked = row["status"] != keyring.ACTIVE
     inactive = row["platform_active"] is False or row["client_active"] is False
     return VerifiedCredential(
@@ -62,6 +63,7 @@ def credential_of(row: dict[str, Any] | None) -> VerifiedCredential:
         roles=tuple(row["roles"]),
         rate_limit=row["rate_limit"],
         expires_at=row["expires_at"],
+        checked_at=now,
     )
 
 
@@ -92,16 +94,17 @@ class StoredKeyVerifier:
         else:
             generation = self._generation
             try:
-                credential = credential_of(await self._lookup(digest))
-            except Exception as exc:  # the store is down: refuse with 503, never let the key through
+                credential = credential_of(await self._lookup(digest), now)
+            except Exception as exc:  # the store is down: UNAVAILABLE (a 503), never a pass of its own accord
                 log.warning("stored key lookup failed (%s)", type(exc).__name__)
                 VERIFICATIONS.labels(UNAVAILABLE, "store").inc()
-                return _UNAVAILABLE
+                if cached is None:  # never seen, or invalidated by a change: nothing to fall back on
+                    return _UNAVAILABLE
+                return VerifiedCredential(UNAVAILABLE, last_known=_at(cached[0], now))
             source = "store"
             if generation == self._generation:
                 self._remember(digest, credential)
-        if credential.status == VALID and credential.expires_at is not None and now >= credential.expires_at:
-            credential = dataclasses.replace(credential, status=EXPIRED)
+        credential = _at(credential, now)
         VERIFICATIONS.labels(credential.status, source).inc()
         if credential.status == VALID and credential.key_id is not None:
             self._on_valid(credential.key_id, now)
@@ -132,6 +135,13 @@ class StoredKeyVerifier:
 
     def __len__(self) -> int:
         return len(self._cache)
+
+
+def _at(credential: VerifiedCredential, now: float) -> VerifiedCredential:
+    """The credential as of ``now``: a valid key whose expiry passed is EXPIRED."""
+    if credential.status == VALID and credential.expires_at is not None and now >= credential.expires_at:
+        return dataclasses.replace(credential, status=EXPIRED)
+    return credential
 
 
 def change_message(digests: Iterable[str]) -> str:

@@ -49,7 +49,10 @@ class Handshake:
             return self.chain
         if not 0 < len(ticket) <= MAX_TICKET:
             return _bad_ticket()
-        identity = await self.tickets.redeem(ticket)
+        try:
+            identity = await self.tickets.redeem(ticket)
+        except GatewayError as err:  # the ticket store is unreachable: a 503, never the 500 of a raised error
+            return err
         if identity is None:
             return _bad_ticket()
         if expired(identity):

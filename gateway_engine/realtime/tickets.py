@@ -23,6 +23,7 @@ from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.reply import Reply
 
 _OUTSTANDING = 100000  # memory store bound: the oldest unredeemed ticket goes first
+_UNREACHABLE = GatewayError(503, "REALTIME_STORE_UNAVAILABLE", "Tickets cannot be issued or checked right now; retry.")
 
 
 def _digest(ticket: str) -> str:
@@ -59,13 +60,18 @@ class RedisTickets:
 
     async def issue(self, identity: dict[str, Any]) -> str:
         ticket = secrets.token_urlsafe(32)
-        await self._client.set(
-            f"{self.prefix}:{_digest(ticket)}", orjson.dumps(identity, default=str), px=max(1, int(self.ttl * 1000))
-        )
+        value = orjson.dumps(identity, default=str)
+        try:
+            await self._client.set(f"{self.prefix}:{_digest(ticket)}", value, px=max(1, int(self.ttl * 1000)))
+        except (aioredis.RedisError, OSError):
+            raise _UNREACHABLE from None
         return ticket
 
     async def redeem(self, ticket: str) -> dict[str, Any] | None:
-        raw = await self._client.getdel(f"{self.prefix}:{_digest(ticket)}")
+        try:
+            raw = await self._client.getdel(f"{self.prefix}:{_digest(ticket)}")
+        except (aioredis.RedisError, OSError):  # fail closed: a ticket that cannot be checked is no credential
+            raise _UNREACHABLE from None
         return orjson.loads(raw) if raw else None
 
     async def aclose(self) -> None:

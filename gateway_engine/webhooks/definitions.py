@@ -54,6 +54,7 @@ class Source:
     event_type: Render | None
     window: float
     actions: tuple[Action, ...]
+    dedupe_open: bool = False  # `dedupe.on_store_error: open`: an unreachable store runs the event unrecorded
 
 
 class WebhookSet:
@@ -220,6 +221,7 @@ class _SourceCompiler:
             event_type=event_type,
             window=window,
             actions=compiled,
+            dedupe_open=data.get("dedupe", {}).get("on_store_error", "closed") == "open",
         )
 
     def _action(self, doc: Document, path: tuple, spec: dict[str, Any], interp: Interpolation) -> Action | None:

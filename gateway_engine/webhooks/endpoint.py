@@ -90,8 +90,8 @@ class WebhookEndpoint:
         variables["event"] = event
         key = f"{source.name}:{event['id'] if len(event['id']) <= 128 else hashlib.sha256(event['id'].encode()).hexdigest()}"
         token = os.urandom(12).hex()
-        claim = await self._store(self.store.claim(key, token, self.lease))
-        if claim != "claimed":
+        claim = await self._claim(key, token, event)
+        if claim not in ("claimed", "unrecorded"):
             self._log(logging.INFO, "duplicate" if claim == "done" else "busy", event=event)
             if claim == "busy":
                 raise GatewayError(
@@ -104,7 +104,8 @@ class WebhookEndpoint:
         try:
             results = await self._run_actions(config, key, variables)
         except BaseException as exc:  # failed or cancelled: free the id so the sender's retry runs the event
-            await self._release(key, token)
+            if claim == "claimed":
+                await self._release(key, token)
             if not isinstance(exc, _ActionError):
                 raise
             self._log(logging.ERROR, "failed", event=event, action=exc.index, kind=exc.kind, reason=exc.error.message)
@@ -115,7 +116,8 @@ class WebhookEndpoint:
                 details={"action": exc.index, "kind": exc.kind},
             ) from None
         try:
-            await self.store.finish(key, source.window)
+            if claim == "claimed":
+                await self.store.finish(key, source.window)
         except StoreError as exc:  # the actions are durable; their own marks keep a retry from redoing them
             log.error("webhook %s: could not record event %s as handled: %s", source.name, event["id"], exc)
         self._log(logging.INFO, "accepted", event=event, actions=len(results))
@@ -127,11 +129,11 @@ class WebhookEndpoint:
             try:
                 if not action.applies(variables):
                     results.append({"action": action.kind, "status": "skipped"})
-                elif await self.store.action_done(key, i):
+                elif await self._action_done(key, i):
                     results.append({"action": action.kind, "status": "already-done"})
                 else:
                     results.append(await action.run(config, variables))
-                    await self.store.mark_action(key, i, self.source.window)
+                    await self._mark_action(key, i)
             except ActionFailed as exc:
                 raise _ActionError(i, action.kind, GatewayError(502, "WEBHOOK_ACTION_FAILED", exc.detail)) from None
             except TemplateRuntimeError as exc:
@@ -139,6 +141,31 @@ class WebhookEndpoint:
             except StoreError as exc:
                 raise _ActionError(i, action.kind, GatewayError(503, "WEBHOOK_STORE_UNAVAILABLE", str(exc))) from None
         return results
+
+    async def _claim(self, key: str, token: str, event: Mapping[str, Any]) -> str:
+        """The store's claim; ``unrecorded`` when it is unreachable and the source fails open."""
+        try:
+            return await self._store(self.store.claim(key, token, self.lease))
+        except GatewayError as err:
+            if not (self.source.dedupe_open and err.code == "WEBHOOK_STORE_UNAVAILABLE"):
+                raise
+            self._log(logging.WARNING, "unrecorded", event=event, reason="store unreachable; a retry may run it again")
+            return "unrecorded"
+
+    async def _action_done(self, key: str, index: int) -> bool:
+        try:
+            return await self.store.action_done(key, index)
+        except StoreError:
+            if self.source.dedupe_open:
+                return False
+            raise
+
+    async def _mark_action(self, key: str, index: int) -> None:
+        try:
+            await self.store.mark_action(key, index, self.source.window)
+        except StoreError:
+            if not self.source.dedupe_open:
+                raise
 
     async def _store(self, call: Any) -> Any:
         try:
