@@ -22,9 +22,9 @@ from typing import Any
 
 from . import cluster_probes as probes
 from . import servers, wrk
-from .cluster_config import secrets_env, write_config
+from .cluster_config import POST_LUA, secrets_env, write_config
 from .cluster_report import checks, table
-from .cluster_services import Postgres, Receiver, Redis, lb_access_counts, load_balancer
+from .cluster_services import Postgres, Receiver, Redis, lb_access_counts, lb_upstream_errors, load_balancer
 
 INSTANCES = 3
 
@@ -38,6 +38,8 @@ class Options:
     drain_timeout: float = 10.0
     revocation_bound: float = 1.0  # a revoked key is refused everywhere within this
     start_deadline: float = 60.0
+    log_level: str = "warning"
+    workdir: Path | None = None  # run here and keep it (logs, config); default: a temporary directory
 
 
 class Cluster:
@@ -74,7 +76,7 @@ class Cluster:
             str(port),
             "--no-watch",
             "--log-level",
-            "warning",
+            self.options.log_level,
             "--drain-timeout",
             str(self.options.drain_timeout),
             "--data",
@@ -129,9 +131,11 @@ def restart(gateway: servers.Server, timeout: float) -> dict[str, Any]:
     }
 
 
-def start_wrk(url: str, connections: int, key: str, longest: float) -> subprocess.Popen:
+def start_wrk(url: str, connections: int, key: str, longest: float, script: Path | None = None) -> subprocess.Popen:
     """wrk in the background; it stops at SIGINT (and prints its report) or after ``longest`` seconds."""
     cmd = [shutil.which("wrk") or "wrk", "--latency", "-t1", f"-c{connections}", f"-d{longest:.0f}s", "--timeout", "5s"]
+    if script is not None:
+        cmd += ["-s", str(script)]
     return subprocess.Popen(
         [*cmd, "-H", f"x-api-key: {key}", url],
         stdout=subprocess.PIPE,
@@ -156,9 +160,10 @@ def stop_wrk(proc: subprocess.Popen) -> dict[str, Any]:
 def run(options: Options) -> dict[str, Any]:
     """One cluster run; returns every figure (the checks are applied by ``cluster_report.checks``)."""
     with tempfile.TemporaryDirectory(prefix="gw-cluster-") as tmp:
-        workdir = Path(tmp)
+        workdir = Path(tmp) if options.workdir is None else options.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
         cluster, receiver = Cluster(workdir, options), Receiver()
-        load: subprocess.Popen | None = None
+        loads: dict[str, subprocess.Popen] = {}
         try:
             began = time.monotonic()
             cluster.start()
@@ -166,7 +171,10 @@ def run(options: Options) -> dict[str, Any]:
             startup_s = round(time.monotonic() - began, 1)
             ops = cluster.secrets["CLUSTER_OPS_KEY"]
             probes.register_endpoint(cluster.lb.base, ops, receiver.url)
-            load = start_wrk(f"{cluster.lb.base}/api/bench/items", options.connections, ops, options.duration + 300)
+            (workdir / "post.lua").write_text(POST_LUA)
+            url, half = f"{cluster.lb.base}/api/bench/items", max(1, options.connections // 2)
+            loads["GET"] = start_wrk(url, options.connections - half, ops, options.duration + 300)
+            loads["POST"] = start_wrk(url, half, ops, options.duration + 300, workdir / "post.lua")
             load_began = time.monotonic()
             time.sleep(1.0)
             emits, restarts, revocation = [], [], {}
@@ -179,17 +187,20 @@ def run(options: Options) -> dict[str, Any]:
             emits.append(probes.emit(cluster.lb.base, ops, INSTANCES))
             rate = probes.rate_limit(cluster.bases, ops, options.rate_limit)
             time.sleep(max(0.0, options.duration - (time.monotonic() - load_began)))
-            result = stop_wrk(load)
-            load = None
-            realtime = probes.realtime(cluster.bases, cluster.secrets["CLUSTER_JWT_SECRET"], cluster.secrets["CLUSTER_HOOK_SECRET"])
+            load = {method: stop_wrk(proc) for method, proc in loads.items()}
+            loads.clear()
+            realtime = probes.realtime(
+                cluster.bases, cluster.secrets["CLUSTER_JWT_SECRET"], cluster.secrets["CLUSTER_HOOK_SECRET"]
+            )
             delivered = probes.wait_deliveries(receiver.received, sum(e == 200 for e in emits), timeout=30, settle=2)
             time.sleep(1.2)  # the LB flushes its access log every second
             logs = [g.stderr_path for g in cluster.gateways] + [g.stdout_path for g in cluster.gateways]
             return {
                 "options": asdict(options),
                 "startup_s": startup_s,
-                "wrk": result,
+                "load": load,
                 "lb": lb_access_counts(workdir),
+                "lb_upstream_errors": lb_upstream_errors(workdir),
                 "restarts": restarts,
                 "log_errors": probes.scan_logs(logs),
                 "rate_limit": rate,
@@ -198,9 +209,9 @@ def run(options: Options) -> dict[str, Any]:
                 "realtime": realtime,
             }
         finally:
-            if load is not None:
-                load.kill()
-                load.wait(10)
+            for proc in loads.values():
+                proc.kill()
+                proc.wait(10)
             receiver.stop()
             cluster.stop()
 
@@ -208,21 +219,32 @@ def run(options: Options) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.cluster", description=__doc__.split("\n\n")[0])
     parser.add_argument("--duration", type=float, default=20.0, help="least seconds of wrk load (default 20)")
-    parser.add_argument("--connections", type=int, default=16, help="wrk connections through the LB (default 16)")
+    parser.add_argument(
+        "--connections", type=int, default=16, help="wrk connections through the LB, half GET, half POST (default 16)"
+    )
     parser.add_argument("--rate-limit", type=int, default=20, help="the shared per-key limit per minute (default 20)")
     parser.add_argument("--gap", type=float, default=2.0, help="seconds between two instances' restarts (default 2)")
+    parser.add_argument("--log-level", default="warning", help="the gateways' --log-level (default warning)")
+    parser.add_argument("--workdir", type=Path, help="run in this directory and keep it (logs, config, LB log)")
     parser.add_argument("--out", type=Path, default=servers.REPO / "bench" / "results", help="where the JSON goes")
     args = parser.parse_args(argv)
     for tool in ("nginx", "wrk", "redis-server"):
         if shutil.which(tool) is None:
             print(f"{tool} is missing: apt-get install -y nginx wrk redis-server postgresql-15", file=sys.stderr)
             return 2
-    options = Options(duration=args.duration, connections=args.connections, rate_limit=args.rate_limit, gap=args.gap)
+    options = Options(
+        duration=args.duration,
+        connections=args.connections,
+        rate_limit=args.rate_limit,
+        gap=args.gap,
+        log_level=args.log_level,
+        workdir=args.workdir,
+    )
     results = run(options)
     results["checks"] = checks(results, options)
     print(table(results))
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "latest-cluster.json").write_text(json.dumps(results, indent=2))
+    (args.out / "latest-cluster.json").write_text(json.dumps(results, indent=2, default=str))
     return 0 if all(c["ok"] for c in results["checks"]) else 1
 
 

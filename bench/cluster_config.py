@@ -39,6 +39,15 @@ prefix: /bench
 upstream: {url: "${CLUSTER_UPSTREAM_URL}"}
 routes:
   - {name: items, method: GET, path: /items, upstream_path: /items}
+  - {name: submit, method: POST, path: /items, upstream_path: /items}
+"""
+
+# wrk's POST load: a static request (no Lua request()/response() hooks, so wrk stays on its fast path).
+# nginx never retries a POST once it was sent, so these show a connection the gateway dropped.
+POST_LUA = """\
+wrk.method = "POST"
+wrk.body = '{"sku": "cluster-1", "qty": 1}'
+wrk.headers["Content-Type"] = "application/json"
 """
 
 ORDERS_ROUTES = """\

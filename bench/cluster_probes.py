@@ -138,7 +138,9 @@ async def _realtime(bases: list[str], jwt_secret: str, hook_secret: str, timeout
             result["latency_ms"] = round((time.monotonic() - sent) * 1000, 1)
             result["delivered"] = frame["data"]["status"] == "paid"
             async with session.post(f"{bases[len(bases) // 2]}/api/webhooks/push", data=body, headers=headers) as again:
-                result["duplicate_refused"] = again.status == 200 and (await again.json())["data"].get("duplicate") is True
+                result["duplicate_refused"] = (
+                    again.status == 200 and (await again.json())["data"].get("duplicate") is True
+                )
             try:
                 await _next(ws, ("message",), 1.0)
                 result["extra_frames"] += 1

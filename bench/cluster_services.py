@@ -166,6 +166,28 @@ def lb_access_counts(workdir: Path) -> dict[str, int]:
     return counts
 
 
+_UPSTREAM_ERRORS = {
+    "refused": "Connection refused",
+    "closed_early": "prematurely closed",
+    "reset": "reset by peer",
+    "timed_out": "timed out",
+}
+
+
+def lb_upstream_errors(workdir: Path) -> dict[str, int]:
+    """Why the LB had to try another instance, from its error log: refused connects, connections the gateway
+    closed before answering, resets, timeouts, anything else."""
+    counts = dict.fromkeys([*_UPSTREAM_ERRORS, "other"], 0)
+    path = workdir / "lb" / "error.log"
+    if path.exists():
+        for line in path.read_text(errors="replace").splitlines():
+            if "[error]" not in line or "upstream" not in line:
+                continue
+            kind = next((k for k, text in _UPSTREAM_ERRORS.items() if text in line), "other")
+            counts[kind] += 1
+    return counts
+
+
 class Receiver:
     """A webhook receiver on 127.0.0.1: records each POST's ``webhook-id`` and answers 200."""
 
@@ -175,7 +197,7 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (the http.server API)
+            def do_POST(self) -> None:  # the http.server API names it
                 self.rfile.read(int(self.headers.get("content-length") or 0))
                 with receiver.lock:
                     receiver.ids.append(self.headers.get("webhook-id", ""))
@@ -203,4 +225,4 @@ class Receiver:
             return list(self.ids)
 
 
-__all__ = ["REPO", "Postgres", "Receiver", "Redis", "lb_access_counts", "load_balancer"]
+__all__ = ["REPO", "Postgres", "Receiver", "Redis", "lb_access_counts", "lb_upstream_errors", "load_balancer"]
