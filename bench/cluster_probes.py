@@ -77,12 +77,14 @@ def revocation(bases: list[str], ops_key: str, bound: float) -> dict[str, Any]:
         t.start()
     with client(bases[0], ops_key) as c:
         start.set()
+        began = time.monotonic()
         answer = c.delete(f"/api/admin/keys/{created['id']}")
+        answered_s = time.monotonic() - began
     if answer.status_code != 200:
         raise RuntimeError(f"revoking answered {answer.status_code}: {answer.text[:300]}")
     for t in threads:
         t.join(bound + 20)
-    return {"lags_s": lags}
+    return {"lags_s": lags, "delete_s": round(answered_s, 3)}
 
 
 def register_endpoint(base: str, ops_key: str, url: str) -> None:

@@ -84,9 +84,9 @@ def table(r: dict[str, Any]) -> str:
         f"| error lines in gateway logs | {len(r['log_errors'])} |",
         f"| per-key limit {rl['limit']}/minute, {rl['sent']} calls round-robin | {rl['admitted']} admitted, "
         f"{rl['refused']} refused (429) |",
-        "| key revoked: refused after, per instance | "
+        "| key revoked: refused after, per instance (from sending the DELETE) | "
         + ", ".join("never" if x is None else f"{x * 1000:.0f} ms" for x in lags)
-        + " |",
+        + f" (the DELETE itself took {r['revocation'].get('delete_s', 0) * 1000:.0f} ms) |",
         f"| events emitted / delivered / deliveries | {sum(e == 200 for e in r['webhooks']['emits'])} / "
         f"{len(set(r['webhooks']['ids']))} / {len(r['webhooks']['ids'])} |",
         f"| realtime: instance 3 → socket on instance 1 | {r['realtime']['latency_ms']} ms |",
