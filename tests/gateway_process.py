@@ -54,7 +54,7 @@ class GatewayProcess:
         deadline = time.monotonic() + timeout
         while True:
             try:
-                if httpx.get(self.base + self.health, timeout=2, trust_env=False).status_code == 200:
+                if httpx.get(self.base + self.health, timeout=5, trust_env=False).status_code == 200:
                     return
             except httpx.HTTPError:
                 pass
