@@ -59,9 +59,15 @@ class Server:
         self.stdout_path = workdir / f"{name}.out"
         self.stderr_path = workdir / f"{name}.err"
         self.proc: subprocess.Popen | None = None
+        self.ready_deadline = READY_DEADLINE
 
     def start(self) -> None:
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+        self.start_only()
+        self._wait_ready()
+
+    def start_only(self) -> None:
+        """Spawn the process; its output is appended, so a restarted server keeps its earlier lines."""
+        with open(self.stdout_path, "ab") as out, open(self.stderr_path, "ab") as err:
             self.proc = subprocess.Popen(
                 self.cmd,
                 stdout=out,
@@ -71,17 +77,16 @@ class Server:
                 cwd=self.cwd,
                 start_new_session=True,
             )
-        self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + READY_DEADLINE
+        deadline = time.monotonic() + self.ready_deadline
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise StartError(f"exited with code {self.proc.returncode}: {self.stderr_tail()}")
             if http_status(self.port, self.ready_path) == 200:
                 return
             time.sleep(0.1)
-        raise StartError(f"no 200 from {self.ready_path} within {READY_DEADLINE:.0f}s: {self.stderr_tail()}")
+        raise StartError(f"no 200 from {self.ready_path} within {self.ready_deadline:.0f}s: {self.stderr_tail()}")
 
     def stderr_tail(self, lines: int = 5) -> str:
         try:
@@ -94,15 +99,15 @@ class Server:
         """SIGTERM the group, give it 5 s, then SIGKILL whatever is left of it (orphaned workers too).
 
         The leader is reaped only at the end: until then its pid, which is the group id, cannot be
-        reused, so the signals reach this server's processes and nothing else.
+        reused, so the signals reach this server's processes and nothing else. A leader already reaped
+        (it exited during start) is not signalled at all.
         """
-        if self.proc is None:
-            return
-        if self.proc.returncode is None:
-            _signal_group(self.proc.pid, signal.SIGTERM)
-            deadline = time.monotonic() + 5
-            while time.monotonic() < deadline and not _exited(self.proc.pid):
-                time.sleep(0.05)
+        if self.proc is None or self.proc.returncode is not None:
+            return  # never started, or already reaped: its pid (and group id) may belong to someone else now
+        _signal_group(self.proc.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not _exited(self.proc.pid):
+            time.sleep(0.05)
         _signal_group(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=5)
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -18,41 +16,32 @@ from tests.servers import free_port
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    """Started daemonized with no persistence, stopped (by its pid) in teardown."""
+    """Run in the foreground as this test's child, no persistence; stopped through its own Popen handle.
+
+    Not daemonized with a pid file: a stale pid file (a Redis that died, its pid reused) would have the
+    teardown signal some other process.
+    """
     binary = shutil.which("redis-server") or "/usr/bin/redis-server"
     if not Path(binary).exists():
         pytest.skip("redis-server is not installed (CI installs it: apt-get install redis-server)")
-    port, pidfile = free_port(), tmp_path / "redis.pid"
-    subprocess.run(
-        [
-            binary,
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--daemonize",
-            "yes",
-            "--pidfile",
-            str(pidfile),
-            "--dir",
-            str(tmp_path),
-        ],
-        check=True,
-    )
+    port = free_port()
+    argv = [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no"]
+    with (tmp_path / "redis.log").open("wb") as log:
+        proc = subprocess.Popen([*argv, "--dir", str(tmp_path)], stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 10
         while not _ready(port):
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"redis-server did not start on port {port}")
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}: {(tmp_path / 'redis.log').read_text()}")
             time.sleep(0.02)
         yield f"redis://127.0.0.1:{port}"
     finally:
-        if pidfile.exists():
-            os.kill(int(pidfile.read_text()), signal.SIGTERM)
+        proc.terminate()  # Popen signals only while its child has not been reaped: never a reused pid
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 def _ready(port: int) -> bool:

@@ -3,10 +3,8 @@ And the CLI on the same store bootstraps keys the gateway then accepts."""
 
 from __future__ import annotations
 
+import contextlib
 import io
-import os
-import subprocess
-import sys
 import time
 
 import httpx
@@ -14,37 +12,22 @@ import orjson
 import pytest
 
 from gateway_engine.cli.main import run
+from tests.gateway_process import GatewayProcess
 from tests.keys_support import OPS_KEY, Admin, admin_routes, call, eventually, gateway_yaml, service_routes
 from tests.postgres_server import any_store, postgres_server, postgres_url  # noqa: F401
-from tests.servers import free_port
 
 
 @pytest.fixture
 def second_gateway(tmp_path):
     """``start(config_root) -> base URL`` of a `gateway-engine serve` subprocess, stopped in teardown."""
-    procs: list[subprocess.Popen] = []
+    with contextlib.ExitStack() as stack:
 
-    def start(root) -> str:
-        port = free_port()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port), "--no-watch"],
-            stdout=subprocess.DEVNULL,
-            stderr=open(tmp_path / "second.err", "wb"),
-            env={**os.environ, "GATEWAY_DRAIN_TIMEOUT": "1"},
-        )
-        procs.append(proc)
-        base = f"http://127.0.0.1:{port}"
-        ready = eventually(lambda: _answers(base), timeout=60)
-        assert ready, (tmp_path / "second.err").read_text()
-        return base
+        def start(root) -> str:
+            gw = stack.enter_context(GatewayProcess(root, tmp_path / "second.log", args=["--drain-timeout", "1"]))
+            assert eventually(lambda: _answers(gw.base), timeout=60), gw.log_text()[-3000:]  # the store is migrated
+            return gw.base
 
-    yield start
-    for proc in procs:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        yield start
 
 
 def _answers(base: str) -> bool:

@@ -9,11 +9,11 @@ import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from gateway_engine import create_app
 from gateway_engine.store import async_url
+from tests.gateway_process import GatewayProcess
 from tests.outbound_support import KEYS, Receiver, api, gateway_yaml, verify, wait_for, write_outbound_config
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 from tests.servers import free_port, serve
@@ -59,24 +59,8 @@ def test_route_emit_is_delivered_signed_on_the_exact_schedule(tmp_path, upstream
             assert log["items"][1]["nextRetry"] is not None and log["items"][0]["nextRetry"] is None
 
 
-def _serve_process(root: Path, port: int) -> subprocess.Popen:
-    env = {**os.environ, **KEYS}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "gateway_engine", "serve", "--config", str(root), "--port", str(port), "--no-watch"],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    wait_for(lambda: _up(f"http://127.0.0.1:{port}") or process.poll() is not None, timeout=60)
-    assert process.poll() is None, "the gateway did not start"
-    return process
-
-
-def _up(base: str) -> bool:
-    try:
-        return httpx.get(base + "/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def _serve_process(root: Path, port: int) -> GatewayProcess:
+    return GatewayProcess(root, root.parent / f"gateway-{port}.log", env=KEYS, health="/health", port=port).start()
 
 
 def test_gateway_killed_mid_schedule_delivers_exactly_once_after_restart(tmp_path, upstream, store_url):
@@ -91,16 +75,15 @@ def test_gateway_killed_mid_schedule_delivers_exactly_once_after_restart(tmp_pat
                 assert client.put("/orders/1/status").status_code == 200
                 wait_for(lambda: client.get("/webhooks/deliveries").json()["items"])  # attempt 1 is recorded
         finally:
-            first.send_signal(signal.SIGKILL)
-            first.wait(30)
+            first.signal(signal.SIGKILL)
+            first.stop(30)
         assert len(receiver.received) == 1
         second = _serve_process(root, free_port())
         try:
             wait_for(lambda: len(receiver.received) >= 2)
             time.sleep(3)  # long past any further attempt the schedule could hold
         finally:
-            second.terminate()
-            second.wait(30)
+            second.stop(30)
     assert len(receiver.received) == 2
     assert receiver.received[0]["headers"]["webhook-id"] == receiver.received[1]["headers"]["webhook-id"]
 

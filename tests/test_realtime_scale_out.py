@@ -4,16 +4,12 @@ a ticket issued by A is redeemed on B, once. Two real gateway processes share on
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
-import httpx
 
+from tests.gateway_process import GatewayProcess
 from tests.realtime_support import (
     ENV,
     bearer,
@@ -25,49 +21,12 @@ from tests.realtime_support import (
     ws_url,
 )
 from tests.redis_server import redis_url  # noqa: F401  (the fixture)
-from tests.servers import free_port
 
 
 @contextlib.contextmanager
 def gateway_process(config: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, **ENV, "GATEWAY_CONFIG": str(config)}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gateway_engine",
-                "serve",
-                "--port",
-                str(port),
-                "--no-watch",
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/api/health", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with GatewayProcess(config, log, env=ENV, args=["--log-level", "warning"]) as gateway:
+        yield gateway.base
 
 
 async def test_realtime_message_on_instance_a_reaches_sockets_on_instance_b(tmp_path: Path, redis_url: str):

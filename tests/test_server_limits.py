@@ -10,14 +10,14 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 
-from tests.servers import free_port, serve, write_config
+from tests.gateway_process import GatewayProcess
+from tests.servers import serve, write_config
 from tests.upstream_app import Recorder, echo_app
 
 SHORT = "server: {header_timeout: 1s, body_timeout: 1s, keep_alive_timeout: 1s, max_head_bytes: 16384, max_request_line: 4096}\n"
@@ -42,37 +42,12 @@ routes:
 
 
 def start_gateway(root: Path, *args: str) -> tuple[str, int, subprocess.Popen]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway_engine",
-            "serve",
-            "--config",
-            str(root),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--no-watch",
-            *args,
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + GUARD
-    while True:
-        try:
-            if httpx.get(url + "/api/health").status_code == 200:
-                return url, port, proc
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("gateway did not start: " + proc.stderr.read().decode()[-3000:])
-        time.sleep(0.05)
+    """Its output goes to a file beside the config (a pipe nobody reads would block a chatty server)."""
+    gateway = GatewayProcess(
+        root, root.parent / f"{root.name}-gateway.log", args=["--log-level", "warning", *args]
+    ).start(GUARD)
+    assert gateway.proc is not None
+    return gateway.base, gateway.port, gateway.proc
 
 
 @pytest.fixture(scope="module")

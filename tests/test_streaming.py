@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-import time
-
 import httpx
 import pytest
 
-from tests.servers import free_port, write_config
+from tests.gateway_process import GatewayProcess
+from tests.servers import write_config
 
 SIZE = 200 * 1024 * 1024
 
@@ -38,38 +35,9 @@ routes:
 """
         },
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gateway_engine",
-            "serve",
-            "--config",
-            str(root),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(url + "/api/health").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if time.monotonic() > deadline or proc.poll() is not None:
-            proc.kill()
-            raise RuntimeError("gateway did not start: " + proc.stderr.read().decode()[-2000:])
-        time.sleep(0.05)
-    yield url, proc.pid
-    proc.terminate()
-    proc.wait(10)
+    with GatewayProcess(root, root.parent / f"{root.name}-gateway.log", args=["--log-level", "warning"]) as gateway:
+        assert gateway.proc is not None
+        yield gateway.base, gateway.proc.pid
 
 
 def test_streaming_download_of_200mb_in_constant_memory(gateway_process):

@@ -13,6 +13,10 @@ connection forever. Here:
 
 Every refusal is the gateway's error envelope with ``Connection: close``; the client's further input is
 then read and dropped for a moment (a lingering close), so an answer is not lost to a TCP reset.
+
+A graceful shutdown (SIGTERM) closes the listener first; an idle keep-alive connection then stays open for
+``_DRAIN_GRACE`` and answers what arrives on it with ``Connection: close`` (uvicorn drops it at once, so a
+request a load balancer had just sent on its pooled connection was reset, and it retries only idempotent ones).
 The settings are ``ServerSettings`` from ``GATEWAY_SERVER_SETTINGS`` (see ``_server_settings``).
 
 Cost: no timer and no clock read per request (a uvloop timer armed and cancelled costs microseconds).
@@ -38,6 +42,7 @@ from gateway_engine.foundation.context import _random_id
 from gateway_engine.foundation.envelope import timestamp
 
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
+_DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection is kept after a graceful shutdown began
 _LINGER_BYTES = 4 * 1024 * 1024  # ... or until this much was dropped (reading is cheap; closing with unread input
 #   sends a reset that can destroy the answer before a client still sending reads it)
 
@@ -123,6 +128,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
         self.body_watched = False  # in the watch's bodies: the body of the current request is still coming
         self.head_bytes = 0
         self.refused = False  # answered and closing: input is dropped
+        self.draining = False  # the server shuts down: every answer from now on closes its connection
         self.body_seen = False  # some body arrived since the last sweep
         self.body_idle_since = 0.0
 
@@ -199,6 +205,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             raise _Refused
         self.in_head = False
         _on_headers_complete(self)  # a body that does not end in this read is watched by data_received
+        if self.draining:
+            self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
         self.body_seen = True
@@ -210,6 +218,20 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.body_watched = False
         self.in_head = True
         _on_message_complete(self)
+
+    # -- graceful shutdown -------------------------------------------------
+    def shutdown(self) -> None:
+        """Called by uvicorn once the listener is closed: a request in flight finishes and closes the connection;
+        an idle one answers a request already on its way, with ``Connection: close``, and closes after the grace."""
+        self.draining = True
+        if self.cycle is None or self.cycle.response_complete:
+            self.loop.call_later(_DRAIN_GRACE, self._close_if_idle)
+        else:
+            self.cycle.keep_alive = False
+
+    def _close_if_idle(self) -> None:
+        if (self.cycle is None or self.cycle.response_complete) and not self.transport.is_closing():
+            self.transport.close()
 
     # -- deadlines (called by the sweep) -----------------------------------
     def head_expired(self) -> None:
