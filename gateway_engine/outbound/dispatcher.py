@@ -1,6 +1,7 @@
 """The dispatcher: fans new messages out, takes due attempts and sends them, within bounds.
 
-One runs in each gateway process (and in ``gateway-engine outbound-worker``). In-flight attempts
+It is the feature's ``outbound`` worker: in each gateway process (``dispatch: in_process``) and in
+``gateway-engine worker``. In-flight attempts
 are bounded per process and per endpoint, and an endpoint at its bound is left out of the next
 claim, so a slow or dead endpoint only ever holds its own slots (fair queues). Every attempt
 ends in the attempt log; the delivery is rescheduled, finished, or exhausted.
@@ -19,12 +20,13 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, backlog, claim, fan_out, new_id, prune, record, release
+from .outbox import Claimed, Recorded, backlog, claim, fan_out, new_id, prune, record, record_many, release
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings
 from .signing import signed_headers
 from .tables import endpoints
+from .writer import GroupCommit
 
 log = logging.getLogger("gateway_engine.outbound")
 QUIET = frozenset({"message.attempt.exhausted", "endpoint.disabled"})  # their exhaustion emits nothing (no chains)
@@ -40,6 +42,7 @@ class Dispatcher:
         self.emit = emit
         self.owner = new_id("disp")
         self.sender = Sender(settings)
+        self.recorder = GroupCommit(engine, self._record)
         self.in_flight: dict[str, int] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
@@ -59,6 +62,7 @@ class Dispatcher:
             await asyncio.gather(self._loop, return_exceptions=True)
         if self.tasks:  # attempts under way finish (each is bounded by the timeout)
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.recorder.close()
         await self.sender.aclose()
 
     async def _run(self) -> None:
@@ -143,18 +147,18 @@ class Dispatcher:
         next_at = None if outcome.ok or gone or delay is None else time.time() + delay
         status = "succeeded" if outcome.ok else ("pending" if next_at is not None else "exhausted")
         disable = "the endpoint answered 410 Gone" if gone else None
-        async with self.engine.begin() as conn:
-            await record(conn, item, self.owner, outcome, next_at, status)
-            if outcome.ok:
-                await conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=None))
-            else:
-                since = endpoint.failing_since or now
-                if endpoint.failing_since is None:
-                    await conn.execute(
-                        sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since)
-                    )
-                if disable is None and now - since >= self.settings.disable_after:
-                    disable = f"failing continuously since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
+        since = None if outcome.ok else (endpoint.failing_since or now)
+        if disable is None and since is not None and now - since >= self.settings.disable_after:
+            disable = f"failing continuously since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
+        done = Recorded(item, outcome, next_at, status)
+        if disable is None and (endpoint.failing_since is None) == outcome.ok:  # the endpoint's state stays
+            await self.recorder.submit(done)  # with the other attempts that finished meanwhile
+        else:
+            async with self.engine.begin() as conn:
+                await record_many(conn, self.owner, [done])
+                await conn.execute(
+                    sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since)
+                )
                 if disable is not None:
                     await conn.execute(
                         sa.update(endpoints)
@@ -166,6 +170,9 @@ class Dispatcher:
         if disable is not None:
             await self._operational(item, "endpoint.disabled", {"reason": disable})
         return outcome, next_at
+
+    async def _record(self, conn: Any, done: Any) -> None:
+        await record_many(conn, self.owner, done)
 
     async def _operational(self, item: Claimed, event_type: str, extra: dict[str, Any]) -> None:
         data = {"endpointId": item.endpoint_id, "messageId": item.message_id, "eventType": item.event_type, **extra}

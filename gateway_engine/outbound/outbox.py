@@ -40,26 +40,50 @@ class TooLarge(ValueError):
     """An event whose JSON is larger than ``max_payload``."""
 
 
-async def insert_message(
-    engine: AsyncEngine, tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None
-) -> tuple[str, bytes]:
-    """The one insert an emit costs; returns the message id and body (TooLarge past ``limit`` bytes)."""
+def message_row(
+    tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None, message_id: str = ""
+) -> dict[str, Any]:
+    """The ``outbound_messages`` row of an event, serialised once (TooLarge past ``limit`` bytes)."""
     now = time.time()
-    message_id = new_id("msg")
+    message_id = message_id or new_id("msg")
     body = body_of(message_id, event_type, data, now)
     if limit is not None and len(body) > limit:
         raise TooLarge(f"the event is {len(body)} bytes, more than {limit}")
-    async with engine.begin() as conn:
-        await conn.execute(
-            messages.insert().values(
-                id=message_id,
-                tenant=tenant,
-                event_type=event_type,
-                payload=body.decode(),
-                created_at=now,
-                fanned=fanned,
-            )
-        )
+    payload = body.decode()
+    return {
+        "id": message_id,
+        "tenant": tenant,
+        "event_type": event_type,
+        "payload": payload,
+        "created_at": now,
+        "fanned": fanned,
+    }
+
+
+async def insert_message(
+    engine: AsyncEngine,
+    tenant: str,
+    event_type: str,
+    data: Any,
+    *,
+    fanned: bool = False,
+    limit: int | None = None,
+    message_id: str | None = None,
+) -> tuple[str, bytes]:
+    """One event in its own transaction; returns the message id and body (TooLarge past ``limit`` bytes).
+
+    A given ``message_id`` that is in the outbox already is not written again (an idempotent retry)."""
+    row = message_row(tenant, event_type, data, fanned=fanned, limit=limit, message_id=message_id or "")
+    message_id, body = row["id"], row["payload"].encode()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(messages.insert().values(**row))
+    except sa.exc.IntegrityError:
+        async with engine.connect() as conn:
+            kept = (await conn.execute(sa.select(messages.c.payload).where(messages.c.id == message_id))).scalar()
+        if kept is None:
+            raise
+        return message_id, kept.encode()
     return message_id, body
 
 
@@ -193,40 +217,63 @@ async def release(engine: AsyncEngine, owner: str, delivery_ids: Sequence[str]) 
         )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One attempt's outcome for the log, and its delivery's new state."""
+
+    item: Claimed
+    outcome: Any
+    next_at: float | None
+    status: str
+
+
 async def record(
-    conn: AsyncConnection,
-    item: Claimed,
-    owner: str,
-    outcome: Any,
-    next_at: float | None,
-    status: str,
+    conn: AsyncConnection, item: Claimed, owner: str, outcome: Any, next_at: float | None, status: str
 ) -> None:
     """The attempt's log row and its delivery's new state, in the caller's transaction."""
+    await record_many(conn, owner, [Recorded(item, outcome, next_at, status)])
+
+
+async def record_many(conn: AsyncConnection, owner: str, done: Sequence[Recorded]) -> None:
+    """Attempts' log rows and their deliveries' new states: two statements for the lot, in the caller's transaction.
+
+    A delivery whose lease this owner lost (it ran out) keeps the state its new holder gives it."""
     now = time.time()
     await conn.execute(
-        attempts.insert().values(
-            delivery_id=item.delivery_id,
-            message_id=item.message_id,
-            endpoint_id=item.endpoint_id,
-            tenant=item.tenant,
-            event_type=item.event_type,
-            attempt=item.made + 1,
-            at=now - outcome.latency,
-            outcome=outcome.kind,
-            status=outcome.status,
-            latency_ms=round(outcome.latency * 1000, 3),
-            response=outcome.response,
-            error=outcome.error,
-            next_retry=next_at,
-        )
+        attempts.insert(),
+        [
+            {
+                "delivery_id": r.item.delivery_id,
+                "message_id": r.item.message_id,
+                "endpoint_id": r.item.endpoint_id,
+                "tenant": r.item.tenant,
+                "event_type": r.item.event_type,
+                "attempt": r.item.made + 1,
+                "at": now - r.outcome.latency,
+                "outcome": r.outcome.kind,
+                "status": r.outcome.status,
+                "latency_ms": round(r.outcome.latency * 1000, 3),
+                "response": r.outcome.response,
+                "error": r.outcome.error,
+                "next_retry": r.next_at,
+            }
+            for r in done
+        ],
     )
-    values: dict[str, Any] = {"attempts": item.made + 1, "status": status, "lease_owner": None, "lease_until": None}
-    if next_at is not None:
-        values["next_at"] = next_at
     await conn.execute(
         sa.update(deliveries)
-        .where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
-        .values(**values)
+        .where(deliveries.c.id == sa.bindparam("b_id"), deliveries.c.lease_owner == owner)
+        .values(
+            attempts=sa.bindparam("b_attempts"),
+            status=sa.bindparam("b_status"),
+            next_at=sa.func.coalesce(sa.bindparam("b_next", type_=sa.Float), deliveries.c.next_at),
+            lease_owner=None,
+            lease_until=None,
+        ),
+        [
+            {"b_id": r.item.delivery_id, "b_attempts": r.item.made + 1, "b_status": r.status, "b_next": r.next_at}
+            for r in done
+        ],
     )
 
 
