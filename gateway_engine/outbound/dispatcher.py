@@ -26,23 +26,26 @@ from .sender import Outcome, Sender
 from .settings import DeliverySettings
 from .signing import signed_headers
 from .tables import endpoints
-from .writer import GroupCommit
+from .writer import GroupCommit, Transact, engine_transact
 
 log = logging.getLogger("gateway_engine.outbound")
 QUIET = frozenset({"message.attempt.exhausted", "endpoint.disabled"})  # their exhaustion emits nothing (no chains)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
+COALESCE = 0.005  # seconds a woken dispatcher waits for more wake-ups before its round
 PRUNE_EVERY = 300.0  # seconds between deletions of rows past the retention period
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
 
 
 class Dispatcher:
-    def __init__(self, engine: AsyncEngine, settings: DeliverySettings, emit: Emit) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: DeliverySettings, emit: Emit, transact: Transact | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.emit = emit
         self.owner = new_id("disp")
         self.sender = Sender(settings)
-        self.recorder = GroupCommit(engine, self._record)
+        self.recorder = GroupCommit(transact or engine_transact(engine), self._record)
         self.in_flight: dict[str, int] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
@@ -85,9 +88,11 @@ class Dispatcher:
                     await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_interval)
                 except TimeoutError:
                     pass
+                else:  # woken: let the wake-ups of the next moment join this one (one round for a burst)
+                    await asyncio.sleep(COALESCE)
 
     async def step(self) -> bool:
-        """One round: fan out, claim, start sends; whether there was anything to do."""
+        """One round: fan out, claim, start sends; whether more may be waiting (a batch came back full)."""
         if time.monotonic() - self._counted >= BACKLOG_EVERY:
             self._counted = time.monotonic()
             metrics.BACKLOG.set(await backlog(self.engine))
@@ -110,7 +115,8 @@ class Dispatcher:
         await release(self.engine, self.owner, surplus)
         if free <= 0 and self.tasks:  # every slot in use: wait for one
             await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-        return bool(fanned or len(taken) > len(surplus))
+        # more is waiting only where a batch came back full; else the next emit or finished attempt wakes it
+        return fanned >= self.settings.batch or len(taken) >= min(free, self.settings.batch) > 0
 
     async def _attempt(self, item: Claimed) -> None:
         try:
@@ -155,7 +161,7 @@ class Dispatcher:
             await self.recorder.submit(done)  # with the other attempts that finished meanwhile
         else:
             async with self.engine.begin() as conn:
-                await record_many(conn, self.owner, [done])
+                await conn.run_sync(record_many, self.owner, [done])
                 await conn.execute(
                     sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since)
                 )
@@ -171,8 +177,8 @@ class Dispatcher:
             await self._operational(item, "endpoint.disabled", {"reason": disable})
         return outcome, next_at
 
-    async def _record(self, conn: Any, done: Any) -> None:
-        await record_many(conn, self.owner, done)
+    def _record(self, conn: Any, done: Any) -> None:
+        record_many(conn, self.owner, done)
 
     async def _operational(self, item: Claimed, event_type: str, extra: dict[str, Any]) -> None:
         data = {"endpointId": item.endpoint_id, "messageId": item.message_id, "eventType": item.event_type, **extra}

@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .tables import attempts, deliveries, endpoints, messages
@@ -87,21 +88,24 @@ async def insert_message(
     return message_id, body
 
 
+def delivery_row(message_id: str, endpoint_id: str, tenant: str, at: float) -> dict[str, Any]:
+    """A new ``outbound_deliveries`` row: pending, first attempt due at ``at``."""
+    return {
+        "id": new_id("dlv"),
+        "message_id": message_id,
+        "endpoint_id": endpoint_id,
+        "tenant": tenant,
+        "status": "pending",
+        "attempts": 0,
+        "next_at": at,
+        "created_at": at,
+    }
+
+
 async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str, tenant: str, at: float) -> str:
-    delivery_id = new_id("dlv")
-    await conn.execute(
-        deliveries.insert().values(
-            id=delivery_id,
-            message_id=message_id,
-            endpoint_id=endpoint_id,
-            tenant=tenant,
-            status="pending",
-            attempts=0,
-            next_at=at,
-            created_at=at,
-        )
-    )
-    return delivery_id
+    row = delivery_row(message_id, endpoint_id, tenant, at)
+    await conn.execute(deliveries.insert(), [row])
+    return str(row["id"])
 
 
 async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
@@ -121,6 +125,7 @@ async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
             )
         ).all()
         by_tenant: dict[str, list[Any]] = {}
+        made: list[dict[str, Any]] = []
         for row in claimed:
             by_tenant.setdefault(row.tenant, []).append(row)
         for tenant, rows in by_tenant.items():
@@ -131,10 +136,16 @@ async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
                     )
                 )
             ).all()
-            for row in rows:
-                for endpoint in subscribed:
-                    if matches(orjson.loads(endpoint.events), row.event_type):
-                        await add_delivery(conn, row.id, endpoint.id, tenant, now + first_delay)
+            patterns = [(endpoint.id, orjson.loads(endpoint.events)) for endpoint in subscribed]
+            due = now + first_delay
+            made += [
+                delivery_row(row.id, endpoint_id, tenant, due)
+                for row in rows
+                for endpoint_id, events in patterns
+                if matches(events, row.event_type)
+            ]
+        if made:  # one statement for every delivery of the batch
+            await conn.execute(deliveries.insert(), made)
     return len(claimed)
 
 
@@ -231,15 +242,15 @@ async def record(
     conn: AsyncConnection, item: Claimed, owner: str, outcome: Any, next_at: float | None, status: str
 ) -> None:
     """The attempt's log row and its delivery's new state, in the caller's transaction."""
-    await record_many(conn, owner, [Recorded(item, outcome, next_at, status)])
+    await conn.run_sync(record_many, owner, [Recorded(item, outcome, next_at, status)])
 
 
-async def record_many(conn: AsyncConnection, owner: str, done: Sequence[Recorded]) -> None:
+def record_many(conn: Connection, owner: str, done: Sequence[Recorded]) -> None:
     """Attempts' log rows and their deliveries' new states: two statements for the lot, in the caller's transaction.
 
     A delivery whose lease this owner lost (it ran out) keeps the state its new holder gives it."""
     now = time.time()
-    await conn.execute(
+    conn.execute(
         attempts.insert(),
         [
             {
@@ -260,7 +271,7 @@ async def record_many(conn: AsyncConnection, owner: str, done: Sequence[Recorded
             for r in done
         ],
     )
-    await conn.execute(
+    conn.execute(
         sa.update(deliveries)
         .where(deliveries.c.id == sa.bindparam("b_id"), deliveries.c.lease_owner == owner)
         .values(

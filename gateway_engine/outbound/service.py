@@ -82,7 +82,7 @@ class Outbound:
                 if stop.is_set():
                     return
                 delay = min(30.0, delay * 2)
-        dispatcher = self.dispatcher = Dispatcher(store.engine, self.settings, self.emit)
+        dispatcher = self.dispatcher = Dispatcher(store.engine, self.settings, self.emit, store.transact)
         dispatcher.start()
         try:
             await stop.wait()
@@ -166,8 +166,8 @@ class Outbound:
         return message_id
 
     def _writer_for(self, store: Store) -> GroupCommit[dict[str, Any]]:
-        if self._writer is None or self._writer.engine is not store.engine:
-            self._writer = outbox_writer(store.engine, self._committed)
+        if self._writer is None or self._writer.transact != store.transact:
+            self._writer = outbox_writer(store.transact, self._committed)
         return self._writer
 
     def _committed(self, _count: int) -> None:

@@ -1,7 +1,8 @@
 """Group commit: what is submitted while a transaction is under way goes into the next one, together.
 
 The emits of one moment are one ``executemany`` into the outbox; the outcomes of the attempts that
-finished meanwhile are two statements for the lot. A submitter awaits the commit of the batch that
+finished meanwhile are two statements for the lot. A batch is one ``Store.transact`` (on SQLite: one
+hop to a thread for the whole transaction). A submitter awaits the commit of the batch that
 holds its item, so nothing is reported written before it is durable, while the round trips (and the
 worker-thread hops of an embedded SQLite) are paid per batch, not per item. A failed batch fails each
 of its submitters (each logs and counts its own); the next batch tries again.
@@ -10,26 +11,29 @@ of its submitters (each logs and counts its own); the next batch tries again.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .tables import messages
 
 T = TypeVar("T")
+Transact = Callable[[Callable[[Connection], None]], Awaitable[None]]  # ``Store.transact``
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
 
 
 class GroupCommit(Generic[T]):
     def __init__(
         self,
-        engine: AsyncEngine,
-        apply: Callable[[AsyncConnection, Sequence[T]], Awaitable[None]],
+        transact: Transact,
+        apply: Callable[[Connection, Sequence[T]], None],
         committed: Callable[[int], None] = lambda _count: None,
     ) -> None:
-        self.engine = engine
-        self.apply = apply  # writes one batch in the given transaction
+        self.transact = transact  # runs a function in one transaction (``Store.transact``)
+        self.apply = apply  # writes one batch in the given transaction (synchronous: it may run on a thread)
         self.committed = committed  # called with the batch's size after each commit
         self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
@@ -46,9 +50,9 @@ class GroupCommit(Generic[T]):
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            items = [item for item, _ in batch]
             try:
-                async with self.engine.begin() as conn:
-                    await self.apply(conn, [item for item, _ in batch])
+                await self.transact(functools.partial(_apply, self.apply, items))
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
@@ -67,10 +71,24 @@ class GroupCommit(Generic[T]):
             self._task = None
 
 
-async def _insert_messages(conn: AsyncConnection, rows: Sequence[dict[str, Any]]) -> None:
-    await conn.execute(messages.insert(), list(rows))
+def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T], conn: Connection) -> None:
+    apply(conn, items)
 
 
-def outbox_writer(engine: AsyncEngine, committed: Callable[[int], None]) -> GroupCommit[dict[str, Any]]:
+def _insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    conn.execute(messages.insert(), list(rows))
+
+
+def outbox_writer(transact: Transact, committed: Callable[[int], None]) -> GroupCommit[dict[str, Any]]:
     """Batches ``outbound_messages`` rows (``outbox.message_row``) into one insert per transaction."""
-    return GroupCommit(engine, _insert_messages, committed)
+    return GroupCommit(transact, _insert_messages, committed)
+
+
+def engine_transact(engine: AsyncEngine) -> Transact:
+    """``transact`` over a bare engine (where no ``Store`` is at hand)."""
+
+    async def transact(work: Callable[[Connection], None]) -> None:
+        async with engine.begin() as conn:
+            await conn.run_sync(work)
+
+    return transact
