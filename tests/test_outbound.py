@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -142,3 +143,15 @@ def test_outbound_worker_delivers_for_gateways_that_do_not_dispatch(tmp_path, up
                 worker.send_signal(signal.SIGTERM)
                 assert worker.wait(30) == 0
     assert b"worker running outbound" in worker.stdout.read()
+
+
+def test_worker_command_runs_only_workers_the_config_has(tmp_path, upstream, monkeypatch):
+    """`gateway-engine worker --only NAME` names the workers a config has when NAME is not one of them."""
+    from gateway_engine.cli.main import run
+
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    err = io.StringIO()
+    assert run(["worker", "--only", "workflows", "--config", str(root)], stderr=err) == 2
+    assert "no worker named workflows in this config (it has: outbound)" in err.getvalue()

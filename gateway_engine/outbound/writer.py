@@ -15,6 +15,7 @@ import functools
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
+import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -31,10 +32,12 @@ class GroupCommit(Generic[T]):
         transact: Transact,
         apply: Callable[[Connection, Sequence[T]], None],
         committed: Callable[[int], None] = lambda _count: None,
+        timeout: float | None = None,
     ) -> None:
         self.transact = transact  # runs a function in one transaction (``Store.transact``)
         self.apply = apply  # writes one batch in the given transaction (synchronous: it may run on a thread)
         self.committed = committed  # called with the batch's size after each commit
+        self.timeout = timeout  # a batch slower than this fails its submitters (its thread still finishes it)
         self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -45,14 +48,16 @@ class GroupCommit(Generic[T]):
         self._queue.append((item, done))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
-        await asyncio.shield(done)  # a cancelled submitter never cancels its neighbours' batch
+        await done  # a cancelled submitter cancels only its own wait, never its neighbours' batch
 
     async def _drain(self) -> None:
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             items = [item for item, _ in batch]
+            work = asyncio.ensure_future(self.transact(functools.partial(_apply, self.apply, items)))
+            work.add_done_callback(_retrieved)
             try:
-                await self.transact(functools.partial(_apply, self.apply, items))
+                await asyncio.wait_for(asyncio.shield(work), self.timeout)
             except Exception as exc:
                 for _, done in batch:
                     if not done.done():
@@ -71,17 +76,35 @@ class GroupCommit(Generic[T]):
             self._task = None
 
 
+def _retrieved(work: "asyncio.Future[None]") -> None:
+    if not work.cancelled():
+        work.exception()  # a batch that failed after its timeout: its submitters were failed already
+
+
 def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T], conn: Connection) -> None:
     apply(conn, items)
 
 
+_COLUMNS = tuple(c.name for c in messages.columns)
+
+
 def _insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    conn.execute(messages.insert(), list(rows))
+    """One ``executemany`` of plain tuples: the rows are built already, so SQLAlchemy's per-row
+    parameter processing (half the cost of a small insert) is skipped."""
+    statement = _insert_sql(conn.dialect)
+    conn.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
 
 
-def outbox_writer(transact: Transact, committed: Callable[[int], None]) -> GroupCommit[dict[str, Any]]:
+@functools.cache
+def _insert_sql(dialect: Any) -> str:
+    """The INSERT in the dialect's own parameter style, compiled once per dialect."""
+    insert = messages.insert().values({c: sa.bindparam(c) for c in _COLUMNS})
+    return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+
+
+def outbox_writer(transact: Transact, committed: Callable[[int], None], timeout: float) -> GroupCommit[dict[str, Any]]:
     """Batches ``outbound_messages`` rows (``outbox.message_row``) into one insert per transaction."""
-    return GroupCommit(transact, _insert_messages, committed)
+    return GroupCommit(transact, _insert_messages, committed, timeout)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:
