@@ -89,7 +89,7 @@ async def dispatcher_rate(store_url: str, receiver: str, messages_count: int, en
             batch=500,
             allow=(ipaddress.ip_network("127.0.0.1/32"),),
         )
-        dispatcher = Dispatcher(store.engine, settings, _no_operational_events)
+        dispatcher = Dispatcher(store.engine, settings, _no_operational_events, store.transact)
         expected = messages_count * endpoint_count
         started = time.perf_counter()
         dispatcher.start()

@@ -31,7 +31,7 @@ from .writer import GroupCommit, Transact, engine_transact
 log = logging.getLogger("gateway_engine.outbound")
 QUIET = frozenset({"message.attempt.exhausted", "endpoint.disabled"})  # their exhaustion emits nothing (no chains)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
-COALESCE = 0.005  # seconds a woken dispatcher waits for more wake-ups before its round
+COALESCE = 0.01  # seconds a woken dispatcher waits for more wake-ups before its round
 PRUNE_EVERY = 300.0  # seconds between deletions of rows past the retention period
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
 
@@ -45,7 +45,8 @@ class Dispatcher:
         self.emit = emit
         self.owner = new_id("disp")
         self.sender = Sender(settings)
-        self.recorder = GroupCommit(transact or engine_transact(engine), self._record)
+        self.transact = transact or engine_transact(engine)  # one transaction (``Store.transact``)
+        self.recorder = GroupCommit(self.transact, self._record)
         self.in_flight: dict[str, int] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
@@ -99,10 +100,10 @@ class Dispatcher:
         if time.monotonic() - self._pruned >= PRUNE_EVERY:
             self._pruned = time.monotonic()
             await prune(self.engine, time.time() - self.settings.retention)
-        fanned = await fan_out(self.engine, self.settings.schedule[0], self.settings.batch)
+        fanned = await fan_out(self.transact, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]
-        taken = await claim(self.engine, self.owner, self.settings.lease, min(free, self.settings.batch), busy)
+        taken = await claim(self.transact, self.owner, self.settings.lease, min(free, self.settings.batch), busy)
         surplus = []
         for item in taken:
             if self.in_flight.get(item.endpoint_id, 0) >= self.settings.per_endpoint:

@@ -7,6 +7,7 @@ the same attempt; a process that dies holding a lease loses it when the lease ru
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Sequence
@@ -20,6 +21,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .tables import attempts, deliveries, endpoints, messages
+from .writer import Transact
 
 
 def new_id(prefix: str) -> str:
@@ -108,44 +110,47 @@ async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str,
     return str(row["id"])
 
 
-async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
-    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many."""
-    now = time.time()
-    async with engine.begin() as conn:
-        pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
-        pending = pending.limit(batch)
-        if conn.dialect.name == "postgresql":
-            pending = pending.with_for_update(skip_locked=True)
-        claimed = (
-            await conn.execute(
-                sa.update(messages)
-                .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
-                .values(fanned=True)
-                .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
+async def fan_out(transact: Transact, first_delay: float, batch: int) -> int:
+    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many.
+
+    ``transact`` is ``Store.transact`` (one transaction, on SQLite one thread hop for all of it)."""
+    return int(await transact(functools.partial(_fan_out, time.time() + first_delay, batch)))
+
+
+def _fan_out(due: float, batch: int, conn: Connection) -> int:
+    pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
+    pending = pending.limit(batch)
+    if conn.dialect.name == "postgresql":
+        pending = pending.with_for_update(skip_locked=True)
+    claimed = (
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
+            .values(fanned=True)
+            .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
+        )
+    ).all()
+    by_tenant: dict[str, list[Any]] = {}
+    made: list[dict[str, Any]] = []
+    for row in claimed:
+        by_tenant.setdefault(row.tenant, []).append(row)
+    for tenant, rows in by_tenant.items():
+        subscribed = (
+            conn.execute(
+                sa.select(endpoints.c.id, endpoints.c.events).where(
+                    endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
+                )
             )
         ).all()
-        by_tenant: dict[str, list[Any]] = {}
-        made: list[dict[str, Any]] = []
-        for row in claimed:
-            by_tenant.setdefault(row.tenant, []).append(row)
-        for tenant, rows in by_tenant.items():
-            subscribed = (
-                await conn.execute(
-                    sa.select(endpoints.c.id, endpoints.c.events).where(
-                        endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
-                    )
-                )
-            ).all()
-            patterns = [(endpoint.id, orjson.loads(endpoint.events)) for endpoint in subscribed]
-            due = now + first_delay
-            made += [
-                delivery_row(row.id, endpoint_id, tenant, due)
-                for row in rows
-                for endpoint_id, events in patterns
-                if matches(events, row.event_type)
-            ]
-        if made:  # one statement for every delivery of the batch
-            await conn.execute(deliveries.insert(), made)
+        patterns = [(endpoint.id, orjson.loads(endpoint.events)) for endpoint in subscribed]
+        made += [
+            delivery_row(row.id, endpoint_id, tenant, due)
+            for row in rows
+            for endpoint_id, events in patterns
+            if matches(events, row.event_type)
+        ]
+    if made:  # one statement for every delivery of the batch
+        conn.execute(deliveries.insert(), made)
     return len(claimed)
 
 
@@ -163,39 +168,42 @@ class Claimed:
     endpoint: Any  # the endpoints row
 
 
-async def claim(engine: AsyncEngine, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
+async def claim(transact: Transact, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
     """Take up to ``limit`` due attempts, none to an endpoint in ``busy`` (at its concurrency bound)."""
     if limit <= 0:
         return []
+    return list(await transact(functools.partial(_claim, owner, lease, limit, tuple(busy))))
+
+
+def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Connection) -> list[Claimed]:
     now = time.time()
     free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
-    async with engine.begin() as conn:
-        due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
-        if busy:
-            due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
-        due = due.order_by(deliveries.c.next_at).limit(limit)
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = (
-            await conn.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
-                .values(lease_owner=owner, lease_until=now + lease)
-                .returning(
-                    deliveries.c.id,
-                    deliveries.c.message_id,
-                    deliveries.c.endpoint_id,
-                    deliveries.c.tenant,
-                    deliveries.c.attempts,
-                )
+    due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
+    if busy:
+        due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
+    due = due.order_by(deliveries.c.next_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    rows = (
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
+            .values(lease_owner=owner, lease_until=now + lease)
+            .returning(
+                deliveries.c.id,
+                deliveries.c.message_id,
+                deliveries.c.endpoint_id,
+                deliveries.c.tenant,
+                deliveries.c.attempts,
             )
-        ).all()
-        if not rows:
-            return []
-        found = await conn.execute(sa.select(messages).where(messages.c.id.in_({r.message_id for r in rows})))
-        by_message = {m.id: m for m in found}
-        found = await conn.execute(sa.select(endpoints).where(endpoints.c.id.in_({r.endpoint_id for r in rows})))
-        by_endpoint = {e.id: e for e in found}
+        )
+    ).all()
+    if not rows:
+        return []
+    found = conn.execute(sa.select(messages).where(messages.c.id.in_({r.message_id for r in rows})))
+    by_message = {m.id: m for m in found}
+    found = conn.execute(sa.select(endpoints).where(endpoints.c.id.in_({r.endpoint_id for r in rows})))
+    by_endpoint = {e.id: e for e in found}
     out = []
     for r in rows:
         message, endpoint = by_message.get(r.message_id), by_endpoint.get(r.endpoint_id)

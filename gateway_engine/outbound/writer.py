@@ -22,7 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .tables import messages
 
 T = TypeVar("T")
-Transact = Callable[[Callable[[Connection], None]], Awaitable[None]]  # ``Store.transact``
+Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
 
 
@@ -110,8 +110,8 @@ def outbox_writer(transact: Transact, committed: Callable[[int], None], timeout:
 def engine_transact(engine: AsyncEngine) -> Transact:
     """``transact`` over a bare engine (where no ``Store`` is at hand)."""
 
-    async def transact(work: Callable[[Connection], None]) -> None:
+    async def transact(work: Callable[[Connection], Any]) -> Any:
         async with engine.begin() as conn:
-            await conn.run_sync(work)
+            return await conn.run_sync(work)
 
     return transact
