@@ -128,6 +128,7 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
     gateway.start()
     worker = None
     figures: dict[str, list[float]] = {"items": [], "emit": []}
+    cpu: dict[str, list[float]] = {"items": [], "emit": []}  # the gateway's CPU µs per request
     try:
         if args.subscribed:
             _subscribe(data / "gateway.db", f"{upstream.base}/hook")
@@ -139,7 +140,11 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
             for name in ("items", "emit"):
                 url = f"{gateway.base}/api/gateway/bench/{name}"
                 wrk.run(url, args.warmup, args.connections, {}, 1)
-                figures[name].append(wrk.run(url, args.duration, args.connections, {}, 1)["requests_per_sec"])
+                assert gateway.proc is not None
+                before = cpu_seconds(gateway.proc.pid)
+                rate = wrk.run(url, args.duration, args.connections, {}, 1)["requests_per_sec"]
+                figures[name].append(rate)
+                cpu[name].append((cpu_seconds(gateway.proc.pid) - before) / (rate * args.duration) * 1e6)
         time.sleep(1.0)
         delivered = _count(data / "gateway.db", "SELECT count(*) FROM outbound_deliveries WHERE status = 'succeeded'")
         emitted = _count(
@@ -151,16 +156,33 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
             worker.wait(30)
         gateway.stop()
     plain, emitting = statistics.median(figures["items"]), statistics.median(figures["emit"])
+    plain_cpu, emit_cpu = statistics.median(cpu["items"]), statistics.median(cpu["emit"])
     return {
         "dispatch": dispatch,
         "subscribed": args.subscribed,
         "plain_rps": plain,
         "emit_rps": emitting,
         "ratio": emitting / plain if plain else 0.0,
+        "plain_cpu_us": plain_cpu,
+        "emit_cpu_us": emit_cpu,
+        "cpu_ratio": plain_cpu / emit_cpu if emit_cpu else 0.0,  # throughput ratio on a core of its own
         "emitted": emitted,
         "delivered": delivered,
         "rounds": figures,
     }
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and its children so far (Linux /proc), to compare per request on a
+    shared machine: what a request costs does not depend on who else wants the core."""
+    total = 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return total
+    return total + sum(cpu_seconds(int(child)) for child in children)
 
 
 def _subscribe(database: Path, url: str) -> None:
@@ -226,7 +248,9 @@ def main(argv: list[str] | None = None) -> int:
                     print(
                         f"emit (dispatcher {dispatch}, {'one' if args.subscribed else 'no'} subscriber): "
                         f"{cost['emit_rps']:.0f} req/s vs {cost['plain_rps']:.0f} without emit = {cost['ratio']:.2f} "
-                        f"(target ≥ {EMIT_TARGET:.2f}) {cost['check']}; {cost['delivered']} of {cost['emitted']} delivered"
+                        f"(target ≥ {EMIT_TARGET:.2f}) {cost['check']}; gateway CPU {cost['emit_cpu_us']:.0f} vs "
+                        f"{cost['plain_cpu_us']:.0f} µs/request = {cost['cpu_ratio']:.2f}; "
+                        f"{cost['delivered']} of {cost['emitted']} delivered"
                     )
         finally:
             upstream.stop()
