@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import subprocess
@@ -104,16 +105,17 @@ def test_two_instances_on_one_postgresql_send_each_attempt_once(tmp_path, upstre
 
 
 def test_outbound_worker_delivers_for_gateways_that_do_not_dispatch(tmp_path, upstream):
+    """`dispatch: worker_only` keeps delivery out of the gateway; `gateway-engine worker --only outbound` delivers."""
     receiver = Receiver()
     with serve(receiver) as hook_url:
-        root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, extra="  dispatch: false\n"), upstream)
+        root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None, extra="  dispatch: worker_only\n"), upstream)
         with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
             client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.*"]})
             assert client.put("/orders/8/status").status_code == 200
             time.sleep(0.5)
             assert receiver.received == []  # nobody dispatches yet
             worker = subprocess.Popen(
-                [sys.executable, "-m", "gateway_engine", "outbound-worker", "--config", str(root)],
+                [sys.executable, "-m", "gateway_engine", "worker", "--only", "outbound", "--config", str(root)],
                 env={**os.environ, **KEYS},
                 stdout=subprocess.PIPE,
                 stderr=subprocess.DEVNULL,
@@ -123,4 +125,16 @@ def test_outbound_worker_delivers_for_gateways_that_do_not_dispatch(tmp_path, up
             finally:
                 worker.send_signal(signal.SIGTERM)
                 assert worker.wait(30) == 0
-    assert b"outbound dispatcher running" in worker.stdout.read()
+    assert b"worker running outbound" in worker.stdout.read()
+
+
+def test_worker_command_runs_only_workers_the_config_has(tmp_path, upstream, monkeypatch):
+    """`gateway-engine worker --only NAME` names the workers a config has when NAME is not one of them."""
+    from gateway_engine.cli.main import run
+
+    for name, value in KEYS.items():
+        monkeypatch.setenv(name, value)
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    err = io.StringIO()
+    assert run(["worker", "--only", "workflows", "--config", str(root)], stderr=err) == 2
+    assert "no worker named workflows in this config (it has: outbound)" in err.getvalue()

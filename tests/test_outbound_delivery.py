@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import sqlite3
 import time
 
 import httpx
@@ -104,6 +105,73 @@ def test_outbound_inbound_webhook_emit_action_reaches_subscribers(tmp_path, upst
                 wait_for(lambda: receiver.received)
     event = _events(receiver)[0]
     assert event["type"] == "order.created" and event["data"] == {"order": "order_9"}
+
+
+def _medusa_post(base: str, event_id: str, order: str) -> httpx.Response:
+    body = json.dumps({"type": "order.placed", "data": {"id": order}}).encode()
+    stamp = str(int(time.time()))
+    key = base64.b64decode(MEDUSA_SECRET.removeprefix("whsec_"))
+    signed = event_id.encode() + b"." + stamp.encode() + b"." + body
+    signature = "v1," + base64.b64encode(hmac.new(key, signed, hashlib.sha256).digest()).decode()
+    headers = {"webhook-id": event_id, "webhook-timestamp": stamp, "webhook-signature": signature}
+    return httpx.post(base + "/api/webhooks/medusa", content=body, headers=headers, timeout=30)
+
+
+def test_outbound_inbound_emit_is_answered_2xx_only_once_in_the_outbox_and_retries_emit_once(tmp_path, upstream):
+    """A webhook whose emit cannot reach the outbox (the store is locked) is not acknowledged; the sender's
+    retry then emits, and a further retry of the same event emits nothing new: one delivery in all."""
+    receiver = Receiver()
+    database = tmp_path / "outbox.db"
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{database}"), upstream)
+    (root / "webhooks.d").mkdir()
+    (root / "webhooks.d" / "medusa.yaml").write_text(MEDUSA)
+    with serve(receiver) as hook_url:
+        with serve(create_app(str(root), {**KEYS, "MEDUSA_SECRET": MEDUSA_SECRET})) as base:
+            with api(base, KEYS["ACME_KEY"]) as client:
+                client.post("/webhooks/endpoints", json={"url": hook_url, "events": ["order.created"]})
+            locker = sqlite3.connect(database, isolation_level=None)
+            locker.execute("BEGIN EXCLUSIVE")  # another process holds the write lock past the emit's timeout
+            try:
+                refused = _medusa_post(base, "msg_locked", "order_1")
+            finally:
+                locker.execute("ROLLBACK")
+                locker.close()
+            assert refused.status_code == 502, refused.text
+            assert refused.json()["error"]["code"] == "WEBHOOK_ACTION_FAILED"
+            accepted = _medusa_post(base, "msg_locked", "order_1")
+            assert accepted.status_code == 200, accepted.text
+            assert accepted.json()["data"]["actions"] == [
+                {"action": "emit", "event": "order.created", "status": "emitted"}
+            ]
+            again = _medusa_post(base, "msg_locked", "order_1")
+            assert again.status_code == 200 and again.json()["data"]["duplicate"] is True
+            wait_for(lambda: receiver.received)
+            time.sleep(0.5)  # a second delivery, if any, would have arrived by now
+    assert [e["data"] for e in _events(receiver)] == [{"order": "order_1"}]
+    with sqlite3.connect(database) as db:
+        assert db.execute("SELECT count(*) FROM outbound_messages WHERE event_type = 'order.created'").fetchone() == (
+            1,
+        )
+
+
+async def test_outbound_a_keyed_write_is_written_once(tmp_path):
+    """The same key (an inbound event retried after its outbox write succeeded) is the same message, once."""
+    from gateway_engine import load_config
+    from gateway_engine.outbound.service import OUTBOUND
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), "http://127.0.0.1:9")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    await config.startup(workers=False)
+    try:
+        first = await service.write("acme", "order.created", {"order": "a"}, key="medusa:evt_1")
+        second = await service.write("acme", "order.created", {"order": "a"}, key="medusa:evt_1")
+        other = await service.write("acme", "order.created", {"order": "a"}, key="medusa:evt_2")
+    finally:
+        await config.shutdown()
+    assert first == second != other
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        assert db.execute("SELECT count(*) FROM outbound_messages").fetchone() == (2,)
 
 
 def test_outbound_event_types_are_in_the_openapi_webhooks_section(tmp_path, upstream):

@@ -12,6 +12,7 @@ import orjson
 
 from gateway_engine.cli.scaffold import add_scaffold_commands
 from gateway_engine.cli.store_commands import add_data_option, add_store_commands, apply_data_option
+from gateway_engine.cli.worker import add_worker_command
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
@@ -102,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_scaffold_commands(sub)
     add_store_commands(sub)
-    for feature in installed_features():  # e.g. `openapi` (endpoints), `worker` (workflows)
+    add_worker_command(sub)
+    for feature in installed_features():  # e.g. `openapi` (endpoints), `keys` (keys)
         feature.add_commands(sub)
     return parser
 

@@ -77,6 +77,9 @@ class Feature:
     def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
         """Add CLI subcommands; each sets ``handler=fn(args, out, err) -> exit code`` as its default."""
 
+    def add_worker_options(self, worker: argparse.ArgumentParser) -> None:
+        """Add flags of its workers to ``gateway-engine worker`` (they arrive as the worker's ``options``)."""
+
 
 def installed_features() -> tuple[Feature, ...]:
     """The features installed in this environment (the compiler runs them by ``order``)."""

@@ -13,6 +13,7 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from gateway_engine.compiled.plans import ParamRule, RequestPlan, ResponsePlan
 from gateway_engine.compiled.routing import PathTemplate, Router, UpstreamPath
+from gateway_engine.compiled.workers import Running, Worker
 from gateway_engine.config.secrets import Masker
 from gateway_engine.config.server_settings import ServerSettings
 from gateway_engine.foundation.context import RequestContext
@@ -96,6 +97,7 @@ class Contribution:
     handlers: dict[str, RouteHandler] = field(default_factory=dict)  # qualified route name -> handler of an owned route
     after_answer: dict[str, list[AfterAnswer]] = field(default_factory=dict)  # qualified route name -> hooks
     openapi_webhooks: dict[str, dict[str, Any]] = field(default_factory=dict)  # OpenAPI 3.1 `webhooks` items
+    workers: dict[str, Worker] = field(default_factory=dict)  # background workers by name (``workers.py``)
 
 
 class StateKey(Generic[T]):
@@ -217,21 +219,31 @@ class CompiledConfig:
     contributions: Mapping[str, Contribution] = field(default_factory=dict)  # by feature name, in compile order
     endpoints: Mapping[str, Endpoint] = field(default_factory=dict)  # every feature's endpoints by full path
     asgi: Mapping[str, AsgiEndpoint] = field(default_factory=dict)  # every feature's raw ASGI handlers by full path
+    running: Running = field(default_factory=Running, compare=False, repr=False)  # its in-process workers, once started
 
     def state(self, key: StateKey[T]) -> T | None:
         """A feature's compiled state (None when that feature is not installed)."""
         contribution = self.contributions.get(key.feature)
         return None if contribution is None else contribution.state
 
-    async def startup(self) -> None:
+    @property
+    def workers(self) -> dict[str, Worker]:
+        """Every feature's background workers by name (``gateway-engine worker`` runs them)."""
+        return {name: w for c in self.contributions.values() for name, w in c.workers.items()}
+
+    async def startup(self, *, workers: bool = True) -> None:
+        """Start plugins and feature tasks, then (unless ``workers`` is false) the in-process workers."""
         for plugin in self.plugins:
             await plugin.startup()
         for contribution in self.contributions.values():
             for task in contribution.startup:
                 await task()
+        if workers:
+            self.running.start(self, {n: w for n, w in self.workers.items() if w.in_process}, {})
 
     async def shutdown(self, keep: "CompiledConfig | None" = None) -> None:
-        """Release plugins, feature resources and pools; transports the ``keep`` config reuses stay open."""
+        """Stop its workers, release plugins, feature resources and pools; transports ``keep`` reuses stay open."""
+        await self.running.close()
         for plugin in self.plugins:
             await plugin.shutdown()
         for contribution in self.contributions.values():

@@ -3,14 +3,18 @@
 A webhook ``publish`` action (and later a workflow step or an outbound ``emit:`` event) publishes a
 ``Message`` under a topic; a feature that pushes to clients subscribes to the topics its config names.
 Neither side knows the other: features never import each other, they meet here. Delivery is synchronous
-and in-process (one worker); a subscriber that must do I/O queues the message itself. Carrying a message
+and in-process (one worker); a subscriber that must do I/O queues the message itself, and may return an
+awaitable of that I/O: ``publish_and_wait`` awaits it, for a publisher that must not acknowledge a message
+before it is durable (an inbound webhook's ``emit`` and the outbox write). Carrying a message
 to other workers or instances is the subscriber's business (a backplane), not this seam's.
 """
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,7 +31,7 @@ class Message:
     headers: Mapping[str, str] = field(default_factory=dict)
 
 
-Subscriber = Callable[[Message], None]
+Subscriber = Callable[[Message], Awaitable[None] | None]
 _subscribers: dict[str, list[Subscriber]] = {}
 
 
@@ -39,6 +43,27 @@ def publish(message: Message) -> int:
             receive(message)
         except Exception:  # one broken subscriber never stops the others, nor the publisher
             log.exception("a subscriber of topic %r failed", message.topic)
+    return len(receivers)
+
+
+async def publish_and_wait(message: Message) -> int:
+    """``publish``, then await every awaitable a subscriber returned; the first failure raises (after all ran)."""
+    receivers = _subscribers.get(message.topic, ())
+    pending: list[Awaitable[None]] = []
+    failed: list[BaseException] = []
+    for receive in tuple(receivers):
+        try:
+            result = receive(message)
+        except Exception as exc:
+            log.exception("a subscriber of topic %r failed", message.topic)
+            failed.append(exc)
+            continue
+        if inspect.isawaitable(result):
+            pending.append(result)
+    outcomes = await asyncio.gather(*pending, return_exceptions=True)
+    failed += [o for o in outcomes if isinstance(o, BaseException)]
+    if failed:
+        raise failed[0]
     return len(receivers)
 
 

@@ -1,6 +1,7 @@
 """The dispatcher: fans new messages out, takes due attempts and sends them, within bounds.
 
-One runs in each gateway process (and in ``gateway-engine outbound-worker``). In-flight attempts
+It is the feature's ``outbound`` worker: in each gateway process (``dispatch: in_process``) and in
+``gateway-engine worker``. In-flight attempts
 are bounded per process and per endpoint, and an endpoint at its bound is left out of the next
 claim, so a slow or dead endpoint only ever holds its own slots (fair queues). Every attempt
 ends in the attempt log; the delivery is rescheduled, finished, or exhausted.
@@ -19,27 +20,33 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, backlog, claim, fan_out, new_id, prune, record, release
+from .outbox import Claimed, Recorded, backlog, claim, fan_out, new_id, prune, record, record_many, release
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings
 from .signing import signed_headers
 from .tables import endpoints
+from .writer import GroupCommit, Transact, engine_transact
 
 log = logging.getLogger("gateway_engine.outbound")
 QUIET = frozenset({"message.attempt.exhausted", "endpoint.disabled"})  # their exhaustion emits nothing (no chains)
 BACKLOG_EVERY = 5.0  # seconds between counts of the pending deliveries (the backlog gauge)
+COALESCE = 0.01  # seconds a woken dispatcher waits for more wake-ups before its round
 PRUNE_EVERY = 300.0  # seconds between deletions of rows past the retention period
 Emit = Callable[[str, str, Any], Awaitable[Any]]  # (tenant, event type, data): an operational event
 
 
 class Dispatcher:
-    def __init__(self, engine: AsyncEngine, settings: DeliverySettings, emit: Emit) -> None:
+    def __init__(
+        self, engine: AsyncEngine, settings: DeliverySettings, emit: Emit, transact: Transact | None = None
+    ) -> None:
         self.engine = engine
         self.settings = settings
         self.emit = emit
         self.owner = new_id("disp")
         self.sender = Sender(settings)
+        self.transact = transact or engine_transact(engine)  # one transaction (``Store.transact``)
+        self.recorder = GroupCommit(self.transact, self._record)
         self.in_flight: dict[str, int] = {}
         self.tasks: set[asyncio.Task] = set()
         self.wakeup = asyncio.Event()
@@ -59,6 +66,7 @@ class Dispatcher:
             await asyncio.gather(self._loop, return_exceptions=True)
         if self.tasks:  # attempts under way finish (each is bounded by the timeout)
             await asyncio.gather(*self.tasks, return_exceptions=True)
+        await self.recorder.close()
         await self.sender.aclose()
 
     async def _run(self) -> None:
@@ -81,19 +89,21 @@ class Dispatcher:
                     await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_interval)
                 except TimeoutError:
                     pass
+                else:  # woken: let the wake-ups of the next moment join this one (one round for a burst)
+                    await asyncio.sleep(COALESCE)
 
     async def step(self) -> bool:
-        """One round: fan out, claim, start sends; whether there was anything to do."""
+        """One round: fan out, claim, start sends; whether more may be waiting (a batch came back full)."""
         if time.monotonic() - self._counted >= BACKLOG_EVERY:
             self._counted = time.monotonic()
             metrics.BACKLOG.set(await backlog(self.engine))
         if time.monotonic() - self._pruned >= PRUNE_EVERY:
             self._pruned = time.monotonic()
             await prune(self.engine, time.time() - self.settings.retention)
-        fanned = await fan_out(self.engine, self.settings.schedule[0], self.settings.batch)
+        fanned = await fan_out(self.transact, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]
-        taken = await claim(self.engine, self.owner, self.settings.lease, min(free, self.settings.batch), busy)
+        taken = await claim(self.transact, self.owner, self.settings.lease, min(free, self.settings.batch), busy)
         surplus = []
         for item in taken:
             if self.in_flight.get(item.endpoint_id, 0) >= self.settings.per_endpoint:
@@ -106,7 +116,8 @@ class Dispatcher:
         await release(self.engine, self.owner, surplus)
         if free <= 0 and self.tasks:  # every slot in use: wait for one
             await asyncio.wait(set(self.tasks), return_when=asyncio.FIRST_COMPLETED)
-        return bool(fanned or len(taken) > len(surplus))
+        # more is waiting only where a batch came back full; else the next emit or finished attempt wakes it
+        return fanned >= self.settings.batch or len(taken) >= min(free, self.settings.batch) > 0
 
     async def _attempt(self, item: Claimed) -> None:
         try:
@@ -143,18 +154,18 @@ class Dispatcher:
         next_at = None if outcome.ok or gone or delay is None else time.time() + delay
         status = "succeeded" if outcome.ok else ("pending" if next_at is not None else "exhausted")
         disable = "the endpoint answered 410 Gone" if gone else None
-        async with self.engine.begin() as conn:
-            await record(conn, item, self.owner, outcome, next_at, status)
-            if outcome.ok:
-                await conn.execute(sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=None))
-            else:
-                since = endpoint.failing_since or now
-                if endpoint.failing_since is None:
-                    await conn.execute(
-                        sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since)
-                    )
-                if disable is None and now - since >= self.settings.disable_after:
-                    disable = f"failing continuously since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
+        since = None if outcome.ok else (endpoint.failing_since or now)
+        if disable is None and since is not None and now - since >= self.settings.disable_after:
+            disable = f"failing continuously since {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime(since))}"
+        done = Recorded(item, outcome, next_at, status)
+        if disable is None and (endpoint.failing_since is None) == outcome.ok:  # the endpoint's state stays
+            await self.recorder.submit(done)  # with the other attempts that finished meanwhile
+        else:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(record_many, self.owner, [done])
+                await conn.execute(
+                    sa.update(endpoints).where(endpoints.c.id == endpoint.id).values(failing_since=since)
+                )
                 if disable is not None:
                     await conn.execute(
                         sa.update(endpoints)
@@ -166,6 +177,9 @@ class Dispatcher:
         if disable is not None:
             await self._operational(item, "endpoint.disabled", {"reason": disable})
         return outcome, next_at
+
+    def _record(self, conn: Any, done: Any) -> None:
+        record_many(conn, self.owner, done)
 
     async def _operational(self, item: Claimed, event_type: str, extra: dict[str, Any]) -> None:
         data = {"endpointId": item.endpoint_id, "messageId": item.message_id, "eventType": item.event_type, **extra}

@@ -1,20 +1,19 @@
-"""The outbound feature: ``events.d`` event types, route ``emit:``, the ``webhooks-admin`` transport, delivery."""
+"""The outbound feature: ``events.d`` event types, route ``emit:``, the ``webhooks-admin`` transport, the dispatcher."""
 
 from __future__ import annotations
 
-import argparse
 from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.identity_forwarding import check_identity_forwarding
 from gateway_engine.compiled.model import Contribution
-from gateway_engine.config.locations import add_config_option
+from gateway_engine.compiled.workers import Worker
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.upstreams.seam import Transport
 
 from .catalog import compile_catalog
 from .service import OUTBOUND, Outbound
-from .settings import delivery_settings
+from .settings import IN_PROCESS, delivery_settings
 from .transport import TENANT_HEADERS
 
 __all__ = ["OUTBOUND", "OutboundFeature"]
@@ -68,18 +67,7 @@ class OutboundFeature(Feature):
             state=service,
             after_answer=hooks,
             openapi_webhooks=catalog.openapi() if used else {},
+            workers={"outbound": Worker(service.run_dispatcher, in_process=settings.dispatch == IN_PROCESS)}
+            if used
+            else {},
         )
-
-    def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-        worker = commands.add_parser(
-            "outbound-worker", help="run only the outbound webhook dispatcher (no HTTP server) until stopped"
-        )
-        add_config_option(worker)
-        worker.add_argument("--data", help="the data directory of the embedded store")
-        worker.set_defaults(handler=_worker)
-
-
-def _worker(args: argparse.Namespace, out: Any, err: Any) -> int:
-    from .worker import main
-
-    return main(args, out, err)

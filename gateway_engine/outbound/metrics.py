@@ -19,6 +19,7 @@ BACKLOG = Gauge(
     "gateway_outbound_backlog", "Outbound deliveries waiting to be sent (pending), as last counted.", registry=REGISTRY
 )
 EMITTED = Counter("gateway_outbound_events", "Events emitted to the outbox, by result.", ["result"], registry=REGISTRY)
+WRITTEN = EMITTED.labels("written")  # the emit path's one count, looked up once
 
 
 def record_attempt(outcome: Any) -> None:

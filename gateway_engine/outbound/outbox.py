@@ -7,6 +7,7 @@ the same attempt; a process that dies holding a lease loses it when the lease ru
 
 from __future__ import annotations
 
+import functools
 import secrets
 import time
 from collections.abc import Sequence
@@ -16,9 +17,11 @@ from typing import Any
 
 import orjson
 import sqlalchemy as sa
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .tables import attempts, deliveries, endpoints, messages
+from .writer import Transact
 
 
 def new_id(prefix: str) -> str:
@@ -40,77 +43,114 @@ class TooLarge(ValueError):
     """An event whose JSON is larger than ``max_payload``."""
 
 
-async def insert_message(
-    engine: AsyncEngine, tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None
-) -> tuple[str, bytes]:
-    """The one insert an emit costs; returns the message id and body (TooLarge past ``limit`` bytes)."""
+def message_row(
+    tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None, message_id: str = ""
+) -> dict[str, Any]:
+    """The ``outbound_messages`` row of an event, serialised once (TooLarge past ``limit`` bytes)."""
     now = time.time()
-    message_id = new_id("msg")
+    message_id = message_id or new_id("msg")
     body = body_of(message_id, event_type, data, now)
     if limit is not None and len(body) > limit:
         raise TooLarge(f"the event is {len(body)} bytes, more than {limit}")
-    async with engine.begin() as conn:
-        await conn.execute(
-            messages.insert().values(
-                id=message_id,
-                tenant=tenant,
-                event_type=event_type,
-                payload=body.decode(),
-                created_at=now,
-                fanned=fanned,
-            )
-        )
+    payload = body.decode()
+    return {
+        "id": message_id,
+        "tenant": tenant,
+        "event_type": event_type,
+        "payload": payload,
+        "created_at": now,
+        "fanned": fanned,
+    }
+
+
+async def insert_message(
+    engine: AsyncEngine,
+    tenant: str,
+    event_type: str,
+    data: Any,
+    *,
+    fanned: bool = False,
+    limit: int | None = None,
+    message_id: str | None = None,
+) -> tuple[str, bytes]:
+    """One event in its own transaction; returns the message id and body (TooLarge past ``limit`` bytes).
+
+    A given ``message_id`` that is in the outbox already is not written again (an idempotent retry)."""
+    row = message_row(tenant, event_type, data, fanned=fanned, limit=limit, message_id=message_id or "")
+    message_id, body = row["id"], row["payload"].encode()
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(messages.insert().values(**row))
+    except sa.exc.IntegrityError:
+        async with engine.connect() as conn:
+            kept = (await conn.execute(sa.select(messages.c.payload).where(messages.c.id == message_id))).scalar()
+        if kept is None:
+            raise
+        return message_id, kept.encode()
     return message_id, body
 
 
+def delivery_row(message_id: str, endpoint_id: str, tenant: str, at: float) -> dict[str, Any]:
+    """A new ``outbound_deliveries`` row: pending, first attempt due at ``at``."""
+    return {
+        "id": new_id("dlv"),
+        "message_id": message_id,
+        "endpoint_id": endpoint_id,
+        "tenant": tenant,
+        "status": "pending",
+        "attempts": 0,
+        "next_at": at,
+        "created_at": at,
+    }
+
+
 async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str, tenant: str, at: float) -> str:
-    delivery_id = new_id("dlv")
-    await conn.execute(
-        deliveries.insert().values(
-            id=delivery_id,
-            message_id=message_id,
-            endpoint_id=endpoint_id,
-            tenant=tenant,
-            status="pending",
-            attempts=0,
-            next_at=at,
-            created_at=at,
+    row = delivery_row(message_id, endpoint_id, tenant, at)
+    await conn.execute(deliveries.insert(), [row])
+    return str(row["id"])
+
+
+async def fan_out(transact: Transact, first_delay: float, batch: int) -> int:
+    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many.
+
+    ``transact`` is ``Store.transact`` (one transaction, on SQLite one thread hop for all of it)."""
+    return int(await transact(functools.partial(_fan_out, time.time() + first_delay, batch)))
+
+
+def _fan_out(due: float, batch: int, conn: Connection) -> int:
+    pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
+    pending = pending.limit(batch)
+    if conn.dialect.name == "postgresql":
+        pending = pending.with_for_update(skip_locked=True)
+    claimed = (
+        conn.execute(
+            sa.update(messages)
+            .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
+            .values(fanned=True)
+            .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
         )
-    )
-    return delivery_id
-
-
-async def fan_out(engine: AsyncEngine, first_delay: float, batch: int) -> int:
-    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many."""
-    now = time.time()
-    async with engine.begin() as conn:
-        pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
-        pending = pending.limit(batch)
-        if conn.dialect.name == "postgresql":
-            pending = pending.with_for_update(skip_locked=True)
-        claimed = (
-            await conn.execute(
-                sa.update(messages)
-                .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
-                .values(fanned=True)
-                .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
+    ).all()
+    by_tenant: dict[str, list[Any]] = {}
+    made: list[dict[str, Any]] = []
+    for row in claimed:
+        by_tenant.setdefault(row.tenant, []).append(row)
+    for tenant, rows in by_tenant.items():
+        subscribed = (
+            conn.execute(
+                sa.select(endpoints.c.id, endpoints.c.events).where(
+                    endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
+                )
             )
         ).all()
-        by_tenant: dict[str, list[Any]] = {}
-        for row in claimed:
-            by_tenant.setdefault(row.tenant, []).append(row)
-        for tenant, rows in by_tenant.items():
-            subscribed = (
-                await conn.execute(
-                    sa.select(endpoints.c.id, endpoints.c.events).where(
-                        endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
-                    )
-                )
-            ).all()
-            for row in rows:
-                for endpoint in subscribed:
-                    if matches(orjson.loads(endpoint.events), row.event_type):
-                        await add_delivery(conn, row.id, endpoint.id, tenant, now + first_delay)
+        patterns = [(endpoint.id, orjson.loads(endpoint.events)) for endpoint in subscribed]
+        made += [
+            delivery_row(row.id, endpoint_id, tenant, due)
+            for row in rows
+            for endpoint_id, events in patterns
+            if matches(events, row.event_type)
+        ]
+    if made:  # one statement for every delivery of the batch
+        conn.execute(deliveries.insert(), made)
     return len(claimed)
 
 
@@ -128,39 +168,42 @@ class Claimed:
     endpoint: Any  # the endpoints row
 
 
-async def claim(engine: AsyncEngine, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
+async def claim(transact: Transact, owner: str, lease: float, limit: int, busy: Sequence[str] = ()) -> list[Claimed]:
     """Take up to ``limit`` due attempts, none to an endpoint in ``busy`` (at its concurrency bound)."""
     if limit <= 0:
         return []
+    return list(await transact(functools.partial(_claim, owner, lease, limit, tuple(busy))))
+
+
+def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Connection) -> list[Claimed]:
     now = time.time()
     free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
-    async with engine.begin() as conn:
-        due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
-        if busy:
-            due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
-        due = due.order_by(deliveries.c.next_at).limit(limit)
-        if conn.dialect.name == "postgresql":
-            due = due.with_for_update(skip_locked=True)
-        rows = (
-            await conn.execute(
-                sa.update(deliveries)
-                .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
-                .values(lease_owner=owner, lease_until=now + lease)
-                .returning(
-                    deliveries.c.id,
-                    deliveries.c.message_id,
-                    deliveries.c.endpoint_id,
-                    deliveries.c.tenant,
-                    deliveries.c.attempts,
-                )
+    due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
+    if busy:
+        due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
+    due = due.order_by(deliveries.c.next_at).limit(limit)
+    if conn.dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    rows = (
+        conn.execute(
+            sa.update(deliveries)
+            .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
+            .values(lease_owner=owner, lease_until=now + lease)
+            .returning(
+                deliveries.c.id,
+                deliveries.c.message_id,
+                deliveries.c.endpoint_id,
+                deliveries.c.tenant,
+                deliveries.c.attempts,
             )
-        ).all()
-        if not rows:
-            return []
-        found = await conn.execute(sa.select(messages).where(messages.c.id.in_({r.message_id for r in rows})))
-        by_message = {m.id: m for m in found}
-        found = await conn.execute(sa.select(endpoints).where(endpoints.c.id.in_({r.endpoint_id for r in rows})))
-        by_endpoint = {e.id: e for e in found}
+        )
+    ).all()
+    if not rows:
+        return []
+    found = conn.execute(sa.select(messages).where(messages.c.id.in_({r.message_id for r in rows})))
+    by_message = {m.id: m for m in found}
+    found = conn.execute(sa.select(endpoints).where(endpoints.c.id.in_({r.endpoint_id for r in rows})))
+    by_endpoint = {e.id: e for e in found}
     out = []
     for r in rows:
         message, endpoint = by_message.get(r.message_id), by_endpoint.get(r.endpoint_id)
@@ -193,40 +236,63 @@ async def release(engine: AsyncEngine, owner: str, delivery_ids: Sequence[str]) 
         )
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One attempt's outcome for the log, and its delivery's new state."""
+
+    item: Claimed
+    outcome: Any
+    next_at: float | None
+    status: str
+
+
 async def record(
-    conn: AsyncConnection,
-    item: Claimed,
-    owner: str,
-    outcome: Any,
-    next_at: float | None,
-    status: str,
+    conn: AsyncConnection, item: Claimed, owner: str, outcome: Any, next_at: float | None, status: str
 ) -> None:
     """The attempt's log row and its delivery's new state, in the caller's transaction."""
+    await conn.run_sync(record_many, owner, [Recorded(item, outcome, next_at, status)])
+
+
+def record_many(conn: Connection, owner: str, done: Sequence[Recorded]) -> None:
+    """Attempts' log rows and their deliveries' new states: two statements for the lot, in the caller's transaction.
+
+    A delivery whose lease this owner lost (it ran out) keeps the state its new holder gives it."""
     now = time.time()
-    await conn.execute(
-        attempts.insert().values(
-            delivery_id=item.delivery_id,
-            message_id=item.message_id,
-            endpoint_id=item.endpoint_id,
-            tenant=item.tenant,
-            event_type=item.event_type,
-            attempt=item.made + 1,
-            at=now - outcome.latency,
-            outcome=outcome.kind,
-            status=outcome.status,
-            latency_ms=round(outcome.latency * 1000, 3),
-            response=outcome.response,
-            error=outcome.error,
-            next_retry=next_at,
-        )
+    conn.execute(
+        attempts.insert(),
+        [
+            {
+                "delivery_id": r.item.delivery_id,
+                "message_id": r.item.message_id,
+                "endpoint_id": r.item.endpoint_id,
+                "tenant": r.item.tenant,
+                "event_type": r.item.event_type,
+                "attempt": r.item.made + 1,
+                "at": now - r.outcome.latency,
+                "outcome": r.outcome.kind,
+                "status": r.outcome.status,
+                "latency_ms": round(r.outcome.latency * 1000, 3),
+                "response": r.outcome.response,
+                "error": r.outcome.error,
+                "next_retry": r.next_at,
+            }
+            for r in done
+        ],
     )
-    values: dict[str, Any] = {"attempts": item.made + 1, "status": status, "lease_owner": None, "lease_until": None}
-    if next_at is not None:
-        values["next_at"] = next_at
-    await conn.execute(
+    conn.execute(
         sa.update(deliveries)
-        .where(deliveries.c.id == item.delivery_id, deliveries.c.lease_owner == owner)
-        .values(**values)
+        .where(deliveries.c.id == sa.bindparam("b_id"), deliveries.c.lease_owner == owner)
+        .values(
+            attempts=sa.bindparam("b_attempts"),
+            status=sa.bindparam("b_status"),
+            next_at=sa.func.coalesce(sa.bindparam("b_next", type_=sa.Float), deliveries.c.next_at),
+            lease_owner=None,
+            lease_until=None,
+        ),
+        [
+            {"b_id": r.item.delivery_id, "b_attempts": r.item.made + 1, "b_status": r.status, "b_next": r.next_at}
+            for r in done
+        ],
     )
 
 

@@ -1,6 +1,7 @@
 """One config's outbound webhooks at run time: the store handle, the dispatcher and the emit path.
 
-Emitting is one insert into the outbox (bounded by a timeout); the message is also handed to the
+Emitting is one row in the outbox, written with the emits of the same moment (``writer.py``, bounded by
+a timeout); the message is also handed to the
 in-process event seam under its type, so realtime channels see the same event. A message that
 arrives from the seam (an inbound webhook's ``emit`` action) is written to the outbox the same way.
 """
@@ -8,7 +9,10 @@ arrives from the seam (an inbound webhook's ``emit`` action) is written to the o
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
 from gateway_engine.compiled.model import StateKey
@@ -19,8 +23,9 @@ from gateway_engine.store import Store, acquire_store, ensure_migrated, release_
 from . import metrics
 from .catalog import Catalog
 from .dispatcher import Dispatcher
-from .outbox import TooLarge, insert_message
+from .outbox import TooLarge, insert_message, message_row
 from .settings import DeliverySettings
+from .writer import GroupCommit, outbox_writer
 
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
@@ -36,12 +41,12 @@ class Outbound:
         self.gateway = gateway
         self._store: Store | None = None  # once acquired and migrated
         self._handle: Store | None = None  # acquired (released on stop)
-        self._opener: asyncio.Task | None = None  # retries opening a store that was down at start
         self._opening = asyncio.Lock()
-        self.dispatcher: Dispatcher | None = None
+        self.dispatcher: Dispatcher | None = None  # while the ``outbound`` worker runs in this process
         self._standby: Dispatcher | None = None  # sends test deliveries where no dispatcher runs
         self._unsubscribe: list[Any] = []
         self._pending: set[asyncio.Task] = set()
+        self._writer: GroupCommit[dict[str, Any]] | None = None  # batches the emits of this config (``writer.py``)
 
     async def store(self) -> Store:
         """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
@@ -55,35 +60,35 @@ class Outbound:
         return self._store
 
     async def start(self) -> None:
-        """Subscribe to the seam and start the dispatcher; a store that is down delays only the dispatcher."""
+        """Subscribe to the seam and open the store; a store that is down is opened on first use instead."""
         _active.append(self)
         for name in self.catalog.types:
             self._unsubscribe.append(events.subscribe(name, self._from_seam))
         try:
-            store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+            await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
         except Exception as exc:  # the gateway serves its routes all the same; emits are counted as failed
             log.error("outbound webhooks: the store cannot be opened (%s); retrying", type(exc).__name__)
-            self._opener = asyncio.get_running_loop().create_task(self._open_later())
-            return
-        self._dispatch(store)
 
-    def _dispatch(self, store: Store) -> None:
-        if self.settings.dispatch:
-            self.dispatcher = Dispatcher(store.engine, self.settings, self.emit)
-            self.dispatcher.start()
-
-    async def _open_later(self) -> None:
+    async def run_dispatcher(self, _config: Any, _options: Mapping[str, Any], stop: asyncio.Event) -> None:
+        """The ``outbound`` worker: this config's dispatcher until ``stop``; a store that is down is waited for."""
         delay = 1.0
         while True:
-            await asyncio.sleep(delay)
             try:
                 store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+                break
             except Exception:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                if stop.is_set():
+                    return
                 delay = min(30.0, delay * 2)
-                continue
-            log.warning("outbound webhooks: the store is open; delivering")
-            self._dispatch(store)
-            return
+        dispatcher = self.dispatcher = Dispatcher(store.engine, self.settings, self.emit, store.transact)
+        dispatcher.start()
+        try:
+            await stop.wait()
+        finally:
+            self.dispatcher = None
+            await dispatcher.stop()
 
     async def stop(self) -> None:
         for unsubscribe in self._unsubscribe:
@@ -93,16 +98,11 @@ class Outbound:
             _active.remove(self)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
-        if self.dispatcher is not None:
-            await self.dispatcher.stop()
-            self.dispatcher = None
+        if self._writer is not None:
+            await self._writer.close()
         if self._standby is not None:
             await self._standby.stop()
             self._standby = None
-        if self._opener is not None:
-            self._opener.cancel()
-            await asyncio.gather(self._opener, return_exceptions=True)
-            self._opener = None
         if self._handle is not None:
             store, self._handle, self._store = self._handle, None, None
             await release_store(store)
@@ -115,42 +115,101 @@ class Outbound:
 
     async def emit(self, tenant: str, event_type: str, data: Any, *, publish: bool = True) -> str | None:
         """Write the event to the outbox (one insert); the message id, or None when it was not written."""
+        try:
+            return await self.write(tenant, event_type, data, publish=publish)
+        except NotWritten:
+            return None
+
+    async def write(
+        self, tenant: str, event_type: str, data: Any, *, publish: bool = True, key: str | None = None
+    ) -> str:
+        """Write the event to the outbox and return its message id; NotWritten (logged, counted) when it is not.
+
+        A ``key`` (an inbound webhook's source and event id) makes the write idempotent: the same key
+        for the same tenant and type is the same message, written once however often it is retried.
+        """
         problem = self.catalog.problem(event_type, data)
         if problem is not None:
             metrics.EMITTED.labels("invalid").inc()
             log.error("event not emitted: %s", problem)
-            return None
+            raise NotWritten(problem)
         try:
-            store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
-            written = insert_message(store.engine, tenant, event_type, data, limit=self.settings.max_payload)
-            message_id, _ = await asyncio.wait_for(written, EMIT_TIMEOUT)
+            store = self._store
+            if store is None:
+                store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+            if key:  # rare (inbound webhooks): its own transaction, which tolerates the row being there
+                message_id = keyed_id(tenant, event_type, key)
+                written = asyncio.ensure_future(
+                    insert_message(
+                        store.engine, tenant, event_type, data, limit=self.settings.max_payload, message_id=message_id
+                    )
+                )
+                written.add_done_callback(_settled)
+                # shielded: a write cut off mid-transaction would leave SQLite locked; one that lands after
+                # the timeout is found again by its key when the sender retries
+                await asyncio.wait_for(asyncio.shield(written), EMIT_TIMEOUT)
+                self._committed(1)
+            else:  # a route's emit: in the next batch (group commit)
+                row = message_row(tenant, event_type, data, limit=self.settings.max_payload)
+                message_id = row["id"]
+                await self._writer_for(store).submit(row)  # bounded by EMIT_TIMEOUT per batch
         except TooLarge as exc:
             metrics.EMITTED.labels("too_large").inc()
             log.error("event %s for tenant %s not emitted: %s", event_type, tenant, exc)
-            return None
+            raise NotWritten(str(exc)) from None
         except Exception as exc:  # the store is down or slow: the client's answer is unaffected
             metrics.EMITTED.labels("failed").inc()
             log.error("event %s for tenant %s not written to the outbox: %s", event_type, tenant, type(exc).__name__)
-            return None
-        metrics.EMITTED.labels("written").inc()
-        if self.dispatcher is not None:
-            self.dispatcher.wake()
+            raise NotWritten("the outbox cannot be written") from None
+        metrics.WRITTEN.inc()
         if publish:
             headers = {TENANT_HEADER: tenant, WRITTEN_HEADER: message_id}
             events.publish(events.Message(event_type, data, key=message_id, headers=headers))
         return message_id
 
-    def _from_seam(self, message: events.Message) -> None:
-        """A message another part of the gateway published under an event type: into the outbox."""
+    def _writer_for(self, store: Store) -> GroupCommit[dict[str, Any]]:
+        if self._writer is None or self._writer.transact != store.transact:
+            self._writer = outbox_writer(store.transact, self._committed, EMIT_TIMEOUT)
+        return self._writer
+
+    def _committed(self, _count: int) -> None:
+        """Events are in the outbox: one wake-up of this process's dispatcher per committed batch."""
+        if self.dispatcher is not None:
+            self.dispatcher.wake()
+
+    def _from_seam(self, message: events.Message) -> Awaitable[Any] | None:
+        """A message another part of the gateway published under an event type: into the outbox.
+
+        Returns the write, which ``events.publish_and_wait`` awaits: an inbound webhook is answered
+        2xx only once its event is in the outbox, and its message key makes a retry write nothing new."""
         if WRITTEN_HEADER in message.headers or not _active or _active[-1] is not self:
-            return  # written already, or the newest config's service writes it
+            return None  # written already, or the newest config's service writes it
         tenant = message.headers.get(TENANT_HEADER)
         if not tenant:
             log.error("event %s from the event seam has no %r header: not emitted", message.topic, TENANT_HEADER)
-            return
-        task = asyncio.get_running_loop().create_task(self.emit(tenant, message.topic, message.value, publish=False))
+            raise NotWritten(f"event {message.topic} has no {TENANT_HEADER!r} header")
+        write = self.write(tenant, message.topic, message.value, publish=False, key=message.key)
+        task = asyncio.get_running_loop().create_task(write)
         self._pending.add(task)
+        task.add_done_callback(_settled)
         task.add_done_callback(self._pending.discard)
+        return task
+
+
+def _settled(task: "asyncio.Task[Any]") -> None:
+    """A seam write nobody awaited (a plain ``publish``): its failure was logged and counted already."""
+    if not task.cancelled():
+        task.exception()
+
+
+def keyed_id(tenant: str, event_type: str, key: str) -> str:
+    """The message id of a keyed event: the same tenant, type and key give the same id."""
+    digest = hashlib.sha256(f"{tenant}\0{event_type}\0{key}".encode()).hexdigest()
+    return f"msg_{digest[:24]}"
+
+
+class NotWritten(Exception):
+    """An event that did not reach the outbox (invalid, too large, or the store failed)."""
 
 
 #: the config's outbound service: ``config.state(OUTBOUND)``

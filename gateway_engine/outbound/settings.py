@@ -12,6 +12,7 @@ from gateway_engine.config.durations import parse_duration
 #: immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h (Svix)
 SVIX_SCHEDULE = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+IN_PROCESS, WORKER_ONLY = "in_process", "worker_only"  # where the dispatcher runs (``dispatch``)
 
 
 @dataclass(frozen=True)
@@ -26,7 +27,7 @@ class DeliverySettings:
     secret_overlap: float = 86400.0  # a rotated secret stays valid (and signed with) this long
     allow: tuple[Network, ...] = ()  # addresses allowed although private, loopback, ... (CIDRs)
     https_only: bool = False
-    dispatch: bool = True  # run a dispatcher in this gateway process
+    dispatch: str = IN_PROCESS  # also in every gateway process, or only in `gateway-engine worker`
     concurrency: int = 64  # attempts in flight per process
     per_endpoint: int = 4  # attempts in flight per endpoint per process
     poll_interval: float = 0.5  # seconds between looks for due work when idle
@@ -51,9 +52,10 @@ def delivery_settings(section: Mapping[str, Any]) -> DeliverySettings:
     for key in ("jitter",):
         if key in section:
             kwargs[key] = float(section[key])
-    for key in ("https_only", "dispatch"):
-        if key in section:
-            kwargs[key] = bool(section[key])
+    if "https_only" in section:
+        kwargs["https_only"] = bool(section["https_only"])
+    if "dispatch" in section:
+        kwargs["dispatch"] = str(section["dispatch"])
     for key in ("concurrency", "per_endpoint", "batch", "max_payload"):
         if key in section:
             kwargs[key] = int(section[key])

@@ -233,7 +233,10 @@ class EmitAction(Action):
     """Emit an outbound event: hand it to the in-process event seam under its type, for the tenant it names.
 
     Whatever subscribes to the type there (the outbound webhooks outbox, realtime channels) takes it;
-    this feature knows none of them."""
+    this feature knows none of them. The action is done only once every subscriber's write finished
+    (``publish_and_wait``): a failed write fails the action, so the sender gets no 2xx for an event that
+    was lost and its retry runs the action again; the message key (source and event id) lets the outbox
+    write a retried event once."""
 
     kind = "emit"
 
@@ -247,7 +250,12 @@ class EmitAction(Action):
             raise ActionFailed(f"emit {self.event}: the tenant rendered empty")
         key = f"{variables['source']}:{variables['event']['id']}"
         message = events.Message(self.event, self.data(dict(variables)), key=key, headers={"tenant": str(tenant)})
-        if not events.publish(message):
+        try:
+            receivers = await events.publish_and_wait(message)
+        except Exception as exc:  # the subscriber logged why; the sender only learns that it may retry
+            log.warning("webhook %s: event type %s not taken: %s", variables["source"], self.event, type(exc).__name__)
+            raise ActionFailed(f"emit {self.event}: the event could not be written; retry later") from None
+        if not receivers:
             log.warning("webhook %s: nothing receives event type %s", variables["source"], self.event)
             return {"action": "emit", "event": self.event, "status": "no-subscriber"}
         return {"action": "emit", "event": self.event, "status": "emitted"}

@@ -1,13 +1,15 @@
-"""The workflows feature: ``workflows.d`` sagas on Temporal, the ``temporal`` transport and the ``worker`` command."""
+"""The workflows feature: ``workflows.d`` sagas on Temporal, the ``temporal`` transport and its Temporal worker."""
 
 from __future__ import annotations
 
 import argparse
-import os
-from typing import Any, TextIO
+import asyncio
+from collections.abc import Mapping
+from typing import Any
 
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import Contribution
+from gateway_engine.compiled.workers import Worker
 from gateway_engine.upstreams.seam import Transport
 from gateway_engine.workflows.definitions import compile_workflows
 
@@ -29,27 +31,19 @@ class WorkflowsFeature(Feature):
     transports = {"temporal": temporal_transport}
 
     def compile(self, given: FeatureInput) -> Contribution:
-        return Contribution(state=compile_workflows(given.documents, list(given.core.routes), given.errors))
+        catalog = compile_workflows(given.documents, list(given.core.routes), given.errors)
+        workers = {"workflows": Worker(_run_worker)} if catalog.task_queues() else {}
+        return Contribution(state=catalog, workers=workers)
 
-    def add_commands(self, commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
-        worker = commands.add_parser("worker", help="run the Temporal worker of the workflows in workflows.d")
-        worker.add_argument("--config", help="config directory, or its gateway.yaml (default: $GATEWAY_CONFIG, else .)")
+    def add_worker_options(self, worker: argparse.ArgumentParser) -> None:
         worker.add_argument(
             "--task-queue",
             action="append",
-            help="serve only this task queue (repeatable; default: every queue the workflows name)",
+            help="workflows: serve only this task queue (repeatable; default: every queue the workflows name)",
         )
-        worker.set_defaults(handler=_worker)
 
 
-def _worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from gateway_engine.compiled.compiler import load_config
-    from gateway_engine.foundation.errors import ConfigErrors
-    from gateway_engine.workflows.worker import main  # temporalio loads only for this command
+async def _run_worker(config: Any, options: Mapping[str, Any], stop: asyncio.Event) -> None:
+    from gateway_engine.workflows.worker import run  # temporalio loads only for the worker
 
-    try:
-        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
-    except ConfigErrors as exc:
-        err.write(f"{exc}\n")
-        return 1
-    return main(config, args.task_queue, err)
+    await run(config, stop, options.get("task_queue"))

@@ -1,5 +1,5 @@
-"""``gateway-engine worker``: runs the saga workflow and the route activity for every task queue
-the config's workflows name, until SIGINT/SIGTERM.
+"""The workflows feature's worker (``gateway-engine worker``): runs the saga workflow and the route
+activity for every task queue the config's workflows name, until stopped.
 
 The worker loads the same config directory as ``serve`` (its routes are what the steps call) and
 connects where the workflows backend points (``routes.d``), or to ``TEMPORAL_ADDRESS`` without one.
@@ -10,11 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import signal
-import sys
 from datetime import timedelta
-from typing import TextIO
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -69,37 +65,9 @@ async def run(config: CompiledConfig, stop: asyncio.Event, task_queues: list[str
     conn = connection_for(config)
     client = await connect(conn)
     log.info("worker on %s namespace %s, task queues %s", conn.address, conn.namespace, ", ".join(queues))
-    await config.startup()  # the plugins the steps' routes run (logging, envelope, ...)
-    try:
-        async with contextlib.AsyncExitStack() as stack:
-            for queue in queues:
-                await stack.enter_async_context(
-                    build_worker(client, config, queue, graceful_shutdown_timeout=timedelta(seconds=10))
-                )
-            await stop.wait()
-    finally:
-        await config.shutdown()
-
-
-def main(config: CompiledConfig, task_queues: list[str] | None, err: TextIO) -> int:
-    """Serve until SIGINT/SIGTERM. After a clean stop the process ends with ``os._exit(0)``: the SDK's
-    Rust threads can abort interpreter finalization (temporalio/sdk-python#300), which would turn a
-    clean stop into a crash for the supervisor."""
-
-    async def serve() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await run(config, stop, task_queues)
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        asyncio.run(serve())
-    except (ValueError, RuntimeError) as exc:
-        err.write(f"worker: {exc}\n")
-        return 1
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)
+    async with contextlib.AsyncExitStack() as stack:  # the config is started: the steps' routes run its plugins
+        for queue in queues:
+            await stack.enter_async_context(
+                build_worker(client, config, queue, graceful_shutdown_timeout=timedelta(seconds=10))
+            )
+        await stop.wait()

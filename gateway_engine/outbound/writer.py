@@ -1,0 +1,117 @@
+"""Group commit: what is submitted while a transaction is under way goes into the next one, together.
+
+The emits of one moment are one ``executemany`` into the outbox; the outcomes of the attempts that
+finished meanwhile are two statements for the lot. A batch is one ``Store.transact`` (on SQLite: one
+hop to a thread for the whole transaction). A submitter awaits the commit of the batch that
+holds its item, so nothing is reported written before it is durable, while the round trips (and the
+worker-thread hops of an embedded SQLite) are paid per batch, not per item. A failed batch fails each
+of its submitters (each logs and counts its own); the next batch tries again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from .tables import messages
+
+T = TypeVar("T")
+Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
+MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
+
+
+class GroupCommit(Generic[T]):
+    def __init__(
+        self,
+        transact: Transact,
+        apply: Callable[[Connection, Sequence[T]], None],
+        committed: Callable[[int], None] = lambda _count: None,
+        timeout: float | None = None,
+    ) -> None:
+        self.transact = transact  # runs a function in one transaction (``Store.transact``)
+        self.apply = apply  # writes one batch in the given transaction (synchronous: it may run on a thread)
+        self.committed = committed  # called with the batch's size after each commit
+        self.timeout = timeout  # a batch slower than this fails its submitters (its thread still finishes it)
+        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def submit(self, item: T) -> None:
+        """Queue ``item``; returns once its batch committed (raises what the batch raised)."""
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._queue.append((item, done))
+        if self._task is None or self._task.done():
+            self._task = loop.create_task(self._drain())
+        await done  # a cancelled submitter cancels only its own wait, never its neighbours' batch
+
+    async def _drain(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            items = [item for item, _ in batch]
+            work = asyncio.ensure_future(self.transact(functools.partial(_apply, self.apply, items)))
+            work.add_done_callback(_retrieved)
+            try:
+                await asyncio.wait_for(asyncio.shield(work), self.timeout)
+            except Exception as exc:
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                        done.exception()  # retrieved here too: a submitter that went away logs nothing
+                continue
+            for _, done in batch:
+                if not done.done():
+                    done.set_result(None)
+            self.committed(len(batch))
+
+    async def close(self) -> None:
+        """Let the batch under way (and what is queued) finish."""
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+
+def _retrieved(work: "asyncio.Future[None]") -> None:
+    if not work.cancelled():
+        work.exception()  # a batch that failed after its timeout: its submitters were failed already
+
+
+def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T], conn: Connection) -> None:
+    apply(conn, items)
+
+
+_COLUMNS = tuple(c.name for c in messages.columns)
+
+
+def _insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """One ``executemany`` of plain tuples: the rows are built already, so SQLAlchemy's per-row
+    parameter processing (half the cost of a small insert) is skipped."""
+    statement = _insert_sql(conn.dialect)
+    conn.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
+
+
+@functools.cache
+def _insert_sql(dialect: Any) -> str:
+    """The INSERT in the dialect's own parameter style, compiled once per dialect."""
+    insert = messages.insert().values({c: sa.bindparam(c) for c in _COLUMNS})
+    return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+
+
+def outbox_writer(transact: Transact, committed: Callable[[int], None], timeout: float) -> GroupCommit[dict[str, Any]]:
+    """Batches ``outbound_messages`` rows (``outbox.message_row``) into one insert per transaction."""
+    return GroupCommit(transact, _insert_messages, committed, timeout)
+
+
+def engine_transact(engine: AsyncEngine) -> Transact:
+    """``transact`` over a bare engine (where no ``Store`` is at hand)."""
+
+    async def transact(work: Callable[[Connection], Any]) -> Any:
+        async with engine.begin() as conn:
+            return await conn.run_sync(work)
+
+    return transact
