@@ -13,6 +13,8 @@ import pytest
 
 from tests.servers import free_port
 
+_running: dict[str, subprocess.Popen[bytes]] = {}  # url -> the server this process started
+
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
@@ -34,8 +36,11 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {port}: {(tmp_path / 'redis.log').read_text()}")
             time.sleep(0.02)
-        yield f"redis://127.0.0.1:{port}"
+        url = f"redis://127.0.0.1:{port}"
+        _running[url] = proc
+        yield url
     finally:
+        _running.pop(f"redis://127.0.0.1:{port}", None)
         proc.terminate()  # Popen signals only while its child has not been reaped: never a reused pid
         try:
             proc.wait(10)
@@ -54,8 +59,10 @@ def _ready(port: int) -> bool:
 
 
 def stop_redis(url: str, tmp_path: Path) -> None:
-    """Stop the `redis_url` server of this test (by the pid it wrote) and wait until its port refuses."""
-    os.kill(int((tmp_path / "redis.pid").read_text()), signal.SIGTERM)
+    """Stop the `redis_url` server of this test (through its own Popen handle) and wait until its port refuses."""
+    proc = _running[url]
+    proc.terminate()
+    proc.wait(10)
     port = int(url.rsplit(":", 1)[1].split("/")[0])
     deadline = time.monotonic() + 10
     while _ready(port):
