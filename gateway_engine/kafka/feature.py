@@ -7,6 +7,7 @@ from typing import Any
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import CompiledRoute, Contribution, StateKey
 from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.store import store_settings
 from gateway_engine.upstreams.seam import Transport
 
 from .definitions import SCHEME, RouteSettings, compile_routes
@@ -48,9 +49,12 @@ class KafkaFeature(Feature):
             if transport.settings.problem:
                 given.errors.append(_located(route, f"upstream: {transport.settings.problem}"))
 
-        async def bind() -> None:  # only a config that goes live binds its routes
+        gateway = given.core.gateway
+
+        async def bind() -> None:  # only a config that goes live binds its routes (and opens the store)
+            store = store_settings(gateway.settings, gateway.config_dir) if transports else None
             for _, transport in transports.values():
-                transport.bind_routes(settings)
+                transport.bind_routes(settings, store)
 
         return Contribution(state=settings, startup=[bind])
 
