@@ -1,0 +1,45 @@
+"""The WebSocket server settings of gateway.yaml reach uvicorn in ``serve``: each implementation serves the
+realtime endpoint, and a client message above ``server.websocket_max_bytes`` is refused by the server itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from gateway_engine.compiled.compiler import load_config
+from tests.realtime_support import ENV, bearer, subscribe, write_realtime_config, ws_url
+from tests.test_realtime_scale_out import gateway_process
+
+
+@pytest.mark.parametrize("implementation", ["wsproto", "websockets-sansio", "websockets"])
+async def test_realtime_serve_uses_the_configured_websocket_server_and_its_size_limit(tmp_path: Path, implementation):
+    root = write_realtime_config(tmp_path / "c")
+    gateway = root / "gateway.yaml"
+    extra = f"server: {{websocket_implementation: {implementation}, websocket_max_bytes: 2048}}\n"
+    gateway.write_text(gateway.read_text() + extra)
+    with gateway_process(root, tmp_path / "gw.log") as base:
+        async with aiohttp.ClientSession() as session:
+            async with session.ws_connect(ws_url(base), headers=bearer("olga")) as ws:
+                assert (await subscribe(ws, "payments:olga"))["type"] == "subscribed"
+                await ws.send_str('{"type": "ping", "pad": "' + "x" * 4000 + '"}')  # under the app's 16 KB
+                closed = await ws.receive(timeout=10)
+                assert closed.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED), closed
+                assert ws.close_code == 1009
+
+
+def test_realtime_websocket_server_settings_default_and_refusal(tmp_path: Path):
+    root = write_realtime_config(tmp_path / "c")
+    server = load_config(root, ENV).server
+    assert (server.websocket_implementation, server.websocket_max_bytes) == ("wsproto", 1048576)
+    gateway = root / "gateway.yaml"
+    original = gateway.read_text()
+    gateway.write_text(original + "server: {websocket_implementation: tornado}\n")
+    with pytest.raises(Exception) as refused:
+        load_config(root, ENV)
+    assert "websocket_implementation" in str(refused.value)
+    gateway.write_text(original + "server: {websocket_max_bytes: 10}\n")
+    with pytest.raises(Exception) as small:
+        load_config(root, ENV)
+    assert "websocket_max_bytes" in str(small.value)
