@@ -24,7 +24,7 @@ from .settings import DeliverySettings
 
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
-TENANT_HEADER = "tenant"  # the seam message header naming the tenant an event belongs to
+TENANT_HEADER = events.TENANT_HEADER  # the seam message header naming the tenant an event belongs to
 WRITTEN_HEADER = "outbox-message-id"  # set on what this feature publishes: already in the outbox
 _active: list["Outbound"] = []  # the services started in this process, newest last (a reload overlaps two)
 
@@ -59,6 +59,7 @@ class Outbound:
         _active.append(self)
         for name in self.catalog.types:
             self._unsubscribe.append(events.subscribe(name, self._from_seam))
+            self._unsubscribe.append(events.subscribe_durable(name, self._durably))
         try:
             store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
         except Exception as exc:  # the gateway serves its routes all the same; emits are counted as failed
@@ -139,6 +140,16 @@ class Outbound:
             headers = {TENANT_HEADER: tenant, WRITTEN_HEADER: message_id}
             events.publish(events.Message(event_type, data, key=message_id, headers=headers))
         return message_id
+
+    async def _durably(self, message: events.Message) -> None:
+        """A message ``deliver``-ed under an event type (a workflow step's ``emit:``): written, or raises."""
+        if not _active or _active[-1] is not self:
+            return  # the newest config's service writes it
+        tenant = message.headers.get(TENANT_HEADER)
+        if not tenant:
+            raise ValueError(f"event {message.topic} has no {TENANT_HEADER!r} header")
+        if await self.emit(tenant, message.topic, message.value, publish=False) is None:
+            raise RuntimeError(f"event {message.topic} was not written to the outbox (see the log)")
 
     def _from_seam(self, message: events.Message) -> None:
         """A message another part of the gateway published under an event type: into the outbox."""
