@@ -24,7 +24,7 @@ from tests.servers import free_port, write_config
 from tests.test_kafka import GATEWAY, ROUTES, SECRET, Service, token
 
 STORE = GATEWAY + 'store: {url: "${STORE_URL}"}\n'
-SHORT = ROUTES.replace("retention: 1m", "retention: \"${RETENTION:-1m}\", results: \"${RESULTS:-store}\"")
+SHORT = ROUTES.replace("retention: 1m", 'retention: "${RETENTION:-1m}", results: "${RESULTS:-store}"')
 
 
 @contextlib.contextmanager
@@ -66,7 +66,10 @@ def two_gateways(tmp_path: Path, kafka_broker: Broker, postgres_url: str, reques
     env["STORE_URL"] = postgres_url
     config = write_config(tmp_path / "config", STORE, {"orders": SHORT})
     with Background(Service(kafka_broker, names["REQUEST_TOPIC"]).run):
-        with gateway_process(config, env, tmp_path / "a.log") as a, gateway_process(config, env, tmp_path / "b.log") as b:
+        with (
+            gateway_process(config, env, tmp_path / "a.log") as a,
+            gateway_process(config, env, tmp_path / "b.log") as b,
+        ):
             yield a, b
 
 

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.foundation import events
 from gateway_engine.foundation.plugin import GatewayInfo
-from gateway_engine.store import Store, acquire_store, ensure_migrated, release_store, store_settings
 
 from . import metrics
 from .catalog import Catalog
-from .dispatcher import Dispatcher
-from .outbox import TooLarge, insert_message
 from .settings import DeliverySettings
+
+if TYPE_CHECKING:  # the store and what runs on it load on first use: SQLAlchemy costs ~28 MB per worker
+    from gateway_engine.store import Store
+
+    from .dispatcher import Dispatcher
 
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
@@ -46,6 +48,8 @@ class Outbound:
     async def store(self) -> Store:
         """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
         if self._store is None:
+            from gateway_engine.store import acquire_store, ensure_migrated, store_settings
+
             async with self._opening:
                 if self._store is None:
                     if self._handle is None:
@@ -69,6 +73,8 @@ class Outbound:
         self._dispatch(store)
 
     def _dispatch(self, store: Store) -> None:
+        from .dispatcher import Dispatcher
+
         if self.settings.dispatch:
             self.dispatcher = Dispatcher(store.engine, self.settings, self.emit)
             self.dispatcher.start()
@@ -105,17 +111,23 @@ class Outbound:
             await asyncio.gather(self._opener, return_exceptions=True)
             self._opener = None
         if self._handle is not None:
+            from gateway_engine.store import release_store
+
             store, self._handle, self._store = self._handle, None, None
             await release_store(store)
 
     def standby(self, engine: Any) -> Dispatcher:
         """A dispatcher that is not running, for sending one attempt now."""
+        from .dispatcher import Dispatcher
+
         if self._standby is None:
             self._standby = Dispatcher(engine, self.settings, self.emit)
         return self._standby
 
     async def emit(self, tenant: str, event_type: str, data: Any, *, publish: bool = True) -> str | None:
         """Write the event to the outbox (one insert); the message id, or None when it was not written."""
+        from .outbox import TooLarge, insert_message
+
         problem = self.catalog.problem(event_type, data)
         if problem is not None:
             metrics.EMITTED.labels("invalid").inc()

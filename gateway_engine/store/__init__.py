@@ -38,7 +38,20 @@ _WHERE = {
     "async_url": "settings",
     "store_settings": "settings",
 }
-__all__ = sorted(_WHERE)
+__all__ = [
+    "DATA_ENV",
+    "ENTRY_POINT_GROUP",
+    "Store",
+    "StoreSettings",
+    "acquire_store",
+    "async_url",
+    "current_revisions",
+    "ensure_migrated",
+    "migrate",
+    "migration_branches",
+    "release_store",
+    "store_settings",
+]
 
 
 def __getattr__(name: str) -> Any:
