@@ -3,6 +3,8 @@ realtime endpoint, and a client message above ``server.websocket_max_bytes`` is 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -43,3 +45,17 @@ def test_realtime_websocket_server_settings_default_and_refusal(tmp_path: Path):
     with pytest.raises(Exception) as small:
         load_config(root, ENV)
     assert "websocket_max_bytes" in str(small.value)
+
+
+def test_a_config_that_opens_no_store_loads_no_sqlalchemy(tmp_path: Path):
+    """~30 MB per worker: the store, the keys runtime and the outbound store side load on first use."""
+    root = write_realtime_config(tmp_path / "c")
+    script = (
+        "import sys\n"
+        "from gateway_engine import create_app\n"
+        f"create_app({str(root)!r}, {ENV!r})\n"
+        "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))\n"
+    )
+    found = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert found.returncode == 0, found.stderr[-2000:]
+    assert found.stdout.strip().splitlines()[-1] == "[]"
