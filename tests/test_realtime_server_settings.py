@@ -48,11 +48,14 @@ def test_realtime_websocket_server_settings_default_and_refusal(tmp_path: Path):
 
 
 def test_a_config_that_opens_no_store_loads_no_sqlalchemy(tmp_path: Path):
-    """~30 MB per worker: the store, the keys runtime and the outbound store side load on first use."""
+    """~30 MB per worker: the store, the keys runtime, the outbound store side and the store commands load
+    on first use, so ``serve`` of a config without stored keys, outbox or Kafka results pays none of it."""
     root = write_realtime_config(tmp_path / "c")
     script = (
         "import sys\n"
         "from gateway_engine import create_app\n"
+        "from gateway_engine.cli.main import build_parser\n"
+        "build_parser()\n"  # `serve` registers every command first
         f"create_app({str(root)!r}, {ENV!r})\n"
         "print(sorted(m for m in ('sqlalchemy', 'alembic') if m in sys.modules))\n"
     )
