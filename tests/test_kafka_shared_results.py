@@ -38,7 +38,7 @@ def gateway_process(config: Path, env: dict[str, str], log: Path) -> Iterator[st
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 90  # a loaded machine starts slowly
         while True:
             with contextlib.suppress(httpx.HTTPError):
                 httpx.get(f"{base}/orders/results/x", timeout=1)
