@@ -151,3 +151,14 @@ async def test_shared_results_store_down_is_503_never_500():
         assert fetched.value.status == 503
     finally:
         await shared.aclose()
+
+
+def test_kafka_config_with_an_unusable_store_url_is_a_located_config_error(tmp_path: Path):
+    from gateway_engine import ConfigErrors, load_config
+
+    config = write_config(tmp_path / "config", STORE, {"orders": SHORT})
+    env = {"KAFKA_BROKER": "127.0.0.1:9", "JWT_SECRET": SECRET, "SVC_KEY": "k" * 12, "STORE_URL": "mysql://db/x"}
+    env |= {"REQUEST_TOPIC": "r", "EVENT_TOPIC": "e", "REPLY_TOPIC": "p"}
+    with pytest.raises(ConfigErrors) as refused:
+        load_config(config, env)
+    assert "unsupported database 'mysql'" in str(refused.value)

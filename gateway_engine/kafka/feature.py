@@ -49,10 +49,14 @@ class KafkaFeature(Feature):
             if transport.settings.problem:
                 given.errors.append(_located(route, f"upstream: {transport.settings.problem}"))
 
-        gateway = given.core.gateway
+        gateway, store = given.core.gateway, None
+        if transports:  # where asynchronous results are kept (reply.results: store)
+            try:
+                store = store_settings(gateway.settings, gateway.config_dir)
+            except ValueError as exc:
+                given.errors.append(ConfigError(f"store: {exc}", file="gateway.yaml", path="store"))
 
         async def bind() -> None:  # only a config that goes live binds its routes (and opens the store)
-            store = store_settings(gateway.settings, gateway.config_dir) if transports else None
             for _, transport in transports.values():
                 transport.bind_routes(settings, store)
 
