@@ -34,7 +34,7 @@ BASE = "/api/gateway"
 GATEWAY_YAML = """version: 1
 base_path: /api/gateway
 plugins: [request_id, envelope]
-server: {{max_connections: {max_connections}}}
+server: {{max_connections: {max_connections}, websocket_implementation: {ws}}}
 auth:
   jwt: {{secret: "${{JWT_SECRET}}", algorithms: [HS256]}}
 """
@@ -66,6 +66,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=int, default=1000, help="messages per second to single users (default 1000)")
     p.add_argument("--seconds", type=float, default=10, help="seconds of the latency run (default 10)")
     p.add_argument("--fanout", type=int, default=20, help="broadcast messages of the fan-out run (default 20)")
+    p.add_argument(
+        "--ws",
+        default="wsproto",
+        choices=["wsproto", "websockets-sansio", "websockets"],
+        help="the gateway's server.websocket_implementation (default wsproto)",
+    )
     return p.parse_args(argv)
 
 
@@ -180,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     address, topic = f"127.0.0.1:{tansu_port}", "bench-realtime"
     config = work / "config"
     (config / "channels.d").mkdir(parents=True)
-    (config / "gateway.yaml").write_text(GATEWAY_YAML.format(max_connections=args.sockets + 1000))
+    (config / "gateway.yaml").write_text(GATEWAY_YAML.format(max_connections=args.sockets + 1000, ws=args.ws))
     (config / "channels.d" / "bench.yaml").write_text(CHANNELS.format(limit=args.sockets + 100, topic=topic))
     gateway = None
     try:

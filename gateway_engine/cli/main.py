@@ -308,6 +308,8 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
             lifespan="on",
             timeout_graceful_shutdown=args.drain_timeout,
             limit_concurrency=server.max_connections,
+            ws=server.websocket_implementation,
+            ws_max_size=server.websocket_max_bytes,
             ws_per_message_deflate=server.websocket_compression,
             timeout_keep_alive=max(1, round(server.keep_alive_timeout)),
         )  # uvicorn takes whole seconds

@@ -14,7 +14,7 @@ from typing import TextIO
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigErrors
-from gateway_engine.store import DATA_ENV, StoreSettings, acquire_store, migrate, release_store, store_settings
+from gateway_engine.store import DATA_ENV, StoreSettings, store_settings
 
 
 def add_data_option(parser: argparse.ArgumentParser) -> None:
@@ -57,6 +57,8 @@ def _migrate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return 1
 
     async def run() -> list[str]:
+        from gateway_engine.store import acquire_store, migrate, release_store  # SQLAlchemy: only for `migrate`
+
         store = acquire_store(settings)
         try:
             return await migrate(store)

@@ -31,6 +31,8 @@ class ServerSettings:
     max_head_bytes: int = 65536  # request line + headers as sent (431 above it, while reading)
     max_request_line: int = 8192  # the request target (414 above it, while reading)
     websocket_compression: bool = False  # permessage-deflate: ~40 KB more per socket, for small JSON frames
+    websocket_implementation: str = "wsproto"  # uvicorn's --ws; the one that costs least per socket (performance.md)
+    websocket_max_bytes: int = 1048576  # largest client message the server assembles before the app sees it
 
     def to_env(self) -> str:
         return orjson.dumps(dataclasses.asdict(self)).decode()
@@ -52,6 +54,9 @@ def server_settings(data: Mapping[str, Any], header_bytes: int) -> ServerSetting
         try:
             if name == "websocket_compression":
                 values[name] = bool(value)
+                continue
+            if name == "websocket_implementation":
+                values[name] = str(value)
                 continue
             values[name] = parse_duration(value) if name in _DURATIONS else int(value)
         except ValueError as exc:

@@ -7,6 +7,11 @@ and in-process (one worker); a subscriber that must do I/O queues the message it
 awaitable of that I/O: ``publish_and_wait`` awaits it, for a publisher that must not acknowledge a message
 before it is durable (an inbound webhook's ``emit`` and the outbox write). Carrying a message
 to other workers or instances is the subscriber's business (a backplane), not this seam's.
+
+``deliver`` is the durable form, for a publisher that must know its message is safe before it goes on (a
+workflow step in ``gateway-engine worker``, where Temporal retries the step): it awaits every durable
+subscriber (an outbox row written, a backplane publish acknowledged) and raises ``NotDelivered`` when
+nothing in this process takes the topic or a subscriber failed, so a message is never dropped silently.
 """
 
 from __future__ import annotations
@@ -32,7 +37,14 @@ class Message:
 
 
 Subscriber = Callable[[Message], Awaitable[None] | None]
+Durable = Callable[[Message], Awaitable[None]]
 _subscribers: dict[str, list[Subscriber]] = {}
+_durable: dict[str, list[Durable]] = {}
+TENANT_HEADER = "tenant"  # the message header naming the tenant an outbound event belongs to
+
+
+class NotDelivered(Exception):
+    """No durable subscriber took the message, or one failed: the publisher should retry."""
 
 
 def publish(message: Message) -> int:
@@ -69,13 +81,35 @@ async def publish_and_wait(message: Message) -> int:
 
 def subscribe(topic: str, receive: Subscriber) -> Callable[[], None]:
     """Receive every message published under ``topic`` until the returned function is called."""
-    _subscribers.setdefault(topic, []).append(receive)
+    return _add(_subscribers, topic, receive)
+
+
+def subscribe_durable(topic: str, receive: Durable) -> Callable[[], None]:
+    """Receive every message ``deliver``-ed under ``topic``; ``receive`` returns once the message is safe."""
+    return _add(_durable, topic, receive)
+
+
+async def deliver(message: Message) -> int:
+    """Hand ``message`` to every durable subscriber of its topic, each awaited; returns how many there were."""
+    receivers = tuple(_durable.get(message.topic, ()))
+    if not receivers:
+        raise NotDelivered(f"nothing in this process takes messages of topic {message.topic!r}")
+    for receive in receivers:
+        try:
+            await receive(message)
+        except Exception as exc:
+            raise NotDelivered(f"a subscriber of topic {message.topic!r} failed: {exc}") from exc
+    return len(receivers)
+
+
+def _add(table: dict[str, list[Any]], topic: str, receive: Any) -> Callable[[], None]:
+    table.setdefault(topic, []).append(receive)
 
     def unsubscribe() -> None:
-        receivers = _subscribers.get(topic, [])
+        receivers = table.get(topic, [])
         if receive in receivers:
             receivers.remove(receive)
         if not receivers:
-            _subscribers.pop(topic, None)
+            table.pop(topic, None)
 
     return unsubscribe

@@ -7,6 +7,7 @@ from typing import Any
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import CompiledRoute, Contribution, StateKey
 from gateway_engine.foundation.errors import ConfigError
+from gateway_engine.store import store_settings
 from gateway_engine.upstreams.seam import Transport
 
 from .definitions import SCHEME, RouteSettings, compile_routes
@@ -48,9 +49,16 @@ class KafkaFeature(Feature):
             if transport.settings.problem:
                 given.errors.append(_located(route, f"upstream: {transport.settings.problem}"))
 
-        async def bind() -> None:  # only a config that goes live binds its routes
+        gateway, store = given.core.gateway, None
+        if transports:  # where asynchronous results are kept (reply.results: store)
+            try:
+                store = store_settings(gateway.settings, gateway.config_dir)
+            except ValueError as exc:
+                given.errors.append(ConfigError(f"store: {exc}", file="gateway.yaml", path="store"))
+
+        async def bind() -> None:  # only a config that goes live binds its routes (and opens the store)
             for _, transport in transports.values():
-                transport.bind_routes(settings)
+                transport.bind_routes(settings, store)
 
         return Contribution(state=settings, startup=[bind])
 

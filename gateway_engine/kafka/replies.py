@@ -34,6 +34,7 @@ class Entry:
     owner: str  # who may read the result (the caller's consumer id; "" without auth)
     keep: bool  # retained after it arrived (an asynchronous request)
     expires: float  # monotonic time it is given up
+    shared: bool = False  # its result is also written to the store, for every worker and instance
     future: asyncio.Future[Outcome] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -60,20 +61,20 @@ class Replies:
             return None
         return entry
 
-    def register(self, cid: str, owner: str, *, keep: bool, wait: float) -> Entry:
+    def register(self, cid: str, owner: str, *, keep: bool, wait: float, shared: bool = False) -> Entry:
         """A new waiting entry; 503 when ``max_pending`` requests already wait."""
         self._sweep()
         if len(self.pending) >= self.max_pending:
             raise GatewayError(503, "UPSTREAM_BUSY", "Too many requests are waiting for a reply; retry later.")
-        entry = Entry(owner, keep, time.monotonic() + (self.retention if keep else wait + _SWEEP_EVERY * 5))
+        entry = Entry(owner, keep, time.monotonic() + (self.retention if keep else wait + _SWEEP_EVERY * 5), shared)
         self.pending[cid] = entry
         return entry
 
-    def resolve(self, cid: str, outcome: Outcome) -> bool:
-        """Hand an arrived reply to its waiter; False when nobody here waits for ``cid``."""
+    def resolve(self, cid: str, outcome: Outcome) -> Entry | None:
+        """Hand an arrived reply to its waiter and return its entry; None when nobody here waits for ``cid``."""
         entry = self.pending.pop(cid, None)
         if entry is None:
-            return False
+            return None
         if not entry.future.done():
             entry.future.set_result(outcome)
         if entry.keep:
@@ -81,7 +82,7 @@ class Replies:
             self.retained[cid] = entry
             while len(self.retained) > self.max_retained:
                 self.retained.popitem(last=False)
-        return True
+        return entry
 
     def forget(self, cid: str, entry: Entry) -> None:
         """A synchronous waiter gave up (timeout, client gone): its reply, if it comes, is dropped."""

@@ -34,6 +34,7 @@ class ClusterSettings:
     max_pending: int = 10000
     retention: float = 300.0
     max_retained: int = 1000
+    results: str = "store"  # where asynchronous results are kept: the store (every worker) or memory (this one)
     problem: str | None = None  # why the options are unusable, for `validate`
 
 
@@ -78,7 +79,14 @@ def _parse(options: dict[str, Any]) -> ClusterSettings:
         max_pending=_count(reply, "max_pending", 10000, 1),
         retention=parse_duration(reply.get("retention", "5m")),
         max_retained=_count(reply, "max_retained", 1000, 1),
+        results=_results(reply.get("results", "store")),
     )
+
+
+def _results(value: Any) -> str:
+    if value not in ("store", "memory"):
+        raise ValueError("kafka reply.results must be store or memory")
+    return str(value)
 
 
 def _count(spec: dict[str, Any], name: str, default: int, minimum: int) -> int:

@@ -6,7 +6,9 @@ here (``bind_routes``). A request without a route is the health probe: a metadat
 
 - request-reply: produce with ``correlation-id``, ``reply-to`` and ``reply-partition``, then answer
   with the reply that carries the same correlation id; ``Prefer: respond-async`` answers 202 with a
-  ``Location`` on the backend's result route instead, where the result waits until its retention ends;
+  ``Location`` on the backend's result route instead, where the result waits until its retention ends,
+  in the store (``reply.results: store``, the default: any worker or instance answers it) or in this
+  worker's memory (``memory``);
 - fire-and-forget: 202 once the broker acknowledged the message;
 - result: the result of an asynchronous request, for the caller who made it (``Prefer: wait=N`` waits).
 """
@@ -15,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiokafka.errors import KafkaError
@@ -41,7 +43,11 @@ from .messages import (
     request_headers,
 )
 from .replies import Entry, Replies, StoredReply
+from .results import SharedResults
 from .settings import cluster_settings
+
+if TYPE_CHECKING:
+    from gateway_engine.store import StoreSettings
 
 
 def _not_found() -> GatewayError:
@@ -58,10 +64,13 @@ class KafkaTransport:
         s = self.settings
         self.replies = Replies(max_pending=s.max_pending, max_retained=s.max_retained, retention=s.retention)
         self.client = KafkaClient(s, timeouts, self._on_reply)
+        self.shared: SharedResults | None = None
 
-    def bind_routes(self, routes: Mapping[str, RouteSettings]) -> None:
-        """The route settings of a config that compiled without errors (a reload binds its own)."""
+    def bind_routes(self, routes: Mapping[str, RouteSettings], store: StoreSettings | None = None) -> None:
+        """The route settings of a config that compiled without errors (a reload binds its own), and its store."""
         self.routes = routes
+        if store is not None and self.settings.results == "store" and self.shared is None:
+            self.shared = SharedResults(store, self.settings.retention)
 
     async def send(
         self, method: str, url: str, headers: list[tuple[str, str]], body: bytes | AsyncIterator[bytes] | None
@@ -104,7 +113,8 @@ class KafkaTransport:
         await self.client.ensure_reader()
         # kept after it arrived when asked for later: asynchronously, or again under the same Idempotency-Key
         keep = asynchronous or IDEMPOTENCY_KEY in ctx.headers
-        entry = self.replies.register(cid, owner, keep=keep, wait=self.timeouts.total)
+        shared = self.shared if asynchronous else None
+        entry = self.replies.register(cid, owner, keep=keep, wait=self.timeouts.total, shared=shared is not None)
         message += [
             (CORRELATION_ID, cid.encode()),
             (REPLY_TO, self.settings.reply_topic.encode()),
@@ -113,6 +123,8 @@ class KafkaTransport:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeouts.total
         try:
+            if shared is not None:  # recorded before it is produced, so no reply can come first
+                await shared.accept(cid, owner)
             async with asyncio.timeout(self.timeouts.total):
                 await self.client.produce(route.topic, value, key.encode() if key else None, message)
         except BaseException:
@@ -143,11 +155,19 @@ class KafkaTransport:
         return _reply(outcome)
 
     async def _result(self, ctx: RequestContext, route: RouteSettings) -> Reply:
-        cid = ctx.params.get(route.id_param, "")
+        cid, owner, wait = ctx.params.get(route.id_param, ""), owner_of(ctx), preferences(ctx)[1]
         entry = self.replies.lookup(cid)
-        if entry is None or entry.owner != owner_of(ctx):
+        if entry is not None and entry.owner == owner:  # accepted here: its future answers at once
+            return await self._accepted_or_done(cid, entry, route, wait)
+        if self.shared is None:
             raise _not_found()
-        return await self._accepted_or_done(cid, entry, route, preferences(ctx)[1])
+        if wait:
+            found = await self.shared.wait(cid, owner, min(wait, self.timeouts.total))
+        else:
+            found = await self.shared.fetch(cid, owner)
+        if found is None:
+            raise _not_found()
+        return _accepted(cid, route) if isinstance(found, str) else _reply(found)
 
     async def _health(self) -> Reply:
         try:
@@ -160,10 +180,14 @@ class KafkaTransport:
     def _on_reply(self, record: Any) -> None:
         cid, outcome = reply_outcome(record, self.settings.max_reply_bytes)
         if cid is not None:
-            self.replies.resolve(cid, outcome)
+            entry = self.replies.resolve(cid, outcome)
+            if entry is not None and entry.shared and self.shared is not None:
+                self.shared.complete(cid, outcome)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.shared is not None:
+            await self.shared.aclose()
 
 
 async def _read_body(body: bytes | AsyncIterator[bytes] | None, limit: int) -> bytes:

@@ -21,7 +21,6 @@ from gateway_engine.store import DATA_ENV
 
 from .caller import Caller
 from .requests import AdminRequest
-from .runtime import KeysRuntime
 
 OPERATOR = Caller(consumer="cli", tenant=None, key_id=None, scopes=frozenset({"*"}))
 
@@ -141,6 +140,8 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if runtime is None:
         err.write("gateway.yaml has no `keys` section: stored keys are off\n")
         return 1
+    from .runtime import KeysRuntime  # SQLAlchemy loads only when a command runs
+
     fresh = KeysRuntime(runtime.settings, runtime.store_settings)
 
     async def run() -> Any:

@@ -16,7 +16,7 @@ from gateway_engine.upstreams.seam import Transport
 
 from .caller import IDENTITY_HEADERS
 from .log_plugin import RequestLogPlugin
-from .runtime import KEYS, RUNTIME, KeysRuntime
+from .names import KEYS, RUNTIME
 from .settings import keys_settings
 
 __all__ = ["KEYS", "VERIFIER", "KeysFeature"]
@@ -62,6 +62,8 @@ class KeysFeature(Feature):
             given.errors.append(ConfigError(f"keys: {exc}", file=f"{given.core.root}/gateway.yaml", line=1, col=1))
             return Contribution()
         check_identity_forwarding(routes, IDENTITY_HEADERS, "key admin", given.errors)
+        from .runtime import KeysRuntime  # SQLAlchemy loads only for a config with stored keys
+
         runtime = KeysRuntime(settings, storage)
         gateway.verifiers[VERIFIER] = runtime.verifier
         gateway.shared(RUNTIME, lambda: runtime)

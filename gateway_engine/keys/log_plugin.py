@@ -8,13 +8,16 @@ key ids the auth plugin found). Never a body, a header, a query string or a key.
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.plugin import GatewayInfo, Plugin
 from gateway_engine.foundation.reply import Reply
 
-from .runtime import RUNTIME, KeysRuntime
+from .names import RUNTIME
+
+if TYPE_CHECKING:
+    from .runtime import KeysRuntime
 
 
 class RequestLogPlugin(Plugin):

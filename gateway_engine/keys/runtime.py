@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from gateway_engine.compiled.model import StateKey
 from gateway_engine.store import Store, StoreSettings, acquire_store, ensure_migrated, release_store
 
 from . import keyring
+from .names import KEYS, RUNTIME  # noqa: F401  (re-exported: what the runtime is looked up by)
 from .requestlog import RequestLogWriter
 from .settings import KeysSettings
 from .usage import UsageRecorder
@@ -27,7 +27,6 @@ from .verifier import CHANNEL, StoredKeyVerifier, change_message
 
 log = logging.getLogger("gateway_engine.keys")
 _DIGESTS_PER_MESSAGE = 50  # PostgreSQL NOTIFY payloads stay far below their 8000-byte limit
-RUNTIME = "keys.runtime"  # GatewayInfo.shared key of the config's runtime
 
 
 class KeysRuntime:
@@ -109,6 +108,3 @@ class KeysRuntime:
                 await self._flush(self.store)
             except Exception as exc:  # kept for the next flush; counted in gateway_keys_flush_failures
                 log.warning("key store flush failed (%s)", type(exc).__name__)
-
-
-KEYS: StateKey[KeysRuntime] = StateKey("keys")  # config.state(KEYS): the config's runtime

@@ -14,7 +14,6 @@ from gateway_engine.upstreams.seam import Transport
 from .catalog import compile_catalog
 from .service import OUTBOUND, Outbound
 from .settings import IN_PROCESS, delivery_settings
-from .transport import TENANT_HEADERS
 
 __all__ = ["OUTBOUND", "OutboundFeature"]
 SCHEME = "webhooks-admin://"
@@ -39,7 +38,6 @@ class OutboundFeature(Feature):
     route_keys = frozenset({"emit"})
 
     def compile(self, given: FeatureInput) -> Contribution:
-        from .admin import Admin
         from .emit import compile_emits
 
         core = given.core
@@ -53,7 +51,11 @@ class OutboundFeature(Feature):
         service = Outbound(catalog, settings, core.gateway)
         admin_routes = [r for r in core.routes if r.upstream_template.startswith(SCHEME)]
         hooks = compile_emits(core.routes, catalog, service, given.errors)
-        check_identity_forwarding(admin_routes, TENANT_HEADERS, "webhooks-admin", given.errors)
+        if admin_routes:  # the API's modules load SQLAlchemy: only for a config that serves it
+            from .admin import Admin
+            from .transport import TENANT_HEADERS
+
+            check_identity_forwarding(admin_routes, TENANT_HEADERS, "webhooks-admin", given.errors)
         used = bool(given.documents or admin_routes or hooks)
         if len(given.errors) == before:  # a config that fails to load never reaches a live transport
             for route in admin_routes:

@@ -13,23 +13,25 @@ import contextlib
 import hashlib
 import logging
 from collections.abc import Awaitable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.foundation import events
 from gateway_engine.foundation.plugin import GatewayInfo
-from gateway_engine.store import Store, acquire_store, ensure_migrated, release_store, store_settings
 
 from . import metrics
 from .catalog import Catalog
-from .dispatcher import Dispatcher
-from .outbox import TooLarge, insert_message, message_row
 from .settings import DeliverySettings
 from .writer import GroupCommit, outbox_writer
 
+if TYPE_CHECKING:  # the store and what runs on it load on first use: SQLAlchemy costs ~28 MB per worker
+    from gateway_engine.store import Store
+
+    from .dispatcher import Dispatcher
+
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
-TENANT_HEADER = "tenant"  # the seam message header naming the tenant an event belongs to
+TENANT_HEADER = events.TENANT_HEADER  # the seam message header naming the tenant an event belongs to
 WRITTEN_HEADER = "outbox-message-id"  # set on what this feature publishes: already in the outbox
 _active: list["Outbound"] = []  # the services started in this process, newest last (a reload overlaps two)
 
@@ -51,6 +53,8 @@ class Outbound:
     async def store(self) -> Store:
         """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
         if self._store is None:
+            from gateway_engine.store import acquire_store, ensure_migrated, store_settings
+
             async with self._opening:
                 if self._store is None:
                     if self._handle is None:
@@ -64,6 +68,7 @@ class Outbound:
         _active.append(self)
         for name in self.catalog.types:
             self._unsubscribe.append(events.subscribe(name, self._from_seam))
+            self._unsubscribe.append(events.subscribe_durable(name, self._durably))
         try:
             await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
         except Exception as exc:  # the gateway serves its routes all the same; emits are counted as failed
@@ -71,6 +76,8 @@ class Outbound:
 
     async def run_dispatcher(self, _config: Any, _options: Mapping[str, Any], stop: asyncio.Event) -> None:
         """The ``outbound`` worker: this config's dispatcher until ``stop``; a store that is down is waited for."""
+        from .dispatcher import Dispatcher
+
         delay = 1.0
         while True:
             try:
@@ -104,11 +111,15 @@ class Outbound:
             await self._standby.stop()
             self._standby = None
         if self._handle is not None:
+            from gateway_engine.store import release_store
+
             store, self._handle, self._store = self._handle, None, None
             await release_store(store)
 
     def standby(self, engine: Any) -> Dispatcher:
         """A dispatcher that is not running, for sending one attempt now."""
+        from .dispatcher import Dispatcher
+
         if self._standby is None:
             self._standby = Dispatcher(engine, self.settings, self.emit)
         return self._standby
@@ -128,6 +139,8 @@ class Outbound:
         A ``key`` (an inbound webhook's source and event id) makes the write idempotent: the same key
         for the same tenant and type is the same message, written once however often it is retried.
         """
+        from .outbox import TooLarge, insert_message, message_row
+
         problem = self.catalog.problem(event_type, data)
         if problem is not None:
             metrics.EMITTED.labels("invalid").inc()
@@ -176,6 +189,20 @@ class Outbound:
         """Events are in the outbox: one wake-up of this process's dispatcher per committed batch."""
         if self.dispatcher is not None:
             self.dispatcher.wake()
+
+    async def _durably(self, message: events.Message) -> None:
+        """A message ``deliver``-ed under an event type (a workflow step's ``emit:``): written, or raises.
+
+        Its key (the step's run and position) makes a retried activity write nothing new."""
+        if not _active or _active[-1] is not self:
+            return  # the newest config's service writes it
+        tenant = message.headers.get(TENANT_HEADER)
+        if not tenant:
+            raise ValueError(f"event {message.topic} has no {TENANT_HEADER!r} header")
+        try:
+            await self.write(tenant, message.topic, message.value, publish=False, key=message.key)
+        except NotWritten as exc:
+            raise RuntimeError(f"event {message.topic} was not written to the outbox (see the log)") from exc
 
     def _from_seam(self, message: events.Message) -> Awaitable[Any] | None:
         """A message another part of the gateway published under an event type: into the outbox.

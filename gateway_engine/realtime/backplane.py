@@ -23,6 +23,7 @@ from .metrics import SOURCE_ERRORS
 log = logging.getLogger("gateway_engine.realtime")
 _OUTBOX = 10000
 _PAUSE = 1.0  # seconds before a failed subscription or publish is tried again
+_SEND_TIMEOUT = 5.0  # longest a durable publish waits for Redis
 
 
 class RedisBackplane:
@@ -39,6 +40,10 @@ class RedisBackplane:
             SOURCE_ERRORS.labels("backplane").inc()
         self._outbox.append(orjson.dumps(push.as_dict(), default=str))
         self._wake.set()
+
+    async def send_now(self, push: Push) -> None:
+        async with asyncio.timeout(_SEND_TIMEOUT):
+            await self._client.publish(self.channel, orjson.dumps(push.as_dict(), default=str))
 
     async def start(self, hub: Hub) -> None:
         self._client = aioredis.from_url(self.url)

@@ -37,6 +37,9 @@ class Limits:
 class Backplane(Protocol):
     def send(self, push: Push) -> None: ...
 
+    async def send_now(self, push: Push) -> None:
+        """Send and return once every instance will see it; raises when that cannot be promised."""
+
     async def start(self, hub: "Hub") -> None: ...
 
     async def aclose(self) -> None: ...
@@ -51,6 +54,10 @@ class LocalBackplane:
     def send(self, push: Push) -> None:
         if self.hub is not None:
             self.hub.deliver(push)
+
+    async def send_now(self, push: Push) -> None:
+        # without a backplane only this process's sockets would see it: none, in `gateway-engine worker`
+        raise RuntimeError("realtime has no backplane (channels.d server.backplane): no other process would see it")
 
     async def start(self, hub: "Hub") -> None:
         self.hub = hub
@@ -150,6 +157,10 @@ class Hub:
             self.deliver(push)
         else:
             self.backplane.send(push)
+
+    async def publish_durably(self, channel: str, event: str, data: Any) -> None:
+        """``publish`` through the backplane, awaited: raises when it did not reach it."""
+        await self.backplane.send_now(Push(f"{self._instance}-{next(self._ids)}", channel, event, data))
 
     def deliver(self, push: Push) -> None:
         found = self.catalog.resolve(push.channel)

@@ -43,26 +43,35 @@ class Mapping:
     when: Render | None
 
     def route(self, hub: Hub, message: Message, *, id: str | None = None, shared: bool) -> None:
+        try:
+            mapped = self.map(message)
+        except Exception as exc:  # a message the templates cannot read is skipped, never fatal
+            SOURCE_ERRORS.labels("mapping").inc()
+            log.warning("realtime %s: a message did not map (%s)", self.channel.pattern, type(exc).__name__)
+            return
+        if mapped is not None:
+            hub.publish(*mapped, id=id, shared=shared)
+
+    async def route_durably(self, hub: Hub, message: Message) -> None:
+        """``route``, awaiting the backplane; a message that does not map raises (its publisher retries)."""
+        mapped = self.map(message)
+        if mapped is not None:
+            await hub.publish_durably(*mapped)
+
+    def map(self, message: Message) -> tuple[str, str, Any] | None:
+        """(channel, event, data) of a message; None when ``when`` is false; raises when it cannot map."""
         variables = {
             "topic": message.topic,
             "key": message.key,
             "headers": dict(message.headers),
             "value": message.value,
         }
-        try:
-            if self.when is not None and not self.when(dict(variables)):
-                return
-            name = self.channel.name({p: render(dict(variables)) for p, render in self.params.items()})
-            event = str(self.event(dict(variables)) or "message")
-            data = self.data(dict(variables))
-        except Exception as exc:  # a message the templates cannot read is skipped, never fatal
-            SOURCE_ERRORS.labels("mapping").inc()
-            log.warning("realtime %s: a message did not map (%s)", self.channel.pattern, type(exc).__name__)
-            return
+        if self.when is not None and not self.when(dict(variables)):
+            return None
+        name = self.channel.name({p: render(dict(variables)) for p, render in self.params.items()})
         if name is None:
-            SOURCE_ERRORS.labels("mapping").inc()
-            return
-        hub.publish(name, event, data, id=id, shared=shared)
+            raise ValueError(f"the parameters do not name a {self.channel.pattern} channel")
+        return name, str(self.event(dict(variables)) or "message"), self.data(dict(variables))
 
 
 def parse_value(raw: bytes | str | None) -> Any:
@@ -75,19 +84,23 @@ def parse_value(raw: bytes | str | None) -> Any:
 
 
 class PublishSource:
-    """Messages published in-process (a webhook ``publish`` action, ...) under ``topic``."""
+    """Messages published in-process (a webhook ``publish`` action) or delivered durably (a workflow step's
+    ``publish:`` in ``gateway-engine worker``, which holds no sockets: it needs the Redis backplane)."""
 
     def __init__(self, topic: str, mapping: Mapping) -> None:
         self.topic, self.mapping = topic, mapping
-        self._unsubscribe: Callable[[], None] | None = None
+        self._unsubscribe: list[Callable[[], None]] = []
 
     async def start(self, hub: Hub) -> None:
-        self._unsubscribe = events.subscribe(self.topic, lambda m: self.mapping.route(hub, m, shared=False))
+        self._unsubscribe = [
+            events.subscribe(self.topic, lambda m: self.mapping.route(hub, m, shared=False)),
+            events.subscribe_durable(self.topic, lambda m: self.mapping.route_durably(hub, m)),
+        ]
 
     async def aclose(self) -> None:
-        if self._unsubscribe is not None:
-            self._unsubscribe()
-            self._unsubscribe = None
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
 
 
 class _Background:

@@ -148,6 +148,8 @@ def _workflow(doc: Document, routes: dict[str, Any], errors: list[ConfigError]) 
             ("when", earlier),
             ("switch", earlier),
             ("compensate", earlier + [step["name"]]),
+            ("emit", earlier + [step["name"]]),
+            ("publish", earlier + [step["name"]]),
         ):
             if key in step:
                 _template(doc, path + (key,), step[key], readable, errors)

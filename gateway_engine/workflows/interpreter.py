@@ -28,7 +28,8 @@ with workflow.unsafe.imports_passed_through():
     from .records import failure_of, memo_for, owner_attributes
 
 CALL_ROUTE = "gateway.call_route"
-NON_RETRYABLE = ["RouteRejected", "RouteMissing"]
+DELIVER_EVENT = "gateway.deliver_event"
+NON_RETRYABLE = ["RouteRejected", "RouteMissing", "EventRejected"]
 
 
 class StepFailed(Exception):
@@ -112,8 +113,10 @@ class SagaWorkflow:
                 result = await self._call(step, step, scope, name)
             elif "switch" in step:
                 result = await self._switch(step, scope)
-            else:
+            elif "wait" in step:
                 result = await self._wait(step)
+            else:
+                result = None  # a step that only emits or publishes
         except StepFailed as exc:
             if not step.get("optional"):
                 raise
@@ -122,6 +125,29 @@ class SagaWorkflow:
         scope["steps"][name] = {"skipped": False, "result": result, "error": None}
         if "compensate" in step:
             self.done.append(step)
+        for kind in ("emit", "publish"):  # after the call: undone with it when the delivery fails for good
+            if kind in step:
+                await self._deliver(step, kind, scope)
+
+    async def _deliver(self, step: dict[str, Any], kind: str, scope: dict[str, Any]) -> None:
+        """The step's event (``emit``) or channel message (``publish``), delivered durably by an activity."""
+        retry = step.get("retry", {})
+        request = {kind: self._render(step["name"], step[kind], scope), "owner": self.start.get("owner")}
+        try:
+            await workflow.execute_activity(
+                DELIVER_EVENT,
+                request,
+                start_to_close_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    initial_interval=_seconds(retry.get("backoff", "1s")),
+                    backoff_coefficient=2.0,
+                    maximum_interval=_seconds(retry.get("max_backoff", "30s")),
+                    maximum_attempts=retry.get("attempts", 5),
+                    non_retryable_error_types=NON_RETRYABLE,
+                ),
+            )
+        except ActivityError as exc:
+            raise StepFailed(step["name"], *failure_of(exc)) from None
 
     async def _call(self, step: dict[str, Any], call: dict[str, Any], scope: dict[str, Any], key: str) -> Any:
         info = workflow.info()

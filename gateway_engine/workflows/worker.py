@@ -39,7 +39,7 @@ def build_worker(client: Client, config: CompiledConfig, task_queue: str, **opti
         client,
         task_queue=task_queue,
         workflows=[SagaWorkflow],
-        activities=[RouteActivities(config).call_route],
+        activities=RouteActivities(config).all(),
         workflow_runner=_RUNNER,
         **options,
     )

@@ -1,0 +1,1 @@
+"""The ``kafka`` migration branch: the asynchronous results every worker and instance shares."""
