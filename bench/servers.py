@@ -21,7 +21,7 @@ from pathlib import Path
 from .ceiling import BODY
 
 REPO = Path(__file__).resolve().parent.parent
-READY_DEADLINE = 15.0
+READY_DEADLINE = 30.0  # a spawned worker imports the engine before it serves: seconds on a busy machine
 TASKSET = shutil.which("taskset")
 
 
