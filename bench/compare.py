@@ -2,7 +2,10 @@
 
 Both gateways run side by side on one nginx upstream, pinned to the same core, and take
 turns (A B, B A, A B, ...) with a short warm-up before every measured wrk run, so a slow
-spell of the machine hits both alike. This is how docs/performance.md's "what each change bought"
+spell of the machine hits both alike. Each run also reports the gateway's CPU time per request
+(its processes' on-CPU time over the requests wrk completed, user and kernel: the system calls
+count too): unlike req/s it does not fall when other work takes the cores, so on a loaded machine
+it is the figure to read. This is how docs/performance.md's "what each change bought"
 figures are measured: a whole ``python -m bench`` run per side would put minutes of drift
 between them.
 """
@@ -96,21 +99,28 @@ def main(argv: list[str] | None = None) -> int:
                 for side in "AB" if i % 2 == 0 else "BA":
                     t = sides[side]
                     wrk.run(t["url"], 1, args.connections, t["headers"], LOAD_CORE)
+                    pids = servers.process_tree(t["server"].proc.pid)
+                    cpu = servers.cpu_seconds(pids)
                     run = wrk.run(t["url"], args.duration, args.connections, t["headers"], LOAD_CORE)
+                    run["cpu_us"] = (servers.cpu_seconds(pids) - cpu) / max(1, run["requests"]) * 1e6
                     runs[side].append(run)
                     print(
                         f"round {i + 1}/{args.rounds}  {side}  {run['requests_per_sec']:8,.0f} req/s  "
-                        f"p99 {run['p99_ms']:.2f} ms  non-2xx {run['non_2xx_3xx']}",
+                        f"p99 {run['p99_ms']:.2f} ms  CPU {run['cpu_us']:6.1f} µs/request  non-2xx {run['non_2xx_3xx']}",
                         flush=True,
                     )
         finally:
             bench.close()
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(tree)], capture_output=True)
     median = {s: statistics.median(r["requests_per_sec"] for r in runs[s]) for s in runs}
+    cpu = {s: statistics.median(r["cpu_us"] for r in runs[s]) for s in runs}
     for side, label in (("A", args.ref), ("B", "working tree")):
         p99 = statistics.median(r["p99_ms"] for r in runs[side])
-        print(f"{side} ({label}): median {median[side]:,.0f} req/s, median p99 {p99:.2f} ms")
-    print(f"B/A = {median['B'] / median['A']:.3f}")
+        print(
+            f"{side} ({label}): median {median[side]:,.0f} req/s, median p99 {p99:.2f} ms, "
+            f"median CPU {cpu[side]:.1f} µs/request"
+        )
+    print(f"B/A = {median['B'] / median['A']:.3f} (req/s); CPU per request B/A = {cpu['B'] / cpu['A']:.3f}")
     return 0
 
 

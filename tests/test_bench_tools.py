@@ -71,3 +71,22 @@ def test_bench_realtime_runs_end_to_end_at_a_tiny_size():
     assert "sockets connected     6 / 6" in out, found.stderr[-2000:]
     assert "KB/socket" in out and "p99" in out and "frames/s" in out
     assert "PASS  every message delivered" in out and "12 frames of 2 broadcasts" in out
+
+
+def test_bench_cpu_time_counts_work_and_not_waiting():
+    """bench.compare's CPU per request: a process's on-CPU time grows with its work, not while it sleeps."""
+    import os
+    import time
+
+    from bench import servers
+
+    pid = os.getpid()
+    before = servers.cpu_seconds([pid])
+    time.sleep(0.3)
+    slept = servers.cpu_seconds([pid]) - before
+    began, burn = time.thread_time(), 0
+    while time.thread_time() - began < 0.3:
+        burn += 1
+    worked = servers.cpu_seconds([pid]) - before - slept
+    assert slept < 0.1 and worked >= 0.25
+    assert servers.cpu_seconds([]) == 0 and servers.cpu_seconds([2**22 + 12345]) == 0  # no such process

@@ -262,6 +262,9 @@ def route_table(config: CompiledConfig) -> list[dict]:
     return rows
 
 
+WORKER_HEALTHCHECK = 30  # seconds; see _serve
+
+
 def _serve(args: argparse.Namespace, err: TextIO) -> int:
     import shutil
     import tempfile
@@ -312,6 +315,10 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
             ws_max_size=server.websocket_max_bytes,
             ws_per_message_deflate=server.websocket_compression,
             timeout_keep_alive=max(1, round(server.keep_alive_timeout)),
+            # a worker must answer the supervisor's ping within this, or it is killed and started again: a
+            # spawned worker imports the engine before it can answer, which takes over uvicorn's 5 s on a
+            # busy machine, and then every replacement is killed the same way and the server never serves
+            timeout_worker_healthcheck=WORKER_HEALTHCHECK,
         )  # uvicorn takes whole seconds
     finally:
         if metrics_dir is not None:

@@ -40,6 +40,7 @@ from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 from gateway_engine.config.server_settings import ServerSettings
 from gateway_engine.foundation.context import _random_id
 from gateway_engine.foundation.envelope import timestamp
+from gateway_engine.runtime.response_cycle import start_cycle
 
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
 _DRAIN_GRACE = 1.0  # seconds an idle keep-alive connection is kept after a graceful shutdown began
@@ -48,7 +49,6 @@ _LINGER_BYTES = 4 * 1024 * 1024  # ... or until this much was dropped (reading i
 
 
 # uvicorn's own callbacks, called directly on the per-request path (a zero-argument super() builds an object per call)
-_on_headers_complete = HttpToolsProtocol.on_headers_complete
 _on_body = HttpToolsProtocol.on_body
 _on_message_complete = HttpToolsProtocol.on_message_complete
 
@@ -204,8 +204,8 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             self.refuse(503, "SERVER_BUSY", "The gateway has too many open connections; retry later.")
             raise _Refused
         self.in_head = False
-        _on_headers_complete(self)  # a body that does not end in this read is watched by data_received
-        if self.draining:
+        start_cycle(self)  # a body that does not end in this read is watched by data_received
+        if self.draining and self.cycle is not None:  # None after an upgrade (WebSocket)
             self.cycle.keep_alive = False
 
     def on_body(self, body: bytes) -> None:
