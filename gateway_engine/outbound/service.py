@@ -22,12 +22,12 @@ from gateway_engine.foundation.plugin import GatewayInfo
 from . import metrics
 from .catalog import Catalog
 from .settings import DeliverySettings
-from .writer import GroupCommit, outbox_writer
 
 if TYPE_CHECKING:  # the store and what runs on it load on first use: SQLAlchemy costs ~28 MB per worker
     from gateway_engine.store import Store
 
     from .dispatcher import Dispatcher
+    from .writer import GroupCommit
 
 log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
@@ -181,6 +181,8 @@ class Outbound:
         return message_id
 
     def _writer_for(self, store: Store) -> GroupCommit[dict[str, Any]]:
+        from .writer import outbox_writer
+
         if self._writer is None or self._writer.transact != store.transact:
             self._writer = outbox_writer(store.transact, self._committed, EMIT_TIMEOUT)
         return self._writer
