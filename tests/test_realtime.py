@@ -231,7 +231,7 @@ async def test_realtime_sse_stream_ends_when_the_token_expires(realtime):
 
 
 async def test_realtime_silent_websocket_is_closed_after_two_heartbeats(realtime):
-    base = realtime(heartbeat="2s"  # a margin for a loaded CI machine: the answering client must never be late)
+    base = realtime(heartbeat="2s")  # a margin on a loaded CI machine: the answering client is never late
     async with aiohttp.ClientSession() as session:
         async with session.ws_connect(ws_url(base), headers=bearer("bea")) as bea:
             pings = 0
