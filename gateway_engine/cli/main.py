@@ -274,6 +274,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from gateway_engine.cli.logs import log_config, log_format
     from gateway_engine.config.server_settings import ENV_VAR
     from gateway_engine.runtime.protocol import GatewayHttpProtocol
+    from gateway_engine.runtime.websocket_protocol import websocket_protocol
 
     root = os.path.abspath(_config_dir(args.config))
     apply_data_option(args)
@@ -311,7 +312,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
             lifespan="on",
             timeout_graceful_shutdown=args.drain_timeout,
             limit_concurrency=server.max_connections,
-            ws=server.websocket_implementation,
+            ws=websocket_protocol(server.websocket_implementation),
             ws_max_size=server.websocket_max_bytes,
             ws_per_message_deflate=server.websocket_compression,
             timeout_keep_alive=max(1, round(server.keep_alive_timeout)),
