@@ -20,7 +20,7 @@ import orjson
 import sqlalchemy as sa
 
 from gateway_engine.foundation.errors import GatewayError
-from gateway_engine.store import Store, StoreSettings, acquire_store, ensure_migrated, release_store
+from gateway_engine.store import LazyStore, StoreSettings
 
 from .replies import Outcome, StoredReply
 
@@ -58,25 +58,13 @@ class SharedResults:
     """The ``kafka_results`` table of one store; opened (and migrated) on first use."""
 
     def __init__(self, settings: StoreSettings, retention: float) -> None:
-        self.settings, self.retention = settings, retention
-        self._store: Store | None = None
-        self._opening: asyncio.Lock | None = None
+        self.retention = retention
+        self._store = LazyStore(lambda: settings)
         self._swept = 0.0
         self._writes: set[asyncio.Task[None]] = set()
 
     async def _engine(self) -> Any:
-        if self._store is None:
-            self._opening = self._opening or asyncio.Lock()
-            async with self._opening:
-                if self._store is None:
-                    store = acquire_store(self.settings)
-                    try:
-                        await ensure_migrated(store)
-                    except BaseException:
-                        await release_store(store)
-                        raise
-                    self._store = store
-        return self._store.engine
+        return (await self._store.get()).engine
 
     async def accept(self, cid: str, owner: str) -> None:
         """A pending row for ``cid`` (replacing an older one); 503 when the store cannot be reached."""
@@ -161,6 +149,4 @@ class SharedResults:
     async def aclose(self) -> None:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
-        if self._store is not None:
-            store, self._store = self._store, None
-            await release_store(store)
+        await self._store.close()

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.foundation import events
 from gateway_engine.foundation.plugin import GatewayInfo
+from gateway_engine.store import LazyStore, store_settings
 
 from . import metrics
 from .catalog import Catalog
@@ -41,9 +42,7 @@ class Outbound:
         self.catalog = catalog
         self.settings = settings
         self.gateway = gateway
-        self._store: Store | None = None  # once acquired and migrated
-        self._handle: Store | None = None  # acquired (released on stop)
-        self._opening = asyncio.Lock()
+        self._store = LazyStore(lambda: store_settings(gateway.settings, gateway.config_dir))
         self.dispatcher: Dispatcher | None = None  # while the ``outbound`` worker runs in this process
         self._standby: Dispatcher | None = None  # sends test deliveries where no dispatcher runs
         self._unsubscribe: list[Any] = []
@@ -52,16 +51,7 @@ class Outbound:
 
     async def store(self) -> Store:
         """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
-        if self._store is None:
-            from gateway_engine.store import acquire_store, ensure_migrated, store_settings
-
-            async with self._opening:
-                if self._store is None:
-                    if self._handle is None:
-                        self._handle = acquire_store(store_settings(self.gateway.settings, self.gateway.config_dir))
-                    await ensure_migrated(self._handle)
-                    self._store = self._handle
-        return self._store
+        return await self._store.get()
 
     async def start(self) -> None:
         """Subscribe to the seam and open the store; a store that is down is opened on first use instead."""
@@ -110,11 +100,7 @@ class Outbound:
         if self._standby is not None:
             await self._standby.stop()
             self._standby = None
-        if self._handle is not None:
-            from gateway_engine.store import release_store
-
-            store, self._handle, self._store = self._handle, None, None
-            await release_store(store)
+        await self._store.close()
 
     def standby(self, engine: Any) -> Dispatcher:
         """A dispatcher that is not running, for sending one attempt now."""
@@ -147,7 +133,7 @@ class Outbound:
             log.error("event not emitted: %s", problem)
             raise NotWritten(problem)
         try:
-            store = self._store
+            store = self._store.ready
             if store is None:
                 store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
             if key:  # rare (inbound webhooks): its own transaction, which tolerates the row being there

@@ -21,11 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .database import Store, acquire_store, release_store
+    from .lazy import LazyStore
     from .migrations import ENTRY_POINT_GROUP, current_revisions, ensure_migrated, migrate, migration_branches
     from .settings import DATA_ENV, StoreSettings, async_url, store_settings
 
 _WHERE = {
     "Store": "database",
+    "LazyStore": "lazy",
     "acquire_store": "database",
     "release_store": "database",
     "ENTRY_POINT_GROUP": "migrations",
@@ -41,6 +43,7 @@ _WHERE = {
 __all__ = [
     "DATA_ENV",
     "ENTRY_POINT_GROUP",
+    "LazyStore",
     "Store",
     "StoreSettings",
     "acquire_store",
