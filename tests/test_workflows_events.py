@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -178,3 +179,31 @@ async def test_deliver_raises_when_nothing_takes_the_topic_or_a_subscriber_fails
     stop_failing()
     with pytest.raises(events.NotDelivered):
         await events.deliver(events.Message("t", 3))
+
+
+async def test_a_retried_step_emit_carries_the_same_key_so_the_outbox_writes_it_once():
+    """Temporal retries an activity with the same ids: the emit's key is the run's and the activity's."""
+    from temporalio.testing import ActivityEnvironment
+
+    from gateway_engine.workflows.activities import RouteActivities
+
+    seen: list[events.Message] = []
+
+    async def take(message: events.Message) -> None:
+        seen.append(message)
+
+    stop = events.subscribe_durable("ks.retried", take)
+    try:
+        request = {"emit": {"event": "ks.retried", "data": {"id": 1}}, "owner": "ann"}
+        activities = RouteActivities(None)  # type: ignore[arg-type]  # deliver_event reads no config
+        env = ActivityEnvironment()
+        env.info = dataclasses.replace(env.info, workflow_id="wf-1", workflow_run_id="run-1", activity_id="7")
+        await env.run(activities.deliver_event, request)
+        env.info = dataclasses.replace(env.info, attempt=2)  # the same activity, retried
+        await env.run(activities.deliver_event, request)
+        env.info = dataclasses.replace(env.info, activity_id="8")  # another step
+        await env.run(activities.deliver_event, request)
+    finally:
+        stop()
+    assert [m.key for m in seen] == ["wf-1/run-1/7", "wf-1/run-1/7", "wf-1/run-1/8"]
+    assert all(m.headers[events.TENANT_HEADER] == "user:ann" for m in seen)
