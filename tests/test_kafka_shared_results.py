@@ -4,9 +4,6 @@ on one real PostgreSQL and a real Tansu broker); only the caller who started it 
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +15,7 @@ from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.kafka.replies import StoredReply
 from gateway_engine.kafka.results import PENDING, SharedResults
 from gateway_engine.store import StoreSettings, async_url
+from tests.gateway_process import GatewayProcess
 from tests.kafka_server import Background, Broker, kafka_broker, tansu  # noqa: F401
 from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 from tests.servers import free_port, write_config
@@ -28,31 +26,10 @@ SHORT = ROUTES.replace("retention: 1m", 'retention: "${RETENTION:-1m}", results:
 
 
 @contextlib.contextmanager
-def gateway_process(config: Path, env: dict[str, str], log: Path) -> Iterator[str]:
+def gateway_process(config: Path, env: dict[str, str], log: Path, health: str = "/health") -> Iterator[str]:
     """``gateway-engine serve`` on a free port, until the block ends."""
-    port = free_port()
-    command = [sys.executable, "-m", "gateway_engine", "serve", "--port", str(port), "--no-watch"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            command, env={**os.environ, **env, "GATEWAY_CONFIG": str(config)}, stdout=out, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90  # a loaded machine starts slowly
-        while True:
-            with contextlib.suppress(httpx.HTTPError):
-                httpx.get(f"{base}/orders/results/x", timeout=1)
-                break
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"gateway did not start: {log.read_text()[-2000:]}")
-            time.sleep(0.1)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+    with GatewayProcess(config, log, env=env, health=health) as gateway:
+        yield gateway.base
 
 
 @pytest.fixture
@@ -85,7 +62,9 @@ def _start(base: str, body: dict) -> str:
 
 def test_kafka_result_accepted_on_a_is_fetched_on_b_by_its_caller_only(two_gateways):
     a, b = two_gateways
-    location = _start(a, {"orderId": "o-1", "delay": 1.0, "status": 201})
+    location = _start(
+        a, {"orderId": "o-1", "delay": 3.0, "status": 201}
+    )  # 3 s: B asks before it, on a loaded machine too
     pending = httpx.get(f"{b}{location}", headers=_user(), timeout=20)  # B knows it before the reply
     assert pending.status_code == 202 and pending.headers["location"] == location
     done = httpx.get(f"{b}{location}", headers={**_user(), "prefer": "wait=10"}, timeout=20)

@@ -26,6 +26,7 @@ from tests.servers import serve
 from tests.test_kafka_shared_results import gateway_process
 from tests.workflow_support import ADMIN, JWT_SECRET, ROOT, as_user, gateway_yaml, temporal_server
 
+HEALTH = "/api/gateway/health"  # workflow_support's base_path
 EVENTS = """events:
   - name: order.confirmed
     description: An order was confirmed by its workflow.
@@ -119,7 +120,7 @@ async def test_workflow_step_emit_reaches_a_webhook_and_publish_reaches_a_socket
     env = {"JWT_SECRET": JWT_SECRET, "TEMPORAL_ADDRESS": temporal}
     root = write_config(tmp_path / "c", queue, redis_url)
     receiver = Receiver()
-    with serve(receiver, lifespan="off") as hook_url, gateway_process(root, env, tmp_path / "gw.log") as base:
+    with serve(receiver, lifespan="off") as hook_url, gateway_process(root, env, tmp_path / "gw.log", HEALTH) as base:
         made = httpx.post(
             f"{base}/api/gateway/webhooks/endpoints",
             json={"url": hook_url + "/hook", "events": ["order.*"]},
@@ -149,7 +150,7 @@ async def test_workflow_step_publish_without_a_backplane_fails_the_step_never_dr
     queue = f"tq-{uuid.uuid4().hex[:10]}"
     env = {"JWT_SECRET": JWT_SECRET, "TEMPORAL_ADDRESS": temporal}
     root = write_config(tmp_path / "c", queue, backplane="")
-    with gateway_process(root, env, tmp_path / "gw.log") as base:
+    with gateway_process(root, env, tmp_path / "gw.log", HEALTH) as base:
         async with worker(root, env, queue):
             workflow_id = await _start(base, "o-18")
             status = await _status(base, workflow_id)
