@@ -17,6 +17,12 @@ from tests.servers import free_port
 
 GUARD = 10.0  # seconds a failing test may wait before it gives up
 BODY = b'{"ok":true}'
+HOSTILE_VALUES = {
+    "/bare-lf": b"a\nset-cookie: stolen=1",
+    "/bare-cr": b"a\rset-cookie: stolen=1",
+    "/nul": b"a\x00stolen",
+    "/obs-fold": b"a\r\n stolen",
+}
 release = threading.Event()  # lets /stream send its first chunk
 
 
@@ -56,6 +62,8 @@ async def app(scope: dict, receive: Any, send: Any) -> None:
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BODY)).encode())]
     if path == "/bad-value":
         headers.append((b"x-injected", b"a\r\nset-cookie: stolen=1"))
+    elif path in HOSTILE_VALUES:  # what a hostile upstream's header could carry through to the client
+        headers.append((b"x-upstream", HOSTILE_VALUES[path]))
     elif path == "/bad-name":
         headers.append((b"x bad", b"1"))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
@@ -156,7 +164,7 @@ async def test_head_answers_keep_the_length_and_send_no_body(server):
     assert f"content-length: {len(BODY)}\r\n".encode() in raw and raw.endswith(b"\r\n\r\n")
 
 
-@pytest.mark.parametrize("path", ["/bad-value", "/bad-name"])
+@pytest.mark.parametrize("path", ["/bad-value", "/bad-name", *HOSTILE_VALUES])
 async def test_a_header_that_could_split_the_answer_is_never_sent(server, path):
     RecordingProtocol.writes.clear()
     raw = await exchange(server, get(path))

@@ -19,7 +19,7 @@ from gateway_engine.cli.store_commands import add_data_option, apply_data_option
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.config.locations import CONFIG_HELP, config_path
+from gateway_engine.config.locations import add_config_option
 from gateway_engine.foundation.errors import ConfigErrors
 
 
@@ -27,7 +27,7 @@ def add_worker_command(commands: Any) -> None:
     worker = commands.add_parser(
         "worker", help="run the features' background workers (workflows, outbound dispatcher) until stopped"
     )
-    worker.add_argument("--config", type=config_path, help=CONFIG_HELP)
+    add_config_option(worker)
     worker.add_argument(
         "--only",
         action="append",
