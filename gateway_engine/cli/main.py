@@ -17,14 +17,10 @@ from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
 from gateway_engine.config.loader import read_config_dir
-from gateway_engine.config.locations import CONFIG_HELP, config_path
+from gateway_engine.config.locations import CONFIG_HELP, config_dir, config_path
 from gateway_engine.foundation.errors import ConfigErrors
 
 LOG_LEVELS = ["critical", "error", "warning", "info", "debug", "trace"]
-
-
-def _config_dir(value: str | None) -> str:
-    return value or os.environ.get("GATEWAY_CONFIG") or "."
 
 
 class _Help(argparse.ArgumentDefaultsHelpFormatter):
@@ -120,13 +116,13 @@ def run(argv: list[str] | None = None, stdout: TextIO = sys.stdout, stderr: Text
             stderr.write(f"gateway-engine: error: {exc}\n")
             return 2
     if args.command == "validate":
-        return _validate(_config_dir(args.config), args.strict, args.format, stdout)
+        return _validate(config_dir(args.config), args.strict, args.format, stdout)
     if args.command == "explain":
         return _explain(args, stdout, stderr)
     if args.command == "hash-key":
         return _hash_key(sys.stdin, stdout, stderr, args.keep_newline)
     if args.command == "routes":
-        return _routes(_config_dir(args.config), args.format, stdout, stderr)
+        return _routes(config_dir(args.config), args.format, stdout, stderr)
     if args.command == "serve":
         return _serve(args, stderr)
     return int(args.handler(args, stdout, stderr))  # a feature's or the scaffold's command
@@ -169,7 +165,7 @@ def _validate(root: str, strict: bool, fmt: str, out: TextIO) -> int:
 def _explain(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from gateway_engine.cli.explain import explain
 
-    config = _load(_config_dir(args.config), err)
+    config = _load(config_dir(args.config), err)
     if config is None:
         return 1
     headers = []
@@ -276,7 +272,7 @@ def _serve(args: argparse.Namespace, err: TextIO) -> int:
     from gateway_engine.runtime.protocol import GatewayHttpProtocol
     from gateway_engine.runtime.websocket_protocol import websocket_protocol
 
-    root = os.path.abspath(_config_dir(args.config))
+    root = os.path.abspath(config_dir(args.config))
     apply_data_option(args)
     config = _load(root, err)
     if config is None:  # fail fast, with every error, before binding the port

@@ -12,7 +12,7 @@ import os
 from typing import TextIO
 
 from gateway_engine.compiled.compiler import load_config
-from gateway_engine.config.locations import add_config_option
+from gateway_engine.config.locations import add_config_option, config_dir
 from gateway_engine.foundation.errors import ConfigErrors
 from gateway_engine.store import DATA_ENV, StoreSettings, store_settings
 
@@ -40,7 +40,7 @@ def settings_of(args: argparse.Namespace, err: TextIO) -> StoreSettings | None:
     """The store settings of ``--config`` (None after reporting a config error)."""
     apply_data_option(args)
     try:
-        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
+        config = load_config(config_dir(args.config))
     except ConfigErrors as exc:
         err.write(f"{exc}\n")
         return None

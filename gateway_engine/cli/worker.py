@@ -19,7 +19,7 @@ from gateway_engine.cli.store_commands import add_data_option, apply_data_option
 from gateway_engine.compiled.compiler import load_config
 from gateway_engine.compiled.features import installed_features
 from gateway_engine.compiled.model import CompiledConfig
-from gateway_engine.config.locations import add_config_option
+from gateway_engine.config.locations import add_config_option, config_dir
 from gateway_engine.foundation.errors import ConfigErrors
 
 
@@ -43,7 +43,7 @@ def add_worker_command(commands: Any) -> None:
 def run_worker(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     apply_data_option(args)
     try:
-        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
+        config = load_config(config_dir(args.config))
     except ConfigErrors as exc:
         err.write(f"{exc}\n")
         return 1

@@ -19,5 +19,10 @@ def config_path(value: str) -> str:
     return value
 
 
+def config_dir(given: str | None) -> str:
+    """The directory a command loads: ``--config``, else ``$GATEWAY_CONFIG``, else the current directory."""
+    return given or os.environ.get("GATEWAY_CONFIG") or "."
+
+
 def add_config_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=config_path, help=CONFIG_HELP)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import os
 from typing import TextIO
 
 import orjson
 
 from gateway_engine.compiled.features import Feature, FeatureInput
 from gateway_engine.compiled.model import Contribution, StateKey
+from gateway_engine.config.locations import config_dir
 from gateway_engine.endpoints.builtins import Builtins
 from gateway_engine.foundation.errors import ConfigError
 
@@ -46,7 +46,7 @@ def _openapi(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from gateway_engine.foundation.errors import ConfigErrors
 
     try:
-        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
+        config = load_config(config_dir(args.config))
     except ConfigErrors as exc:
         err.write(f"{exc}\n")
         return 1

@@ -15,7 +15,7 @@ from typing import Any, TextIO
 import orjson
 
 from gateway_engine.compiled.compiler import load_config
-from gateway_engine.config.locations import add_config_option
+from gateway_engine.config.locations import add_config_option, config_dir
 from gateway_engine.foundation.errors import ConfigErrors, GatewayError
 from gateway_engine.store import DATA_ENV
 
@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if args.data:
         os.environ[DATA_ENV] = os.path.abspath(args.data)
     try:
-        config = load_config(args.config or os.environ.get("GATEWAY_CONFIG") or ".")
+        config = load_config(config_dir(args.config))
     except ConfigErrors as exc:
         err.write(f"{exc}\n")
         return 1
