@@ -29,10 +29,18 @@ class StartError(Exception):
     """A server exited or never answered its readiness URL in time."""
 
 
+_handed_out: set[int] = set()  # ports chosen in this process: a run picks all its ports before it binds them
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this process (the kernel may offer one twice before it is bound)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 def pinned(cmd: list[str], core: int | None) -> list[str]:
