@@ -2,32 +2,15 @@
 
 from __future__ import annotations
 
-import os
 import time
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
+from gateway_engine.foundation.ids import random_hex
+
 if TYPE_CHECKING:  # pragma: no cover
     from gateway_engine.compiled.model import CompiledRoute
-
-
-_entropy: list[Any] = [b"", 0]  # os.urandom bytes not handed out yet, and the read position
-
-
-def _random_id() -> str:
-    """32 hex digits from the OS's CSPRNG, read 4 KiB at a time (one getrandom() per 256 ids, not per request)."""
-    data, at = _entropy
-    if at >= len(data):
-        data, at = os.urandom(4096), 0
-        _entropy[0] = data
-    _entropy[1] = at + 16
-    return data[at : at + 16].hex()
-
-
-os.register_at_fork(
-    after_in_child=lambda: _entropy.__setitem__(slice(None), [b"", 0])
-)  # a forked worker never reuses ids
 
 
 class RequestContext:
@@ -113,7 +96,7 @@ class RequestContext:
     @property
     def request_id(self) -> str:
         if self._request_id is None:
-            self._request_id = _random_id()
+            self._request_id = random_hex()
         return self._request_id
 
     @request_id.setter

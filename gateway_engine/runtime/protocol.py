@@ -38,8 +38,8 @@ import orjson
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from gateway_engine.config.server_settings import ServerSettings
-from gateway_engine.foundation.context import _random_id
 from gateway_engine.foundation.envelope import timestamp
+from gateway_engine.foundation.ids import random_hex
 from gateway_engine.runtime.response_cycle import start_cycle
 
 _LINGER = 2.0  # seconds a refused connection's input is read and dropped before it is closed ...
@@ -297,7 +297,7 @@ class GatewayHttpProtocol(HttpToolsProtocol):
             else:
                 cycle.disconnected = True  # the app's own answer, if it comes, is dropped
                 cycle.message_event.set()
-        request_id = _random_id()
+        request_id = random_hex()
         body = orjson.dumps(
             {
                 "success": False,
