@@ -31,7 +31,7 @@ import sqlalchemy as sa
 
 from bench import servers, wrk
 from gateway_engine.outbound.dispatcher import Dispatcher
-from gateway_engine.outbound.outbox import body_of, new_id
+from gateway_engine.outbound.payload import body_of, new_id
 from gateway_engine.outbound.settings import DeliverySettings
 from gateway_engine.outbound.signing import new_secret
 from gateway_engine.outbound.tables import deliveries, endpoints, messages

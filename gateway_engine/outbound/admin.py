@@ -15,7 +15,8 @@ import sqlalchemy as sa
 from gateway_engine.foundation.errors import GatewayError
 
 from . import validation as v
-from .outbox import Claimed, add_delivery, insert_message, matches, new_id
+from .outbox import Claimed, add_delivery, insert_message, matches
+from .payload import new_id
 from .service import Outbound
 from .signing import new_secret
 from .tables import attempts, deliveries, endpoints, messages

@@ -20,7 +20,8 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, Recorded, backlog, claim, fan_out, new_id, prune, record, record_many, release
+from .outbox import Claimed, Recorded, backlog, claim, fan_out, prune, record, record_many, release
+from .payload import new_id
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings

@@ -8,7 +8,6 @@ the same attempt; a process that dies holding a lease loses it when the lease ru
 from __future__ import annotations
 
 import functools
-import secrets
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,47 +19,14 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from .payload import message_row, new_id
 from .tables import attempts, deliveries, endpoints, messages
 from .writer import Transact
-
-
-def new_id(prefix: str) -> str:
-    return f"{prefix}_{secrets.token_hex(12)}"
 
 
 def matches(patterns: Sequence[str], event_type: str) -> bool:
     """``order.*`` matches ``order.created``; ``*`` matches every event."""
     return any(fnmatchcase(event_type, p) for p in patterns)
-
-
-def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
-    """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
-    return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
-
-
-class TooLarge(ValueError):
-    """An event whose JSON is larger than ``max_payload``."""
-
-
-def message_row(
-    tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None, message_id: str = ""
-) -> dict[str, Any]:
-    """The ``outbound_messages`` row of an event, serialised once (TooLarge past ``limit`` bytes)."""
-    now = time.time()
-    message_id = message_id or new_id("msg")
-    body = body_of(message_id, event_type, data, now)
-    if limit is not None and len(body) > limit:
-        raise TooLarge(f"the event is {len(body)} bytes, more than {limit}")
-    payload = body.decode()
-    return {
-        "id": message_id,
-        "tenant": tenant,
-        "event_type": event_type,
-        "payload": payload,
-        "created_at": now,
-        "fanned": fanned,
-    }
 
 
 async def insert_message(

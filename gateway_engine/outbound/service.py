@@ -22,6 +22,7 @@ from gateway_engine.store import LazyStore, store_settings
 
 from . import metrics
 from .catalog import Catalog
+from .payload import TooLarge, message_row
 from .settings import DeliverySettings
 
 if TYPE_CHECKING:  # the store and what runs on it load on first use: SQLAlchemy costs ~28 MB per worker
@@ -110,24 +111,33 @@ class Outbound:
             self._standby = Dispatcher(engine, self.settings, self.emit)
         return self._standby
 
-    async def emit(self, tenant: str, event_type: str, data: Any, *, publish: bool = True) -> str | None:
-        """Write the event to the outbox (one insert); the message id, or None when it was not written."""
+    async def emit(
+        self, tenant: str, event_type: str, data: Any, *, publish: bool = True, checked: bool = False
+    ) -> str | None:
+        """Write the event to the outbox (one insert); the message id, or None when it was not written.
+
+        ``checked``: the data was validated against the event's schema already (a constant, at load)."""
         try:
-            return await self.write(tenant, event_type, data, publish=publish)
+            return await self.write(tenant, event_type, data, publish=publish, checked=checked)
         except NotWritten:
             return None
 
     async def write(
-        self, tenant: str, event_type: str, data: Any, *, publish: bool = True, key: str | None = None
+        self,
+        tenant: str,
+        event_type: str,
+        data: Any,
+        *,
+        publish: bool = True,
+        key: str | None = None,
+        checked: bool = False,
     ) -> str:
         """Write the event to the outbox and return its message id; NotWritten (logged, counted) when it is not.
 
         A ``key`` (an inbound webhook's source and event id) makes the write idempotent: the same key
         for the same tenant and type is the same message, written once however often it is retried.
         """
-        from .outbox import TooLarge, insert_message, message_row
-
-        problem = self.catalog.problem(event_type, data)
+        problem = None if checked else self.catalog.problem(event_type, data)
         if problem is not None:
             metrics.EMITTED.labels("invalid").inc()
             log.error("event not emitted: %s", problem)
@@ -137,6 +147,8 @@ class Outbound:
             if store is None:
                 store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
             if key:  # rare (inbound webhooks): its own transaction, which tolerates the row being there
+                from .outbox import insert_message
+
                 message_id = keyed_id(tenant, event_type, key)
                 written = asyncio.ensure_future(
                     insert_message(
@@ -167,9 +179,9 @@ class Outbound:
         return message_id
 
     def _writer_for(self, store: Store) -> GroupCommit[dict[str, Any]]:
-        from .writer import outbox_writer
-
         if self._writer is None or self._writer.transact != store.transact:
+            from .writer import outbox_writer
+
             self._writer = outbox_writer(store.transact, self._committed, EMIT_TIMEOUT)
         return self._writer
 
