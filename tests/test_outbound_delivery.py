@@ -257,3 +257,74 @@ def test_outbound_survives_a_config_reload(tmp_path, upstream):
             assert client.put("/orders/4/status").status_code == 200
             wait_for(lambda: receiver.received)
     assert _events(receiver)[0]["data"] == {"id": "4", "status": "PUT"}
+
+
+def _emit_route(data: str, name: str = "constant", path: str = "/constant", event: str = "order.status_changed") -> str:
+    return f"""\
+  - name: {name}
+    method: POST
+    path: {path}
+    upstream_path: /anything
+    emit: {{event: {event}, tenant: acme{data}}}
+"""
+
+
+def test_outbound_constant_data_is_checked_against_the_event_schema_at_load(tmp_path, upstream):
+    """Data with no template is the same every time: a mismatch with the event's schema is a config error."""
+    from gateway_engine import ConfigErrors, load_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    orders = root / "routes.d" / "orders.yaml"
+    orders.write_text(orders.read_text() + _emit_route(", data: {id: 7}"))
+    try:
+        load_config(root, KEYS)
+    except ConfigErrors as exc:
+        text = str(exc)
+    else:
+        raise AssertionError("the config loaded")
+    assert "emit[0].data" in text and "'status' is a required property" in text
+
+    orders.write_text(orders.read_text().replace("data: {id: 7}", 'data: {id: "7", status: new}'))
+    config = load_config(root, KEYS)
+    [hook] = next(r for r in config.routes if r.name == "constant").after_answer
+    assert hook.emissions[0].checked and not hook.needs_body
+
+
+def test_outbound_the_answer_is_copied_only_for_templates_that_read_its_body(tmp_path, upstream):
+    from gateway_engine import load_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+    orders = root / "routes.d" / "orders.yaml"
+    data = ', data: {id: "{{ request.params.id }}", status: "{{ response.status }}"}'
+    routes = _emit_route(data, path='"/{id}/constant"') + _emit_route("", "whole", "/whole", "order.created")
+    orders.write_text(orders.read_text() + routes)
+    config = load_config(root, KEYS)
+    hooks = {r.name: r.after_answer[0] for r in config.routes if r.after_answer}
+    assert hooks["set-status"].needs_body  # reads response.body.method
+    assert not hooks["constant"].needs_body and hooks["constant"].reads.names == {"request", "response"}
+    assert hooks["whole"].needs_body  # no data: the event is the answer's body
+    assert not hooks["set-status"].emissions[0].checked
+
+
+async def test_outbound_a_burst_of_emits_is_written_whole_in_creation_order(tmp_path):
+    """More emits at once than one transaction takes (``writer.MAX_BATCH``): every one lands, once."""
+    import asyncio
+
+    from gateway_engine import load_config
+    from gateway_engine.outbound.service import OUTBOUND
+    from gateway_engine.outbound.writer import MAX_BATCH
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), "http://127.0.0.1:9")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    count = 2 * MAX_BATCH + 7
+    await config.startup(workers=False)
+    try:
+        ids = await asyncio.gather(*(service.emit("acme", "order.created", {"n": n}) for n in range(count)))
+    finally:
+        await config.shutdown()
+    assert None not in ids and len(set(ids)) == count
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        rows = db.execute("SELECT id, payload FROM outbound_messages ORDER BY id").fetchall()
+    assert [orjson.loads(payload)["data"]["n"] for _, payload in rows] == list(range(count))
+    assert [row_id for row_id, _ in rows] == ids

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway_engine.compiled.model import CompiledRoute
-from gateway_engine.config.templates import Render, TemplateError, compile_value
+from gateway_engine.config.templates import Render, TemplateError, attributes_read, compile_value, is_template
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.foundation.reply import Reply
@@ -31,6 +31,7 @@ from .service import Outbound
 
 log = logging.getLogger("gateway_engine.outbound")
 NAMES = ("request", "response", "identity")
+DEFAULT_DATA = "{{ response.body }}"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,15 @@ class Emission:
     when: Render | None
     data: Render
     tenant: Render | None
+    checked: bool = False  # the data is a constant, checked against the event's schema at load
+
+
+@dataclass(frozen=True)
+class Reads:
+    """What the templates of one route's emissions read: only that is gathered per answer."""
+
+    names: frozenset[str]  # of NAMES
+    response_body: bool  # ``response.body`` (or ``response`` whole): the answer's body is copied for it
 
 
 def default_tenant(identity: dict[str, Any] | None) -> str | None:
@@ -53,15 +63,15 @@ def default_tenant(identity: dict[str, Any] | None) -> str | None:
 class EmitHook:
     """The after-answer hook of one route."""
 
-    needs_body = True
-
-    def __init__(self, service: Outbound, emissions: list[Emission]) -> None:
+    def __init__(self, service: Outbound, emissions: list[Emission], reads: Reads) -> None:
         self.service = service
         self.emissions = emissions
+        self.reads = reads
+        self.needs_body = reads.response_body
 
     async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
         try:
-            variables = _variables(ctx, reply, body)
+            variables = _variables(ctx, reply, body, self.reads)
         except Exception:
             metrics.EMITTED.labels("failed").inc()
             log.exception("emit: the answer of %s could not be read", ctx.path)
@@ -76,37 +86,59 @@ class EmitHook:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                await self.service.emit(str(tenant), emission.event, emission.data(variables))
+                data = emission.data(variables)
+                await self.service.emit(str(tenant), emission.event, data, checked=emission.checked)
             except Exception:  # a template that fails on this answer: logged, the answer is already out
                 metrics.EMITTED.labels("failed").inc()
                 log.exception("event %s could not be emitted", emission.event)
 
 
-def _variables(ctx: RequestContext, reply: Reply, body: bytes | None) -> dict[str, Any]:
-    parsed: Any = None
-    if body and reply.is_json:
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            parsed = None
-    request_body = ctx.body_json
-    if request_body is None and ctx.body:
-        try:
-            request_body = orjson.loads(ctx.body)
-        except orjson.JSONDecodeError:
-            request_body = None
-    return {
-        "request": {
+def _variables(ctx: RequestContext, reply: Reply, body: bytes | None, reads: Reads) -> dict[str, Any]:
+    variables: dict[str, Any] = {}
+    if "request" in reads.names:
+        request_body = ctx.body_json
+        if request_body is None and ctx.body:
+            try:
+                request_body = orjson.loads(ctx.body)
+            except orjson.JSONDecodeError:
+                request_body = None
+        variables["request"] = {
             "method": ctx.method,
             "path": ctx.path,
             "params": dict(ctx.params),
             "query": dict(ctx.query),
             "headers": {k: v for k, v in ctx.headers.items() if ctx.route is None or k not in ctx.route.strip_headers},
             "body": request_body,
-        },
-        "response": {"status": reply.status, "headers": dict(reply.headers), "body": parsed},
-        "identity": ctx.identity or {},
-    }
+        }
+    if "response" in reads.names:
+        parsed: Any = None
+        if body and reply.is_json:
+            try:
+                parsed = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                parsed = None
+        variables["response"] = {"status": reply.status, "headers": dict(reply.headers), "body": parsed}
+    if "identity" in reads.names:
+        variables["identity"] = ctx.identity or {}
+    return variables
+
+
+def _has_template(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_has_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_has_template(v) for v in value)
+    return is_template(value)
+
+
+def _reads(items: list[dict[str, Any]]) -> Reads:
+    names: set[str] = set()
+    response: list[str | None] = []
+    for item in items:
+        templates = [item.get(field) for field in ("when", "data", "tenant")]
+        names |= {name for name in NAMES if attributes_read(templates, name)}
+        response += attributes_read(templates, "response")
+    return Reads(frozenset(names), any(part in (None, "body") for part in response))
 
 
 def compile_emits(
@@ -119,24 +151,31 @@ def compile_emits(
         if spec is None:
             continue
         emissions = []
-        for i, item in enumerate(spec if isinstance(spec, list) else [spec]):
+        items = [{"data": DEFAULT_DATA, **item} for item in (spec if isinstance(spec, list) else [spec])]
+        for i, item in enumerate(items):
             where = f"routes[{route.name}].emit[{i}]"
             if catalog.get(item["event"]) is None:
                 errors.append(_error(route, where, f"event type {item['event']!r} is not declared in events.d"))
                 continue
+            constant = not _has_template(item["data"])
             try:
+                data = compile_value(item["data"], NAMES)
+                if constant and (problem := catalog.problem(item["event"], data({}))) is not None:
+                    errors.append(_error(route, f"{where}.data", problem))
+                    continue
                 emissions.append(
                     Emission(
                         item["event"],
                         compile_value(item["when"], NAMES) if "when" in item else None,
-                        compile_value(item.get("data", "{{ response.body }}"), NAMES),
+                        data,
                         compile_value(item["tenant"], NAMES) if "tenant" in item else None,
+                        checked=constant,
                     )
                 )
             except TemplateError as exc:
                 errors.append(_error(route, where, str(exc)))
         if emissions:
-            hooks[route.qualified_name] = [EmitHook(service, emissions)]
+            hooks[route.qualified_name] = [EmitHook(service, emissions, _reads(items))]
     return hooks
 
 

@@ -23,6 +23,7 @@ from .tables import messages
 
 T = TypeVar("T")
 Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
+LINGER = 0.005  # an emit waits up to 5 ms for others (the client has its answer): fewer, larger transactions
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
 
 
@@ -33,11 +34,13 @@ class GroupCommit(Generic[T]):
         apply: Callable[[Connection, Sequence[T]], None],
         committed: Callable[[int], None] = lambda _count: None,
         timeout: float | None = None,
+        linger: float = 0.0,
     ) -> None:
         self.transact = transact  # runs a function in one transaction (``Store.transact``)
         self.apply = apply  # writes one batch in the given transaction (synchronous: it may run on a thread)
         self.committed = committed  # called with the batch's size after each commit
         self.timeout = timeout  # a batch slower than this fails its submitters (its thread still finishes it)
+        self.linger = linger  # seconds the first item of a batch waits for others to join it
         self._queue: list[tuple[T, asyncio.Future[None]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -51,6 +54,8 @@ class GroupCommit(Generic[T]):
         await done  # a cancelled submitter cancels only its own wait, never its neighbours' batch
 
     async def _drain(self) -> None:
+        if self.linger:
+            await asyncio.sleep(self.linger)
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             items = [item for item, _ in batch]
@@ -89,10 +94,15 @@ _COLUMNS = tuple(c.name for c in messages.columns)
 
 
 def _insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """One ``executemany`` of plain tuples: the rows are built already, so SQLAlchemy's per-row
-    parameter processing (half the cost of a small insert) is skipped."""
-    statement = _insert_sql(conn.dialect)
-    conn.exec_driver_sql(statement, [tuple(row[c] for c in _COLUMNS) for row in rows])
+    """The rows as plain tuples, so SQLAlchemy's per-row parameter processing (half the cost of a small
+    insert) is skipped. On SQLite one multi-row INSERT: ``executemany`` steps once per row, and each step
+    gives up the GIL and waits to get it back from a busy event loop (up to the 5 ms switch interval), so
+    a batch of hundreds took seconds while the loop was saturated and the queue of emits grew."""
+    values = [tuple(row[c] for c in _COLUMNS) for row in rows]
+    if conn.dialect.name == "sqlite":
+        conn.exec_driver_sql(_sqlite_insert(len(values)), tuple(v for row in values for v in row))
+    else:
+        conn.exec_driver_sql(_insert_sql(conn.dialect), values)
 
 
 @functools.cache
@@ -102,9 +112,17 @@ def _insert_sql(dialect: Any) -> str:
     return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
 
 
+@functools.lru_cache(maxsize=64)
+def _sqlite_insert(count: int) -> str:
+    """``INSERT ... VALUES (?, ...), (?, ...)`` for ``count`` rows (SQLite's qmark style; at most
+    ``MAX_BATCH`` rows of 6 columns stays far below its 32,766 parameters)."""
+    row = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
+    return f"INSERT INTO {messages.name} ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
+
+
 def outbox_writer(transact: Transact, committed: Callable[[int], None], timeout: float) -> GroupCommit[dict[str, Any]]:
     """Batches ``outbound_messages`` rows (``outbox.message_row``) into one insert per transaction."""
-    return GroupCommit(transact, _insert_messages, committed, timeout)
+    return GroupCommit(transact, _insert_messages, committed, timeout, LINGER)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:
