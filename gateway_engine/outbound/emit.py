@@ -86,8 +86,7 @@ class EmitHook:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                data = emission.data(variables)
-                await self.service.emit(str(tenant), emission.event, data, checked=emission.checked)
+                self.service.emit_soon(str(tenant), emission.event, emission.data(variables), checked=emission.checked)
             except Exception:  # a template that fails on this answer: logged, the answer is already out
                 metrics.EMITTED.labels("failed").inc()
                 log.exception("event %s could not be emitted", emission.event)

@@ -6,6 +6,7 @@ every attempt of a message sends the same bytes.
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import Any
 
@@ -21,8 +22,14 @@ def new_id(prefix: str) -> str:
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
     """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
-    stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(at)) + f".{int(at % 1 * 1000):03d}Z"
+    stamp = f"{_second(int(at))}.{int(at % 1 * 1000):03d}Z"
     return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
+
+
+@functools.lru_cache(maxsize=4)
+def _second(epoch: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` (UTC) of one second, formatted once for all the events of that second."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
 
 
 class TooLarge(ValueError):

@@ -12,7 +12,8 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Awaitable, Mapping
+import time
+from collections.abc import Awaitable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from gateway_engine.compiled.model import StateKey
@@ -35,6 +36,7 @@ log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
 TENANT_HEADER = events.TENANT_HEADER  # the seam message header naming the tenant an event belongs to
 WRITTEN_HEADER = "outbox-message-id"  # set on what this feature publishes: already in the outbox
+Pending = tuple[dict[str, Any], Any, bool]  # an outbox row, its event's data, whether to publish it once written
 _active: list["Outbound"] = []  # the services started in this process, newest last (a reload overlaps two)
 
 
@@ -48,7 +50,8 @@ class Outbound:
         self._standby: Dispatcher | None = None  # sends test deliveries where no dispatcher runs
         self._unsubscribe: list[Any] = []
         self._pending: set[asyncio.Task] = set()
-        self._writer: GroupCommit[dict[str, Any]] | None = None  # batches the emits of this config (``writer.py``)
+        self._writer: GroupCommit[Pending] | None = None  # batches the emits of this config (``writer.py``)
+        self._backlog_logged = 0.0  # when a full writer queue was last logged (at most once a second)
 
     async def store(self) -> Store:
         """The store, acquired (and migrated) on first use; raises while it cannot be reached."""
@@ -122,6 +125,25 @@ class Outbound:
         except NotWritten:
             return None
 
+    def emit_soon(self, tenant: str, event_type: str, data: Any, *, checked: bool = False) -> None:
+        """A route's emit: queued for the next outbox batch, returning at once (the client has its answer).
+
+        The batch's outcome is counted and logged by ``_written`` and ``_not_written``; a store not
+        opened yet is waited for by a task of its own."""
+        try:
+            row = self._row(tenant, event_type, data, checked)
+        except NotWritten:
+            return
+        store = self._store.ready
+        if store is None:
+            task = asyncio.get_running_loop().create_task(self._write_row(row, data, True))
+            self._pending.add(task)
+            task.add_done_callback(_settled)
+            task.add_done_callback(self._pending.discard)
+        elif not (writer := self._writer_for(store)).enqueue((row, data, True)):
+            metrics.EMITTED.labels("backlog").inc()
+            self._backlog_logged = _log_backlog(self._backlog_logged, writer.max_queued, event_type, tenant)
+
     async def write(
         self,
         tenant: str,
@@ -137,58 +159,96 @@ class Outbound:
         A ``key`` (an inbound webhook's source and event id) makes the write idempotent: the same key
         for the same tenant and type is the same message, written once however often it is retried.
         """
-        problem = None if checked else self.catalog.problem(event_type, data)
+        if not key:  # in the next batch (group commit)
+            return await self._write_row(self._row(tenant, event_type, data, checked), data, publish)
+        if not checked:
+            self._check(event_type, data)
+        message_id = keyed_id(tenant, event_type, key)
+        try:  # rare (inbound webhooks): its own transaction, which tolerates the row being there
+            from .outbox import insert_message
+
+            store = await self._ready_store()
+            written = asyncio.ensure_future(
+                insert_message(
+                    store.engine, tenant, event_type, data, limit=self.settings.max_payload, message_id=message_id
+                )
+            )
+            written.add_done_callback(_settled)
+            # shielded: a write cut off mid-transaction would leave SQLite locked; one that lands after
+            # the timeout is found again by its key when the sender retries
+            await asyncio.wait_for(asyncio.shield(written), EMIT_TIMEOUT)
+        except TooLarge as exc:
+            raise self._too_large(event_type, tenant, exc) from None
+        except Exception as exc:  # the store is down or slow: the client's answer is unaffected
+            self._not_written([({"tenant": tenant, "event_type": event_type}, data, publish)], exc)
+            raise NotWritten("the outbox cannot be written") from None
+        self._written([({"id": message_id, "tenant": tenant, "event_type": event_type}, data, publish)])
+        return message_id
+
+    async def _ready_store(self) -> Store:
+        store = self._store.ready
+        return store if store is not None else await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
+
+    def _check(self, event_type: str, data: Any) -> None:
+        problem = self.catalog.problem(event_type, data)
         if problem is not None:
             metrics.EMITTED.labels("invalid").inc()
             log.error("event not emitted: %s", problem)
             raise NotWritten(problem)
+
+    def _row(self, tenant: str, event_type: str, data: Any, checked: bool) -> dict[str, Any]:
+        """The outbox row of a valid event (NotWritten, counted and logged, when it is invalid or too large)."""
+        if not checked:
+            self._check(event_type, data)
         try:
-            store = self._store.ready
-            if store is None:
-                store = await asyncio.wait_for(self.store(), EMIT_TIMEOUT)
-            if key:  # rare (inbound webhooks): its own transaction, which tolerates the row being there
-                from .outbox import insert_message
-
-                message_id = keyed_id(tenant, event_type, key)
-                written = asyncio.ensure_future(
-                    insert_message(
-                        store.engine, tenant, event_type, data, limit=self.settings.max_payload, message_id=message_id
-                    )
-                )
-                written.add_done_callback(_settled)
-                # shielded: a write cut off mid-transaction would leave SQLite locked; one that lands after
-                # the timeout is found again by its key when the sender retries
-                await asyncio.wait_for(asyncio.shield(written), EMIT_TIMEOUT)
-                self._committed(1)
-            else:  # a route's emit: in the next batch (group commit)
-                row = message_row(tenant, event_type, data, limit=self.settings.max_payload)
-                message_id = row["id"]
-                await self._writer_for(store).submit(row)  # bounded by EMIT_TIMEOUT per batch
+            return message_row(tenant, event_type, data, limit=self.settings.max_payload)
         except TooLarge as exc:
-            metrics.EMITTED.labels("too_large").inc()
-            log.error("event %s for tenant %s not emitted: %s", event_type, tenant, exc)
-            raise NotWritten(str(exc)) from None
-        except Exception as exc:  # the store is down or slow: the client's answer is unaffected
-            metrics.EMITTED.labels("failed").inc()
-            log.error("event %s for tenant %s not written to the outbox: %s", event_type, tenant, type(exc).__name__)
-            raise NotWritten("the outbox cannot be written") from None
-        metrics.WRITTEN.inc()
-        if publish:
-            headers = {TENANT_HEADER: tenant, WRITTEN_HEADER: message_id}
-            events.publish(events.Message(event_type, data, key=message_id, headers=headers))
-        return message_id
+            raise self._too_large(event_type, tenant, exc) from None
 
-    def _writer_for(self, store: Store) -> GroupCommit[dict[str, Any]]:
+    def _too_large(self, event_type: str, tenant: str, exc: TooLarge) -> NotWritten:
+        metrics.EMITTED.labels("too_large").inc()
+        log.error("event %s for tenant %s not emitted: %s", event_type, tenant, exc)
+        return NotWritten(str(exc))
+
+    async def _write_row(self, row: dict[str, Any], data: Any, publish: bool) -> str:
+        """``row`` in the next batch; returns once it committed (NotWritten when it did not)."""
+        try:
+            store = await self._ready_store()
+            await self._writer_for(store).submit((row, data, publish))  # bounded by EMIT_TIMEOUT per batch
+        except Exception as exc:  # the store is down or slow: the client's answer is unaffected
+            self._not_written([(row, data, publish)], exc)
+            raise NotWritten("the outbox cannot be written") from None
+        return str(row["id"])
+
+    def _writer_for(self, store: Store) -> GroupCommit[Pending]:
         if self._writer is None or self._writer.transact != store.transact:
             from .writer import outbox_writer
 
-            self._writer = outbox_writer(store.transact, self._committed, EMIT_TIMEOUT)
+            self._writer = outbox_writer(store.transact, self._written, self._not_written, EMIT_TIMEOUT)
         return self._writer
 
-    def _committed(self, _count: int) -> None:
-        """Events are in the outbox: one wake-up of this process's dispatcher per committed batch."""
+    def _written(self, batch: Sequence[Pending]) -> None:
+        """Events are in the outbox: counted, published on the seam (realtime channels see them), and one
+        wake-up of this process's dispatcher per committed batch."""
+        metrics.WRITTEN.inc(len(batch))
+        for row, data, publish in batch:
+            if publish:
+                headers = {TENANT_HEADER: row["tenant"], WRITTEN_HEADER: row["id"]}
+                events.publish(events.Message(row["event_type"], data, key=row["id"], headers=headers))
         if self.dispatcher is not None:
             self.dispatcher.wake()
+
+    def _not_written(self, batch: Sequence[Pending], exc: Exception) -> None:
+        """Events the store did not take (down, slow, locked): counted and logged, the answers are out already."""
+        metrics.EMITTED.labels("failed").inc(len(batch))
+        row = batch[0][0]
+        log.error(
+            "%d event(s) (%s for tenant %s, ...) not written to the outbox: %s",
+            len(batch),
+            row["event_type"],
+            row["tenant"],
+            type(exc).__name__,
+        )
 
     async def _durably(self, message: events.Message) -> None:
         """A message ``deliver``-ed under an event type (a workflow step's ``emit:``): written, or raises.
@@ -221,6 +281,21 @@ class Outbound:
         task.add_done_callback(_settled)
         task.add_done_callback(self._pending.discard)
         return task
+
+
+def _log_backlog(last: float, queued: int, event_type: str, tenant: str) -> float:
+    """Log a refused emit unless one was logged in the last second; returns when one was last logged."""
+    now = time.monotonic()
+    if now - last < 1.0:
+        return last
+    log.error(
+        "event %s for tenant %s not emitted: %d events are waiting for the outbox already (the store is slower "
+        "than the emits; further refusals are counted, logged at most once a second)",
+        event_type,
+        tenant,
+        queued,
+    )
+    return now
 
 
 def _settled(task: "asyncio.Task[Any]") -> None:

@@ -1,17 +1,25 @@
 """Group commit: what is submitted while a transaction is under way goes into the next one, together.
 
-The emits of one moment are one ``executemany`` into the outbox; the outcomes of the attempts that
+The emits of one moment are one multi-row insert into the outbox; the outcomes of the attempts that
 finished meanwhile are two statements for the lot. A batch is one ``Store.transact`` (on SQLite: one
-hop to a thread for the whole transaction). A submitter awaits the commit of the batch that
-holds its item, so nothing is reported written before it is durable, while the round trips (and the
-worker-thread hops of an embedded SQLite) are paid per batch, not per item. A failed batch fails each
-of its submitters (each logs and counts its own); the next batch tries again.
+hop to a thread for the whole transaction), so the round trips (and the worker-thread hops of an
+embedded SQLite) are paid per batch, not per item.
+
+Two ways in. ``submit`` returns once the item's batch committed, so nothing is reported written
+before it is durable (the dispatcher's outcomes, the in-process ``emit``). ``enqueue`` returns at
+once (a route's emit: the client has its answer, and a request that waited for the commit would
+hold its task, and its place under ``max_connections``, for the linger and the transaction); its
+batch's outcome reaches ``committed`` or ``failed``. What is enqueued is bounded: past
+``max_queued`` waiting items ``enqueue`` refuses, so a store slower than the traffic costs events
+(counted, logged), never the gateway's memory. A failed batch fails each of its submitters and goes
+to ``failed``; the next batch tries again.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
@@ -21,10 +29,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .tables import messages
 
+log = logging.getLogger("gateway_engine.outbound")
 T = TypeVar("T")
+P = TypeVar("P", bound=tuple[Any, ...])
 Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
 LINGER = 0.005  # an emit waits up to 5 ms for others (the client has its answer): fewer, larger transactions
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
+MAX_QUEUED = 10_000  # enqueued items waiting for a transaction; past it ``enqueue`` refuses
 
 
 class GroupCommit(Generic[T]):
@@ -32,26 +43,40 @@ class GroupCommit(Generic[T]):
         self,
         transact: Transact,
         apply: Callable[[Connection, Sequence[T]], None],
-        committed: Callable[[int], None] = lambda _count: None,
+        committed: Callable[[Sequence[T]], None] = lambda _items: None,
         timeout: float | None = None,
         linger: float = 0.0,
+        failed: Callable[[Sequence[T], Exception], None] = lambda _items, _exc: None,
+        max_queued: int = MAX_QUEUED,
     ) -> None:
         self.transact = transact  # runs a function in one transaction (``Store.transact``)
         self.apply = apply  # writes one batch in the given transaction (synchronous: it may run on a thread)
-        self.committed = committed  # called with the batch's size after each commit
+        self.committed = committed  # called with each committed batch's items
         self.timeout = timeout  # a batch slower than this fails its submitters (its thread still finishes it)
         self.linger = linger  # seconds the first item of a batch waits for others to join it
-        self._queue: list[tuple[T, asyncio.Future[None]]] = []
+        self.failed = failed  # called with a failed batch's enqueued items (submitters get the exception)
+        self.max_queued = max_queued
+        self._queue: list[tuple[T, asyncio.Future[None] | None]] = []
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> None:
         """Queue ``item``; returns once its batch committed (raises what the batch raised)."""
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append((item, done))
-        if self._task is None or self._task.done():
-            self._task = loop.create_task(self._drain())
+        self._start()
         await done  # a cancelled submitter cancels only its own wait, never its neighbours' batch
+
+    def enqueue(self, item: T) -> bool:
+        """Queue ``item`` for the next batch and return at once; False (nothing queued) when the queue is full."""
+        if len(self._queue) >= self.max_queued:
+            return False
+        self._queue.append((item, None))
+        self._start()
+        return True
+
+    def _start(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
         if self.linger:
@@ -65,20 +90,30 @@ class GroupCommit(Generic[T]):
                 await asyncio.wait_for(asyncio.shield(work), self.timeout)
             except Exception as exc:
                 for _, done in batch:
-                    if not done.done():
+                    if done is not None and not done.done():
                         done.set_exception(exc)
                         done.exception()  # retrieved here too: a submitter that went away logs nothing
+                _report(self.failed, [item for item, done in batch if done is None], exc)
                 continue
             for _, done in batch:
-                if not done.done():
+                if done is not None and not done.done():
                     done.set_result(None)
-            self.committed(len(batch))
+            _report(self.committed, items)
 
     async def close(self) -> None:
         """Let the batch under way (and what is queued) finish."""
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+
+
+def _report(callback: Callable[..., None], *args: Any) -> None:
+    """A callback that raises is logged: the batches after it are written all the same."""
+    if args[0]:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("the outbox writer's %s callback failed", getattr(callback, "__name__", "batch"))
 
 
 def _retrieved(work: "asyncio.Future[None]") -> None:
@@ -93,12 +128,12 @@ def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T],
 _COLUMNS = tuple(c.name for c in messages.columns)
 
 
-def _insert_messages(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
+def _insert_messages(conn: Connection, items: Sequence[tuple[Any, ...]]) -> None:
     """The rows as plain tuples, so SQLAlchemy's per-row parameter processing (half the cost of a small
     insert) is skipped. On SQLite one multi-row INSERT: ``executemany`` steps once per row, and each step
     gives up the GIL and waits to get it back from a busy event loop (up to the 5 ms switch interval), so
     a batch of hundreds took seconds while the loop was saturated and the queue of emits grew."""
-    values = [tuple(row[c] for c in _COLUMNS) for row in rows]
+    values = [tuple(item[0][c] for c in _COLUMNS) for item in items]
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(_sqlite_insert(len(values)), tuple(v for row in values for v in row))
     else:
@@ -120,9 +155,15 @@ def _sqlite_insert(count: int) -> str:
     return f"INSERT INTO {messages.name} ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
 
 
-def outbox_writer(transact: Transact, committed: Callable[[int], None], timeout: float) -> GroupCommit[dict[str, Any]]:
-    """Batches ``outbound_messages`` rows (``outbox.message_row``) into one insert per transaction."""
-    return GroupCommit(transact, _insert_messages, committed, timeout, LINGER)
+def outbox_writer(
+    transact: Transact,
+    committed: Callable[[Sequence[P]], None],
+    failed: Callable[[Sequence[P], Exception], None],
+    timeout: float,
+) -> GroupCommit[P]:
+    """Batches outbox items (an ``outbound_messages`` row from ``payload.message_row`` first, then whatever
+    the caller keeps with it) into one insert per transaction."""
+    return GroupCommit(transact, _insert_messages, committed, timeout, LINGER, failed)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:

@@ -1,0 +1,75 @@
+"""outbound.writer.GroupCommit: awaited and fire-and-forget items share batches; the queue is bounded."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from gateway_engine.outbound.writer import GroupCommit
+
+
+class Store:
+    """A ``transact`` that records each batch, and fails while ``down``."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.down = False
+
+    async def transact(self, work):
+        await asyncio.sleep(0.01)
+        if self.down:
+            raise ConnectionError("the store is down")
+        return work(self)
+
+
+async def test_enqueued_and_submitted_items_commit_together_and_are_reported():
+    store = Store()
+    committed: list[list[int]] = []
+    writer = GroupCommit(store.transact, lambda conn, items: conn.batches.append(list(items)), committed.append)
+    assert all(writer.enqueue(n) for n in range(3))
+    await writer.submit(3)
+    await writer.close()
+    assert store.batches == [[0, 1, 2, 3]] and committed == [[0, 1, 2, 3]]
+
+
+async def test_a_failed_batch_reaches_failed_for_enqueued_items_and_raises_for_submitters():
+    store = Store()
+    store.down = True
+    failures: list[tuple[list[int], str]] = []
+    writer = GroupCommit(
+        store.transact,
+        lambda conn, items: conn.batches.append(list(items)),
+        failed=lambda items, exc: failures.append((list(items), type(exc).__name__)),
+    )
+    writer.enqueue(1)
+    with pytest.raises(ConnectionError):
+        await writer.submit(2)
+    await writer.close()
+    assert failures == [([1], "ConnectionError")]  # the submitter counts its own
+    store.down = False
+    assert writer.enqueue(3)
+    await writer.close()
+    assert store.batches == [[3]]  # the next batch tries again
+
+
+async def test_the_queue_refuses_past_max_queued_and_takes_items_again_once_written():
+    store = Store()
+    writer = GroupCommit(store.transact, lambda conn, items: conn.batches.append(list(items)), max_queued=5)
+    assert [writer.enqueue(n) for n in range(7)] == [True] * 5 + [False] * 2
+    await writer.close()
+    assert store.batches == [[0, 1, 2, 3, 4]] and writer.enqueue(9)
+    await writer.close()
+
+
+async def test_a_raising_callback_never_stops_the_batches_after_it():
+    store = Store()
+
+    def committed(items):
+        raise RuntimeError("a broken subscriber")
+
+    writer = GroupCommit(store.transact, lambda conn, items: conn.batches.append(list(items)), committed)
+    writer.enqueue(1)
+    await writer.close()
+    await writer.submit(2)
+    assert store.batches == [[1], [2]]
