@@ -187,9 +187,17 @@ def test_outbound_event_types_are_in_the_openapi_webhooks_section(tmp_path, upst
     validate(spec)
 
 
-def test_outbound_bad_config_is_located(tmp_path, upstream):
+def _config_errors(root) -> str:
     from gateway_engine import ConfigErrors, load_config
 
+    try:
+        load_config(root, KEYS)
+    except ConfigErrors as exc:
+        return str(exc)
+    raise AssertionError("the config loaded")
+
+
+def test_outbound_bad_config_is_located(tmp_path, upstream):
     root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
     (root / "routes.d" / "orders.yaml").write_text(
         (root / "routes.d" / "orders.yaml").read_text().replace("order.status_changed", "order.unknown")
@@ -197,12 +205,7 @@ def test_outbound_bad_config_is_located(tmp_path, upstream):
     (root / "routes.d" / "webhooks.yaml").write_text(
         (root / "routes.d" / "webhooks.yaml").read_text().replace("platform: X-Platform-Id, ", "")
     )
-    try:
-        load_config(root, KEYS)
-    except ConfigErrors as exc:
-        text = str(exc)
-    else:
-        raise AssertionError("the config loaded")
+    text = _config_errors(root)
     assert "event type 'order.unknown' is not declared in events.d" in text
     assert "a webhooks-admin route needs the auth plugin" in text
 
@@ -271,17 +274,12 @@ def _emit_route(data: str, name: str = "constant", path: str = "/constant", even
 
 def test_outbound_constant_data_is_checked_against_the_event_schema_at_load(tmp_path, upstream):
     """Data with no template is the same every time: a mismatch with the event's schema is a config error."""
-    from gateway_engine import ConfigErrors, load_config
+    from gateway_engine import load_config
 
     root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
     orders = root / "routes.d" / "orders.yaml"
     orders.write_text(orders.read_text() + _emit_route(", data: {id: 7}"))
-    try:
-        load_config(root, KEYS)
-    except ConfigErrors as exc:
-        text = str(exc)
-    else:
-        raise AssertionError("the config loaded")
+    text = _config_errors(root)
     assert "emit[0].data" in text and "'status' is a required property" in text
 
     orders.write_text(orders.read_text().replace("data: {id: 7}", 'data: {id: "7", status: new}'))
