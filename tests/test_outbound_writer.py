@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 
 import pytest
 
@@ -73,3 +74,27 @@ async def test_a_raising_callback_never_stops_the_batches_after_it():
     await writer.close()
     await writer.submit(2)
     assert store.batches == [[1], [2]]
+
+
+async def test_a_route_emit_past_the_queue_bound_is_counted_as_backlog_and_logged(tmp_path, caplog):
+    from gateway_engine import load_config
+    from gateway_engine.outbound import metrics
+    from gateway_engine.outbound.service import OUTBOUND
+    from tests.outbound_support import KEYS, gateway_yaml, write_outbound_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), "http://127.0.0.1:9")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    backlog = metrics.EMITTED.labels("backlog")
+    await config.startup(workers=False)
+    try:
+        service._writer_for(await service.store()).max_queued = 2
+        before = backlog._value.get()
+        for n in range(5):
+            service.emit_soon("acme", "order.created", {"n": n})
+        assert backlog._value.get() - before == 3
+    finally:
+        await config.shutdown()  # drains what was queued
+    assert sum("events are waiting for the outbox already" in r.getMessage() for r in caplog.records) == 1
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        assert db.execute("SELECT count(*) FROM outbound_messages").fetchone() == (2,)
