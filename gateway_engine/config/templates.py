@@ -9,7 +9,7 @@ can be written as YAML with expressions at the leaves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, meta, nodes
@@ -102,6 +102,18 @@ _env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
 
 def is_template(value: Any) -> bool:
     return isinstance(value, str) and ("{{" in value or "{%" in value)
+
+
+def template_strings(value: Any) -> Iterator[str]:
+    """The template strings of a value or structure (none: the structure is a constant)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from template_strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from template_strings(v)
+    elif is_template(value):
+        yield value
 
 
 def compile_value(value: Any, allowed: Iterable[str]) -> Render:

@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from gateway_engine.compiled.model import CompiledRoute
-from gateway_engine.config.templates import Render, TemplateError, attributes_read, compile_value, is_template
+from gateway_engine.config.templates import Render, TemplateError, attributes_read, compile_value, template_strings
 from gateway_engine.foundation.context import RequestContext
 from gateway_engine.foundation.errors import ConfigError
 from gateway_engine.foundation.reply import Reply
@@ -122,14 +122,6 @@ def _variables(ctx: RequestContext, reply: Reply, body: bytes | None, reads: Rea
     return variables
 
 
-def _has_template(value: Any) -> bool:
-    if isinstance(value, dict):
-        return any(_has_template(v) for v in value.values())
-    if isinstance(value, list):
-        return any(_has_template(v) for v in value)
-    return is_template(value)
-
-
 def _reads(items: list[dict[str, Any]]) -> Reads:
     names: set[str] = set()
     response: list[str | None] = []
@@ -156,7 +148,7 @@ def compile_emits(
             if catalog.get(item["event"]) is None:
                 errors.append(_error(route, where, f"event type {item['event']!r} is not declared in events.d"))
                 continue
-            constant = not _has_template(item["data"])
+            constant = next(template_strings(item["data"]), None) is None
             try:
                 data = compile_value(item["data"], NAMES)
                 if constant and (problem := catalog.problem(item["event"], data({}))) is not None:

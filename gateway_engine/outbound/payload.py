@@ -14,10 +14,7 @@ import orjson
 
 from gateway_engine.foundation.ids import sortable_id
 
-
-def new_id(prefix: str) -> str:
-    """A row id that sorts by creation time (its primary-key insert is an append, ``foundation.ids``)."""
-    return sortable_id(prefix)
+new_id = sortable_id  # row ids sort by creation time: their primary-key insert is an append (``foundation.ids``)
 
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:

@@ -107,13 +107,15 @@ class GroupCommit(Generic[T]):
             self._task = None
 
 
-def _report(callback: Callable[..., None], *args: Any) -> None:
-    """A callback that raises is logged: the batches after it are written all the same."""
-    if args[0]:
-        try:
-            callback(*args)
-        except Exception:
-            log.exception("the outbox writer's %s callback failed", getattr(callback, "__name__", "batch"))
+def _report(callback: Callable[..., None], items: Sequence[Any], *more: Any) -> None:
+    """``callback(items, *more)`` unless there are no items; one that raises is logged, and the batches
+    after it are written all the same."""
+    if not items:
+        return
+    try:
+        callback(items, *more)
+    except Exception:
+        log.exception("the outbox writer's %s callback failed", getattr(callback, "__name__", "batch"))
 
 
 def _retrieved(work: "asyncio.Future[None]") -> None:

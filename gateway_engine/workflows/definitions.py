@@ -21,7 +21,7 @@ from gateway_engine.compiled.identity_forwarding import check_identity_forwardin
 from gateway_engine.compiled.model import StateKey
 from gateway_engine.config.bodies import BodyValidator, body_validator
 from gateway_engine.config.documents import Document
-from gateway_engine.config.templates import TemplateError, compile_value, is_template
+from gateway_engine.config.templates import TemplateError, compile_value, template_strings
 from gateway_engine.foundation.errors import ConfigError
 
 from .access import IDENTITY_HEADERS
@@ -195,7 +195,7 @@ def _template(doc: Document, path: tuple, value: Any, readable: list[str], error
     except TemplateError as exc:
         errors.append(doc.error(path, str(exc)))
         return
-    for source in _strings(value):
+    for source in template_strings(value):
         for name in _step_reads(source):
             if name not in readable:
                 errors.append(
@@ -205,17 +205,6 @@ def _template(doc: Document, path: tuple, value: Any, readable: list[str], error
                         f"(earlier steps: {', '.join(readable) or 'none'})",
                     )
                 )
-
-
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _strings(v)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _strings(v)
-    elif is_template(value):
-        yield value
 
 
 def _step_reads(source: str) -> set[str]:
