@@ -135,3 +135,34 @@ async def test_store_notifications_reach_this_and_other_processes(store_url):
     finally:
         await first.close()
         await second.close()
+
+
+async def test_transact_driver_commits_on_return_and_rolls_back_on_raise(tmp_path):
+    from gateway_engine.store import acquire_store, release_store
+
+    store = acquire_store(StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"))
+    try:
+        await store.transact(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        await store.transact_driver(lambda db: db.cursor().execute("INSERT INTO t VALUES (1)"))
+
+        def fails(db):
+            db.cursor().execute("INSERT INTO t VALUES (2)")
+            raise ValueError("the batch failed halfway")
+
+        with pytest.raises(ValueError):
+            await store.transact_driver(fails)
+        rows = await store.transact(lambda conn: conn.exec_driver_sql("SELECT n FROM t").fetchall())
+        assert [tuple(r) for r in rows] == [(1,)]  # the half-written batch left nothing, the pool is clean
+    finally:
+        await release_store(store)
+
+
+async def test_transact_driver_is_refused_for_a_store_that_is_not_a_sqlite_file():
+    from gateway_engine.store import acquire_store, release_store
+
+    store = acquire_store(StoreSettings("sqlite+aiosqlite:///:memory:"))
+    try:
+        with pytest.raises(RuntimeError, match="SQLite file"):
+            await store.transact_driver(lambda db: None)
+    finally:
+        await release_store(store)

@@ -34,7 +34,7 @@ class Store:
         self.engine: AsyncEngine = _engine(settings.url)
         self.notifier = Notifier(self)
         self.migrated = False
-        self._sync: Engine | None = None  # a SQLite file's synchronous engine, for ``transact``
+        self._sync: Engine | None = None  # a SQLite file's synchronous engine, for ``transact`` and ``transact_driver``
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -51,14 +51,27 @@ class Store:
         hop per transaction, where the async driver makes one per statement (begin, execute, commit,
         reset), which is what a batch of small writes spends most of its time on. A cancelled caller
         never cuts the transaction short (it would leave the file locked): the thread finishes it."""
-        path = self.sqlite_path
-        if path is None:
+        if self.sqlite_path is None:
             async with self.engine.begin() as conn:
                 return await conn.run_sync(work)
+        return await asyncio.to_thread(_run, self._sync_engine(), work)
+
+    async def transact_driver(self, work: Callable[[Any], T]) -> T:
+        """``work(dbapi_connection)`` in one transaction on a SQLite file, for its hottest writes.
+
+        As ``transact`` (one thread hop), but ``work`` gets the pooled ``sqlite3`` connection itself:
+        no SQLAlchemy ``Connection`` is built, begun, committed and reset around it, which was a third
+        of what a batch of 25 outbox inserts cost (330 against 244 µs measured). SQLite files only."""
+        if self.sqlite_path is None:
+            raise RuntimeError(f"transact_driver needs a SQLite file store, not {self.dialect}")
+        return await asyncio.to_thread(_run_driver, self._sync_engine(), work)
+
+    def _sync_engine(self) -> Engine:
         if self._sync is None:
-            self._sync = create_engine(f"sqlite:///{path}", connect_args={"timeout": 30, "check_same_thread": False})
+            url = f"sqlite:///{self.sqlite_path}"
+            self._sync = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
             event.listen(self._sync, "connect", _pragmas)
-        return await asyncio.to_thread(_run, self._sync, work)
+        return self._sync
 
     async def notify(self, channel: str, payload: str) -> None:
         """Tell every process on this store (this one included) about a change; see ``notify.py``."""
@@ -104,6 +117,16 @@ def _pragmas(dbapi_connection: Any, _record: Any) -> None:
 def _run(engine: Engine, work: Callable[[Connection], T]) -> T:
     with engine.begin() as conn:
         return work(conn)
+
+
+def _run_driver(engine: Engine, work: Callable[[Any], T]) -> T:
+    connection = engine.raw_connection()  # back to the pool (rolled back if still open) on close
+    try:
+        result = work(connection)
+        connection.commit()
+        return result
+    finally:
+        connection.close()
 
 
 _open: "weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[str, list[Any]]]" = weakref.WeakKeyDictionary()
