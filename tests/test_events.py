@@ -28,3 +28,19 @@ def test_events_deliver_by_topic_until_unsubscribed(caplog):
     assert events.publish(Message("t-events-a", 2)) == 0 and len(got) == 1
     stop_other()
     assert events.publish(Message("t-events-b", 3)) == 0 and others == []
+
+
+def test_listened_tells_whether_anything_but_the_publisher_subscribes():
+    class Publisher:
+        def own(self, message: Message) -> None:
+            raise AssertionError("never called by listened")
+
+    publisher, got = Publisher(), []
+    stop_own = events.subscribe("t-events-listened", publisher.own)
+    assert events.listened("t-events-listened") is True
+    assert events.listened("t-events-listened", besides=publisher.own) is False  # a fresh bound method, equal
+    stop_other = events.subscribe("t-events-listened", got.append)
+    assert events.listened("t-events-listened", besides=publisher.own) is True
+    stop_other()
+    stop_own()
+    assert events.listened("t-events-listened") is False

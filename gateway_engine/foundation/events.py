@@ -58,6 +58,12 @@ def publish(message: Message) -> int:
     return len(receivers)
 
 
+def listened(topic: str, besides: Subscriber | None = None) -> bool:
+    """Whether anything but ``besides`` subscribes to ``topic``: a publisher that would only reach itself
+    skips building the message (the outbox writes thousands a second)."""
+    return any(receive != besides for receive in _subscribers.get(topic, ()))
+
+
 async def publish_and_wait(message: Message) -> int:
     """``publish``, then await every awaitable a subscriber returned; the first failure raises (after all ran)."""
     receivers = _subscribers.get(message.topic, ())
