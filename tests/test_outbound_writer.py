@@ -63,6 +63,29 @@ async def test_the_queue_refuses_past_max_queued_and_takes_items_again_once_writ
     await writer.close()
 
 
+async def test_every_batch_lingers_not_only_the_first():
+    """An item that arrives just after a batch was taken waits for the next one's linger: a store that
+    commits quickly must not turn a steady stream into one transaction per row."""
+    batches: list[list[int]] = []
+    loop = asyncio.get_running_loop()
+    linger = 0.05
+
+    async def transact(work):
+        result = work(None)
+        if batches == [[0]]:
+            writer.enqueue(1)  # arrives while the first transaction is under way
+        return result
+
+    def committed(items):
+        if items == [0]:  # 2 arrives a moment after that commit, well within the linger
+            loop.call_later(linger / 10, writer.enqueue, 2)
+
+    writer = GroupCommit(transact, lambda conn, items: batches.append(list(items)), committed, linger=linger)
+    writer.enqueue(0)
+    await writer.close()
+    assert batches == [[0], [1, 2]]
+
+
 async def test_a_raising_callback_never_stops_the_batches_after_it():
     store = Store()
 

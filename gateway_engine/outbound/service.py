@@ -51,6 +51,7 @@ class Outbound:
         self._unsubscribe: list[Any] = []
         self._pending: set[asyncio.Task] = set()
         self._writer: GroupCommit[Pending] | None = None  # batches the emits of this config (``writer.py``)
+        self._writer_store: Store | None = None  # the store ``_writer`` writes to
         self._backlog_logged = 0.0  # when a full writer queue was last logged (at most once a second)
 
     async def store(self) -> Store:
@@ -221,20 +222,23 @@ class Outbound:
         return str(row["id"])
 
     def _writer_for(self, store: Store) -> GroupCommit[Pending]:
-        if self._writer is None or self._writer.transact != store.transact:
+        if self._writer is None or self._writer_store is not store:
             from .writer import outbox_writer
 
-            self._writer = outbox_writer(store.transact, self._written, self._not_written, EMIT_TIMEOUT)
+            self._writer = outbox_writer(store, self._written, self._not_written, EMIT_TIMEOUT)
+            self._writer_store = store
         return self._writer
 
     def _written(self, batch: Sequence[Pending]) -> None:
-        """Events are in the outbox: counted, published on the seam (realtime channels see them), and one
-        wake-up of this process's dispatcher per committed batch."""
+        """Events are in the outbox: counted, published on the seam where anything else listens (realtime
+        channels), and one wake-up of this process's dispatcher per committed batch."""
         metrics.WRITTEN.inc(len(batch))
+        listened: dict[str, bool] = {}
         for row, data, publish in batch:
-            if publish:
+            topic = row["event_type"]
+            if publish and listened.setdefault(topic, events.listened(topic, besides=self._from_seam)):
                 headers = {TENANT_HEADER: row["tenant"], WRITTEN_HEADER: row["id"]}
-                events.publish(events.Message(row["event_type"], data, key=row["id"], headers=headers))
+                events.publish(events.Message(topic, data, key=row["id"], headers=headers))
         if self.dispatcher is not None:
             self.dispatcher.wake()
 

@@ -2,8 +2,10 @@
 
 The emits of one moment are one multi-row insert into the outbox; the outcomes of the attempts that
 finished meanwhile are two statements for the lot. A batch is one ``Store.transact`` (on SQLite: one
-hop to a thread for the whole transaction), so the round trips (and the worker-thread hops of an
-embedded SQLite) are paid per batch, not per item.
+hop to a thread for the whole transaction; the outbox's own inserts use ``Store.transact_driver``), so
+the round trips (and the worker-thread hops of an embedded SQLite) are paid per batch, not per item.
+Every batch waits ``linger`` for company, not only the first of a stream: a store that commits quickly
+would otherwise write one row per transaction.
 
 Two ways in. ``submit`` returns once the item's batch committed, so nothing is reported written
 before it is durable (the dispatcher's outcomes, the in-process ``emit``). ``enqueue`` returns at
@@ -21,13 +23,16 @@ import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .tables import messages
+
+if TYPE_CHECKING:
+    from gateway_engine.store import Store
 
 log = logging.getLogger("gateway_engine.outbound")
 T = TypeVar("T")
@@ -79,9 +84,9 @@ class GroupCommit(Generic[T]):
             self._task = asyncio.get_running_loop().create_task(self._drain())
 
     async def _drain(self) -> None:
-        if self.linger:
-            await asyncio.sleep(self.linger)
         while self._queue:
+            if self.linger and len(self._queue) < MAX_BATCH:  # before every batch, not only the first: a
+                await asyncio.sleep(self.linger)  # quick commit would otherwise take what came in meanwhile, one row
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             items = [item for item, _ in batch]
             work = asyncio.ensure_future(self.transact(functools.partial(_apply, self.apply, items)))
@@ -135,11 +140,10 @@ def _insert_messages(conn: Connection, items: Sequence[tuple[Any, ...]]) -> None
     insert) is skipped. On SQLite one multi-row INSERT: ``executemany`` steps once per row, and each step
     gives up the GIL and waits to get it back from a busy event loop (up to the 5 ms switch interval), so
     a batch of hundreds took seconds while the loop was saturated and the queue of emits grew."""
-    values = [tuple(item[0][c] for c in _COLUMNS) for item in items]
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(_sqlite_insert(len(values)), tuple(v for row in values for v in row))
+        conn.exec_driver_sql(*_sqlite_statement(items))
     else:
-        conn.exec_driver_sql(_insert_sql(conn.dialect), values)
+        conn.exec_driver_sql(_insert_sql(conn.dialect), [tuple(item[0][c] for c in _COLUMNS) for item in items])
 
 
 @functools.cache
@@ -157,15 +161,28 @@ def _sqlite_insert(count: int) -> str:
     return f"INSERT INTO {messages.name} ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
 
 
+def _sqlite_statement(items: Sequence[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
+    """The multi-row INSERT of ``items`` and its parameters, row after row."""
+    return _sqlite_insert(len(items)), tuple(item[0][c] for item in items for c in _COLUMNS)
+
+
+def _insert_sqlite(dbapi: Any, items: Sequence[tuple[Any, ...]]) -> None:
+    """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
+    dbapi.cursor().execute(*_sqlite_statement(items))
+
+
 def outbox_writer(
-    transact: Transact,
+    store: Store,
     committed: Callable[[Sequence[P]], None],
     failed: Callable[[Sequence[P], Exception], None],
     timeout: float,
 ) -> GroupCommit[P]:
     """Batches outbox items (an ``outbound_messages`` row from ``payload.message_row`` first, then whatever
-    the caller keeps with it) into one insert per transaction."""
-    return GroupCommit(transact, _insert_messages, committed, timeout, LINGER, failed)
+    the caller keeps with it) into one insert per transaction; on a SQLite file, through its driver
+    connection (``Store.transact_driver``)."""
+    if store.sqlite_path is not None:
+        return GroupCommit(store.transact_driver, _insert_sqlite, committed, timeout, LINGER, failed)
+    return GroupCommit(store.transact, _insert_messages, committed, timeout, LINGER, failed)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:
