@@ -121,3 +121,36 @@ async def test_a_route_emit_past_the_queue_bound_is_counted_as_backlog_and_logge
     assert sum("events are waiting for the outbox already" in r.getMessage() for r in caplog.records) == 1
     with sqlite3.connect(tmp_path / "o.db") as db:
         assert db.execute("SELECT count(*) FROM outbound_messages").fetchone() == (2,)
+
+
+async def test_a_written_route_emit_reaches_other_subscribers_of_its_type_once_committed(tmp_path):
+    """The outbox publishes what it wrote on the event seam (realtime channels listen there) only where
+    something besides itself subscribes, and only after the commit."""
+    from gateway_engine import load_config
+    from gateway_engine.foundation import events
+    from gateway_engine.outbound.service import OUTBOUND, WRITTEN_HEADER
+    from tests.outbound_support import KEYS, gateway_yaml, write_outbound_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), "http://127.0.0.1:9")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    got: list[events.Message] = []
+    await config.startup(workers=False)
+    try:
+        assert not events.listened("order.created", besides=service._from_seam)
+        writer = service._writer_for(await service.store())
+        service.emit_soon("acme", "order.created", {"n": 1})  # nobody else listens: written, not published
+        await writer.close()
+        stop = events.subscribe("order.created", got.append)
+        try:
+            service.emit_soon("acme", "order.created", {"n": 2})
+            assert got == []  # not before its batch committed
+            await writer.close()
+        finally:
+            stop()
+    finally:
+        await config.shutdown()
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        ids = {row[0] for row in db.execute("SELECT id FROM outbound_messages")}
+    assert [(m.value, m.headers["tenant"]) for m in got] == [({"n": 2}, "acme")]
+    assert len(ids) == 2 and got[0].headers[WRITTEN_HEADER] in ids
