@@ -5,7 +5,8 @@
 2. emit: the same proxied GET with and without ``emit:`` (configs/outbound), interleaved wrk
    rounds, with the dispatcher in the gateway process and in a ``gateway-engine worker`` of its
    own (target: the emitting route keeps ≥ 90 % of the plain route's requests/s). ``--subscribed``
-   gives the tenant an endpoint, so that each emit is also delivered.
+   gives the tenant an endpoint, so that each emit is also delivered. ``--store`` puts the
+   gateway's and the worker's outbox on PostgreSQL, whose server then does the inserts.
 
 Needs nginx and wrk (as ``python -m bench``); ``--only dispatcher|emit`` runs one part.
 """
@@ -19,7 +20,6 @@ import json
 import os
 import shutil
 import signal
-import sqlite3
 import statistics
 import subprocess
 import sys
@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench import servers, wrk
 from gateway_engine.outbound.dispatcher import Dispatcher
@@ -123,6 +124,11 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
         gateway_yaml = config / "gateway.yaml"
         gateway_yaml.write_text(gateway_yaml.read_text().replace("dispatch: in_process", "dispatch: worker_only"))
     data = workdir / f"data-{dispatch}"
+    store = args.store or f"sqlite:///{data / 'gateway.db'}"
+    if args.store:  # the gateway and its worker on PostgreSQL
+        (config / "gateway.yaml").write_text(
+            (config / "gateway.yaml").read_text() + f"store: {{url: '{args.store}'}}\n"
+        )
     env = {**os.environ, "BENCH_UPSTREAM_URL": upstream.base, "GATEWAY_DATA": str(data)}
     gateway = servers.gateway(f"gateway-outbound-{dispatch}", config, workdir, env, 1, 0)
     gateway.start()
@@ -131,8 +137,10 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
     cpu: dict[str, list[float]] = {"items": [], "emit": []}  # the gateway's CPU µs per request
     refused = {"items": 0, "emit": 0}  # non-2xx answers over the measured rounds
     try:
+        if args.store:  # migrated by the gateway's start; emptied of an earlier part's rows
+            asyncio.run(_statements(store, [table.delete() for table in (deliveries, messages, endpoints)]))
         if args.subscribed:
-            _subscribe(data / "gateway.db", f"{upstream.base}/hook")
+            _subscribe(store, f"{upstream.base}/hook")
         if dispatch == "worker":  # on the other core, with nginx and wrk: the gateway's core is its own
             command = [*servers.gateway_command(), "worker", "--only", "outbound", "--config", str(config)]
             log = (workdir / f"worker-{dispatch}.log").open("w")
@@ -149,9 +157,14 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
                 figures[name].append(rate)
                 cpu[name].append((cpu_seconds(gateway.proc.pid) - before) / (rate * args.duration) * 1e6)
         time.sleep(1.0)
-        delivered = _count(data / "gateway.db", "SELECT count(*) FROM outbound_deliveries WHERE status = 'succeeded'")
-        emitted = _count(
-            data / "gateway.db", "SELECT count(*) FROM outbound_messages WHERE event_type = 'bench.happened'"
+        delivered, emitted = asyncio.run(
+            _statements(
+                store,
+                [
+                    sa.select(sa.func.count()).select_from(deliveries).where(deliveries.c.status == "succeeded"),
+                    sa.select(sa.func.count()).select_from(messages).where(messages.c.event_type == "bench.happened"),
+                ],
+            )
         )
     finally:
         if worker is not None:
@@ -189,20 +202,34 @@ def cpu_seconds(pid: int) -> float:
     return total + sum(cpu_seconds(int(child)) for child in children)
 
 
-def _subscribe(database: Path, url: str) -> None:
+def _subscribe(store: str, url: str) -> None:
     """One endpoint of the bench tenant for every event, written where the gateway's admin API would."""
     now = time.time()
-    with sqlite3.connect(database) as db:
-        db.execute(
-            "INSERT INTO outbound_endpoints (id, tenant, url, description, events, headers, enabled, secret,"
-            " created_at, updated_at) VALUES ('ep_bench', 'bench', ?, '', '[\"*\"]', '{}', 1, ?, ?, ?)",
-            (url, new_secret(), now, now),
-        )
+    row = {
+        "id": "ep_bench",
+        "tenant": "bench",
+        "url": url,
+        "description": "",
+        "events": '["*"]',
+        "headers": "{}",
+        "enabled": True,
+        "secret": new_secret(),
+        "created_at": now,
+        "updated_at": now,
+    }
+    asyncio.run(_statements(store, [endpoints.insert().values(row)]))
 
 
-def _count(database: Path, sql: str) -> int:
-    with sqlite3.connect(database) as db:
-        return int(db.execute(sql).fetchone()[0])
+async def _statements(url: str, statements: list) -> list:
+    """Run ``statements`` in one transaction on the bench's store (a SQLite file or PostgreSQL); the
+    scalar each query returned (None for the others)."""
+    engine = create_async_engine(async_url(url))
+    try:
+        async with engine.begin() as conn:
+            results = [await conn.execute(statement) for statement in statements]
+            return [result.scalar() if result.returns_rows else None for result in results]
+    finally:
+        await engine.dispose()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -210,7 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=["dispatcher", "emit"])
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--endpoints", type=int, default=4)
-    parser.add_argument("--store", help="a PostgreSQL URL (default: a SQLite file in a temporary directory)")
+    parser.add_argument(
+        "--store", help="a PostgreSQL URL for both parts (default: a SQLite file in a temporary directory)"
+    )
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--warmup", type=float, default=3.0)
