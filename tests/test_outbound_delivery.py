@@ -326,3 +326,22 @@ async def test_outbound_a_burst_of_emits_is_written_whole_in_creation_order(tmp_
         rows = db.execute("SELECT id, payload FROM outbound_messages ORDER BY id").fetchall()
     assert [orjson.loads(payload)["data"]["n"] for _, payload in rows] == list(range(count))
     assert [row_id for row_id, _ in rows] == ids
+
+
+def test_the_payload_timestamp_is_the_events_utc_time_to_the_millisecond():
+    """The body's timestamp is formatted from a per-second cache: every second, and each millisecond in it,
+    must still read as its own UTC time (also after the cache has moved on and come back)."""
+    import datetime
+
+    import orjson
+
+    from gateway_engine.outbound.payload import body_of
+
+    moments = [1_796_278_509.123, 1_796_278_509.999, 1_796_278_510.0, 1_700_000_000.5, 1_796_278_509.9999996]
+    moments += [1_796_278_000 + n * 0.7 for n in range(20)]  # more seconds than the cache holds
+    for at in moments:
+        moment = datetime.datetime.fromtimestamp(at, datetime.UTC)  # the reference, rounded to the microsecond
+        expected = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        body = orjson.loads(body_of("msg_1", "order.created", {"n": 1}, at))
+        assert body == {"id": "msg_1", "type": "order.created", "timestamp": expected, "data": {"n": 1}}
+    assert orjson.loads(body_of("msg_1", "t", None, 1_796_278_509.123))["timestamp"] == "2026-12-03T06:15:09.123Z"

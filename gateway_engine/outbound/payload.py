@@ -19,7 +19,8 @@ new_id = sortable_id  # row ids sort by creation time: their primary-key insert 
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
     """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
-    stamp = f"{_second(int(at))}.{int(at % 1 * 1000):03d}Z"
+    micros = round(at * 1_000_000)  # whole microseconds first: ``at % 1 * 1000`` of …509.123 is 122.99…
+    stamp = f"{_second(micros // 1_000_000)}.{micros // 1000 % 1000:03d}Z"
     return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
 
 
