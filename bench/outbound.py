@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import create_async_engine
+import yaml
 
 from bench import servers, wrk
 from gateway_engine.outbound.dispatcher import Dispatcher
@@ -126,9 +126,8 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
     data = workdir / f"data-{dispatch}"
     store = args.store or f"sqlite:///{data / 'gateway.db'}"
     if args.store:  # the gateway and its worker on PostgreSQL
-        (config / "gateway.yaml").write_text(
-            (config / "gateway.yaml").read_text() + f"store: {{url: '{args.store}'}}\n"
-        )
+        gateway_yaml = config / "gateway.yaml"
+        gateway_yaml.write_text(gateway_yaml.read_text() + yaml.safe_dump({"store": {"url": args.store}}))
     env = {**os.environ, "BENCH_UPSTREAM_URL": upstream.base, "GATEWAY_DATA": str(data)}
     gateway = servers.gateway(f"gateway-outbound-{dispatch}", config, workdir, env, 1, 0)
     gateway.start()
@@ -223,13 +222,13 @@ def _subscribe(store: str, url: str) -> None:
 async def _statements(url: str, statements: list) -> list:
     """Run ``statements`` in one transaction on the bench's store (a SQLite file or PostgreSQL); the
     scalar each query returned (None for the others)."""
-    engine = create_async_engine(async_url(url))
+    store = acquire_store(StoreSettings(async_url(url)))
     try:
-        async with engine.begin() as conn:
+        async with store.engine.begin() as conn:
             results = [await conn.execute(statement) for statement in statements]
             return [result.scalar() if result.returns_rows else None for result in results]
     finally:
-        await engine.dispose()
+        await release_store(store)
 
 
 def main(argv: list[str] | None = None) -> int:
