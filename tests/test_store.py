@@ -166,3 +166,57 @@ async def test_transact_driver_is_refused_for_a_store_that_is_not_a_sqlite_file(
             await store.transact_driver(lambda db: None)
     finally:
         await release_store(store)
+
+
+async def test_a_lazy_store_is_opened_once_however_many_callers_give_up_waiting(tmp_path, monkeypatch):
+    """A migration slower than the callers' patience (an emit waits 5 s; a loaded machine migrates
+    slower) must still finish: a caller that times out does not cancel it, and the next caller gets
+    the store that one attempt opened. Before, each timeout cut the migration short and the next
+    caller started over, so the store never opened."""
+    import gateway_engine.store.migrations as migrations
+    from gateway_engine.store import LazyStore
+
+    started: list[float] = []
+    migrate = migrations.ensure_migrated
+
+    async def slow_migration(store):
+        started.append(asyncio.get_running_loop().time())
+        await asyncio.sleep(0.3)
+        await migrate(store)
+
+    monkeypatch.setattr(migrations, "ensure_migrated", slow_migration)
+    lazy = LazyStore(lambda: StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'lazy.db'}"))
+    try:
+        for _ in range(3):  # three callers in turn, each giving up long before the migration ends
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(lazy.get(), 0.05)
+        store = await asyncio.wait_for(lazy.get(), 10)
+        assert len(started) == 1 and lazy.ready is store
+        assert await store.transact(lambda conn: conn.exec_driver_sql("SELECT 1").scalar()) == 1
+        assert await lazy.get() is store
+    finally:
+        await lazy.close()
+    assert lazy.ready is None
+
+
+async def test_a_lazy_store_whose_opening_failed_is_tried_again(tmp_path, monkeypatch):
+    import gateway_engine.store.migrations as migrations
+    from gateway_engine.store import LazyStore
+
+    attempts: list[int] = []
+    migrate = migrations.ensure_migrated
+
+    async def fails_once(store):
+        attempts.append(1)
+        if len(attempts) == 1:
+            raise OSError("the database is not reachable yet")
+        await migrate(store)
+
+    monkeypatch.setattr(migrations, "ensure_migrated", fails_once)
+    lazy = LazyStore(lambda: StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'retry.db'}"))
+    try:
+        with pytest.raises(OSError, match="not reachable"):
+            await lazy.get()
+        assert (await lazy.get()) is lazy.ready and len(attempts) == 2
+    finally:
+        await lazy.close()
