@@ -11,6 +11,9 @@ import time
 
 import httpx
 import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from gateway_engine import create_app
 from tests.outbound_support import KEYS, Receiver, api, gateway_yaml, wait_for, write_outbound_config
@@ -345,3 +348,46 @@ def test_the_payload_timestamp_is_the_events_utc_time_to_the_millisecond():
         body = orjson.loads(body_of("msg_1", "order.created", {"n": 1}, at))
         assert body == {"id": "msg_1", "type": "order.created", "timestamp": expected, "data": {"n": 1}}
     assert orjson.loads(body_of("msg_1", "t", None, 1_796_278_509.123))["timestamp"] == "2026-12-03T06:15:09.123Z"
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**53), 2**53) | st.floats(allow_nan=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    events=st.lists(
+        st.tuples(st.text(min_size=1, max_size=30), _JSON, st.floats(1_000_000_000, 4_000_000_000)),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_before(events):
+    """A route's emit is serialised in pieces (its data's JSON in the request, the rest with its batch):
+    each row's payload must be what ``orjson.dumps`` of the whole body gives, and the size checked in
+    the request must be that body's, to the byte (one more refuses nothing, one less refuses it)."""
+    import datetime
+    import re
+
+    from gateway_engine.outbound.payload import TooLarge, outgoing, rows
+
+    items = [outgoing("acme", event_type, data, limit=None) for event_type, data, _ in events]
+    for item, (_, _, at) in zip(items, events, strict=True):
+        item.at = at
+    made = rows(items)
+    assert len({row[0] for row in made}) == len(made)
+    for row, item, (event_type, data, at) in zip(made, items, events, strict=True):
+        message_id, tenant, kind, payload, created_at, fanned = row
+        assert (message_id, tenant, kind, created_at, fanned) == (item.id, "acme", event_type, at, False)
+        assert re.fullmatch(r"msg_[0-9a-f]{30}", message_id)
+        assert int(message_id[4:18], 16) == round(at * 1_000_000)  # sorts by the emit's time
+        moment = datetime.datetime.fromtimestamp(round(at * 1_000_000) / 1_000_000, datetime.UTC)
+        stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+        body = orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
+        assert payload.encode() == body
+        assert outgoing("acme", event_type, data, limit=len(body)).data_json == orjson.dumps(data)
+        with pytest.raises(TooLarge, match=f"the event is {len(body)} bytes, more than {len(body) - 1}"):
+            outgoing("acme", event_type, data, limit=len(body) - 1)

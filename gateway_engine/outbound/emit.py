@@ -41,6 +41,7 @@ class Emission:
     data: Render
     tenant: Render | None
     checked: bool = False  # the data is a constant, checked against the event's schema at load
+    data_json: bytes | None = None  # and serialised then, once
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,10 @@ class EmitHook:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                self.service.emit_soon(str(tenant), emission.event, emission.data(variables), checked=emission.checked)
+                data = emission.data(variables)
+                self.service.emit_soon(
+                    str(tenant), emission.event, data, checked=emission.checked, data_json=emission.data_json
+                )
             except Exception:  # a template that fails on this answer: logged, the answer is already out
                 metrics.EMITTED.labels("failed").inc()
                 log.exception("event %s could not be emitted", emission.event)
@@ -154,6 +158,7 @@ def compile_emits(
                 if constant and (problem := catalog.problem(item["event"], data({}))) is not None:
                     errors.append(_error(route, f"{where}.data", problem))
                     continue
+                data_json = orjson.dumps(data({})) if constant else None
                 emissions.append(
                     Emission(
                         item["event"],
@@ -161,6 +166,7 @@ def compile_emits(
                         data,
                         compile_value(item["tenant"], NAMES) if "tenant" in item else None,
                         checked=constant,
+                        data_json=data_json,
                     )
                 )
             except TemplateError as exc:

@@ -2,12 +2,20 @@
 
 Kept free of SQLAlchemy, so the emit path does not load the store's modules, and serialised once:
 every attempt of a message sends the same bytes.
+
+A route's emit is an ``Outgoing``: what the request knows (tenant, type, the data and its JSON, the
+time). Its id, body and row are made with the rest of its batch (``rows``): one ``os.urandom`` for
+the ids of the whole batch, the body put together from the data's JSON and pieces serialised once.
+The body's size is known before it exists (``_envelope``), so a too-large event is still refused in
+the request that emitted it.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -15,13 +23,74 @@ import orjson
 from gateway_engine.foundation.ids import sortable_id
 
 new_id = sortable_id  # row ids sort by creation time: their primary-key insert is an append (``foundation.ids``)
+ID_LENGTH = len(new_id("msg"))  # ``msg_`` + 14 hex digits of microseconds + 16 random
+STAMP_LENGTH = len("2026-12-03T06:15:09.123Z")
+
+
+class TooLarge(ValueError):
+    """An event whose JSON is larger than ``max_payload``."""
+
+
+class Outgoing:
+    """An event on its way into the outbox; ``id`` is set when its batch is made into rows."""
+
+    __slots__ = ("tenant", "event_type", "data", "data_json", "at", "publish", "id")
+
+    def __init__(self, tenant: str, event_type: str, data: Any, data_json: bytes, at: float, publish: bool) -> None:
+        self.tenant = tenant
+        self.event_type = event_type
+        self.data = data
+        self.data_json = data_json  # ``orjson.dumps(data)``: a constant's is serialised once, at load
+        self.at = at
+        self.publish = publish  # handed to the event seam once written (where anything else listens)
+        self.id = ""
+
+
+def outgoing(
+    tenant: str, event_type: str, data: Any, *, limit: int | None, data_json: bytes | None = None, publish: bool = True
+) -> Outgoing:
+    """An event for the next batch (TooLarge when its body would be larger than ``limit`` bytes)."""
+    data_json = orjson.dumps(data) if data_json is None else data_json
+    if limit is not None and (size := len(data_json) + _envelope(event_type)) > limit:
+        raise TooLarge(f"the event is {size} bytes, more than {limit}")
+    return Outgoing(tenant, event_type, data, data_json, time.time(), publish)
+
+
+def rows(items: Sequence[Outgoing], unfanned: Any = False) -> list[tuple[Any, ...]]:
+    """Give each item its id; their ``outbound_messages`` rows, in ``tables.messages``' column order.
+
+    ``unfanned`` is how the driver spells the ``fanned`` column's false (0 for ``sqlite3``, whose
+    adapter lookup for a ``bool`` costs more than the rest of the row's parameters together)."""
+    entropy = os.urandom(8 * len(items)).hex()  # one call for the batch (``random_hex`` is the loop's, not a thread's)
+    made = []
+    for i, item in enumerate(items):
+        micros = round(item.at * 1_000_000)
+        item.id = message_id = f"msg_{micros:014x}{entropy[16 * i : 16 * i + 16]}"
+        body = _body(message_id, item.event_type, item.data_json, micros)
+        made.append((message_id, item.tenant, item.event_type, body, item.at, unfanned))
+    return made
 
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
     """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
-    micros = round(at * 1_000_000)  # whole microseconds first: ``at % 1 * 1000`` of …509.123 is 122.99…
-    stamp = f"{_second(micros // 1_000_000)}.{micros // 1000 % 1000:03d}Z"
-    return orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
+    return _body(message_id, event_type, orjson.dumps(data), round(at * 1_000_000)).encode()
+
+
+def _body(message_id: str, event_type: str, data_json: bytes, micros: int) -> str:
+    """``{"id":…,"type":…,"timestamp":…,"data":…}`` as ``orjson.dumps`` writes it, from the data's JSON."""
+    stamp = f"{_second(micros // 1_000_000)}.{micros // 1000 % 1000:03d}Z"  # whole microseconds: …509.123 stays .123
+    return f'{{"id":"{message_id}","type":{_json(event_type)},"timestamp":"{stamp}","data":{data_json.decode()}}}'
+
+
+@functools.lru_cache(maxsize=256)
+def _json(text: str) -> str:
+    return orjson.dumps(text).decode()
+
+
+@functools.lru_cache(maxsize=256)
+def _envelope(event_type: str) -> int:
+    """The bytes of a body besides its data: an id and a timestamp are of fixed length."""
+    return len(_body("m" * ID_LENGTH, event_type, b"", 0).encode())
 
 
 @functools.lru_cache(maxsize=4)
@@ -30,14 +99,10 @@ def _second(epoch: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch))
 
 
-class TooLarge(ValueError):
-    """An event whose JSON is larger than ``max_payload``."""
-
-
 def message_row(
     tenant: str, event_type: str, data: Any, *, fanned: bool = False, limit: int | None = None, message_id: str = ""
 ) -> dict[str, Any]:
-    """The ``outbound_messages`` row of an event, serialised once (TooLarge past ``limit`` bytes)."""
+    """The ``outbound_messages`` row of one event written on its own (TooLarge past ``limit`` bytes)."""
     now = time.time()
     message_id = message_id or new_id("msg")
     body = body_of(message_id, event_type, data, now)

@@ -23,7 +23,7 @@ from gateway_engine.store import LazyStore, store_settings
 
 from . import metrics
 from .catalog import Catalog
-from .payload import TooLarge, message_row
+from .payload import Outgoing, TooLarge, outgoing
 from .settings import DeliverySettings
 
 if TYPE_CHECKING:  # the store and what runs on it load on first use: SQLAlchemy costs ~28 MB per worker
@@ -36,7 +36,6 @@ log = logging.getLogger("gateway_engine.outbound")
 EMIT_TIMEOUT = 5.0
 TENANT_HEADER = events.TENANT_HEADER  # the seam message header naming the tenant an event belongs to
 WRITTEN_HEADER = "outbox-message-id"  # set on what this feature publishes: already in the outbox
-Pending = tuple[dict[str, Any], Any, bool]  # an outbox row, its event's data, whether to publish it once written
 _active: list["Outbound"] = []  # the services started in this process, newest last (a reload overlaps two)
 
 
@@ -50,7 +49,7 @@ class Outbound:
         self._standby: Dispatcher | None = None  # sends test deliveries where no dispatcher runs
         self._unsubscribe: list[Any] = []
         self._pending: set[asyncio.Task] = set()
-        self._writer: GroupCommit[Pending] | None = None  # batches the emits of this config (``writer.py``)
+        self._writer: GroupCommit[Outgoing] | None = None  # batches the emits of this config (``writer.py``)
         self._writer_store: Store | None = None  # the store ``_writer`` writes to
         self._backlog_logged = 0.0  # when a full writer queue was last logged (at most once a second)
 
@@ -126,22 +125,25 @@ class Outbound:
         except NotWritten:
             return None
 
-    def emit_soon(self, tenant: str, event_type: str, data: Any, *, checked: bool = False) -> None:
+    def emit_soon(
+        self, tenant: str, event_type: str, data: Any, *, checked: bool = False, data_json: bytes | None = None
+    ) -> None:
         """A route's emit: queued for the next outbox batch, returning at once (the client has its answer).
 
-        The batch's outcome is counted and logged by ``_written`` and ``_not_written``; a store not
-        opened yet is waited for by a task of its own."""
+        ``data_json``: the data serialised already (a constant's, at load). The batch's outcome is
+        counted and logged by ``_written`` and ``_not_written``; a store not opened yet is waited for
+        by a task of its own."""
         try:
-            row = self._row(tenant, event_type, data, checked)
+            item = self._outgoing(tenant, event_type, data, checked, True, data_json)
         except NotWritten:
             return
         store = self._store.ready
         if store is None:
-            task = asyncio.get_running_loop().create_task(self._write_row(row, data, True))
+            task = asyncio.get_running_loop().create_task(self._write_item(item))
             self._pending.add(task)
             task.add_done_callback(_settled)
             task.add_done_callback(self._pending.discard)
-        elif not (writer := self._writer_for(store)).enqueue((row, data, True)):
+        elif not (writer := self._writer_for(store)).enqueue(item):
             metrics.EMITTED.labels("backlog").inc()
             self._backlog_logged = _log_backlog(self._backlog_logged, writer.max_queued, event_type, tenant)
 
@@ -161,7 +163,7 @@ class Outbound:
         for the same tenant and type is the same message, written once however often it is retried.
         """
         if not key:  # in the next batch (group commit)
-            return await self._write_row(self._row(tenant, event_type, data, checked), data, publish)
+            return await self._write_item(self._outgoing(tenant, event_type, data, checked, publish))
         if not checked:
             self._check(event_type, data)
         message_id = keyed_id(tenant, event_type, key)
@@ -181,9 +183,11 @@ class Outbound:
         except TooLarge as exc:
             raise self._too_large(event_type, tenant, exc) from None
         except Exception as exc:  # the store is down or slow: the client's answer is unaffected
-            self._not_written([({"tenant": tenant, "event_type": event_type}, data, publish)], exc)
+            self._not_written([Outgoing(tenant, event_type, data, b"", 0.0, publish)], exc)
             raise NotWritten("the outbox cannot be written") from None
-        self._written([({"id": message_id, "tenant": tenant, "event_type": event_type}, data, publish)])
+        item = Outgoing(tenant, event_type, data, b"", 0.0, publish)
+        item.id = message_id
+        self._written([item])
         return message_id
 
     async def _ready_store(self) -> Store:
@@ -197,12 +201,16 @@ class Outbound:
             log.error("event not emitted: %s", problem)
             raise NotWritten(problem)
 
-    def _row(self, tenant: str, event_type: str, data: Any, checked: bool) -> dict[str, Any]:
-        """The outbox row of a valid event (NotWritten, counted and logged, when it is invalid or too large)."""
+    def _outgoing(
+        self, tenant: str, event_type: str, data: Any, checked: bool, publish: bool, data_json: bytes | None = None
+    ) -> Outgoing:
+        """A valid event for the next batch (NotWritten, counted and logged, when it is invalid or too large)."""
         if not checked:
             self._check(event_type, data)
         try:
-            return message_row(tenant, event_type, data, limit=self.settings.max_payload)
+            return outgoing(
+                tenant, event_type, data, limit=self.settings.max_payload, data_json=data_json, publish=publish
+            )
         except TooLarge as exc:
             raise self._too_large(event_type, tenant, exc) from None
 
@@ -211,17 +219,17 @@ class Outbound:
         log.error("event %s for tenant %s not emitted: %s", event_type, tenant, exc)
         return NotWritten(str(exc))
 
-    async def _write_row(self, row: dict[str, Any], data: Any, publish: bool) -> str:
-        """``row`` in the next batch; returns once it committed (NotWritten when it did not)."""
+    async def _write_item(self, item: Outgoing) -> str:
+        """``item`` in the next batch; returns its message id once it committed (NotWritten when it did not)."""
         try:
             store = await self._ready_store()
-            await self._writer_for(store).submit((row, data, publish))  # bounded by EMIT_TIMEOUT per batch
+            await self._writer_for(store).submit(item)  # bounded by EMIT_TIMEOUT per batch
         except Exception as exc:  # the store is down or slow: the client's answer is unaffected
-            self._not_written([(row, data, publish)], exc)
+            self._not_written([item], exc)
             raise NotWritten("the outbox cannot be written") from None
-        return str(row["id"])
+        return item.id
 
-    def _writer_for(self, store: Store) -> GroupCommit[Pending]:
+    def _writer_for(self, store: Store) -> GroupCommit[Outgoing]:
         if self._writer is None or self._writer_store is not store:
             from .writer import outbox_writer
 
@@ -229,28 +237,27 @@ class Outbound:
             self._writer_store = store
         return self._writer
 
-    def _written(self, batch: Sequence[Pending]) -> None:
+    def _written(self, batch: Sequence[Outgoing]) -> None:
         """Events are in the outbox: counted, published on the seam where anything else listens (realtime
         channels), and one wake-up of this process's dispatcher per committed batch."""
         metrics.WRITTEN.inc(len(batch))
-        listened: dict[str, bool] = {}
-        for row, data, publish in batch:
-            topic = row["event_type"]
-            if publish and listened.setdefault(topic, events.listened(topic, besides=self._from_seam)):
-                headers = {TENANT_HEADER: row["tenant"], WRITTEN_HEADER: row["id"]}
-                events.publish(events.Message(topic, data, key=row["id"], headers=headers))
+        listened = {topic: events.listened(topic, besides=self._from_seam) for topic in {i.event_type for i in batch}}
+        for item in batch if any(listened.values()) else ():
+            if item.publish and listened[item.event_type]:
+                headers = {TENANT_HEADER: item.tenant, WRITTEN_HEADER: item.id}
+                events.publish(events.Message(item.event_type, item.data, key=item.id, headers=headers))
         if self.dispatcher is not None:
             self.dispatcher.wake()
 
-    def _not_written(self, batch: Sequence[Pending], exc: Exception) -> None:
+    def _not_written(self, batch: Sequence[Outgoing], exc: Exception) -> None:
         """Events the store did not take (down, slow, locked): counted and logged, the answers are out already."""
         metrics.EMITTED.labels("failed").inc(len(batch))
-        row = batch[0][0]
+        first = batch[0]
         log.error(
             "%d event(s) (%s for tenant %s, ...) not written to the outbox: %s",
             len(batch),
-            row["event_type"],
-            row["tenant"],
+            first.event_type,
+            first.tenant,
             type(exc).__name__,
         )
 

@@ -29,6 +29,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from .payload import Outgoing, rows
 from .tables import messages
 
 if TYPE_CHECKING:
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("gateway_engine.outbound")
 T = TypeVar("T")
-P = TypeVar("P", bound=tuple[Any, ...])
 Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
 LINGER = 0.005  # an emit waits up to 5 ms for others (the client has its answer): fewer, larger transactions
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
@@ -132,10 +132,10 @@ def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T],
     apply(conn, items)
 
 
-_COLUMNS = tuple(c.name for c in messages.columns)
+_COLUMNS = tuple(c.name for c in messages.columns)  # the order of ``payload.rows``' tuples
 
 
-def _insert_messages(conn: Connection, items: Sequence[tuple[Any, ...]]) -> None:
+def _insert_messages(conn: Connection, items: Sequence[Outgoing]) -> None:
     """The rows as plain tuples, so SQLAlchemy's per-row parameter processing (half the cost of a small
     insert) is skipped. On SQLite one multi-row INSERT: ``executemany`` steps once per row, and each step
     gives up the GIL and waits to get it back from a busy event loop (up to the 5 ms switch interval), so
@@ -143,7 +143,7 @@ def _insert_messages(conn: Connection, items: Sequence[tuple[Any, ...]]) -> None
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(*_sqlite_statement(items))
     else:
-        conn.exec_driver_sql(_insert_sql(conn.dialect), [tuple(item[0][c] for c in _COLUMNS) for item in items])
+        conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
 
 
 @functools.cache
@@ -161,25 +161,27 @@ def _sqlite_insert(count: int) -> str:
     return f"INSERT INTO {messages.name} ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
 
 
-def _sqlite_statement(items: Sequence[tuple[Any, ...]]) -> tuple[str, tuple[Any, ...]]:
+def _sqlite_statement(items: Sequence[Outgoing]) -> tuple[str, list[Any]]:
     """The multi-row INSERT of ``items`` and its parameters, row after row."""
-    return _sqlite_insert(len(items)), tuple(item[0][c] for item in items for c in _COLUMNS)
+    parameters: list[Any] = []
+    for row in rows(items, 0):
+        parameters += row
+    return _sqlite_insert(len(items)), parameters
 
 
-def _insert_sqlite(dbapi: Any, items: Sequence[tuple[Any, ...]]) -> None:
+def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing]) -> None:
     """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
     dbapi.cursor().execute(*_sqlite_statement(items))
 
 
 def outbox_writer(
     store: Store,
-    committed: Callable[[Sequence[P]], None],
-    failed: Callable[[Sequence[P], Exception], None],
+    committed: Callable[[Sequence[Outgoing]], None],
+    failed: Callable[[Sequence[Outgoing], Exception], None],
     timeout: float,
-) -> GroupCommit[P]:
-    """Batches outbox items (an ``outbound_messages`` row from ``payload.message_row`` first, then whatever
-    the caller keeps with it) into one insert per transaction; on a SQLite file, through its driver
-    connection (``Store.transact_driver``)."""
+) -> GroupCommit[Outgoing]:
+    """Batches emits (``payload.Outgoing``) into one insert per transaction, their rows made there
+    (``payload.rows``); on a SQLite file, through its driver connection (``Store.transact_driver``)."""
     if store.sqlite_path is not None:
         return GroupCommit(store.transact_driver, _insert_sqlite, committed, timeout, LINGER, failed)
     return GroupCommit(store.transact, _insert_messages, committed, timeout, LINGER, failed)
