@@ -274,6 +274,8 @@ def test_outbound_forbidden_addresses(address, refused):
 
 
 def test_outbound_oversized_events_are_not_emitted_and_old_rows_are_pruned(tmp_path):
+    import sqlalchemy as sa
+
     from gateway_engine.foundation.plugin import GatewayInfo
     from gateway_engine.outbound.catalog import compile_catalog
     from gateway_engine.outbound.outbox import prune
@@ -285,11 +287,12 @@ def test_outbound_oversized_events_are_not_emitted_and_old_rows_are_pruned(tmp_p
         service = Outbound(compile_catalog([], []), DeliverySettings(max_payload=1024), gateway)
         try:
             big = await service.emit("acme", "webhook.test", {"x": "a" * 5000})
-            small = await service.emit("acme", "webhook.test", {"x": "a"})
-            delivered = await service.emit("acme", "webhook.test", {"x": "b"})
+            small = await service.write("acme", "webhook.test", {"x": "a"}, key="source:1")  # keyed: fanned out later
+            delivered = await service.emit("acme", "webhook.test", {"x": "b"})  # fanned out as it is written
             engine = (await service.store()).engine
-            async with engine.begin() as conn:  # as the dispatcher leaves a message it has fanned out
-                await conn.execute(messages.update().where(messages.c.id == delivered).values(fanned=True))
+            async with engine.connect() as conn:
+                fanned = dict((await conn.execute(sa.select(messages.c.id, messages.c.fanned))).all())
+            assert fanned == {small: False, delivered: True}
             await prune(engine, older_than=0)  # nothing is that old
             async with engine.connect() as conn:
                 assert len((await conn.execute(messages.select())).all()) == 2

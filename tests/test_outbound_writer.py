@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 
+import orjson
 import pytest
 
 from gateway_engine.outbound.writer import GroupCommit
+from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 
 
 class Store:
@@ -154,3 +157,101 @@ async def test_a_written_route_emit_reaches_other_subscribers_of_its_type_once_c
         ids = {row[0] for row in db.execute("SELECT id FROM outbound_messages")}
     assert [(m.value, m.headers["tenant"]) for m in got] == [({"n": 2}, "acme")]
     assert len(ids) == 2 and got[0].headers[WRITTEN_HEADER] in ids
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def outbox_url(request, tmp_path) -> str:
+    """A SQLite file (the writer's ``sqlite3`` path) or a real PostgreSQL (its SQLAlchemy path)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'o.db'}"
+    from gateway_engine.store import async_url
+
+    return async_url(request.getfixturevalue("postgres_url"))
+
+
+async def test_a_routes_emits_are_fanned_out_in_the_transaction_that_writes_them(tmp_path, outbox_url):
+    """Each written emit gets one pending delivery per enabled endpoint of its own tenant whose patterns
+    match, in its batch's own transaction (no dispatcher runs here), and is written fanned out; another
+    tenant's endpoints, a disabled one and a non-matching pattern get nothing."""
+    import sqlalchemy as sa
+
+    from gateway_engine import load_config
+    from gateway_engine.outbound.service import OUTBOUND
+    from gateway_engine.outbound.tables import deliveries, endpoints, messages
+    from tests.outbound_support import KEYS, gateway_yaml, write_outbound_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(outbox_url, schedule="[2s, 5s]"), "http://x")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    await config.startup(workers=False)
+    try:
+        engine = (await service.store()).engine
+        now = time.time()
+        subscribed = [  # id, tenant, events, enabled
+            ("ep_orders", "acme", ["order.*"], True),
+            ("ep_cancelled", "acme", ["order.cancelled"], True),
+            ("ep_off", "acme", ["*"], False),
+            ("ep_globex", "globex", ["*"], True),
+        ]
+        async with engine.begin() as conn:
+            for endpoint_id, tenant, patterns, enabled in subscribed:
+                await conn.execute(
+                    endpoints.insert().values(
+                        id=endpoint_id,
+                        tenant=tenant,
+                        url="https://example.com/hook",
+                        description="",
+                        events=orjson.dumps(patterns).decode(),
+                        headers="{}",
+                        enabled=enabled,
+                        secret="whsec_" + "A" * 32,
+                        created_at=now,
+                        updated_at=now,
+                    )
+                )
+        writer = service._writer_for(await service.store())
+        for tenant in ("acme", "acme", "globex", "initech"):
+            service.emit_soon(tenant, "order.created", {"tenant": tenant})
+        await writer.close()  # one batch
+        async with engine.connect() as conn:
+            written = (await conn.execute(sa.select(messages.c.id, messages.c.tenant, messages.c.fanned))).all()
+            made = (await conn.execute(sa.select(deliveries))).mappings().all()
+    finally:
+        await config.shutdown()
+    tenant_of = {row.id: row.tenant for row in written}
+    assert len(written) == 4 and all(row.fanned for row in written)
+    assert sorted((tenant_of[d["message_id"]], d["endpoint_id"]) for d in made) == [
+        ("acme", "ep_orders"),
+        ("acme", "ep_orders"),
+        ("globex", "ep_globex"),
+    ]
+    assert all(d["tenant"] == tenant_of[d["message_id"]] for d in made)
+    assert all((d["status"], d["attempts"], d["lease_owner"]) == ("pending", 0, None) for d in made)
+    assert all(now + 2 <= d["next_at"] <= time.time() + 2 for d in made)  # the schedule's first delay
+    assert len({d["id"] for d in made}) == 3
+
+
+async def test_the_dispatchers_fan_out_reads_only_the_partial_index_of_messages_not_fanned_out(outbox_url):
+    """Migrated to ``outbound_0002``, the outbox's index holds only the messages not fanned out yet, and
+    the dispatcher's query for them uses it (on PostgreSQL: can use it, a tiny table being scanned)."""
+    import sqlalchemy as sa
+
+    from gateway_engine.outbound.outbox import unfanned
+    from gateway_engine.store import StoreSettings, acquire_store, async_url, release_store
+    from gateway_engine.store.migrations import current_revisions, ensure_migrated
+
+    store = acquire_store(StoreSettings(async_url(outbox_url)))
+    try:
+        await ensure_migrated(store)
+        assert "outbound_0002" in await current_revisions(store)
+        async with store.engine.connect() as conn:
+            if conn.dialect.name == "postgresql":
+                await conn.exec_driver_sql("SET enable_seqscan = off")
+            query = unfanned(10).compile(conn.engine, compile_kwargs={"literal_binds": True})
+            prefix = "EXPLAIN QUERY PLAN " if conn.dialect.name == "sqlite" else "EXPLAIN "
+            plan = " ".join(str(row[-1]) for row in await conn.exec_driver_sql(prefix + str(query)))
+            indexes = await conn.run_sync(lambda sync: sa.inspect(sync).get_indexes("outbound_messages"))
+    finally:
+        await release_store(store)
+    assert "outbound_messages_unfanned" in plan
+    assert [index["name"] for index in indexes] == ["outbound_messages_unfanned"]

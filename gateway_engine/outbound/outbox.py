@@ -12,7 +12,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import sqlalchemy as sa
@@ -21,7 +21,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from .payload import message_row, new_id
 from .tables import attempts, deliveries, endpoints, messages
-from .writer import Transact
+
+if TYPE_CHECKING:
+    from .writer import Transact
 
 
 def matches(patterns: Sequence[str], event_type: str) -> bool:
@@ -77,21 +79,29 @@ async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str,
 
 
 async def fan_out(transact: Transact, first_delay: float, batch: int) -> int:
-    """Turn up to ``batch`` new messages into deliveries to the endpoints subscribed then; how many.
+    """Turn up to ``batch`` messages not fanned out yet (keyed writes: a route's emits are fanned out as they
+    are written) into deliveries to the endpoints subscribed then; how many.
 
     ``transact`` is ``Store.transact`` (one transaction, on SQLite one thread hop for all of it)."""
     return int(await transact(functools.partial(_fan_out, time.time() + first_delay, batch)))
 
 
+UNFANNED = messages.c.fanned == sa.false()  # the partial index's own condition (``tables``), so it is used
+
+
+def unfanned(batch: int) -> sa.Select[tuple[str]]:
+    """The ids of the oldest ``batch`` messages not fanned out yet, read from the partial index."""
+    return sa.select(messages.c.id).where(UNFANNED).order_by(messages.c.created_at).limit(batch)
+
+
 def _fan_out(due: float, batch: int, conn: Connection) -> int:
-    pending = sa.select(messages.c.id).where(messages.c.fanned.is_(False)).order_by(messages.c.created_at)
-    pending = pending.limit(batch)
+    pending = unfanned(batch)
     if conn.dialect.name == "postgresql":
         pending = pending.with_for_update(skip_locked=True)
     claimed = (
         conn.execute(
             sa.update(messages)
-            .where(messages.c.id.in_(pending.scalar_subquery()), messages.c.fanned.is_(False))
+            .where(messages.c.id.in_(pending.scalar_subquery()), UNFANNED)
             .values(fanned=True)
             .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
         )

@@ -1,8 +1,9 @@
 """The feature's tables (its own migration branch creates them): subscriptions, the outbox, deliveries, attempts.
 
-``outbound_messages`` is the outbox: an emit is one insert there. The dispatcher fans a message
-out into one ``outbound_deliveries`` row per subscribed endpoint and records every try in
-``outbound_attempts`` (the log the subscriptions API shows).
+``outbound_messages`` is the outbox: an emit is one insert there, and one ``outbound_deliveries`` row
+per endpoint subscribed then (a route's emits are fanned out in the transaction that writes them; a
+keyed write, by the dispatcher). Every try is recorded in ``outbound_attempts`` (the log the
+subscriptions API shows).
 """
 
 from __future__ import annotations
@@ -39,7 +40,14 @@ messages = sa.Table(
     sa.Column("event_type", sa.String(200), nullable=False),
     sa.Column("payload", sa.Text, nullable=False),  # the JSON body every attempt sends
     sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("fanned", sa.Boolean, nullable=False, index=True),
+    sa.Column("fanned", sa.Boolean, nullable=False),  # turned into deliveries (a route's emits: as written)
+    # the few not fanned out yet (keyed writes), oldest first: the dispatcher's ``fan_out`` reads only these
+    sa.Index(
+        "outbound_messages_unfanned",
+        "created_at",
+        sqlite_where=sa.text("fanned = 0"),
+        postgresql_where=sa.text("fanned = false"),
+    ),
 )
 
 deliveries = sa.Table(

@@ -22,15 +22,18 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .payload import Outgoing, rows
-from .tables import messages
+from .outbox import matches
+from .payload import Outgoing, new_id, rows
+from .tables import deliveries, endpoints, messages
 
 if TYPE_CHECKING:
     from gateway_engine.store import Store
@@ -132,46 +135,82 @@ def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T],
     apply(conn, items)
 
 
-_COLUMNS = tuple(c.name for c in messages.columns)  # the order of ``payload.rows``' tuples
-
-
-def _insert_messages(conn: Connection, items: Sequence[Outgoing]) -> None:
-    """The rows as plain tuples, so SQLAlchemy's per-row parameter processing (half the cost of a small
-    insert) is skipped. On SQLite one multi-row INSERT: ``executemany`` steps once per row, and each step
-    gives up the GIL and waits to get it back from a busy event loop (up to the 5 ms switch interval), so
-    a batch of hundreds took seconds while the loop was saturated and the queue of emits grew."""
+def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: float) -> None:
+    """The batch's messages, fanned out as they are written (``_fan_out``). Its rows are plain tuples, so
+    SQLAlchemy's per-row parameter processing (half the cost of a small insert) is skipped; on SQLite
+    one multi-row INSERT: ``executemany`` steps once per row, and each step gives up the GIL and waits
+    to get it back from a busy event loop (up to the 5 ms switch interval), so a batch of hundreds
+    took seconds while the loop was saturated and the queue of emits grew."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(*_sqlite_statement(items))
+        conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1)))
     else:
-        conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
+        conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items, True))
+    tenants = sorted({item.tenant for item in items})
+    subscribed = conn.execute(
+        sa.select(endpoints.c.id, endpoints.c.tenant, endpoints.c.events).where(
+            endpoints.c.tenant.in_(tenants), endpoints.c.enabled.is_(True)
+        )
+    ).all()
+    made = _fan_out(items, subscribed, time.time() + first_delay)
+    if made:
+        conn.execute(deliveries.insert(), [dict(zip(_DELIVERY_COLUMNS, row, strict=True)) for row in made])
+
+
+def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) -> None:
+    """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
+    cursor = dbapi.cursor()
+    cursor.execute(*_sqlite_statement(messages, rows(items, 1)))
+    tenants = sorted({item.tenant for item in items})
+    subscribed = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
+    made = _fan_out(items, subscribed, time.time() + first_delay)
+    for at in range(0, len(made), _DELIVERIES_PER_STATEMENT):
+        cursor.execute(*_sqlite_statement(deliveries, made[at : at + _DELIVERIES_PER_STATEMENT]))
+
+
+_DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
+_DELIVERIES_PER_STATEMENT = 1000  # 10 columns each: far below SQLite's 32,766 parameters per statement
+_SUBSCRIBED_SQL = f"SELECT id, tenant, events FROM {endpoints.name} WHERE enabled = 1 AND tenant IN ({{}})"
+
+
+def _fan_out(items: Sequence[Outgoing], subscribed: Sequence[Any], due: float) -> list[tuple[Any, ...]]:
+    """An ``outbound_deliveries`` row (``tables`` column order) for each item and each enabled endpoint of
+    its tenant whose patterns match its type: the endpoints subscribed when the event is written."""
+    if not subscribed:  # the common case where most tenants have no endpoint: nothing per item
+        return []
+    patterns: dict[str, list[tuple[str, list[str]]]] = {}
+    for endpoint_id, tenant, events in subscribed:
+        patterns.setdefault(tenant, []).append((endpoint_id, orjson.loads(events)))
+    made = []
+    for item in items:
+        for endpoint_id, events in patterns.get(item.tenant, ()):
+            if matches(events, item.event_type):
+                made.append((new_id("dlv"), item.id, endpoint_id, item.tenant, "pending", 0, due, None, None, due))
+    return made
 
 
 @functools.cache
 def _insert_sql(dialect: Any) -> str:
-    """The INSERT in the dialect's own parameter style, compiled once per dialect."""
-    insert = messages.insert().values({c: sa.bindparam(c) for c in _COLUMNS})
+    """The messages INSERT in the dialect's own parameter style, compiled once per dialect."""
+    columns = [c.name for c in messages.columns]
+    insert = messages.insert().values({c: sa.bindparam(c) for c in columns})
     return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
 
 
-@functools.lru_cache(maxsize=64)
-def _sqlite_insert(count: int) -> str:
-    """``INSERT ... VALUES (?, ...), (?, ...)`` for ``count`` rows (SQLite's qmark style; at most
-    ``MAX_BATCH`` rows of 6 columns stays far below its 32,766 parameters)."""
-    row = "(" + ", ".join("?" * len(_COLUMNS)) + ")"
-    return f"INSERT INTO {messages.name} ({', '.join(_COLUMNS)}) VALUES " + ", ".join([row] * count)
+@functools.lru_cache(maxsize=128)
+def _sqlite_insert(table: sa.Table, count: int) -> str:
+    """``INSERT ... VALUES (?, ...), (?, ...)`` for ``count`` rows (SQLite's qmark style; ``MAX_BATCH``
+    messages of 6 columns stay far below its 32,766 parameters)."""
+    columns = [c.name for c in table.columns]
+    row = "(" + ", ".join("?" * len(columns)) + ")"
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)
 
 
-def _sqlite_statement(items: Sequence[Outgoing]) -> tuple[str, list[Any]]:
-    """The multi-row INSERT of ``items`` and its parameters, row after row."""
+def _sqlite_statement(table: sa.Table, made: Sequence[tuple[Any, ...]]) -> tuple[str, list[Any]]:
+    """The multi-row INSERT of ``made`` (rows in ``table``'s column order) and its parameters, row after row."""
     parameters: list[Any] = []
-    for row in rows(items, 0):
+    for row in made:
         parameters += row
-    return _sqlite_insert(len(items)), parameters
-
-
-def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing]) -> None:
-    """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
-    dbapi.cursor().execute(*_sqlite_statement(items))
+    return _sqlite_insert(table, len(made)), parameters
 
 
 def outbox_writer(
@@ -179,12 +218,16 @@ def outbox_writer(
     committed: Callable[[Sequence[Outgoing]], None],
     failed: Callable[[Sequence[Outgoing], Exception], None],
     timeout: float,
+    first_delay: float,
 ) -> GroupCommit[Outgoing]:
-    """Batches emits (``payload.Outgoing``) into one insert per transaction, their rows made there
-    (``payload.rows``); on a SQLite file, through its driver connection (``Store.transact_driver``)."""
+    """Batches emits (``payload.Outgoing``) into one transaction: their rows (made there, ``payload.rows``)
+    and their deliveries, the first attempt due ``first_delay`` seconds on; on a SQLite file, through its
+    driver connection (``Store.transact_driver``)."""
     if store.sqlite_path is not None:
-        return GroupCommit(store.transact_driver, _insert_sqlite, committed, timeout, LINGER, failed)
-    return GroupCommit(store.transact, _insert_messages, committed, timeout, LINGER, failed)
+        apply = functools.partial(_insert_sqlite, first_delay=first_delay)
+        return GroupCommit(store.transact_driver, apply, committed, timeout, LINGER, failed)
+    apply = functools.partial(_insert_messages, first_delay=first_delay)
+    return GroupCommit(store.transact, apply, committed, timeout, LINGER, failed)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:
