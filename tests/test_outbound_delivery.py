@@ -381,7 +381,7 @@ def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_befor
     assert len({row[0] for row in made}) == len(made)
     for row, item, (event_type, data, at) in zip(made, items, events, strict=True):
         message_id, tenant, kind, payload, created_at, fanned = row
-        assert (message_id, tenant, kind, created_at, fanned) == (item.id, "acme", event_type, at, False)
+        assert (message_id, tenant, kind, created_at, fanned) == (item.id, "acme", event_type, at, True)
         assert re.fullmatch(r"msg_[0-9a-f]{30}", message_id)
         assert int(message_id[4:18], 16) == round(at * 1_000_000)  # sorts by the emit's time
         moment = datetime.datetime.fromtimestamp(round(at * 1_000_000) / 1_000_000, datetime.UTC)

@@ -56,18 +56,18 @@ def outgoing(
     return Outgoing(tenant, event_type, data, data_json, time.time(), publish)
 
 
-def rows(items: Sequence[Outgoing], unfanned: Any = False) -> list[tuple[Any, ...]]:
+def rows(items: Sequence[Outgoing], fanned: Any = True) -> list[tuple[Any, ...]]:
     """Give each item its id; their ``outbound_messages`` rows, in ``tables.messages``' column order.
 
-    ``unfanned`` is how the driver spells the ``fanned`` column's false (0 for ``sqlite3``, whose
-    adapter lookup for a ``bool`` costs more than the rest of the row's parameters together)."""
+    ``fanned`` is how the driver spells the ``fanned`` column's value (1 for ``sqlite3``, whose adapter
+    lookup for a ``bool`` costs more than the rest of the row's parameters together)."""
     entropy = os.urandom(8 * len(items)).hex()  # one call for the batch (``random_hex`` is the loop's, not a thread's)
     made = []
     for i, item in enumerate(items):
         micros = round(item.at * 1_000_000)
         item.id = message_id = f"msg_{micros:014x}{entropy[16 * i : 16 * i + 16]}"
         body = _body(message_id, item.event_type, item.data_json, micros)
-        made.append((message_id, item.tenant, item.event_type, body, item.at, unfanned))
+        made.append((message_id, item.tenant, item.event_type, body, item.at, fanned))
     return made
 
 
@@ -76,10 +76,13 @@ def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
     return _body(message_id, event_type, orjson.dumps(data), round(at * 1_000_000)).encode()
 
 
+_BODY = '{"id":"%s","type":%s,"timestamp":"%s.%03dZ","data":%s}'  # as ``orjson.dumps`` writes the object
+
+
 def _body(message_id: str, event_type: str, data_json: bytes, micros: int) -> str:
-    """``{"id":…,"type":…,"timestamp":…,"data":…}`` as ``orjson.dumps`` writes it, from the data's JSON."""
-    stamp = f"{_second(micros // 1_000_000)}.{micros // 1000 % 1000:03d}Z"  # whole microseconds: …509.123 stays .123
-    return f'{{"id":"{message_id}","type":{_json(event_type)},"timestamp":"{stamp}","data":{data_json.decode()}}}'
+    """``{"id":…,"type":…,"timestamp":…,"data":…}`` from the data's JSON (whole microseconds: …509.123 stays .123)."""
+    second, millis = divmod(micros // 1000, 1000)
+    return _BODY % (message_id, _json(event_type), _second(second), millis, data_json.decode())
 
 
 @functools.lru_cache(maxsize=256)

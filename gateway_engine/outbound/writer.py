@@ -144,7 +144,7 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
     if conn.dialect.name == "sqlite":
         conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1)))
     else:
-        conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items, True))
+        conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
     tenants = sorted({item.tenant for item in items})
     subscribed = conn.execute(
         sa.select(endpoints.c.id, endpoints.c.tenant, endpoints.c.events).where(
