@@ -255,3 +255,41 @@ async def test_the_dispatchers_fan_out_reads_only_the_partial_index_of_messages_
         await release_store(store)
     assert "outbound_messages_unfanned" in plan
     assert [index["name"] for index in indexes] == ["outbound_messages_unfanned"]
+
+
+async def test_the_dispatcher_is_woken_by_a_batch_that_made_deliveries_not_by_one_that_made_none(tmp_path):
+    """A batch whose tenants have no endpoint gives the dispatcher nothing to do: waking it would cost it
+    two transactions per batch for nothing (its poll still finds retries). A keyed write, which the
+    dispatcher fans out itself, wakes it."""
+    import types
+
+    from gateway_engine import load_config
+    from gateway_engine.outbound.service import OUTBOUND
+    from gateway_engine.outbound.tables import endpoints
+    from tests.outbound_support import KEYS, gateway_yaml, write_outbound_config
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), "http://x")
+    config = load_config(root, KEYS)
+    service = config.state(OUTBOUND)
+    await config.startup(workers=False)
+    wakes: list[str] = []
+    try:
+        store = await service.store()
+        now = time.time()
+        async with store.engine.begin() as conn:
+            await conn.execute(
+                endpoints.insert().values(
+                    id="ep_acme", tenant="acme", url="https://example.com/hook", description="", events='["*"]',
+                    headers="{}", enabled=True, secret="whsec_" + "A" * 32, created_at=now, updated_at=now,
+                )
+            )  # fmt: skip
+        service.dispatcher = types.SimpleNamespace(wake=lambda: wakes.append("woken"))
+        await service.emit("initech", "order.created", {"n": 1})  # nobody subscribed: no delivery
+        assert wakes == []
+        await service.emit("acme", "order.created", {"n": 2})
+        assert wakes == ["woken"]
+        await service.write("initech", "order.created", {"n": 3}, key="source:evt_1")
+        assert wakes == ["woken", "woken"]
+    finally:
+        service.dispatcher = None
+        await config.shutdown()

@@ -34,7 +34,7 @@ class TooLarge(ValueError):
 class Outgoing:
     """An event on its way into the outbox; ``id`` is set when its batch is made into rows."""
 
-    __slots__ = ("tenant", "event_type", "data", "data_json", "at", "publish", "id")
+    __slots__ = ("tenant", "event_type", "data", "data_json", "at", "publish", "id", "deliveries")
 
     def __init__(self, tenant: str, event_type: str, data: Any, data_json: bytes, at: float, publish: bool) -> None:
         self.tenant = tenant
@@ -44,6 +44,7 @@ class Outgoing:
         self.at = at
         self.publish = publish  # handed to the event seam once written (where anything else listens)
         self.id = ""
+        self.deliveries = 0  # made for it in its own transaction (endpoints subscribed then)
 
 
 def outgoing(

@@ -188,6 +188,8 @@ class Outbound:
         item = Outgoing(tenant, event_type, data, b"", 0.0, publish)
         item.id = message_id
         self._written([item])
+        if self.dispatcher is not None:  # a keyed message is fanned out by the dispatcher
+            self.dispatcher.wake()
         return message_id
 
     async def _ready_store(self) -> Store:
@@ -240,14 +242,15 @@ class Outbound:
 
     def _written(self, batch: Sequence[Outgoing]) -> None:
         """Events are in the outbox: counted, published on the seam where anything else listens (realtime
-        channels), and one wake-up of this process's dispatcher per committed batch."""
+        channels), and one wake-up of this process's dispatcher per committed batch that made deliveries
+        (one that made none gave it nothing to do: waking it cost two transactions a batch for nothing)."""
         metrics.WRITTEN.inc(len(batch))
         listened = {topic: events.listened(topic, besides=self._from_seam) for topic in {i.event_type for i in batch}}
         for item in batch if any(listened.values()) else ():
             if item.publish and listened[item.event_type]:
                 headers = {TENANT_HEADER: item.tenant, WRITTEN_HEADER: item.id}
                 events.publish(events.Message(item.event_type, item.data, key=item.id, headers=headers))
-        if self.dispatcher is not None:
+        if self.dispatcher is not None and any(item.deliveries for item in batch):
             self.dispatcher.wake()
 
     def _not_written(self, batch: Sequence[Outgoing], exc: Exception) -> None:

@@ -185,6 +185,7 @@ def _fan_out(items: Sequence[Outgoing], subscribed: Sequence[Any], due: float) -
         for endpoint_id, events in patterns.get(item.tenant, ()):
             if matches(events, item.event_type):
                 made.append((new_id("dlv"), item.id, endpoint_id, item.tenant, "pending", 0, due, None, None, due))
+                item.deliveries += 1
     return made
 
 
