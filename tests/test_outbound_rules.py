@@ -72,6 +72,8 @@ def test_outbound_settings_defaults_are_svix():
     plan = delivery_settings({})
     assert plan.schedule == (0, 5, 300, 1800, 7200, 18000, 36000, 36000)
     assert (plan.timeout, plan.throttle_min, plan.disable_after) == (15, 60, 5 * 86400)
+    assert plan.write_linger == 0.02
+    assert [delivery_settings({"write_linger": v}).write_linger for v in ("5ms", 0, "0.1s")] == [0.005, 0.0, 0.1]
     with pytest.raises(ValueError):
         delivery_settings({"allow_cidrs": ["not-a-network"]})
 

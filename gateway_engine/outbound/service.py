@@ -235,8 +235,8 @@ class Outbound:
         if self._writer is None or self._writer_store is not store:
             from .writer import outbox_writer
 
-            first = self.settings.schedule[0]
-            self._writer = outbox_writer(store, self._written, self._not_written, EMIT_TIMEOUT, first)
+            first, linger = self.settings.schedule[0], self.settings.write_linger
+            self._writer = outbox_writer(store, self._written, self._not_written, EMIT_TIMEOUT, first, linger)
             self._writer_store = store
         return self._writer
 

@@ -31,6 +31,7 @@ class DeliverySettings:
     concurrency: int = 64  # attempts in flight per process
     per_endpoint: int = 4  # attempts in flight per endpoint per process
     poll_interval: float = 0.5  # seconds between looks for due work when idle
+    write_linger: float = 0.02  # seconds an emit waits for the emits of the same moment (one transaction)
     batch: int = 100
     retention: float = 30 * 86400.0  # messages, finished deliveries and attempts older than this are deleted
     max_payload: int = 256 * 1024  # bytes of an event's JSON; a larger event is not emitted
@@ -49,6 +50,8 @@ def delivery_settings(section: Mapping[str, Any]) -> DeliverySettings:
     for key in ("timeout", "throttle_min", "disable_after", "secret_overlap", "poll_interval", "retention"):
         if key in section:
             kwargs[key] = parse_duration(section[key])
+    if "write_linger" in section:
+        kwargs["write_linger"] = _delay(section["write_linger"])
     for key in ("jitter",):
         if key in section:
             kwargs[key] = float(section[key])

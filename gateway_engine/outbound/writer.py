@@ -41,7 +41,6 @@ if TYPE_CHECKING:
 log = logging.getLogger("gateway_engine.outbound")
 T = TypeVar("T")
 Transact = Callable[[Callable[[Connection], Any]], Awaitable[Any]]  # ``Store.transact``
-LINGER = 0.005  # an emit waits up to 5 ms for others (the client has its answer): fewer, larger transactions
 MAX_BATCH = 500  # items per transaction: a burst larger than this is written in several
 MAX_QUEUED = 10_000  # enqueued items waiting for a transaction; past it ``enqueue`` refuses
 
@@ -220,15 +219,16 @@ def outbox_writer(
     failed: Callable[[Sequence[Outgoing], Exception], None],
     timeout: float,
     first_delay: float,
+    linger: float,
 ) -> GroupCommit[Outgoing]:
     """Batches emits (``payload.Outgoing``) into one transaction: their rows (made there, ``payload.rows``)
     and their deliveries, the first attempt due ``first_delay`` seconds on; on a SQLite file, through its
     driver connection (``Store.transact_driver``)."""
     if store.sqlite_path is not None:
         apply = functools.partial(_insert_sqlite, first_delay=first_delay)
-        return GroupCommit(store.transact_driver, apply, committed, timeout, LINGER, failed)
+        return GroupCommit(store.transact_driver, apply, committed, timeout, linger, failed)
     apply = functools.partial(_insert_messages, first_delay=first_delay)
-    return GroupCommit(store.transact, apply, committed, timeout, LINGER, failed)
+    return GroupCommit(store.transact, apply, committed, timeout, linger, failed)
 
 
 def engine_transact(engine: AsyncEngine) -> Transact:
