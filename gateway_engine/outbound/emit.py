@@ -72,7 +72,7 @@ class EmitHook:
 
     async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
         try:
-            variables = _variables(ctx, reply, body, self.reads)
+            variables = _variables(ctx, reply, body, self.reads) if self.reads.names else {}
         except Exception:
             metrics.EMITTED.labels("failed").inc()
             log.exception("emit: the answer of %s could not be read", ctx.path)

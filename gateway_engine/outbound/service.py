@@ -134,8 +134,13 @@ class Outbound:
         counted and logged by ``_written`` and ``_not_written``; a store not opened yet is waited for
         by a task of its own."""
         try:
-            item = self._outgoing(tenant, event_type, data, checked, True, data_json)
+            if not checked:
+                self._check(event_type, data)
+            item = outgoing(tenant, event_type, data, limit=self.settings.max_payload, data_json=data_json)
         except NotWritten:
+            return
+        except TooLarge as exc:
+            self._too_large(event_type, tenant, exc)
             return
         store = self._store.ready
         if store is None:
@@ -203,16 +208,12 @@ class Outbound:
             log.error("event not emitted: %s", problem)
             raise NotWritten(problem)
 
-    def _outgoing(
-        self, tenant: str, event_type: str, data: Any, checked: bool, publish: bool, data_json: bytes | None = None
-    ) -> Outgoing:
+    def _outgoing(self, tenant: str, event_type: str, data: Any, checked: bool, publish: bool) -> Outgoing:
         """A valid event for the next batch (NotWritten, counted and logged, when it is invalid or too large)."""
         if not checked:
             self._check(event_type, data)
         try:
-            return outgoing(
-                tenant, event_type, data, limit=self.settings.max_payload, data_json=data_json, publish=publish
-            )
+            return outgoing(tenant, event_type, data, limit=self.settings.max_payload, publish=publish)
         except TooLarge as exc:
             raise self._too_large(event_type, tenant, exc) from None
 

@@ -46,7 +46,10 @@ class BodyCopy:
 
 def copy_for_hooks(route: CompiledRoute, reply: Reply, limit: int) -> BodyCopy | None:
     """Start copying the body if a hook of ``route`` reads it."""
-    return BodyCopy(reply, limit) if any(h.needs_body for h in route.after_answer) else None
+    for hook in route.after_answer:  # a loop, not any(<generator>): this runs on every answer of such a route
+        if hook.needs_body:
+            return BodyCopy(reply, limit)
+    return None
 
 
 async def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
