@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gateway_engine import create_app
+from tests.postgres_server import any_store, postgres_server, postgres_url  # noqa: F401  (one server per test process)
 from tests.redis_server import redis_url  # noqa: F401  (a fixture shared by the Redis tests)
 from tests.servers import serve, write_config
 from tests.upstream_app import Recorder, echo_app

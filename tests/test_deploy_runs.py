@@ -16,7 +16,6 @@ import orjson
 
 from gateway_engine.cli.main import run
 from tests.deploy_support import CONFIG
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 from tests.servers import free_port
 
 

@@ -17,7 +17,6 @@ from gateway_engine.kafka.results import PENDING, SharedResults
 from gateway_engine.store import StoreSettings, async_url
 from tests.gateway_process import GatewayProcess
 from tests.kafka_server import Background, Broker, kafka_broker, tansu  # noqa: F401
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 from tests.servers import free_port, write_config
 from tests.test_kafka import GATEWAY, ROUTES, SECRET, Service, token
 

@@ -10,7 +10,6 @@ import pytest
 
 from gateway_engine.foundation.metrics import REGISTRY
 from tests.keys_support import Admin, admin_routes, call, eventually, gateway_yaml, service_routes
-from tests.postgres_server import any_store, postgres_server, postgres_url  # noqa: F401
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ import pytest
 from gateway_engine.cli.main import run
 from tests.gateway_process import GatewayProcess
 from tests.keys_support import OPS_KEY, Admin, admin_routes, call, eventually, gateway_yaml, service_routes
-from tests.postgres_server import any_store, postgres_server, postgres_url  # noqa: F401
 
 
 @pytest.fixture

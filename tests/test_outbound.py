@@ -16,7 +16,6 @@ from gateway_engine import create_app
 from gateway_engine.store import async_url
 from tests.gateway_process import GatewayProcess
 from tests.outbound_support import KEYS, Receiver, api, gateway_yaml, verify, wait_for, write_outbound_config
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 from tests.servers import free_port, serve
 
 

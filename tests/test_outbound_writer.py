@@ -10,7 +10,6 @@ import orjson
 import pytest
 
 from gateway_engine.outbound.writer import GroupCommit
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 
 
 class Store:

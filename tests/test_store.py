@@ -19,7 +19,6 @@ from gateway_engine.store import (
     migration_branches,
     store_settings,
 )
-from tests.postgres_server import postgres_server, postgres_url  # noqa: F401
 
 EXTRA_REVISION = """
 import sqlalchemy as sa
