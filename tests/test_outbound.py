@@ -113,17 +113,24 @@ def test_outbound_worker_delivers_for_gateways_that_do_not_dispatch(tmp_path, up
             assert client.put("/orders/8/status").status_code == 200
             time.sleep(0.5)
             assert receiver.received == []  # nobody dispatches yet
+            log = tmp_path / "worker.log"
             worker = subprocess.Popen(
                 [sys.executable, "-m", "gateway_engine", "worker", "--only", "outbound", "--config", str(root)],
-                env={**os.environ, **KEYS},
+                env={**os.environ, **KEYS, "PYTHONFAULTHANDLER": "1"},
                 stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
+                stderr=log.open("w"),
             )
             try:
                 wait_for(lambda: receiver.received, timeout=60)
             finally:
                 worker.send_signal(signal.SIGTERM)
-                assert worker.wait(30) == 0
+                try:
+                    code = worker.wait(30)
+                except subprocess.TimeoutExpired:  # seen once in CI under load: show where every thread waits
+                    worker.send_signal(signal.SIGABRT)  # faulthandler writes each thread's stack to the log
+                    worker.wait(10)
+                    pytest.fail(f"the worker did not exit within 30 s of SIGTERM:\n{log.read_text()[-6000:]}")
+                assert code == 0
     assert b"worker running outbound" in worker.stdout.read()
 
 
