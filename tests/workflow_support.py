@@ -63,6 +63,7 @@ def temporal_server(port: int | None = None, timeout: float = 20.0) -> Iterator[
             if time.monotonic() > deadline or proc.poll() is not None:
                 raise RuntimeError("the Temporal dev server did not start")
             time.sleep(0.05)
+        _wait_for_default_namespace(port, deadline, proc)
         yield f"127.0.0.1:{port}"
     finally:
         proc.terminate()
@@ -71,6 +72,20 @@ def temporal_server(port: int | None = None, timeout: float = 20.0) -> Iterator[
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _wait_for_default_namespace(port: int, deadline: float, proc: subprocess.Popen) -> None:
+    """The frontend's port opens before it serves the ``default`` namespace: a call in between fails
+    (seen in CI under load as a 502 from the first call). Ready is when the namespace can be described."""
+    describe = [temporal_binary(), "operator", "namespace", "describe", "--namespace", "default"]
+    while True:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            done = subprocess.run([*describe, "--address", f"127.0.0.1:{port}"], capture_output=True, timeout=5)
+            if done.returncode == 0:
+                return
+        if time.monotonic() > deadline or proc.poll() is not None:
+            raise RuntimeError("the Temporal dev server did not serve its default namespace")
+        time.sleep(0.05)
 
 
 class FakeBackends:
