@@ -391,3 +391,38 @@ def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_befor
         assert outgoing("acme", event_type, data, limit=len(body)).data_json == orjson.dumps(data)
         with pytest.raises(TooLarge, match=f"the event is {len(body)} bytes, more than {len(body) - 1}"):
             outgoing("acme", event_type, data, limit=len(body) - 1)
+
+
+async def test_a_dispatcher_stops_even_where_a_round_loses_its_cancellation():
+    """On Python 3.11 ``asyncio.wait_for`` returns normally when a cancellation lands as its inner wait
+    completes; a dispatcher whose loop only ended by cancellation then ran for ever after SIGTERM (a
+    ``gateway-engine worker`` seen in CI still dispatching 25 minutes later). A round that swallows
+    the cancellation stands in for that race here: ``stop`` must still return."""
+    import asyncio
+
+    from gateway_engine.outbound.dispatcher import Dispatcher
+    from gateway_engine.outbound.settings import DeliverySettings
+
+    rounds: list[str] = []
+
+    class LosesItsCancellation(Dispatcher):
+        async def step(self) -> bool:
+            rounds.append("round")
+            try:
+                await asyncio.sleep(30)
+            except asyncio.CancelledError:
+                if len(rounds) > 1:
+                    raise  # only the first is lost: a failing run ends when the test's loop closes
+            return True  # "more may be waiting": the loop goes straight into the next round
+
+    async def transact(work):
+        raise AssertionError("no round here touches the store")
+
+    async def no_events(*_args, **_kwargs):
+        return None
+
+    dispatcher = LosesItsCancellation(None, DeliverySettings(), no_events, transact)
+    dispatcher.start()
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(dispatcher.stop(), 5)
+    assert rounds == ["round"]

@@ -54,6 +54,7 @@ class Dispatcher:
         self._loop: asyncio.Task | None = None
         self._counted = 0.0  # when the backlog gauge was last set
         self._pruned = 0.0  # when old rows were last deleted
+        self._stopping = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop().create_task(self._run())
@@ -62,6 +63,7 @@ class Dispatcher:
         self.wakeup.set()
 
     async def stop(self) -> None:
+        self._stopping = True  # the loop ends after this round even where a cancellation is lost (below)
         if self._loop is not None:
             self._loop.cancel()
             await asyncio.gather(self._loop, return_exceptions=True)
@@ -71,8 +73,11 @@ class Dispatcher:
         await self.sender.aclose()
 
     async def _run(self) -> None:
+        """Rounds until stopped. Waits use ``asyncio.timeout``: on Python 3.11 ``asyncio.wait_for`` loses a
+        cancellation that lands as its inner wait completes, and a worker given SIGTERM then went on
+        dispatching for ever (seen in CI: ``stop`` waited on this loop)."""
         failures = 0
-        while True:
+        while not self._stopping:
             try:
                 worked = await self.step()
                 failures = 0
@@ -87,7 +92,8 @@ class Dispatcher:
             if not worked:
                 self.wakeup.clear()
                 try:
-                    await asyncio.wait_for(self.wakeup.wait(), self.settings.poll_interval)
+                    async with asyncio.timeout(self.settings.poll_interval):
+                        await self.wakeup.wait()
                 except TimeoutError:
                     pass
                 else:  # woken: let the wake-ups of the next moment join this one (one round for a burst)
