@@ -87,9 +87,12 @@ class EmitHook:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                data = emission.data(variables)
                 self.service.emit_soon(
-                    str(tenant), emission.event, data, checked=emission.checked, data_json=emission.data_json
+                    str(tenant),
+                    emission.event,
+                    emission.data(variables),
+                    checked=emission.checked,
+                    data_json=emission.data_json,
                 )
             except Exception:  # a template that fails on this answer: logged, the answer is already out
                 metrics.EMITTED.labels("failed").inc()

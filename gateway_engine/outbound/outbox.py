@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,29 @@ def delivery_row(message_id: str, endpoint_id: str, tenant: str, at: float) -> d
     }
 
 
+def subscribed(tenants: Collection[str]) -> sa.Select[tuple[str, str, str]]:
+    """The enabled endpoints of ``tenants``: id, tenant and the JSON list of their event patterns."""
+    return sa.select(endpoints.c.id, endpoints.c.tenant, endpoints.c.events).where(
+        endpoints.c.tenant.in_(sorted(tenants)), endpoints.c.enabled.is_(True)
+    )
+
+
+def deliveries_for(
+    written: Iterable[Sequence[Any]], endpoint_rows: Iterable[Sequence[Any]], due: float
+) -> list[dict[str, Any]]:
+    """A pending delivery (``delivery_row``) for each (message id, tenant, event type) and each endpoint of
+    that tenant (``subscribed``' rows) whose patterns match the type; one tenant's never reach another's."""
+    patterns: dict[str, list[tuple[str, list[str]]]] = {}
+    for endpoint_id, tenant, events in endpoint_rows:
+        patterns.setdefault(tenant, []).append((endpoint_id, orjson.loads(events)))
+    return [
+        delivery_row(message_id, endpoint_id, tenant, due)
+        for message_id, tenant, event_type in written
+        for endpoint_id, events in patterns.get(tenant, ())
+        if matches(events, event_type)
+    ]
+
+
 async def add_delivery(conn: AsyncConnection, message_id: str, endpoint_id: str, tenant: str, at: float) -> str:
     row = delivery_row(message_id, endpoint_id, tenant, at)
     await conn.execute(deliveries.insert(), [row])
@@ -106,25 +129,7 @@ def _fan_out(due: float, batch: int, conn: Connection) -> int:
             .returning(messages.c.id, messages.c.tenant, messages.c.event_type)
         )
     ).all()
-    by_tenant: dict[str, list[Any]] = {}
-    made: list[dict[str, Any]] = []
-    for row in claimed:
-        by_tenant.setdefault(row.tenant, []).append(row)
-    for tenant, rows in by_tenant.items():
-        subscribed = (
-            conn.execute(
-                sa.select(endpoints.c.id, endpoints.c.events).where(
-                    endpoints.c.tenant == tenant, endpoints.c.enabled.is_(True)
-                )
-            )
-        ).all()
-        patterns = [(endpoint.id, orjson.loads(endpoint.events)) for endpoint in subscribed]
-        made += [
-            delivery_row(row.id, endpoint_id, tenant, due)
-            for row in rows
-            for endpoint_id, events in patterns
-            if matches(events, row.event_type)
-        ]
+    made = deliveries_for(claimed, conn.execute(subscribed({row.tenant for row in claimed})).all(), due)
     if made:  # one statement for every delivery of the batch
         conn.execute(deliveries.insert(), made)
     return len(claimed)

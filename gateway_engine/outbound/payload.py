@@ -24,7 +24,6 @@ from gateway_engine.foundation.ids import sortable_id
 
 new_id = sortable_id  # row ids sort by creation time: their primary-key insert is an append (``foundation.ids``)
 ID_LENGTH = len(new_id("msg"))  # ``msg_`` + 14 hex digits of microseconds + 16 random
-STAMP_LENGTH = len("2026-12-03T06:15:09.123Z")
 
 
 class TooLarge(ValueError):

@@ -247,7 +247,7 @@ class Outbound:
         (one that made none gave it nothing to do: waking it cost two transactions a batch for nothing)."""
         metrics.WRITTEN.inc(len(batch))
         listened = {topic: events.listened(topic, besides=self._from_seam) for topic in {i.event_type for i in batch}}
-        for item in batch if any(listened.values()) else ():
+        for item in batch:
             if item.publish and listened[item.event_type]:
                 headers = {TENANT_HEADER: item.tenant, WRITTEN_HEADER: item.id}
                 events.publish(events.Message(item.event_type, item.data, key=item.id, headers=headers))

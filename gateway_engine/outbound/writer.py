@@ -26,13 +26,12 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-import orjson
 import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from .outbox import matches
-from .payload import Outgoing, new_id, rows
+from .outbox import deliveries_for, subscribed
+from .payload import Outgoing, rows
 from .tables import deliveries, endpoints, messages
 
 if TYPE_CHECKING:
@@ -144,15 +143,9 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
         conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1)))
     else:
         conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
-    tenants = sorted({item.tenant for item in items})
-    subscribed = conn.execute(
-        sa.select(endpoints.c.id, endpoints.c.tenant, endpoints.c.events).where(
-            endpoints.c.tenant.in_(tenants), endpoints.c.enabled.is_(True)
-        )
-    ).all()
-    made = _fan_out(items, subscribed, time.time() + first_delay)
+    made = _fan_out(items, conn.execute(subscribed({item.tenant for item in items})).all(), first_delay)
     if made:
-        conn.execute(deliveries.insert(), [dict(zip(_DELIVERY_COLUMNS, row, strict=True)) for row in made])
+        conn.execute(deliveries.insert(), made)
 
 
 def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) -> None:
@@ -160,31 +153,27 @@ def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) ->
     cursor = dbapi.cursor()
     cursor.execute(*_sqlite_statement(messages, rows(items, 1)))
     tenants = sorted({item.tenant for item in items})
-    subscribed = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
-    made = _fan_out(items, subscribed, time.time() + first_delay)
+    endpoint_rows = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
+    made = [tuple(row.get(c) for c in _DELIVERY_COLUMNS) for row in _fan_out(items, endpoint_rows, first_delay)]
     for at in range(0, len(made), _DELIVERIES_PER_STATEMENT):
         cursor.execute(*_sqlite_statement(deliveries, made[at : at + _DELIVERIES_PER_STATEMENT]))
 
 
 _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
 _DELIVERIES_PER_STATEMENT = 1000  # 10 columns each: far below SQLite's 32,766 parameters per statement
+# ``outbox.subscribed`` in the ``sqlite3`` driver's own terms (its IN list has one ``?`` per tenant)
 _SUBSCRIBED_SQL = f"SELECT id, tenant, events FROM {endpoints.name} WHERE enabled = 1 AND tenant IN ({{}})"
 
 
-def _fan_out(items: Sequence[Outgoing], subscribed: Sequence[Any], due: float) -> list[tuple[Any, ...]]:
-    """An ``outbound_deliveries`` row (``tables`` column order) for each item and each enabled endpoint of
-    its tenant whose patterns match its type: the endpoints subscribed when the event is written."""
-    if not subscribed:  # the common case where most tenants have no endpoint: nothing per item
+def _fan_out(items: Sequence[Outgoing], endpoint_rows: Sequence[Any], first_delay: float) -> list[dict[str, Any]]:
+    """The batch's deliveries (``outbox.deliveries_for``: the endpoints subscribed when it is written),
+    counted on each item for ``Outbound._written``."""
+    if not endpoint_rows:  # the common case, tenants with no endpoint: nothing per item
         return []
-    patterns: dict[str, list[tuple[str, list[str]]]] = {}
-    for endpoint_id, tenant, events in subscribed:
-        patterns.setdefault(tenant, []).append((endpoint_id, orjson.loads(events)))
-    made = []
-    for item in items:
-        for endpoint_id, events in patterns.get(item.tenant, ()):
-            if matches(events, item.event_type):
-                made.append((new_id("dlv"), item.id, endpoint_id, item.tenant, "pending", 0, due, None, None, due))
-                item.deliveries += 1
+    made = deliveries_for(((i.id, i.tenant, i.event_type) for i in items), endpoint_rows, time.time() + first_delay)
+    by_id = {item.id: item for item in items}
+    for row in made:
+        by_id[row["message_id"]].deliveries += 1
     return made
 
 
