@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from pathlib import Path
 
 import httpx
+import orjson
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -360,3 +362,51 @@ def test_outbound_refusals_never_tell_the_resolved_address(tmp_path, upstream):
     with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
         refused = client.post("/webhooks/endpoints", json={"url": "http://localhost:9/", "events": ["order.*"]})
     assert refused.status_code == 422 and "loopback" in refused.text and "127.0.0.1" not in refused.text
+
+
+def test_a_lying_upstream_body_fails_only_its_emit_never_the_answer(tmp_path):
+    """What an upstream answers reaches the emit through ``response.body``. A body nested too deep to
+    serialise (orjson stops at 255 levels), one that is not JSON although it says so, and a plain one:
+    every client gets the upstream's answer as it is; only the plain one is written, the others are
+    counted as failed or written with no data."""
+    from starlette.applications import Starlette
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    deep = "{" + '"a":{' * 299 + '"a":1' + "}" * 300
+    bodies = {"deep": deep.encode(), "broken": b'{"id": "1", "status": ', "plain": b'{"id": "1", "status": "ok"}'}
+
+    async def answer(request):
+        return Response(bodies[request.path_params["kind"]], media_type="application/json")
+
+    with serve(Starlette(routes=[Route("/{kind}", answer, methods=["PUT"])])) as upstream:
+        root = write_outbound_config(tmp_path / "cfg", gateway_yaml(None), upstream)
+        (root / "routes.d" / "orders.yaml").write_text(f"""\
+backend: orders
+prefix: /orders
+upstream: {{url: "{upstream}"}}
+plugins:
+  auth: {{}}
+routes:
+  - name: lying
+    method: PUT
+    path: "/{{kind}}"
+    upstream_path: "/{{kind}}"
+    emit: {{event: order.created, data: "{{{{ response.body }}}}"}}
+""")
+        failed, invalid = (metrics.EMITTED.labels(kind)._value.get() for kind in ("failed", "invalid"))
+        with serve(create_app(str(root), KEYS)) as base, api(base, KEYS["ACME_KEY"]) as client:
+            for kind, body in bodies.items():
+                reply = client.put(f"/orders/{kind}")
+                assert (reply.status_code, reply.content) == (200, body)
+            wait_for(lambda: metrics.EMITTED.labels("failed")._value.get() > failed)
+            engine_db = root / "data" / "gateway.db"
+            wait_for(
+                lambda: sqlite3.connect(engine_db).execute("SELECT count(*) FROM outbound_messages").fetchone()[0] >= 1
+            )
+            time.sleep(0.2)  # a batch after the plain one would have been written by now
+            with sqlite3.connect(engine_db) as db:
+                written = [orjson.loads(p)["data"] for (p,) in db.execute("SELECT payload FROM outbound_messages")]
+    assert written == [{"id": "1", "status": "ok"}]  # the deep one failed; the broken one has no object to send
+    assert metrics.EMITTED.labels("failed")._value.get() == failed + 1
+    assert metrics.EMITTED.labels("invalid")._value.get() == invalid + 1  # None is not the schema's object

@@ -179,7 +179,8 @@ async def test_a_routes_emits_are_fanned_out_in_the_transaction_that_writes_them
     from gateway_engine.outbound.tables import deliveries, endpoints, messages
     from tests.outbound_support import KEYS, gateway_yaml, write_outbound_config
 
-    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(outbox_url, schedule="[2s, 5s]"), "http://x")
+    yaml = gateway_yaml(outbox_url, schedule="[2s, 5s]", extra="  write_linger: 30ms\n")
+    root = write_outbound_config(tmp_path / "cfg", yaml, "http://x")
     config = load_config(root, KEYS)
     service = config.state(OUTBOUND)
     await config.startup(workers=False)
@@ -209,6 +210,7 @@ async def test_a_routes_emits_are_fanned_out_in_the_transaction_that_writes_them
                     )
                 )
         writer = service._writer_for(await service.store())
+        assert writer.linger == 0.03  # outbound_webhooks.write_linger
         for tenant in ("acme", "acme", "globex", "initech"):
             service.emit_soon(tenant, "order.created", {"tenant": tenant})
         await writer.close()  # one batch
