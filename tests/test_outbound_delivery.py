@@ -426,3 +426,41 @@ async def test_a_dispatcher_stops_even_where_a_round_loses_its_cancellation():
     await asyncio.sleep(0.05)
     await asyncio.wait_for(dispatcher.stop(), 5)
     assert rounds == ["round"]
+
+
+async def test_a_constant_emit_is_queued_by_a_plain_call_and_published_as_its_data(tmp_path, upstream):
+    """A constant ``tenant`` and ``data`` are rendered and serialised at load; the hook (a plain call, not a
+    coroutine) only queues the event, and what the seam's other subscribers get is the data as an object."""
+    import inspect
+
+    from gateway_engine import load_config
+    from gateway_engine.foundation import events
+    from gateway_engine.foundation.context import RequestContext
+    from gateway_engine.foundation.reply import Reply
+    from gateway_engine.outbound.service import OUTBOUND
+
+    root = write_outbound_config(tmp_path / "cfg", gateway_yaml(f"sqlite:///{tmp_path / 'o.db'}"), upstream)
+    orders = root / "routes.d" / "orders.yaml"
+    orders.write_text(orders.read_text() + _emit_route(', data: {id: "7", status: new, tags: [a, b]}'))
+    config = load_config(root, KEYS)
+    route = next(r for r in config.routes if r.name == "constant")
+    [hook] = route.after_answer
+    assert hook.emissions[0].tenant_text == "acme" and hook.emissions[0].data_json is not None
+    service = config.state(OUTBOUND)
+    got: list[events.Message] = []
+    await config.startup(workers=False)
+    stop = events.subscribe("order.status_changed", got.append)
+    try:
+        writer = service._writer_for(await service.store())
+        ctx = RequestContext({"type": "http", "method": "POST", "path": "/x", "headers": []}, None, route, {}, "")
+        assert hook(ctx, Reply(200, [], b"{}"), None) is None  # not a coroutine: nothing to await
+        assert not inspect.iscoroutinefunction(type(hook).__call__)
+        hook(ctx, Reply(500, [], b"{}"), None)  # not a 2xx: not emitted
+        await writer.close()
+    finally:
+        stop()
+        await config.shutdown()
+    assert [(m.value, m.headers["tenant"]) for m in got] == [({"id": "7", "status": "new", "tags": ["a", "b"]}, "acme")]
+    with sqlite3.connect(tmp_path / "o.db") as db:
+        [(payload,)] = db.execute("SELECT payload FROM outbound_messages").fetchall()
+    assert orjson.loads(payload)["data"] == {"id": "7", "status": "new", "tags": ["a", "b"]}

@@ -74,13 +74,15 @@ class AfterAnswer(Protocol):
 
     A feature claims route keys (``Feature.route_keys``); the core keeps their values as written in
     ``CompiledRoute.extensions``, the feature compiles them into hooks (``Contribution.after_answer``),
-    and the app awaits them after the last byte of the answer went out. ``body`` is the answer's body
-    when ``needs_body`` (at most ``limits.response_body`` bytes; None when larger). A hook never raises.
+    and the app calls them after the last byte of the answer went out. ``body`` is the answer's body
+    when ``needs_body`` (at most ``limits.response_body`` bytes; None when larger). A hook never raises
+    and never waits: it runs on every answer of its route, so it is a plain call (two coroutines per
+    answer were most of what an emit cost the request), and what needs I/O it queues or schedules.
     """
 
     needs_body: bool
 
-    async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None: ...
+    def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None: ...
 
 
 @dataclass

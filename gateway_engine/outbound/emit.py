@@ -27,6 +27,7 @@ from gateway_engine.foundation.reply import Reply
 
 from . import metrics
 from .catalog import Catalog
+from .payload import UNPARSED
 from .service import Outbound
 
 log = logging.getLogger("gateway_engine.outbound")
@@ -41,7 +42,8 @@ class Emission:
     data: Render
     tenant: Render | None
     checked: bool = False  # the data is a constant, checked against the event's schema at load
-    data_json: bytes | None = None  # and serialised then, once
+    data_json: bytes | None = None  # and serialised then, once (not rendered per answer)
+    tenant_text: str | None = None  # a constant ``tenant:``, not rendered per answer
 
 
 @dataclass(frozen=True)
@@ -70,30 +72,34 @@ class EmitHook:
         self.reads = reads
         self.needs_body = reads.response_body
 
-    async def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
+    def __call__(self, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
+        """Runs on every answer of the route: what is constant was rendered at load, and the event is
+        only queued here (``Outbound.emit_soon``); its row is made with its batch."""
         try:
             variables = _variables(ctx, reply, body, self.reads) if self.reads.names else {}
         except Exception:
             metrics.EMITTED.labels("failed").inc()
             log.exception("emit: the answer of %s could not be read", ctx.path)
             return
+        succeeded = 200 <= reply.status < 300
         for emission in self.emissions:
             try:
-                picked = emission.when(variables) if emission.when is not None else 200 <= reply.status < 300
-                if not picked:
+                if not (emission.when(variables) if emission.when is not None else succeeded):
                     continue
-                tenant = emission.tenant(variables) if emission.tenant is not None else default_tenant(ctx.identity)
+                tenant = emission.tenant_text
+                if tenant is None:
+                    rendered = (
+                        emission.tenant(variables) if emission.tenant is not None else default_tenant(ctx.identity)
+                    )
+                    tenant = str(rendered) if rendered else None
                 if not tenant:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                self.service.emit_soon(
-                    str(tenant),
-                    emission.event,
-                    emission.data(variables),
-                    checked=emission.checked,
-                    data_json=emission.data_json,
-                )
+                if emission.data_json is not None:  # a constant: checked and serialised at load
+                    self.service.emit_soon(tenant, emission.event, UNPARSED, True, emission.data_json)
+                else:
+                    self.service.emit_soon(tenant, emission.event, emission.data(variables))
             except Exception:  # a template that fails on this answer: logged, the answer is already out
                 metrics.EMITTED.labels("failed").inc()
                 log.exception("event %s could not be emitted", emission.event)
@@ -156,6 +162,8 @@ def compile_emits(
                 errors.append(_error(route, where, f"event type {item['event']!r} is not declared in events.d"))
                 continue
             constant = next(template_strings(item["data"]), None) is None
+            tenant = item.get("tenant")
+            tenant_text = str(tenant) if tenant is not None and next(template_strings(tenant), None) is None else None
             try:
                 data = compile_value(item["data"], NAMES)
                 if constant and (problem := catalog.problem(item["event"], data({}))) is not None:
@@ -170,6 +178,7 @@ def compile_emits(
                         compile_value(item["tenant"], NAMES) if "tenant" in item else None,
                         checked=constant,
                         data_json=data_json,
+                        tenant_text=tenant_text,
                     )
                 )
             except TemplateError as exc:

@@ -26,6 +26,9 @@ new_id = sortable_id  # row ids sort by creation time: their primary-key insert 
 ID_LENGTH = len(new_id("msg"))  # ``msg_`` + 14 hex digits of microseconds + 16 random
 
 
+UNPARSED: Any = object()  # ``Outgoing.data`` of a constant: only its JSON is kept (``Outgoing.value``)
+
+
 class TooLarge(ValueError):
     """An event whose JSON is larger than ``max_payload``."""
 
@@ -44,6 +47,10 @@ class Outgoing:
         self.publish = publish  # handed to the event seam once written (where anything else listens)
         self.id = ""
         self.deliveries = 0  # made for it in its own transaction (endpoints subscribed then)
+
+    def value(self) -> Any:
+        """The data as an object (parsed from its JSON where only that was kept: a constant's)."""
+        return orjson.loads(self.data_json) if self.data is UNPARSED else self.data
 
 
 def outgoing(

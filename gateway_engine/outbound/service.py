@@ -126,7 +126,7 @@ class Outbound:
             return None
 
     def emit_soon(
-        self, tenant: str, event_type: str, data: Any, *, checked: bool = False, data_json: bytes | None = None
+        self, tenant: str, event_type: str, data: Any, checked: bool = False, data_json: bytes | None = None
     ) -> None:
         """A route's emit: queued for the next outbox batch, returning at once (the client has its answer).
 
@@ -250,7 +250,7 @@ class Outbound:
         for item in batch:
             if item.publish and listened[item.event_type]:
                 headers = {TENANT_HEADER: item.tenant, WRITTEN_HEADER: item.id}
-                events.publish(events.Message(item.event_type, item.data, key=item.id, headers=headers))
+                events.publish(events.Message(item.event_type, item.value(), key=item.id, headers=headers))
         if self.dispatcher is not None and any(item.deliveries for item in batch):
             self.dispatcher.wake()
 

@@ -52,10 +52,10 @@ def copy_for_hooks(route: CompiledRoute, reply: Reply, limit: int) -> BodyCopy |
     return None
 
 
-async def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
+def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
     """Every hook, each isolated: a failing hook is logged and never reaches the client or the others."""
     for hook in route.after_answer:
         try:
-            await hook(ctx, reply, body)
+            hook(ctx, reply, body)
         except Exception:
             log.exception("an after-answer hook of route %s failed", route.qualified_name)

@@ -186,7 +186,7 @@ class GatewayApp:
                             try:
                                 await write_reply(reply, send, ctx)
                             finally:
-                                await run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
+                                run_hooks(route, ctx, reply, copy.body() if copy is not None else None)
                             return
             record(ctx, reply)
             await write_reply(reply, send, ctx)

@@ -116,7 +116,7 @@ async def invoke(
     reply = await run_pipeline(ctx, route, config)
     raw = await reply.read(config.limits["response_body"])
     if route.after_answer:  # an in-process call emits what a client's would (a workflow step's, say)
-        await run_hooks(route, ctx, reply, raw)
+        run_hooks(route, ctx, reply, raw)
     try:
         parsed: Any = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:
