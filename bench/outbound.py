@@ -9,6 +9,11 @@
    gateway's and the worker's outbox on PostgreSQL, whose server then does the inserts.
 
 Needs nginx and wrk (as ``python -m bench``); ``--only dispatcher|emit`` runs one part.
+
+``--only engine`` (not part of the default run, no target): what an emit adds to a request in
+process, as ``bench.engine`` measures (the upstream stubbed, no sockets), in the process's CPU time,
+the outbox batches' thread included. It moves with a change to the emit path by far less noise than
+wrk's rounds on a shared machine, and it is where a change is compared before the wrk run.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -188,6 +194,45 @@ def emit_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace,
     }
 
 
+def engine_cost(args: argparse.Namespace) -> dict:
+    """CPU µs per request of the plain and the emitting route in process (``bench.engine.measure_app``),
+    the best batch of each round, alternating; the outbox is a SQLite file, as by default."""
+    import uvloop
+
+    from bench.engine import measure_app
+
+    figures: dict[str, list[float]] = {"items": [], "emit": []}
+    with tempfile.TemporaryDirectory(prefix="gw-bench-outbound-engine-") as tmp:
+        config = Path(tmp) / "config"
+        shutil.copytree(CONFIG, config)
+        env = {"BENCH_UPSTREAM_URL": "http://127.0.0.1:9"}
+        data = os.environ.get("GATEWAY_DATA")
+        os.environ["GATEWAY_DATA"] = str(
+            Path(tmp) / "data"
+        )  # the store's directory is read from the process's environment
+        try:
+            for _ in range(args.rounds):
+                for name, found in figures.items():
+                    path = f"/api/gateway/bench/{name}"
+                    best, _median = uvloop.run(measure_app(str(config), env, path, {}, args.requests, cpu=True))
+                    found.append(best)
+        finally:
+            if data is None:
+                del os.environ["GATEWAY_DATA"]
+            else:
+                os.environ["GATEWAY_DATA"] = data
+        with sqlite3.connect(Path(tmp) / "data" / "gateway.db") as db:  # an emit path that wrote nothing is no figure
+            (emitted,) = db.execute("SELECT count(*) FROM outbound_messages").fetchone()
+    plain, emitting = min(figures["items"]), min(figures["emit"])
+    return {
+        "plain_cpu_us": plain,
+        "emit_cpu_us": emitting,
+        "extra_us": emitting - plain,
+        "emitted": emitted,
+        "rounds": figures,
+    }
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children so far (Linux /proc), to compare per request on a
     shared machine: what a request costs does not depend on who else wants the core."""
@@ -233,7 +278,8 @@ async def _statements(url: str, statements: list) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.outbound", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["dispatcher", "emit"])
+    parser.add_argument("--only", choices=["dispatcher", "emit", "engine"])
+    parser.add_argument("--requests", type=int, default=20_000, help="the engine part's requests per round")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--endpoints", type=int, default=4)
     parser.add_argument(
@@ -255,6 +301,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.dispatch = args.dispatch or ["in_process", "worker"]
     report: dict[str, object] = {}
+    if args.only == "engine":  # in process: no nginx, no wrk
+        cost = engine_cost(args)
+        if not cost["emitted"]:
+            raise SystemExit("the emitting route wrote no event: the figure measures nothing")
+        print(
+            f"emit in process: {cost['emit_cpu_us']:.1f} vs {cost['plain_cpu_us']:.1f} µs CPU/request "
+            f"(+{cost['extra_us']:.1f} µs an emit)"
+        )
+        print(json.dumps({"engine": cost}, indent=2))
+        return 0
     with tempfile.TemporaryDirectory(prefix="gw-bench-outbound-") as tmp:
         workdir = Path(tmp)
         upstream = servers.nginx(workdir, 1)

@@ -26,3 +26,12 @@ def test_bench_outbound_config_emits_on_one_route_only():
     config = load_config(outbound.CONFIG, {"BENCH_UPSTREAM_URL": "http://127.0.0.1:9"})
     hooked = {r.name: bool(r.after_answer) for r in config.routes}
     assert hooked == {"items": False, "emit": True}
+
+
+def test_bench_outbound_engine_part_measures_both_routes_and_the_emits_are_written():
+    """``--only engine``: the in-process comparison runs the real emit path (its events reach the outbox)."""
+    import argparse
+
+    cost = outbound.engine_cost(argparse.Namespace(rounds=1, requests=2000))
+    assert set(cost["rounds"]) == {"items", "emit"} and all(len(v) == 1 for v in cost["rounds"].values())
+    assert cost["emitted"] == 2 * 2000  # a warm-up batch and a measured one, every answer emitting
