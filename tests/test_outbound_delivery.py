@@ -326,9 +326,9 @@ async def test_outbound_a_burst_of_emits_is_written_whole_in_creation_order(tmp_
         await config.shutdown()
     assert None not in ids and len(set(ids)) == count
     with sqlite3.connect(tmp_path / "o.db") as db:
-        rows = db.execute("SELECT id, payload FROM outbound_messages ORDER BY id").fetchall()
-    assert [orjson.loads(payload)["data"]["n"] for _, payload in rows] == list(range(count))
-    assert [row_id for row_id, _ in rows] == ids
+        rows = db.execute("SELECT id, payload, enveloped FROM outbound_messages ORDER BY id").fetchall()
+    assert [(orjson.loads(payload)["n"], enveloped) for _, payload, enveloped in rows] == [(n, 0) for n in range(count)]
+    assert [row_id for row_id, _, _ in rows] == ids
 
 
 def test_the_payload_timestamp_is_the_events_utc_time_to_the_millisecond():
@@ -366,13 +366,14 @@ _JSON = st.recursive(
     )
 )
 def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_before(events):
-    """A route's emit is serialised in pieces (its data's JSON in the request, the rest with its batch):
-    each row's payload must be what ``orjson.dumps`` of the whole body gives, and the size checked in
-    the request must be that body's, to the byte (one more refuses nothing, one less refuses it)."""
+    """A route's emit is serialised in pieces (its data's JSON in the request, its row with its batch, its
+    body when it is sent): the body composed from each row must be what ``orjson.dumps`` of the whole body
+    gives, and the size checked in the request must be that body's, to the byte (one more refuses
+    nothing, one less refuses it)."""
     import datetime
     import re
 
-    from gateway_engine.outbound.payload import TooLarge, outgoing, rows
+    from gateway_engine.outbound.payload import TooLarge, compose, outgoing, rows
 
     items = [outgoing("acme", event_type, data, limit=None) for event_type, data, _ in events]
     for item, (_, _, at) in zip(items, events, strict=True):
@@ -380,14 +381,15 @@ def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_befor
     made = rows(items)
     assert len({row[0] for row in made}) == len(made)
     for row, item, (event_type, data, at) in zip(made, items, events, strict=True):
-        message_id, tenant, kind, payload, created_at, fanned = row
+        message_id, tenant, kind, payload, created_at, fanned, enveloped = row
         assert (message_id, tenant, kind, created_at, fanned) == (item.id, "acme", event_type, at, True)
+        assert (payload.encode(), enveloped) == (orjson.dumps(data), False)  # the data only
         assert re.fullmatch(r"msg_[0-9a-f]{30}", message_id)
         assert int(message_id[4:18], 16) == round(at * 1_000_000)  # sorts by the emit's time
         moment = datetime.datetime.fromtimestamp(round(at * 1_000_000) / 1_000_000, datetime.UTC)
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
         body = orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
-        assert payload.encode() == body
+        assert compose(message_id, kind, payload, created_at) == body
         assert outgoing("acme", event_type, data, limit=len(body)).data_json == orjson.dumps(data)
         with pytest.raises(TooLarge, match=f"the event is {len(body)} bytes, more than {len(body) - 1}"):
             outgoing("acme", event_type, data, limit=len(body) - 1)
@@ -462,5 +464,5 @@ async def test_a_constant_emit_is_queued_by_a_plain_call_and_published_as_its_da
         await config.shutdown()
     assert [(m.value, m.headers["tenant"]) for m in got] == [({"id": "7", "status": "new", "tags": ["a", "b"]}, "acme")]
     with sqlite3.connect(tmp_path / "o.db") as db:
-        [(payload,)] = db.execute("SELECT payload FROM outbound_messages").fetchall()
-    assert orjson.loads(payload)["data"] == {"id": "7", "status": "new", "tags": ["a", "b"]}
+        [(payload, enveloped)] = db.execute("SELECT payload, enveloped FROM outbound_messages").fetchall()
+    assert (orjson.loads(payload), enveloped) == ({"id": "7", "status": "new", "tags": ["a", "b"]}, 0)

@@ -406,7 +406,7 @@ routes:
             )
             time.sleep(0.2)  # a batch after the plain one would have been written by now
             with sqlite3.connect(engine_db) as db:
-                written = [orjson.loads(p)["data"] for (p,) in db.execute("SELECT payload FROM outbound_messages")]
+                written = [orjson.loads(p) for (p,) in db.execute("SELECT payload FROM outbound_messages")]
     assert written == [{"id": "1", "status": "ok"}]  # the deep one failed; the broken one has no object to send
     assert metrics.EMITTED.labels("failed")._value.get() == failed + 1
     assert metrics.EMITTED.labels("invalid")._value.get() == invalid + 1  # None is not the schema's object

@@ -244,7 +244,7 @@ async def test_the_dispatchers_fan_out_reads_only_the_partial_index_of_messages_
     store = acquire_store(StoreSettings(async_url(outbox_url)))
     try:
         await ensure_migrated(store)
-        assert "outbound_0002" in await current_revisions(store)
+        assert "outbound_0003" in await current_revisions(store)  # the head, past the index's outbound_0002
         async with store.engine.connect() as conn:
             if conn.dialect.name == "postgresql":
                 await conn.exec_driver_sql("SET enable_seqscan = off")
@@ -294,3 +294,70 @@ async def test_the_dispatcher_is_woken_by_a_batch_that_made_deliveries_not_by_on
     finally:
         service.dispatcher = None
         await config.shutdown()
+
+
+async def test_a_body_is_composed_when_sent_and_a_body_written_before_outbound_0003_is_sent_as_it_is(
+    outbox_url, tmp_path
+):
+    """A route's emit keeps only its data's JSON (``enveloped`` false) and the sender composes the body:
+    the bytes ``orjson`` writes for the whole body. A message written whole before the migration
+    (``outbound_0002``, no ``enveloped`` column) reads as enveloped and is sent as stored."""
+    import shutil
+
+    import sqlalchemy as sa
+
+    from gateway_engine.outbound.outbox import claim, delivery_row
+    from gateway_engine.outbound.payload import body_of, outgoing, rows
+    from gateway_engine.outbound.signing import new_secret
+    from gateway_engine.outbound.tables import deliveries, endpoints, messages
+    from gateway_engine.outbound.writer import engine_transact
+    from gateway_engine.store import StoreSettings, acquire_store, async_url, release_store
+    from gateway_engine.store.migrations import current_revisions, migrate, migration_branches
+
+    branches = migration_branches()
+    before = tmp_path / "outbound-before-0003"
+    shutil.copytree(branches["outbound"], before, ignore=shutil.ignore_patterns("outbound_0003*", "__pycache__"))
+    store = acquire_store(StoreSettings(async_url(outbox_url)))
+    old_body = body_of("msg_old", "order.created", {"n": "old"}, 1_796_278_509.123)
+    try:
+        await migrate(store, {**branches, "outbound": before})
+        assert "outbound_0002" in await current_revisions(store)
+        async with store.engine.begin() as conn:
+            columns = {c["name"] for c in await conn.run_sync(lambda s: sa.inspect(s).get_columns(messages.name))}
+            assert "enveloped" not in columns
+            await conn.exec_driver_sql(
+                f"INSERT INTO {messages.name} (id, tenant, event_type, payload, created_at, fanned) "
+                f"VALUES ('msg_old', 'acme', 'order.created', '{old_body.decode()}', 1796278509.123, true)"
+            )
+        await migrate(store)
+        assert "outbound_0003" in await current_revisions(store)
+        item = outgoing("acme", "order.created", {"n": "new", "text": "é\u2028"}, limit=None)
+        [row] = rows([item])
+        assert row[3] == orjson.dumps(item.data).decode() and row[6] is False  # the data only
+        now = time.time()
+        async with store.engine.begin() as conn:
+            await conn.execute(messages.insert().values(dict(zip([c.name for c in messages.columns], row))))
+            await conn.execute(
+                endpoints.insert().values(
+                    id="ep_1",
+                    tenant="acme",
+                    url="http://127.0.0.1:9/hook",
+                    description="",
+                    events='["*"]',
+                    headers="{}",
+                    enabled=True,
+                    secret=new_secret(),
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+            for message_id in ("msg_old", item.id):
+                await conn.execute(deliveries.insert().values(delivery_row(message_id, "ep_1", "acme", now - 1)))
+        taken = await claim(engine_transact(store.engine), "disp_test", 30.0, 10)
+    finally:
+        await release_store(store)
+    bodies = {t.message_id: t.body for t in taken}
+    assert bodies["msg_old"] == old_body
+    assert bodies[item.id] == body_of(item.id, "order.created", item.data, item.at)
+    composed = orjson.loads(bodies[item.id])
+    assert composed["id"] == item.id and composed["data"] == {"n": "new", "text": "é\u2028"}

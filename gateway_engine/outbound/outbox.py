@@ -19,7 +19,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from .payload import message_row, new_id
+from .payload import compose, message_row, new_id
 from .tables import attempts, deliveries, endpoints, messages
 
 if TYPE_CHECKING:
@@ -198,7 +198,9 @@ def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Conn
                 r.tenant,
                 r.attempts,
                 message.event_type,
-                message.payload.encode(),
+                message.payload.encode()
+                if message.enveloped
+                else compose(message.id, message.event_type, message.payload, message.created_at),
                 endpoint,
             )
         )

@@ -4,10 +4,11 @@ Kept free of SQLAlchemy, so the emit path does not load the store's modules, and
 every attempt of a message sends the same bytes.
 
 A route's emit is an ``Outgoing``: what the request knows (tenant, type, the data and its JSON, the
-time). Its id, body and row are made with the rest of its batch (``rows``): one ``os.urandom`` for
-the ids of the whole batch, the body put together from the data's JSON and pieces serialised once.
-The body's size is known before it exists (``_envelope``), so a too-large event is still refused in
-the request that emitted it.
+time). Its id and row are made with the rest of its batch (``rows``): one ``os.urandom`` for the ids
+of the whole batch. Its row keeps only the data's JSON (``enveloped`` false); the body, which would
+repeat the row's id, type and time, is composed from the row when it is sent (``compose``), the same
+bytes at every attempt. The body's size is known before it exists (``_envelope``), so a too-large
+event is still refused in the request that emitted it.
 """
 
 from __future__ import annotations
@@ -63,23 +64,26 @@ def outgoing(
     return Outgoing(tenant, event_type, data, data_json, time.time(), publish)
 
 
-def rows(items: Sequence[Outgoing], fanned: Any = True) -> list[tuple[Any, ...]]:
-    """Give each item its id; their ``outbound_messages`` rows, in ``tables.messages``' column order.
+def rows(items: Sequence[Outgoing], true: Any = True, false: Any = False) -> list[tuple[Any, ...]]:
+    """Give each item its id; their ``outbound_messages`` rows, in ``tables.messages``' column order: the
+    payload is the data's JSON (``enveloped`` false), fanned out as written.
 
-    ``fanned`` is how the driver spells the ``fanned`` column's value (1 for ``sqlite3``, whose adapter
-    lookup for a ``bool`` costs more than the rest of the row's parameters together)."""
+    ``true`` and ``false`` are how the driver spells the boolean columns (1 and 0 for ``sqlite3``, whose
+    adapter lookup for a ``bool`` costs more than the rest of the row's parameters together)."""
     entropy = os.urandom(8 * len(items)).hex()  # one call for the batch (``random_hex`` is the loop's, not a thread's)
     made: list[tuple[Any, ...]] = []
     append = made.append
     at = 0
-    for item in items:  # ``_body`` written out: this loop runs once per emitted event
-        micros = round(item.at * 1_000_000)
-        item.id = message_id = f"msg_{micros:014x}{entropy[at : at + 16]}"
+    for item in items:  # once per emitted event
+        item.id = message_id = f"msg_{round(item.at * 1_000_000):014x}{entropy[at : at + 16]}"
         at += 16
-        second, millis = divmod(micros // 1000, 1000)
-        body = _BODY % (message_id, _json(item.event_type), _second(second), millis, item.data_json.decode())
-        append((message_id, item.tenant, item.event_type, body, item.at, fanned))
+        append((message_id, item.tenant, item.event_type, item.data_json.decode(), item.at, true, false))
     return made
+
+
+def compose(message_id: str, event_type: str, data_json: str, at: float) -> bytes:
+    """The body of a message whose row keeps only its data's JSON (``rows``): what ``body_of`` gives."""
+    return _body(message_id, event_type, data_json.encode(), round(at * 1_000_000)).encode()
 
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
@@ -129,4 +133,5 @@ def message_row(
         "payload": body.decode(),
         "created_at": now,
         "fanned": fanned,
+        "enveloped": True,
     }

@@ -38,9 +38,12 @@ messages = sa.Table(
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("tenant", sa.String(200), nullable=False),
     sa.Column("event_type", sa.String(200), nullable=False),
-    sa.Column("payload", sa.Text, nullable=False),  # the JSON body every attempt sends
+    # the JSON body every attempt sends (``enveloped``), or only its data's JSON: a route's emit, whose body
+    # is composed from the row when it is sent (``payload.compose``), so the write is smaller and cheaper
+    sa.Column("payload", sa.Text, nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("fanned", sa.Boolean, nullable=False),  # turned into deliveries (a route's emits: as written)
+    sa.Column("enveloped", sa.Boolean, nullable=False, server_default=sa.true()),
     # the few not fanned out yet (keyed writes), oldest first: the dispatcher's ``fan_out`` reads only these
     sa.Index(
         "outbound_messages_unfanned",

@@ -140,7 +140,7 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
     to get it back from a busy event loop (up to the 5 ms switch interval), so a batch of hundreds
     took seconds while the loop was saturated and the queue of emits grew."""
     if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1)))
+        conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1, 0)))
     else:
         conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
     made = _fan_out(items, conn.execute(subscribed({item.tenant for item in items})).all(), first_delay)
@@ -151,7 +151,7 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
 def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) -> None:
     """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
     cursor = dbapi.cursor()
-    cursor.execute(*_sqlite_statement(messages, rows(items, 1)))
+    cursor.execute(*_sqlite_statement(messages, rows(items, 1, 0)))
     tenants = sorted({item.tenant for item in items})
     endpoint_rows = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
     made = [tuple(row.get(c) for c in _DELIVERY_COLUMNS) for row in _fan_out(items, endpoint_rows, first_delay)]
@@ -188,7 +188,7 @@ def _insert_sql(dialect: Any) -> str:
 @functools.lru_cache(maxsize=128)
 def _sqlite_insert(table: sa.Table, count: int) -> str:
     """``INSERT ... VALUES (?, ...), (?, ...)`` for ``count`` rows (SQLite's qmark style; ``MAX_BATCH``
-    messages of 6 columns stay far below its 32,766 parameters)."""
+    messages of 7 columns stay far below its 32,766 parameters)."""
     columns = [c.name for c in table.columns]
     row = "(" + ", ".join("?" * len(columns)) + ")"
     return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)
