@@ -76,8 +76,8 @@ class AfterAnswer(Protocol):
     ``CompiledRoute.extensions``, the feature compiles them into hooks (``Contribution.after_answer``),
     and the app calls them after the last byte of the answer went out. ``body`` is the answer's body
     when ``needs_body`` (at most ``limits.response_body`` bytes; None when larger). A hook never raises
-    and never waits: it runs on every answer of its route, so it is a plain call (two coroutines per
-    answer were most of what an emit cost the request), and what needs I/O it queues or schedules.
+    and never waits: it runs on every answer of its route, so it is a plain call (not two coroutines on
+    every answer for hooks that only queue), and what needs I/O it queues or schedules.
     """
 
     needs_body: bool

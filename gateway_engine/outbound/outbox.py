@@ -51,11 +51,19 @@ async def insert_message(
             await conn.execute(messages.insert().values(**row))
     except sa.exc.IntegrityError:
         async with engine.connect() as conn:
-            kept = (await conn.execute(sa.select(messages.c.payload).where(messages.c.id == message_id))).scalar()
+            found = sa.select(messages).where(messages.c.id == message_id)
+            kept = (await conn.execute(found)).first()
         if kept is None:
             raise
-        return message_id, kept.encode()
+        return message_id, body_of_row(kept)
     return message_id, body
+
+
+def body_of_row(message: Any) -> bytes:
+    """The body an ``outbound_messages`` row's attempts send: stored whole, or composed from its data."""
+    if message.enveloped:
+        return message.payload.encode()
+    return compose(message.id, message.event_type, message.payload, message.created_at)
 
 
 def delivery_row(message_id: str, endpoint_id: str, tenant: str, at: float) -> dict[str, Any]:
@@ -198,9 +206,7 @@ def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Conn
                 r.tenant,
                 r.attempts,
                 message.event_type,
-                message.payload.encode()
-                if message.enveloped
-                else compose(message.id, message.event_type, message.payload, message.created_at),
+                body_of_row(message),
                 endpoint,
             )
         )
