@@ -466,3 +466,25 @@ async def test_a_constant_emit_is_queued_by_a_plain_call_and_published_as_its_da
     with sqlite3.connect(tmp_path / "o.db") as db:
         [(payload, enveloped)] = db.execute("SELECT payload, enveloped FROM outbound_messages").fetchall()
     assert (orjson.loads(payload), enveloped) == ({"id": "7", "status": "new", "tags": ["a", "b"]}, 0)
+
+
+def test_a_constant_emit_larger_than_max_payload_is_refused_at_load(tmp_path, upstream):
+    """A constant event's size never changes: one past ``max_payload`` is a config error (file:line), not a
+    refusal logged on every answer; the same data under the limit loads, and its emit is not checked again."""
+    from gateway_engine import load_config
+    from gateway_engine.outbound.payload import event_size
+
+    data = '{id: "7", status: "' + "n" * 1100 + '"}'
+    size = event_size("order.status_changed", orjson.dumps({"id": "7", "status": "n" * 1100}))
+    for limit, refused in ((size - 1, True), (size, False)):
+        root = write_outbound_config(
+            tmp_path / f"cfg{limit}", gateway_yaml(None, extra=f"  max_payload: {limit}\n"), upstream
+        )
+        orders = root / "routes.d" / "orders.yaml"
+        orders.write_text(orders.read_text() + _emit_route(f", data: {data}"))
+        if refused:
+            text = _config_errors(root)
+            assert "emit[0].data" in text and f"the event is {size} bytes, more than" in text and "orders.yaml" in text
+        else:
+            [hook] = next(r for r in load_config(root, KEYS).routes if r.name == "constant").after_answer
+            assert hook.emissions[0].data_json == orjson.dumps({"id": "7", "status": "n" * 1100})

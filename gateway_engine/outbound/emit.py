@@ -27,7 +27,7 @@ from gateway_engine.foundation.reply import Reply
 
 from . import metrics
 from .catalog import Catalog
-from .payload import UNPARSED
+from .payload import UNPARSED, event_size
 from .service import Outbound
 
 log = logging.getLogger("gateway_engine.outbound")
@@ -96,7 +96,7 @@ class EmitHook:
                     metrics.EMITTED.labels("no_tenant").inc()
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
-                if emission.data_json is not None:  # a constant: checked and serialised at load
+                if emission.data_json is not None:  # a constant: checked (schema, size) and serialised at load
                     self.service.emit_soon(tenant, emission.event, UNPARSED, True, emission.data_json)
                 else:
                     self.service.emit_soon(tenant, emission.event, emission.data(variables))
@@ -170,6 +170,20 @@ def compile_emits(
                     errors.append(_error(route, f"{where}.data", problem))
                     continue
                 data_json = orjson.dumps(data({})) if constant else None
+                limit = service.settings.max_payload
+                if (
+                    data_json is not None
+                    and limit is not None
+                    and (size := event_size(item["event"], data_json)) > limit
+                ):
+                    errors.append(
+                        _error(
+                            route,
+                            f"{where}.data",
+                            f"the event is {size} bytes, more than outbound_webhooks.max_payload ({limit})",
+                        )
+                    )
+                    continue
                 emissions.append(
                     Emission(
                         item["event"],
