@@ -41,9 +41,13 @@ class Emission:
     when: Render | None
     data: Render
     tenant: Render | None
-    checked: bool = False  # the data is a constant, checked against the event's schema at load
-    data_json: bytes | None = None  # and serialised then, once (not rendered per answer)
+    data_json: bytes | None = None  # a constant's, serialised and checked (schema, size) at load
     tenant_text: str | None = None  # a constant ``tenant:``, not rendered per answer
+
+    @property
+    def checked(self) -> bool:
+        """The data is a constant, checked at load: it is not rendered or checked per answer."""
+        return self.data_json is not None
 
 
 @dataclass(frozen=True)
@@ -97,7 +101,7 @@ class EmitHook:
                     log.error("event %s not emitted: the request has no tenant", emission.event)
                     continue
                 if emission.data_json is not None:  # a constant: checked (schema, size) and serialised at load
-                    self.service.emit_soon(tenant, emission.event, UNPARSED, True, emission.data_json)
+                    self.service.emit_soon(tenant, emission.event, UNPARSED, emission.data_json)
                 else:
                     self.service.emit_soon(tenant, emission.event, emission.data(variables))
             except Exception:  # a template that fails on this answer: logged, the answer is already out
@@ -190,7 +194,6 @@ def compile_emits(
                         compile_value(item["when"], NAMES) if "when" in item else None,
                         data,
                         compile_value(item["tenant"], NAMES) if "tenant" in item else None,
-                        checked=constant,
                         data_json=data_json,
                         tenant_text=tenant_text,
                     )

@@ -87,22 +87,23 @@ def rows(items: Sequence[Outgoing], true: Any = True, false: Any = False) -> lis
 
 
 def compose(message_id: str, event_type: str, data_json: str, at: float) -> bytes:
-    """The body of a message whose row keeps only its data's JSON (``rows``): what ``body_of`` gives."""
-    return _body(message_id, event_type, data_json.encode(), round(at * 1_000_000)).encode()
+    """The JSON every attempt of a message sends (Standard Webhooks payload shape), from its data's JSON:
+    a row that keeps only that (``rows``) is sent as this."""
+    return _body(message_id, event_type, data_json, round(at * 1_000_000)).encode()
 
 
 def body_of(message_id: str, event_type: str, data: Any, at: float) -> bytes:
-    """The JSON every attempt of a message sends (Standard Webhooks payload shape)."""
-    return _body(message_id, event_type, orjson.dumps(data), round(at * 1_000_000)).encode()
+    """``compose`` of the data itself."""
+    return compose(message_id, event_type, orjson.dumps(data).decode(), at)
 
 
 _BODY = '{"id":"%s","type":%s,"timestamp":"%s.%03dZ","data":%s}'  # as ``orjson.dumps`` writes the object
 
 
-def _body(message_id: str, event_type: str, data_json: bytes, micros: int) -> str:
+def _body(message_id: str, event_type: str, data_json: str, micros: int) -> str:
     """``{"id":…,"type":…,"timestamp":…,"data":…}`` from the data's JSON (whole microseconds: …509.123 stays .123)."""
     second, millis = divmod(micros // 1000, 1000)
-    return _BODY % (message_id, _json(event_type), _second(second), millis, data_json.decode())
+    return _BODY % (message_id, _json(event_type), _second(second), millis, data_json)
 
 
 @functools.lru_cache(maxsize=256)
@@ -113,7 +114,7 @@ def _json(text: str) -> str:
 @functools.lru_cache(maxsize=256)
 def _envelope(event_type: str) -> int:
     """The bytes of a body besides its data: an id and a timestamp are of fixed length."""
-    return len(_body("m" * ID_LENGTH, event_type, b"", 0).encode())
+    return len(_body("m" * ID_LENGTH, event_type, "", 0).encode())
 
 
 @functools.lru_cache(maxsize=4)

@@ -125,21 +125,18 @@ class Outbound:
         except NotWritten:
             return None
 
-    def emit_soon(
-        self, tenant: str, event_type: str, data: Any, checked: bool = False, data_json: bytes | None = None
-    ) -> None:
+    def emit_soon(self, tenant: str, event_type: str, data: Any, data_json: bytes | None = None) -> None:
         """A route's emit: queued for the next outbox batch, returning at once (the client has its answer).
 
-        ``data_json`` with ``checked``: a constant's, serialised and checked against the schema and
-        ``max_payload`` at load. The batch's outcome is counted and logged by ``_written`` and
+        ``data_json``: a constant's, serialised and checked against the schema and ``max_payload`` at
+        load (``data`` is then ``payload.UNPARSED``). The batch's outcome is counted and logged by ``_written`` and
         ``_not_written``; a store not opened yet is waited for by a task of its own."""
         try:
-            if checked and data_json is not None:
+            if data_json is not None:
                 item = Outgoing(tenant, event_type, data, data_json, time.time(), True)
             else:
-                if not checked:
-                    self._check(event_type, data)
-                item = outgoing(tenant, event_type, data, limit=self.settings.max_payload, data_json=data_json)
+                self._check(event_type, data)
+                item = outgoing(tenant, event_type, data, limit=self.settings.max_payload)
         except NotWritten:
             return
         except TooLarge as exc:
