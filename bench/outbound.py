@@ -205,23 +205,16 @@ def engine_cost(args: argparse.Namespace) -> dict:
     with tempfile.TemporaryDirectory(prefix="gw-bench-outbound-engine-") as tmp:
         config = Path(tmp) / "config"
         shutil.copytree(CONFIG, config)
+        database = Path(tmp) / "gateway.db"
+        gateway_yaml = config / "gateway.yaml"  # the store named in the config: no environment to set or restore
+        gateway_yaml.write_text(gateway_yaml.read_text() + yaml.safe_dump({"store": {"url": f"sqlite:///{database}"}}))
         env = {"BENCH_UPSTREAM_URL": "http://127.0.0.1:9"}
-        data = os.environ.get("GATEWAY_DATA")
-        os.environ["GATEWAY_DATA"] = str(
-            Path(tmp) / "data"
-        )  # the store's directory is read from the process's environment
-        try:
-            for _ in range(args.rounds):
-                for name, found in figures.items():
-                    path = f"/api/gateway/bench/{name}"
-                    best, _median = uvloop.run(measure_app(str(config), env, path, {}, args.requests, cpu=True))
-                    found.append(best)
-        finally:
-            if data is None:
-                del os.environ["GATEWAY_DATA"]
-            else:
-                os.environ["GATEWAY_DATA"] = data
-        with sqlite3.connect(Path(tmp) / "data" / "gateway.db") as db:  # an emit path that wrote nothing is no figure
+        for _ in range(args.rounds):
+            for name, found in figures.items():
+                path = f"/api/gateway/bench/{name}"
+                best, _median = uvloop.run(measure_app(str(config), env, path, {}, args.requests, cpu=True))
+                found.append(best)
+        with sqlite3.connect(database) as db:  # an emit path that wrote nothing is no figure
             (emitted,) = db.execute("SELECT count(*) FROM outbound_messages").fetchone()
     plain, emitting = min(figures["items"]), min(figures["emit"])
     return {
