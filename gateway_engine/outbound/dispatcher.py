@@ -106,7 +106,8 @@ class Dispatcher:
             metrics.BACKLOG.set(await backlog(self.engine))
         if time.monotonic() - self._pruned >= PRUNE_EVERY:
             self._pruned = time.monotonic()
-            await prune(self.engine, time.time() - self.settings.retention)
+            if await prune(self.engine, time.time() - self.settings.retention):  # more left: the next round goes on
+                self._pruned -= PRUNE_EVERY
         fanned = await fan_out(self.transact, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]
