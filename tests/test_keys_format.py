@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 
 import pytest
 from hypothesis import given, settings
@@ -62,3 +63,58 @@ def test_keys_format_prefixes_are_checked():
             keys_settings(section)
     settings_ = keys_settings({"prefix": "rp", "accept_prefixes": ["gk"], "rotation_grace": "1h"})
     assert settings_.accept_prefixes == {"rp", "gk"} and settings_.rotation_grace == 3600
+
+
+async def test_keys_format_a_cached_key_is_checked_once_and_a_malformed_one_every_time(monkeypatch):
+    """The verifier checks shape and checksum only for a key it has not cached: a digest found in the cache
+    is that of a key that passed the check. A malformed key is refused every time, never looked up or cached."""
+    from gateway_engine.keys import verifier as verifier_module
+    from gateway_engine.keys.verifier import StoredKeyVerifier
+
+    key = keyformat.generate("gk")
+    row = {
+        "id": "key_1",
+        "name": "shop",
+        "status": "active",
+        "platform_active": True,
+        "client_active": None,
+        "owner_kind": "platform",
+        "platform_code": "shop",
+        "platform_id": "plt_1",
+        "client_id": None,
+        "client_external_id": None,
+        "scopes": ["*"],
+        "roles": [],
+        "rate_limit": None,
+        "expires_at": None,
+    }
+    digests: list[str] = []
+    checked: list[str] = []
+
+    async def lookup(digest: str):
+        digests.append(digest)
+        return row if digest == keyformat.digest(key) else None
+
+    shape_and_checksum = keyformat.well_formed
+
+    def well_formed(presented, prefixes=None):
+        checked.append(presented)
+        return shape_and_checksum(presented, prefixes)
+
+    monkeypatch.setattr(verifier_module.keyformat, "well_formed", well_formed)
+    verifier = StoredKeyVerifier(keys_settings({}), lookup, lambda key_id, now: None)
+    statuses = [(await verifier.verify(key)).status for _ in range(3)]
+    flipped = key[:-1] + ("A" if key[-1] != "A" else "B")
+    refused = [(await verifier.verify(flipped)).status for _ in range(2)]
+    assert statuses == ["VALID"] * 3 and refused == ["MALFORMED"] * 2
+    assert checked == [key, flipped, flipped]
+    assert digests == [keyformat.digest(key)] and len(verifier) == 1
+
+
+def test_keys_usage_day_is_the_utc_date_of_the_moment():
+    from gateway_engine.keys.usage import day_of
+
+    midnight = 1_796_428_800.0  # 2026-12-05T00:00:00Z
+    for moment in (midnight - 0.001, midnight, midnight + 0.5, midnight + 86_399.999, 0.0, 951_782_400.0):
+        assert day_of(moment) == time.strftime("%Y-%m-%d", time.gmtime(moment))
+    assert day_of(midnight - 0.001) == "2026-12-04" and day_of(midnight) == "2026-12-05"

@@ -7,6 +7,7 @@ answers the monitoring endpoint from memory (this process's view of each key's w
 
 from __future__ import annotations
 
+import functools
 import time
 from collections import defaultdict
 from typing import Any
@@ -22,7 +23,13 @@ from .tables import api_keys, key_usage
 
 
 def day_of(moment: float) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(moment))
+    """The UTC date of ``moment`` (``YYYY-MM-DD``), formatted once per day: it is asked on every request."""
+    return _date(int(moment // 86_400))
+
+
+@functools.lru_cache(maxsize=8)
+def _date(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
 
 
 class UsageRecorder:

@@ -1,8 +1,8 @@
 """Stored-key verification with an in-process cache that every key change invalidates.
 
-A presented key is first checked for shape and checksum (no store round trip for a
-malformed one). Then its digest is looked up in a bounded LRU: positive results live
-``cache_ttl`` seconds, negative ones ``negative_ttl``. A change anywhere (this process or
+A presented key's digest is looked up in a bounded LRU: positive results live ``cache_ttl``
+seconds, negative ones ``negative_ttl``. A key not in it is checked for shape and checksum
+first (no store round trip for a malformed one). A change anywhere (this process or
 another on the same store) notifies the ``keys`` channel with the affected digests, and
 each process drops them: the bound on a revoked key still working is the notification's
 delivery time (PostgreSQL: milliseconds; SQLite: ``store.poll_interval``), which
@@ -42,6 +42,7 @@ log = logging.getLogger("gateway_engine.keys")
 CHANNEL = "keys"
 _MALFORMED = VerifiedCredential(MALFORMED)
 _UNAVAILABLE = VerifiedCredential(UNAVAILABLE)
+_counters: dict[tuple[str, str], Any] = {}  # VERIFICATIONS by (result, source)
 
 
 def credential_of(row: dict[str, Any] | None, now: float) -> VerifiedCredential:
@@ -82,12 +83,14 @@ class StoredKeyVerifier:
         return bool(sep) and prefix in self.settings.accept_prefixes
 
     async def verify(self, presented: str) -> VerifiedCredential:
-        if not keyformat.well_formed(presented, self.settings.accept_prefixes):
+        digest = keyformat.digest(presented)
+        cached = self._cache.get(digest)
+        # only a well-formed key was ever cached, and a digest found is that key's: its shape and checksum
+        # (half the cost of a cached verification) are checked once per entry, not once per request
+        if cached is None and not keyformat.well_formed(presented, self.settings.accept_prefixes):
             MALFORMED_COUNT.inc()
             return _MALFORMED
-        digest = keyformat.digest(presented)
         now = time.time()
-        cached = self._cache.get(digest)
         if cached is not None and cached[1] > time.monotonic():
             self._cache.move_to_end(digest)
             credential, source = cached[0], "cache"
@@ -105,7 +108,10 @@ class StoredKeyVerifier:
             if generation == self._generation:
                 self._remember(digest, credential)
         credential = _at(credential, now)
-        VERIFICATIONS.labels(credential.status, source).inc()
+        counter = _counters.get((credential.status, source))
+        if counter is None:  # the labelled child, resolved once (``labels`` takes a lock and builds a key)
+            counter = _counters[(credential.status, source)] = VERIFICATIONS.labels(credential.status, source)
+        counter.inc()
         if credential.status == VALID and credential.key_id is not None:
             self._on_valid(credential.key_id, now)
         return credential
