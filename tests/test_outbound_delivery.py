@@ -288,7 +288,7 @@ def test_outbound_constant_data_is_checked_against_the_event_schema_at_load(tmp_
     orders.write_text(orders.read_text().replace("data: {id: 7}", 'data: {id: "7", status: new}'))
     config = load_config(root, KEYS)
     [hook] = next(r for r in config.routes if r.name == "constant").after_answer
-    assert hook.emissions[0].checked and not hook.needs_body
+    assert hook.emissions[0].data_json is not None and not hook.needs_body  # a constant, checked at load
 
 
 def test_outbound_the_answer_is_copied_only_for_templates_that_read_its_body(tmp_path, upstream):
@@ -304,7 +304,7 @@ def test_outbound_the_answer_is_copied_only_for_templates_that_read_its_body(tmp
     assert hooks["set-status"].needs_body  # reads response.body.method
     assert not hooks["constant"].needs_body and hooks["constant"].reads.names == {"request", "response"}
     assert hooks["whole"].needs_body  # no data: the event is the answer's body
-    assert not hooks["set-status"].emissions[0].checked
+    assert hooks["set-status"].emissions[0].data_json is None  # rendered and checked per answer
 
 
 async def test_outbound_a_burst_of_emits_is_written_whole_in_creation_order(tmp_path):

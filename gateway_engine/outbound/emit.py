@@ -44,11 +44,6 @@ class Emission:
     data_json: bytes | None = None  # a constant's, serialised and checked (schema, size) at load
     tenant_text: str | None = None  # a constant ``tenant:``, not rendered per answer
 
-    @property
-    def checked(self) -> bool:
-        """The data is a constant, checked at load: it is not rendered or checked per answer."""
-        return self.data_json is not None
-
 
 @dataclass(frozen=True)
 class Reads:

@@ -59,11 +59,9 @@ def event_size(event_type: str, data_json: bytes) -> int:
     return len(data_json) + _envelope(event_type)
 
 
-def outgoing(
-    tenant: str, event_type: str, data: Any, *, limit: int | None, data_json: bytes | None = None, publish: bool = True
-) -> Outgoing:
+def outgoing(tenant: str, event_type: str, data: Any, *, limit: int | None, publish: bool = True) -> Outgoing:
     """An event for the next batch (TooLarge when its body would be larger than ``limit`` bytes)."""
-    data_json = orjson.dumps(data) if data_json is None else data_json
+    data_json = orjson.dumps(data)
     if limit is not None and (size := event_size(event_type, data_json)) > limit:
         raise TooLarge(f"the event is {size} bytes, more than {limit}")
     return Outgoing(tenant, event_type, data, data_json, time.time(), publish)

@@ -135,12 +135,8 @@ class Outbound:
             if data_json is not None:
                 item = Outgoing(tenant, event_type, data, data_json, time.time(), True)
             else:
-                self._check(event_type, data)
-                item = outgoing(tenant, event_type, data, limit=self.settings.max_payload)
-        except NotWritten:
-            return
-        except TooLarge as exc:
-            self._too_large(event_type, tenant, exc)
+                item = self._outgoing(tenant, event_type, data, False, True)
+        except NotWritten:  # invalid or too large: counted and logged
             return
         store = self._store.ready
         if store is None:
