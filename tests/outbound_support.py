@@ -10,6 +10,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import json
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,31 @@ events:
 """
 
 KEYS = {"ACME_KEY": "acme-key-0123456789", "GLOBEX_KEY": "globex-key-0123456789"}
+
+
+def endpoint_row(
+    endpoint_id: str,
+    tenant: str,
+    *,
+    url: str = "https://example.com/hook",
+    patterns: tuple[str, ...] = ("*",),
+    enabled: bool = True,
+    secret: str = "whsec_" + "A" * 32,
+) -> dict[str, Any]:
+    """An ``outbound_endpoints`` row written straight into the store, where a test needs no admin API."""
+    now = time.time()
+    return {
+        "id": endpoint_id,
+        "tenant": tenant,
+        "url": url,
+        "description": "",
+        "events": json.dumps(list(patterns)),
+        "headers": "{}",
+        "enabled": enabled,
+        "secret": secret,
+        "created_at": now,
+        "updated_at": now,
+    }
 
 
 def orders_routes(upstream: str) -> str:

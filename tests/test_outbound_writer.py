@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gateway_engine.outbound.writer import GroupCommit
+from tests.outbound_support import endpoint_row
 
 
 class Store:
@@ -197,16 +198,7 @@ async def test_a_routes_emits_are_fanned_out_in_the_transaction_that_writes_them
             for endpoint_id, tenant, patterns, enabled in subscribed:
                 await conn.execute(
                     endpoints.insert().values(
-                        id=endpoint_id,
-                        tenant=tenant,
-                        url="https://example.com/hook",
-                        description="",
-                        events=orjson.dumps(patterns).decode(),
-                        headers="{}",
-                        enabled=enabled,
-                        secret="whsec_" + "A" * 32,
-                        created_at=now,
-                        updated_at=now,
+                        endpoint_row(endpoint_id, tenant, patterns=tuple(patterns), enabled=enabled)
                     )
                 )
         writer = service._writer_for(await service.store())
@@ -276,14 +268,8 @@ async def test_the_dispatcher_is_woken_by_a_batch_that_made_deliveries_not_by_on
     wakes: list[str] = []
     try:
         store = await service.store()
-        now = time.time()
         async with store.engine.begin() as conn:
-            await conn.execute(
-                endpoints.insert().values(
-                    id="ep_acme", tenant="acme", url="https://example.com/hook", description="", events='["*"]',
-                    headers="{}", enabled=True, secret="whsec_" + "A" * 32, created_at=now, updated_at=now,
-                )
-            )  # fmt: skip
+            await conn.execute(endpoints.insert().values(endpoint_row("ep_acme", "acme")))
         service.dispatcher = types.SimpleNamespace(wake=lambda: wakes.append("woken"))
         await service.emit("initech", "order.created", {"n": 1})  # nobody subscribed: no delivery
         assert wakes == []
@@ -308,7 +294,6 @@ async def test_a_body_is_composed_when_sent_and_a_body_written_before_outbound_0
 
     from gateway_engine.outbound.outbox import claim, delivery_row
     from gateway_engine.outbound.payload import body_of, outgoing, rows
-    from gateway_engine.outbound.signing import new_secret
     from gateway_engine.outbound.tables import deliveries, endpoints, messages
     from gateway_engine.outbound.writer import engine_transact
     from gateway_engine.store import StoreSettings, acquire_store, async_url, release_store
@@ -337,20 +322,7 @@ async def test_a_body_is_composed_when_sent_and_a_body_written_before_outbound_0
         now = time.time()
         async with store.engine.begin() as conn:
             await conn.execute(messages.insert().values(dict(zip([c.name for c in messages.columns], row))))
-            await conn.execute(
-                endpoints.insert().values(
-                    id="ep_1",
-                    tenant="acme",
-                    url="http://127.0.0.1:9/hook",
-                    description="",
-                    events='["*"]',
-                    headers="{}",
-                    enabled=True,
-                    secret=new_secret(),
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
+            await conn.execute(endpoints.insert().values(endpoint_row("ep_1", "acme", url="http://127.0.0.1:9/hook")))
             for message_id in ("msg_old", item.id):
                 await conn.execute(deliveries.insert().values(delivery_row(message_id, "ep_1", "acme", now - 1)))
         taken = await claim(engine_transact(store.engine), "disp_test", 30.0, 10)
