@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -154,6 +155,46 @@ async def test_transact_driver_commits_on_return_and_rolls_back_on_raise(tmp_pat
         assert [tuple(r) for r in rows] == [(1,)]  # the half-written batch left nothing, the pool is clean
     finally:
         await release_store(store)
+
+
+async def test_transact_driver_keeps_its_connections_and_never_shares_one_between_transactions(tmp_path):
+    import threading
+
+    from gateway_engine.store import acquire_store, release_store
+
+    store = acquire_store(StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"))
+    try:
+        await store.transact(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+        seen = []
+        await store.transact_driver(lambda db: seen.append(db))
+        await store.transact_driver(lambda db: seen.append(db))
+        assert seen[0] is seen[1]  # one connection, opened once: no pool checkout per transaction
+        assert seen[0].execute("PRAGMA journal_mode").fetchone() == ("wal",)
+        assert seen[0].execute("PRAGMA busy_timeout").fetchone() == (30000,)
+
+        def fails(db):
+            db.execute("INSERT INTO t VALUES (2)")
+            raise ValueError("the batch failed halfway")
+
+        with pytest.raises(ValueError):
+            await store.transact_driver(fails)
+        reused = await store.transact_driver(lambda db: (db, db.in_transaction))
+        assert reused == (seen[0], False)  # given back rolled back, and used again
+
+        both_in = threading.Barrier(2, timeout=10)
+
+        def held(db):
+            both_in.wait()  # two transactions at once (a batch that outlived its timeout, and the next)
+            return db
+
+        first, second = await asyncio.gather(store.transact_driver(held), store.transact_driver(held))
+        assert first is not second
+        assert len(store._drivers) == 2
+    finally:
+        await release_store(store)
+    assert not store._drivers
+    with pytest.raises(sqlite3.ProgrammingError):  # closed with the store
+        first.execute("SELECT 1")
 
 
 async def test_transact_driver_is_refused_for_a_store_that_is_not_a_sqlite_file():
