@@ -35,3 +35,9 @@ def test_bench_outbound_engine_part_measures_both_routes_and_the_emits_are_writt
     cost = outbound.engine_cost(argparse.Namespace(rounds=1, requests=2000))
     assert set(cost["rounds"]) == {"items", "emit"} and all(len(v) == 1 for v in cost["rounds"].values())
     assert cost["emitted"] == 2 * 2000  # a warm-up batch and a measured one, every answer emitting
+
+
+def test_the_emit_ratio_is_the_median_of_each_rounds_own_ratio():
+    # the machine slowed down by half between rounds: each round's own ratio still says 0.9
+    assert outbound.paired_ratio([90.0, 45.0, 99.0], [100.0, 50.0, 100.0]) == 0.9
+    assert outbound.paired_ratio([50.0, 45.0], [100.0, 50.0]) == (0.5 + 0.9) / 2
