@@ -6,8 +6,8 @@
    in the gateway process and in a ``gateway-engine worker`` of its own (target: the emitting
    route keeps ≥ 90 % of the plain route's requests/s). Each round measures both routes back to
    back, in ABBA order; the figure is the median of the rounds' own ratios, because this shared
-   machine's speed drifts between rounds by more than an emit costs (one round's plain route
-   made 3,842 req/s, the next 7,814) while the two halves of a round see the same machine. ``--subscribed``
+   machine's speed drifts between rounds by more than an emit costs (in one run of 8 rounds the
+   plain route made 3,842 to 6,751 req/s) while the two halves of a round see the same machine. ``--subscribed``
    gives the tenant an endpoint, so that each emit is also delivered. ``--store`` puts the
    gateway's and the worker's outbox on PostgreSQL, whose server then does the inserts.
 
