@@ -197,6 +197,33 @@ async def test_transact_driver_keeps_its_connections_and_never_shares_one_betwee
         first.execute("SELECT 1")
 
 
+async def test_a_driver_transaction_that_ends_after_the_store_closed_closes_its_connection(tmp_path):
+    import threading
+
+    from gateway_engine.store import acquire_store, release_store
+
+    store = acquire_store(StoreSettings(f"sqlite+aiosqlite:///{tmp_path / 'd.db'}"))
+    await store.transact(lambda conn: conn.exec_driver_sql("CREATE TABLE t (n INTEGER)"))
+    closed, inside = threading.Event(), threading.Event()
+
+    def slow(db):  # a batch that outlived its timeout: the store closes while it still runs
+        inside.set()
+        closed.wait(10)
+        db.execute("INSERT INTO t VALUES (1)")
+        return db
+
+    running = asyncio.ensure_future(store.transact_driver(slow))
+    await asyncio.to_thread(inside.wait, 10)
+    await release_store(store)
+    closed.set()
+    connection = await running
+    assert not store._drivers
+    with pytest.raises(sqlite3.ProgrammingError):  # closed, not kept by a store nobody uses
+        connection.execute("SELECT 1")
+    with sqlite3.connect(tmp_path / "d.db") as db:
+        assert db.execute("SELECT n FROM t").fetchall() == [(1,)]  # its transaction committed all the same
+
+
 async def test_transact_driver_is_refused_for_a_store_that_is_not_a_sqlite_file():
     from gateway_engine.store import acquire_store, release_store
 

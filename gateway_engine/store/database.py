@@ -38,6 +38,7 @@ class Store:
         self.migrated = False
         self._sync: Engine | None = None  # a SQLite file's synchronous engine, for ``transact``
         self._drivers: list[sqlite3.Connection] = []  # ``transact_driver``'s connections not in use now
+        self._closed = False
 
     @functools.cached_property
     def sqlite_path(self) -> Path | None:
@@ -87,10 +88,16 @@ class Store:
             except sqlite3.Error:
                 connection.close()  # not given back: its state is unknown
             else:
-                self._drivers.append(connection)
+                self._give_back(connection)
             raise
-        self._drivers.append(connection)
+        self._give_back(connection)
         return result
+
+    def _give_back(self, connection: sqlite3.Connection) -> None:
+        if self._closed:  # the store closed while this transaction ran (one that outlived its timeout)
+            connection.close()
+        else:
+            self._drivers.append(connection)
 
     def _sync_engine(self) -> Engine:
         if self._sync is None:
@@ -115,6 +122,7 @@ class Store:
         await self.engine.dispose()
         if self._sync is not None:
             self._sync.dispose()
+        self._closed = True
         while self._drivers:
             self._drivers.pop().close()
 
