@@ -19,7 +19,6 @@ import importlib.resources
 import json
 import os
 import shutil
-import socket
 import sys
 import tempfile
 import time
@@ -55,14 +54,7 @@ class _Process(servers.Server):
 
 
 def _accepts(port: int) -> Callable[[_Process], bool]:
-    def check(_: _Process) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return True
-        except OSError:
-            return False
-
-    return check
+    return lambda _: servers.accepts(port)
 
 
 def _printed_ready(process: _Process) -> bool:

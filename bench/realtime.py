@@ -190,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
     (config / "channels.d" / "bench.yaml").write_text(CHANNELS.format(limit=args.sockets + 100, topic=topic))
     gateway = None
     try:
-        time.sleep(1)
+        servers.wait_accepting(tansu_port, broker, "the Tansu broker")  # a fixed 1 s wait lost the race on a busy CI
         asyncio.run(create_topics(address, topic))
         env = {"JWT_SECRET": SECRET, "KAFKA_BROKER": address, "PATH": "/usr/bin:/bin", "GATEWAY_WATCH": "0"}
         gateway = servers.gateway("realtime", config, work, env, 1, 0 if servers.TASKSET else None)

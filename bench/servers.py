@@ -146,6 +146,26 @@ def _exited(pid: int) -> bool:
     return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
+def accepts(port: int) -> bool:
+    """Whether something accepts TCP connections on 127.0.0.1:``port``."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_accepting(port: int, process: subprocess.Popen, what: str, timeout: float = 30.0) -> None:
+    """Return once ``process`` accepts connections on ``port``; StartError if it exits or ``timeout`` passes."""
+    deadline = time.monotonic() + timeout
+    while not accepts(port):
+        if process.poll() is not None:
+            raise StartError(f"{what} exited with {process.returncode} before listening on {port}")
+        if time.monotonic() > deadline:
+            raise StartError(f"{what} did not listen on {port} within {timeout:.0f} s")
+        time.sleep(0.05)
+
+
 def http_status(port: int, path: str) -> int | None:
     """GET 127.0.0.1:port/path directly (no proxy settings apply) and return the status, or None."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
