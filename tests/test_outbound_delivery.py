@@ -390,7 +390,7 @@ def test_a_batchs_rows_carry_the_body_orjson_writes_and_its_size_was_known_befor
         stamp = moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
         body = orjson.dumps({"id": message_id, "type": event_type, "timestamp": stamp, "data": data})
         assert compose(message_id, kind, payload, created_at) == body
-        assert outgoing("acme", event_type, data, limit=len(body)).data_json == orjson.dumps(data)
+        assert outgoing("acme", event_type, data, limit=len(body)).data_json == orjson.dumps(data).decode()
         with pytest.raises(TooLarge, match=f"the event is {len(body)} bytes, more than {len(body) - 1}"):
             outgoing("acme", event_type, data, limit=len(body) - 1)
 
@@ -487,4 +487,4 @@ def test_a_constant_emit_larger_than_max_payload_is_refused_at_load(tmp_path, up
             assert "emit[0].data" in text and f"the event is {size} bytes, more than" in text and "orders.yaml" in text
         else:
             [hook] = next(r for r in load_config(root, KEYS).routes if r.name == "constant").after_answer
-            assert hook.emissions[0].data_json == orjson.dumps({"id": "7", "status": "n" * 1100})
+            assert hook.emissions[0].data_json == orjson.dumps({"id": "7", "status": "n" * 1100}).decode()

@@ -224,6 +224,63 @@ async def test_a_routes_emits_are_fanned_out_in_the_transaction_that_writes_them
     assert len({d["id"] for d in made}) == 3
 
 
+def test_a_sqlalchemy_sqlite_connection_writes_a_batch_as_the_driver_does():
+    """On SQLite with no file (in memory: ``Store.transact``, not ``transact_driver``) a batch is the same
+    multi-row INSERT, its rows fanned out and composed when sent (``enveloped`` false), with a delivery
+    per subscribed endpoint. Its parameters are one set (a list would be taken for many, and refused)."""
+    import sqlalchemy as sa
+
+    from gateway_engine.outbound.payload import outgoing
+    from gateway_engine.outbound.tables import deliveries, endpoints, messages, metadata
+    from gateway_engine.outbound.writer import _insert_messages
+
+    engine = sa.create_engine("sqlite://")
+    metadata.create_all(engine)
+    items = [outgoing(tenant, "order.created", {"n": n}, limit=None) for n, tenant in enumerate(["acme"] * 3 + ["x"])]
+    with engine.begin() as conn:
+        conn.execute(endpoints.insert().values(endpoint_row("ep_1", "acme")))
+        _insert_messages(conn, items, 5.0)
+    with engine.connect() as conn:
+        written = conn.execute(sa.select(messages).order_by(messages.c.id)).mappings().all()
+        made = conn.execute(sa.select(deliveries.c.message_id, deliveries.c.endpoint_id)).all()
+    assert [row["id"] for row in written] == sorted(item.id for item in items)
+    for row, item in zip(written, sorted(items, key=lambda i: i.id), strict=True):
+        assert (row["tenant"], row["event_type"], row["created_at"]) == (item.tenant, "order.created", item.at)
+        assert (orjson.loads(row["payload"]), row["fanned"], row["enveloped"]) == (item.data, True, False)
+    assert sorted(made) == sorted((item.id, "ep_1") for item in items if item.tenant == "acme")
+    assert [item.deliveries for item in items] == [1, 1, 1, 0]
+
+
+def test_values_are_the_varying_columns_of_each_row_in_order_and_rows_the_whole_rows():
+    """``values`` is one flat parameter list, five a row in ``VARYING``'s order; ``rows`` adds the two
+    literals; every id is new, sorts by its emit's time and is the id of the item."""
+    import re
+
+    from gateway_engine.outbound.payload import VARYING, outgoing, rows, values
+    from gateway_engine.outbound.tables import messages
+
+    assert (*VARYING, "fanned", "enveloped") == tuple(c.name for c in messages.columns)
+    items = [outgoing("acme", "order.created", {"n": n}, limit=None) for n in range(3)]
+    for n, item in enumerate(items):
+        item.at = 1_796_278_509.000_001 + n
+    flat = values(items)
+    assert len(flat) == 5 * len(items)
+    for n, item in enumerate(items):
+        message_id, tenant, event_type, payload, created_at = flat[5 * n : 5 * n + 5]
+        assert (message_id, tenant, event_type, payload, created_at) == (
+            item.id,
+            "acme",
+            "order.created",
+            f'{{"n":{n}}}',
+            item.at,
+        )
+        assert re.fullmatch(r"msg_[0-9a-f]{30}", message_id)
+        assert int(message_id[4:18], 16) == round(item.at * 1_000_000)
+    again = rows(items)
+    assert [row[1:] for row in again] == [(*flat[5 * n + 1 : 5 * n + 5], True, False) for n in range(3)]
+    assert not {row[0] for row in again} & set(flat[::5])  # each call gives new ids
+
+
 async def test_the_dispatchers_fan_out_reads_only_the_partial_index_of_messages_not_fanned_out(outbox_url):
     """Migrated to ``outbound_0002``, the outbox's index holds only the messages not fanned out yet, and
     the dispatcher's query for them uses it (on PostgreSQL: can use it, a tiny table being scanned)."""

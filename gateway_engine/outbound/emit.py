@@ -41,7 +41,7 @@ class Emission:
     when: Render | None
     data: Render
     tenant: Render | None
-    data_json: bytes | None = None  # a constant's, serialised and checked (schema, size) at load
+    data_json: str | None = None  # a constant's JSON, serialised and checked (schema, size) at load
     tenant_text: str | None = None  # a constant ``tenant:``, not rendered per answer
 
 
@@ -189,7 +189,7 @@ def compile_emits(
                         compile_value(item["when"], NAMES) if "when" in item else None,
                         data,
                         compile_value(item["tenant"], NAMES) if "tenant" in item else None,
-                        data_json=data_json,
+                        data_json=data_json.decode() if data_json is not None else None,
                         tenant_text=tenant_text,
                     )
                 )

@@ -31,7 +31,7 @@ from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .outbox import deliveries_for, subscribed
-from .payload import Outgoing, rows
+from .payload import VARYING, Outgoing, rows, values
 from .tables import deliveries, endpoints, messages
 
 if TYPE_CHECKING:
@@ -62,13 +62,17 @@ class GroupCommit(Generic[T]):
         self.linger = linger  # seconds the first item of a batch waits for others to join it
         self.failed = failed  # called with a failed batch's enqueued items (submitters get the exception)
         self.max_queued = max_queued
-        self._queue: list[tuple[T, asyncio.Future[None] | None]] = []
+        # what waits for the next batch, and beside each item its submitter's future (None: enqueued);
+        # two lists, not a list of pairs: an emit then costs two appends and no tuple
+        self._queue: list[T] = []
+        self._waiting: list[asyncio.Future[None] | None] = []
         self._task: asyncio.Task[None] | None = None
 
     async def submit(self, item: T) -> None:
         """Queue ``item``; returns once its batch committed (raises what the batch raised)."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.append((item, done))
+        self._queue.append(item)
+        self._waiting.append(done)
         self._start()
         await done  # a cancelled submitter cancels only its own wait, never its neighbours' batch
 
@@ -76,7 +80,8 @@ class GroupCommit(Generic[T]):
         """Queue ``item`` for the next batch and return at once; False (nothing queued) when the queue is full."""
         if len(self._queue) >= self.max_queued:
             return False
-        self._queue.append((item, None))
+        self._queue.append(item)
+        self._waiting.append(None)
         self._start()
         return True
 
@@ -88,21 +93,21 @@ class GroupCommit(Generic[T]):
         while self._queue:
             if self.linger and len(self._queue) < MAX_BATCH:  # before every batch, not only the first: a
                 await asyncio.sleep(self.linger)  # quick commit would otherwise take what came in meanwhile, one row
-            batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
-            items = [item for item, _ in batch]
+            items, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
+            waiting, self._waiting = self._waiting[:MAX_BATCH], self._waiting[MAX_BATCH:]
             work = asyncio.ensure_future(self.transact(functools.partial(_apply, self.apply, items)))
             work.add_done_callback(_retrieved)
             try:
                 await asyncio.wait_for(asyncio.shield(work), self.timeout)
             except Exception as exc:
-                for _, done in batch:
-                    if done is not None and not done.done():
+                for done in filter(None, waiting):
+                    if not done.done():
                         done.set_exception(exc)
                         done.exception()  # retrieved here too: a submitter that went away logs nothing
-                _report(self.failed, [item for item, done in batch if done is None], exc)
+                _report(self.failed, [item for item, done in zip(items, waiting) if done is None], exc)
                 continue
-            for _, done in batch:
-                if done is not None and not done.done():
+            for done in filter(None, waiting):  # in C: a batch of route emits has none
+                if not done.done():
                     done.set_result(None)
             _report(self.committed, items)
 
@@ -139,8 +144,8 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
     one multi-row INSERT: ``executemany`` steps once per row, and each step gives up the GIL and waits
     to get it back from a busy event loop (up to the 5 ms switch interval), so a batch of hundreds
     took seconds while the loop was saturated and the queue of emits grew."""
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql(*_sqlite_statement(messages, rows(items, 1, 0)))
+    if conn.dialect.name == "sqlite":  # one parameter set: a tuple (a list is taken for many)
+        conn.exec_driver_sql(_sqlite_messages(len(items)), tuple(values(items)))
     else:
         conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
     made = _fan_out(items, conn.execute(subscribed({item.tenant for item in items})).all(), first_delay)
@@ -151,7 +156,7 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
 def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) -> None:
     """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
     cursor = dbapi.cursor()
-    cursor.execute(*_sqlite_statement(messages, rows(items, 1, 0)))
+    cursor.execute(_sqlite_messages(len(items)), values(items))
     tenants = sorted({item.tenant for item in items})
     endpoint_rows = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
     made = [tuple(row.get(c) for c in _DELIVERY_COLUMNS) for row in _fan_out(items, endpoint_rows, first_delay)]
@@ -183,6 +188,16 @@ def _insert_sql(dialect: Any) -> str:
     columns = [c.name for c in messages.columns]
     insert = messages.insert().values({c: sa.bindparam(c) for c in columns})
     return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
+
+
+@functools.lru_cache(maxsize=128)
+def _sqlite_messages(count: int) -> str:
+    """The INSERT of ``count`` messages written by a route (``payload.values``): ``VARYING`` as parameters,
+    ``fanned`` true and ``enveloped`` false as literals (two parameters a row fewer to bind)."""
+    columns = [c.name for c in messages.columns]
+    assert tuple(columns) == (*VARYING, "fanned", "enveloped"), columns
+    row = "(" + ", ".join("?" * len(VARYING)) + ", 1, 0)"
+    return f"INSERT INTO {messages.name} ({', '.join(columns)}) VALUES " + ", ".join([row] * count)
 
 
 @functools.lru_cache(maxsize=128)
