@@ -408,7 +408,7 @@ async def test_a_dispatcher_stops_even_where_a_round_loses_its_cancellation():
     rounds: list[str] = []
 
     class LosesItsCancellation(Dispatcher):
-        async def step(self) -> bool:
+        async def step(self, look: bool = True) -> bool:
             rounds.append("round")
             try:
                 await asyncio.sleep(30)

@@ -307,6 +307,57 @@ async def test_the_dispatchers_fan_out_reads_only_the_partial_index_of_messages_
     assert [index["name"] for index in indexes] == ["outbound_messages_unfanned"]
 
 
+async def test_waiting_sees_a_message_not_fanned_out_or_a_due_attempt_whose_lease_is_free_and_nothing_else(
+    outbox_url,
+):
+    """The idle dispatcher's one read (``outbox.waiting``): a round runs on what it says, so anything a
+    round would take must make it true, and what a round would leave must not."""
+    import sqlalchemy as sa
+
+    from gateway_engine.outbound.outbox import delivery_row, waiting
+    from gateway_engine.outbound.payload import message_row
+    from gateway_engine.outbound.tables import deliveries, messages
+    from gateway_engine.store import StoreSettings, acquire_store, async_url, release_store
+    from gateway_engine.store.migrations import ensure_migrated
+
+    store = acquire_store(StoreSettings(async_url(outbox_url)))
+    try:
+        await ensure_migrated(store)
+        async with store.engine.begin() as conn:
+            for table in (deliveries, messages):
+                await conn.execute(table.delete())
+        assert not await waiting(store.transact)
+        now = time.time()
+        left = [  # what a round would not take: sent, due later, leased to a live owner
+            {**delivery_row("msg_a", "ep_1", "acme", now - 1), "status": "succeeded"},
+            delivery_row("msg_a", "ep_1", "acme", now + 60),
+            {**delivery_row("msg_a", "ep_1", "acme", now - 1), "lease_owner": "disp_x", "lease_until": now + 60},
+        ]
+        async with store.engine.begin() as conn:
+            await conn.execute(messages.insert().values(message_row("acme", "order.created", {}, fanned=True)))
+            for row in left:  # one by one: an executemany takes its columns from the first row alone
+                await conn.execute(deliveries.insert().values(row))
+        assert not await waiting(store.transact)
+        for row in (
+            delivery_row("msg_a", "ep_1", "acme", now - 1),  # due
+            {**delivery_row("msg_a", "ep_1", "acme", now - 1), "lease_owner": "disp_x", "lease_until": now - 1},
+        ):
+            async with store.engine.begin() as conn:
+                await conn.execute(deliveries.insert().values(row))
+            assert await waiting(store.transact)
+            async with store.engine.begin() as conn:
+                await conn.execute(deliveries.delete().where(deliveries.c.id == row["id"]))
+            assert not await waiting(store.transact)
+        async with store.engine.begin() as conn:  # a keyed write, fanned out by the dispatcher
+            await conn.execute(messages.insert().values(message_row("acme", "order.created", {})))
+        assert await waiting(store.transact)
+        async with store.engine.begin() as conn:
+            await conn.execute(sa.update(messages).values(fanned=True))
+        assert not await waiting(store.transact)
+    finally:
+        await release_store(store)
+
+
 async def test_the_dispatcher_is_woken_by_a_batch_that_made_deliveries_not_by_one_that_made_none(tmp_path):
     """A batch whose tenants have no endpoint gives the dispatcher nothing to do: waking it would cost it
     two transactions per batch for nothing (its poll still finds retries). A keyed write, which the

@@ -20,7 +20,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, Recorded, backlog, claim, fan_out, prune, record, record_many, release
+from .outbox import Claimed, Recorded, backlog, claim, fan_out, prune, record, record_many, release, waiting
 from .payload import new_id
 from .schedule import next_delay
 from .sender import Outcome, Sender
@@ -77,9 +77,10 @@ class Dispatcher:
         cancellation that lands as its inner wait completes, and a worker given SIGTERM then went on
         dispatching for ever (seen in CI: ``stop`` waited on this loop)."""
         failures = 0
+        woken = True  # the first round, and one after a wake-up or a full batch, looks at everything
         while not self._stopping:
             try:
-                worked = await self.step()
+                worked = await self.step(look=woken)
                 failures = 0
             except asyncio.CancelledError:
                 raise
@@ -89,6 +90,7 @@ class Dispatcher:
                     log.exception("the outbound dispatcher failed a step (%d in a row)", failures)
                 await asyncio.sleep(min(30.0, self.settings.poll_interval * 2 ** min(failures, 10)))
                 continue
+            woken = worked
             if not worked:
                 self.wakeup.clear()
                 try:
@@ -97,10 +99,14 @@ class Dispatcher:
                 except TimeoutError:
                     pass
                 else:  # woken: let the wake-ups of the next moment join this one (one round for a burst)
+                    woken = True
                     await asyncio.sleep(COALESCE)
 
-    async def step(self) -> bool:
-        """One round: fan out, claim, start sends; whether more may be waiting (a batch came back full)."""
+    async def step(self, look: bool = True) -> bool:
+        """One round: fan out, claim, start sends; whether more may be waiting (a batch came back full).
+
+        ``look`` false (a poll after an idle round): the round runs only if the outbox has something for
+        it (``outbox.waiting``, one read)."""
         if time.monotonic() - self._counted >= BACKLOG_EVERY:
             self._counted = time.monotonic()
             metrics.BACKLOG.set(await backlog(self.engine))
@@ -108,6 +114,8 @@ class Dispatcher:
             self._pruned = time.monotonic()
             if await prune(self.engine, time.time() - self.settings.retention):  # more left: the next round goes on
                 self._pruned -= PRUNE_EVERY
+        if not look and not await waiting(self.transact):
+            return False
         fanned = await fan_out(self.transact, self.settings.schedule[0], self.settings.batch)
         free = self.settings.concurrency - len(self.tasks)
         busy = [e for e, n in self.in_flight.items() if n >= self.settings.per_endpoint]
