@@ -75,7 +75,7 @@ def values(items: Sequence[Outgoing]) -> list[Any]:
     the other in one flat list: the parameters of a multi-row INSERT whose ``fanned`` and ``enveloped``
     are literals (fanned out as written; the payload is the data's JSON only).
 
-    This runs once per emitted event, on the writer's thread, and was a third of its time: the id's
+    This runs once per emitted event, on the writer's thread, and was about a third of its time: the id's
     microseconds are hexed by ``int.to_bytes`` (half the cost of a ``:014x`` format), and no row tuple
     is made only to be copied into the parameters."""
     entropy = os.urandom(8 * len(items)).hex()  # one call for the batch (``random_hex`` is the loop's, not a thread's)
