@@ -179,6 +179,7 @@ class CompiledRoute:
     # the route's keys that a feature owns (``Feature.route_keys``), as written, for that feature to read
     extensions: Mapping[str, Any] = field(default_factory=dict, compare=False)
     after_answer: tuple[AfterAnswer, ...] = ()  # features' hooks run once the answer was written
+    after_answer_body: bool = False  # one of them reads the answer's body (copied as it streams out)
     handler: RouteHandler | None = None  # a feature answers this route instead of the single upstream call
 
     @property

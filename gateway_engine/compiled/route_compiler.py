@@ -210,12 +210,7 @@ class RouteCompiler(PluginChains):
                 hooks.setdefault(name, []).extend(found)
         if not hooks:
             return core
-        routes = [
-            dataclasses.replace(r, after_answer=r.after_answer + tuple(hooks[r.qualified_name]))
-            if r.qualified_name in hooks
-            else r
-            for r in core.routes
-        ]
+        routes = [_hooked(r, hooks[r.qualified_name]) if r.qualified_name in hooks else r for r in core.routes]
         return dataclasses.replace(core, routes=tuple(routes), router=self._router(routes))
 
     def _unanswered(self, routes: tuple[CompiledRoute, ...]) -> None:
@@ -254,3 +249,9 @@ class RouteCompiler(PluginChains):
                 seen[key] = route
                 entries.append((method, route.template, route))
         return Router(entries)
+
+
+def _hooked(route: CompiledRoute, hooks: list) -> CompiledRoute:
+    """``route`` with ``hooks`` run after its answer; whether any reads the body is decided here, once."""
+    after = route.after_answer + tuple(hooks)
+    return dataclasses.replace(route, after_answer=after, after_answer_body=any(hook.needs_body for hook in after))

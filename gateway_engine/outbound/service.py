@@ -147,7 +147,11 @@ class Outbound:
             self._pending.add(task)
             task.add_done_callback(_settled)
             task.add_done_callback(self._pending.discard)
-        elif not (writer := self._writer_for(store)).enqueue(item):
+            return
+        writer = self._writer  # the store's writer, made once (``_writer_for``), looked up here without a call
+        if writer is None or self._writer_store is not store:
+            writer = self._writer_for(store)
+        if not writer.enqueue(item):
             metrics.EMITTED.labels("backlog").inc()
             self._backlog_logged = _log_backlog(self._backlog_logged, writer.max_queued, event_type, tenant)
 

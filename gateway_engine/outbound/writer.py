@@ -82,7 +82,8 @@ class GroupCommit(Generic[T]):
             return False
         self._queue.append(item)
         self._waiting.append(None)
-        self._start()
+        if self._task is None or self._task.done():  # ``_start``, inline: this runs on every route emit
+            self._start()
         return True
 
     def _start(self) -> None:

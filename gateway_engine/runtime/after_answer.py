@@ -44,14 +44,6 @@ class BodyCopy:
         return b"".join(self.chunks)
 
 
-def copy_for_hooks(route: CompiledRoute, reply: Reply, limit: int) -> BodyCopy | None:
-    """Start copying the body if a hook of ``route`` reads it."""
-    for hook in route.after_answer:  # a loop, not any(<generator>): this runs on every answer of such a route
-        if hook.needs_body:
-            return BodyCopy(reply, limit)
-    return None
-
-
 def run_hooks(route: CompiledRoute, ctx: RequestContext, reply: Reply, body: bytes | None) -> None:
     """Every hook, each isolated: a failing hook is logged and never reaches the client or the others."""
     for hook in route.after_answer:

@@ -17,7 +17,7 @@ from gateway_engine.foundation.envelope import error_reply
 from gateway_engine.foundation.errors import GatewayError
 from gateway_engine.foundation.metrics import IN_FLIGHT, MULTIPROCESS, record, watch_in_flight
 from gateway_engine.foundation.reply import Reply
-from gateway_engine.runtime.after_answer import copy_for_hooks, run_hooks
+from gateway_engine.runtime.after_answer import BodyCopy, run_hooks
 from gateway_engine.runtime.client_address import client_ip as _client_ip
 from gateway_engine.runtime.config_log import log_started
 from gateway_engine.runtime.proxy import decoded_params, forward
@@ -181,7 +181,7 @@ class GatewayApp:
                         ctx.state["_raw_params"] = own_names(route, raw_params)
                         reply = await run_pipeline(ctx, route, config)
                         if route.after_answer:  # features act on the answer once it is written (or the client left)
-                            copy = copy_for_hooks(route, reply, config.limits["response_body"])
+                            copy = BodyCopy(reply, config.limits["response_body"]) if route.after_answer_body else None
                             record(ctx, reply)
                             try:
                                 await write_reply(reply, send, ctx)
