@@ -65,6 +65,8 @@ def field_lines(draw, tags: set[str], hostile: bool = True) -> bytes:
         name = draw(names).encode()
         if hostile and draw(st.integers(0, 39)) == 0:
             name = draw(st.sampled_from([b"bad name", b"", b"x:y", b"caf\xe9", b" x"]))
+            if name.startswith(b" "):  # the line folds onto the one before: h11 unfolds it, a gateway may refuse it
+                tags.add("fold")  # (RFC 9112 section 5.2: a 502), and this one does
         value, value_tags = draw(value_with_tags())
         tags |= value_tags
         out += name + b":" + value + b"\r\n"
