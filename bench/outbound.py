@@ -13,6 +13,14 @@
 
 Needs nginx and wrk (as ``python -m bench``); ``--only dispatcher|emit`` runs one part.
 
+``--only instructions`` (not part of the default run; needs valgrind): the instructions the running
+gateway executes per request of each route under wrk, counted by callgrind from a zeroed counter to a
+dump (the writer's thread included, the dispatcher in a worker, ``--valgrind-linger`` so that the outbox
+batches are as large under valgrind as at full speed). It is the same on a busy machine as on an idle
+one, which the wrk ratio is not, and it leaves out only kernel time (the plain request's socket calls,
+which an emit barely adds to): its plain/emit ratio is the emit figure on a core of the gateway's own, from
+below.
+
 ``--only engine`` (not part of the default run, no target): what an emit adds to a request in
 process, as ``bench.engine`` measures (the upstream stubbed, no sockets), in the process's CPU time,
 the outbox batches' thread included. It moves with a change to the emit path by far less noise than
@@ -237,6 +245,79 @@ def engine_cost(args: argparse.Namespace) -> dict:
     }
 
 
+def instructions_cost(workdir: Path, upstream: servers.Server, args: argparse.Namespace) -> dict:
+    """Instructions per request of the plain and the emitting route in the running gateway (callgrind)."""
+    figures = {}
+    for name in ("items", "emit"):
+        config = workdir / f"config-instructions-{name}"
+        shutil.copytree(CONFIG, config)
+        gateway_yaml = config / "gateway.yaml"
+        settings = f"dispatch: worker_only, write_linger: {args.valgrind_linger}"
+        gateway_yaml.write_text(gateway_yaml.read_text().replace("dispatch: in_process", settings))
+        env = {
+            **os.environ,
+            "BENCH_UPSTREAM_URL": upstream.base,
+            "GATEWAY_DATA": str(workdir / f"data-instructions-{name}"),
+            "PYTHONHASHSEED": "0",
+        }
+        port = servers.free_port()
+        out = workdir / f"callgrind-{name}.out"
+        command = [
+            "valgrind",
+            "--tool=callgrind",
+            f"--callgrind-out-file={out}",
+            "--fair-sched=yes",
+            sys.executable,
+            "-m",
+            "gateway_engine",
+            "serve",
+            "--config",
+            str(config),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ]
+        gateway = servers.Server(
+            f"gateway-instructions-{name}", servers.pinned(command, 0), port, "/api/gateway/health", workdir, env
+        )
+        gateway.ready_deadline = 600.0  # the engine's imports under valgrind
+        gateway.start()
+        try:
+            url = f"{gateway.base}/api/gateway/bench/{name}"
+            wrk.run(url, args.warmup, 4, {}, 1)
+            assert gateway.proc is not None
+            subprocess.run(["callgrind_control", "--zero", str(gateway.proc.pid)], check=True, capture_output=True)
+            result = wrk.run(url, args.duration, 4, {}, 1)
+            subprocess.run(["callgrind_control", "--dump", str(gateway.proc.pid)], check=True, capture_output=True)
+            dumps = sorted(workdir.glob(f"{out.name}*"), key=lambda dump: dump.stat().st_mtime)
+            if not dumps or not result["requests"]:
+                raise SystemExit(f"callgrind wrote no dump for {name} (or wrk made no request)")
+            figures[name] = {
+                "requests": result["requests"],
+                "per_request": callgrind_total(dumps[-1]) / result["requests"],
+            }
+        finally:
+            gateway.stop()
+    plain, emitting = figures["items"]["per_request"], figures["emit"]["per_request"]
+    return {**figures, "ratio": plain / emitting, "linger": args.valgrind_linger}
+
+
+def callgrind_total(dump: Path) -> int:
+    """The instructions a callgrind dump counted (its ``summary:`` line, else ``totals:``)."""
+    found: dict[str, int] = {}
+    with dump.open(errors="replace") as lines:
+        for line in lines:
+            key, _, value = line.partition(":")
+            if key in ("summary", "totals") and value.split():
+                found.setdefault(key, int(value.split()[0]))
+    if not found:
+        raise ValueError(f"{dump} has no summary or totals line")
+    return found.get("summary", found.get("totals", 0))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and its children so far (Linux /proc), to compare per request on a
     shared machine: what a request costs does not depend on who else wants the core."""
@@ -282,7 +363,7 @@ async def _statements(url: str, statements: list) -> list:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.outbound", description=__doc__.splitlines()[0])
-    parser.add_argument("--only", choices=["dispatcher", "emit", "engine"])
+    parser.add_argument("--only", choices=["dispatcher", "emit", "engine", "instructions"])
     parser.add_argument("--requests", type=int, default=20_000, help="the engine part's requests per round")
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--endpoints", type=int, default=4)
@@ -304,6 +385,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--subscribed", action="store_true", help="the emit part's tenant has an endpoint: every emit is delivered"
     )
+    parser.add_argument(
+        "--valgrind-linger",
+        default="1s",
+        help="the instructions part's write_linger: batches under valgrind (~100 req/s) as large as at full speed",
+    )
     args = parser.parse_args(argv)
     args.dispatch = args.dispatch or ["in_process", "worker"]
     report: dict[str, object] = {}
@@ -317,11 +403,23 @@ def main(argv: list[str] | None = None) -> int:
         )
         print(json.dumps({"engine": cost}, indent=2))
         return 0
+    if args.only == "instructions" and not (shutil.which("valgrind") and shutil.which("callgrind_control")):
+        raise SystemExit("--only instructions needs valgrind (apt-get install valgrind)")
     with tempfile.TemporaryDirectory(prefix="gw-bench-outbound-") as tmp:
         workdir = Path(tmp)
         upstream = servers.nginx(workdir, 1)
         upstream.start()
         try:
+            if args.only == "instructions":
+                counted = instructions_cost(workdir, upstream, args)
+                counted["check"] = "PASS" if counted["ratio"] >= EMIT_TARGET else "FAIL"
+                report["instructions"] = counted
+                print(
+                    f"emit in the running gateway: {counted['emit']['per_request']:,.0f} vs "
+                    f"{counted['items']['per_request']:,.0f} instructions/request without emit (callgrind, "
+                    f"write_linger {args.valgrind_linger}) = {counted['ratio']:.3f} on a core of its own, kernel time "
+                    f"left out (target ≥ {EMIT_TARGET:.2f}) {counted['check']}"
+                )
             if args.only in (None, "dispatcher"):
                 if hasattr(os, "sched_setaffinity"):
                     os.sched_setaffinity(0, {0})  # the dispatcher gets one core; nginx has core 1

@@ -41,3 +41,17 @@ def test_the_emit_ratio_is_the_median_of_each_rounds_own_ratio():
     # the machine slowed down by half between rounds: each round's own ratio still says 0.9
     assert outbound.paired_ratio([90.0, 45.0, 99.0], [100.0, 50.0, 100.0]) == 0.9
     assert outbound.paired_ratio([50.0, 45.0], [100.0, 50.0]) == (0.5 + 0.9) / 2
+
+
+def test_callgrind_total_reads_the_summary_line_of_a_dump_and_refuses_a_dump_without_one(tmp_path):
+    """The instructions part divides this by wrk's request count: a dump read wrong is a wrong figure."""
+    import pytest
+
+    dump = tmp_path / "callgrind.out.1"
+    dump.write_text("version: 1\ncmd: python\nevents: Ir\nsummary: 4468678767\nfn=(1) main\n16 3\ntotals: 4468678767\n")
+    assert outbound.callgrind_total(dump) == 4_468_678_767
+    dump.write_text("version: 1\nevents: Ir\nfn=(1) main\n16 3\ntotals: 1234\n")
+    assert outbound.callgrind_total(dump) == 1234
+    dump.write_text("version: 1\nevents: Ir\n")
+    with pytest.raises(ValueError, match="no summary or totals"):
+        outbound.callgrind_total(dump)
