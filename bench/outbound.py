@@ -260,29 +260,10 @@ def instructions_cost(workdir: Path, upstream: servers.Server, args: argparse.Na
             "GATEWAY_DATA": str(workdir / f"data-instructions-{name}"),
             "PYTHONHASHSEED": "0",
         }
-        port = servers.free_port()
         out = workdir / f"callgrind-{name}.out"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            f"--callgrind-out-file={out}",
-            "--fair-sched=yes",
-            sys.executable,
-            "-m",
-            "gateway_engine",
-            "serve",
-            "--config",
-            str(config),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ]
-        gateway = servers.Server(
-            f"gateway-instructions-{name}", servers.pinned(command, 0), port, "/api/gateway/health", workdir, env
-        )
+        valgrind = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={out}", "--fair-sched=yes"]
+        command = [*valgrind, sys.executable, "-m", "gateway_engine"]
+        gateway = servers.gateway(f"gateway-instructions-{name}", config, workdir, env, 1, 0, command)
         gateway.ready_deadline = 600.0  # the engine's imports under valgrind
         gateway.start()
         try:

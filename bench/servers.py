@@ -300,18 +300,12 @@ def gateway_command() -> list[str]:
     return [sys.executable, "-m", "gateway_engine"]
 
 
-def gateway(slug: str, config: Path, workdir: Path, env: dict, workers: int, core: int | None) -> Server:
+def gateway(
+    slug: str, config: Path, workdir: Path, env: dict, workers: int, core: int | None, command: list[str] | None = None
+) -> Server:
+    """The gateway on ``config``; ``command`` runs it some other way (``gateway_command()`` by default)."""
     port = free_port()
-    cmd = [
-        *gateway_command(),
-        "serve",
-        "--config",
-        str(config),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        str(workers),
-    ]
-    return Server(slug, pinned(cmd, core), port, "/api/gateway/health", workdir, env)
+    serve = ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)]
+    return Server(
+        slug, pinned([*(command or gateway_command()), *serve], core), port, "/api/gateway/health", workdir, env
+    )
