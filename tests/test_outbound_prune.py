@@ -1,4 +1,4 @@
-"""outbox.prune: the retention period's deletes are bounded, by primary key, a chunk per transaction,
+"""upkeep.prune: the retention period's deletes are bounded, by primary key, a chunk per transaction,
 on SQLite and a real PostgreSQL; what is still waited on is kept."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import sqlalchemy as sa
 
 from gateway_engine.outbound import dispatcher as dispatcher_module
 from gateway_engine.outbound.dispatcher import Dispatcher
-from gateway_engine.outbound.outbox import prune
 from gateway_engine.outbound.settings import DeliverySettings
 from gateway_engine.outbound.tables import attempts, deliveries, messages
+from gateway_engine.outbound.upkeep import prune
 from gateway_engine.store import async_url
 from gateway_engine.store.database import Store
 from gateway_engine.store.migrations import migrate

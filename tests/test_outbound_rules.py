@@ -282,9 +282,9 @@ def test_outbound_oversized_events_are_not_emitted_and_old_rows_are_pruned(tmp_p
 
     from gateway_engine.foundation.plugin import GatewayInfo
     from gateway_engine.outbound.catalog import compile_catalog
-    from gateway_engine.outbound.outbox import prune
     from gateway_engine.outbound.service import Outbound
     from gateway_engine.outbound.tables import messages
+    from gateway_engine.outbound.upkeep import prune
 
     async def scenario() -> tuple[str | None, str | None, list[str]]:
         gateway = GatewayInfo(base_path="", settings={}, config_dir=str(tmp_path))

@@ -20,13 +20,14 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import metrics
-from .outbox import Claimed, Recorded, backlog, claim, fan_out, prune, record, record_many, release, waiting
+from .outbox import Claimed, Recorded, claim, fan_out, record, record_many, release, waiting
 from .payload import new_id
 from .schedule import next_delay
 from .sender import Outcome, Sender
 from .settings import DeliverySettings
 from .signing import signed_headers
 from .tables import endpoints
+from .upkeep import backlog, prune
 from .writer import GroupCommit, Transact, engine_transact
 
 log = logging.getLogger("gateway_engine.outbound")
