@@ -292,11 +292,11 @@ def callgrind_total(dump: Path) -> int:
     with dump.open(errors="replace") as lines:
         for line in lines:
             key, _, value = line.partition(":")
-            if key in ("summary", "totals") and value.split():
-                found.setdefault(key, int(value.split()[0]))
+            if key in ("summary", "totals") and (words := value.split()):
+                found.setdefault(key, int(words[0]))
     if not found:
         raise ValueError(f"{dump} has no summary or totals line")
-    return found.get("summary", found.get("totals", 0))
+    return found["summary"] if "summary" in found else found["totals"]
 
 
 def cpu_seconds(pid: int) -> float:

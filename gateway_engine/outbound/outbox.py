@@ -145,20 +145,13 @@ def _fan_out(due: float, batch: int, conn: Connection) -> int:
     return len(claimed)
 
 
-_NOW = sa.bindparam("now", type_=sa.Float)
+_NOW = sa.bindparam("now", type_=sa.Float)  # the time of the claim or the look, given when it runs
+FREE = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < _NOW)  # no lease, or one run out
+DUE = sa.and_(deliveries.c.status == "pending", deliveries.c.next_at <= _NOW, FREE)  # what ``claim`` takes
 # is anything there for a round: a message not fanned out (the partial index) or a due attempt whose lease
 # is free (the due index); built once, as the idle dispatcher asks it every poll
 _WAITING = sa.select(
-    sa.or_(
-        sa.exists(sa.select(messages.c.id).where(UNFANNED)),
-        sa.exists(
-            sa.select(deliveries.c.id).where(
-                deliveries.c.status == "pending",
-                deliveries.c.next_at <= _NOW,
-                sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < _NOW),
-            )
-        ),
-    )
+    sa.or_(sa.exists(sa.select(messages.c.id).where(UNFANNED)), sa.exists(sa.select(deliveries.c.id).where(DUE)))
 )
 
 
@@ -198,8 +191,7 @@ async def claim(transact: Transact, owner: str, lease: float, limit: int, busy: 
 
 def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Connection) -> list[Claimed]:
     now = time.time()
-    free = sa.or_(deliveries.c.lease_until.is_(None), deliveries.c.lease_until < now)
-    due = sa.select(deliveries.c.id).where(deliveries.c.status == "pending", deliveries.c.next_at <= now, free)
+    due = sa.select(deliveries.c.id).where(DUE)
     if busy:
         due = due.where(deliveries.c.endpoint_id.not_in(list(busy)))
     due = due.order_by(deliveries.c.next_at).limit(limit)
@@ -208,7 +200,7 @@ def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Conn
     rows = (
         conn.execute(
             sa.update(deliveries)
-            .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", free)
+            .where(deliveries.c.id.in_(due.scalar_subquery()), deliveries.c.status == "pending", FREE)
             .values(lease_owner=owner, lease_until=now + lease)
             .returning(
                 deliveries.c.id,
@@ -216,7 +208,8 @@ def _claim(owner: str, lease: float, limit: int, busy: Sequence[str], conn: Conn
                 deliveries.c.endpoint_id,
                 deliveries.c.tenant,
                 deliveries.c.attempts,
-            )
+            ),
+            {"now": now},
         )
     ).all()
     if not rows:
