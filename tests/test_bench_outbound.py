@@ -4,6 +4,8 @@ import asyncio
 import sys
 from pathlib import Path
 
+import pytest
+
 from gateway_engine import load_config
 from tests.outbound_support import Receiver
 from tests.servers import serve
@@ -45,8 +47,6 @@ def test_the_emit_ratio_is_the_median_of_each_rounds_own_ratio():
 
 def test_callgrind_total_reads_the_summary_line_of_a_dump_and_refuses_a_dump_without_one(tmp_path):
     """The instructions part divides this by wrk's request count: a dump read wrong is a wrong figure."""
-    import pytest
-
     dump = tmp_path / "callgrind.out.1"
     dump.write_text("version: 1\ncmd: python\nevents: Ir\nsummary: 4468678767\nfn=(1) main\n16 3\ntotals: 4468678767\n")
     assert outbound.callgrind_total(dump) == 4_468_678_767

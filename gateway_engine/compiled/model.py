@@ -7,6 +7,7 @@ Everything here is built once at load and never changes; a reload builds a new
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar
@@ -179,13 +180,17 @@ class CompiledRoute:
     # the route's keys that a feature owns (``Feature.route_keys``), as written, for that feature to read
     extensions: Mapping[str, Any] = field(default_factory=dict, compare=False)
     after_answer: tuple[AfterAnswer, ...] = ()  # features' hooks run once the answer was written
-    after_answer_body: bool = False  # one of them reads the answer's body (copied as it streams out)
     handler: RouteHandler | None = None  # a feature answers this route instead of the single upstream call
 
     @property
     def configured(self) -> bool:
         """Whether it can answer: its upstream is set, or its handler lacks no env var."""
         return self.upstream is not None if self.handler is None else not self.handler.missing_env
+
+    @functools.cached_property
+    def after_answer_body(self) -> bool:
+        """Whether a hook reads the answer's body (copied as it streams out): derived once, then a plain attribute."""
+        return any(hook.needs_body for hook in self.after_answer)
 
     @property
     def qualified_name(self) -> str:

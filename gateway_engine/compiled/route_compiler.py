@@ -252,6 +252,5 @@ class RouteCompiler(PluginChains):
 
 
 def _hooked(route: CompiledRoute, hooks: list) -> CompiledRoute:
-    """``route`` with ``hooks`` run after its answer; whether any reads the body is decided here, once."""
-    after = route.after_answer + tuple(hooks)
-    return dataclasses.replace(route, after_answer=after, after_answer_body=any(hook.needs_body for hook in after))
+    """``route`` with ``hooks`` run after its answer."""
+    return dataclasses.replace(route, after_answer=route.after_answer + tuple(hooks))
