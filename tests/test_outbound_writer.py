@@ -251,6 +251,68 @@ def test_a_sqlalchemy_sqlite_connection_writes_a_batch_as_the_driver_does():
     assert [item.deliveries for item in items] == [1, 1, 1, 0]
 
 
+class RecordingCursor:
+    """A real ``sqlite3`` cursor that keeps the text of every statement it is given (not expanded)."""
+
+    def __init__(self, cursor: sqlite3.Cursor, seen: list[str]) -> None:
+        self.cursor, self.seen = cursor, seen
+
+    def execute(self, sql, parameters=()):
+        self.seen.append(sql)
+        return self.cursor.execute(sql, parameters)
+
+
+def test_batches_of_every_size_are_written_in_statements_of_few_sizes_that_the_driver_keeps_compiled(tmp_path):
+    """Batches of 1 to ``MAX_BATCH`` emits, each with a delivery, are written whole, every row once, in
+    INSERTs of powers of two rows: nine texts for the messages in all, so the ``sqlite3`` statement
+    cache (128) holds each. A text of a size not seen before is compiled again, which cost a busy
+    gateway more than running it (``writer._pieces``)."""
+    import sqlalchemy as sa
+
+    from gateway_engine.outbound.payload import outgoing
+    from gateway_engine.outbound.tables import endpoints, metadata
+    from gateway_engine.outbound.writer import MAX_BATCH, _insert_sqlite
+
+    path = tmp_path / "outbox.db"
+    metadata.create_all(sa.create_engine(f"sqlite:///{path}"))
+    connection = sqlite3.connect(path)
+    connection.execute(
+        f"INSERT INTO {endpoints.name} ({', '.join(endpoint_row('ep_1', 'acme'))}) VALUES "
+        f"({', '.join('?' * len(endpoint_row('ep_1', 'acme')))})",
+        tuple(endpoint_row("ep_1", "acme").values()),
+    )
+    seen: list[str] = []
+    dbapi = type("Driver", (), {"cursor": lambda _self: RecordingCursor(connection.cursor(), seen)})()
+    sizes = [*range(1, MAX_BATCH, 13), MAX_BATCH]
+    written: list[str] = []
+    for size in sizes:
+        items = [outgoing("acme", "order.created", {"n": n}, limit=None) for n in range(size)]
+        _insert_sqlite(dbapi, items, 5.0)
+        connection.commit()
+        written += [item.id for item in items]
+        assert [item.deliveries for item in items] == [1] * size
+    rows = connection.execute("SELECT id FROM outbound_messages").fetchall()
+    made = connection.execute("SELECT message_id, endpoint_id FROM outbound_deliveries").fetchall()
+    assert sorted(row[0] for row in rows) == sorted(written) and len(set(written)) == sum(sizes)
+    assert sorted(made) == sorted((message_id, "ep_1") for message_id in written)
+    inserts = {sql for sql in seen if sql.startswith("INSERT INTO outbound_messages")}
+    assert len(inserts) <= 9  # 1, 2, 4, ... 256 rows
+    assert {sql.count("(?") for sql in inserts} <= {2**k for k in range(9)}
+    assert len({sql for sql in seen if sql.startswith("INSERT INTO outbound_deliveries")}) <= 9
+
+
+def test_pieces_cover_every_row_once_in_powers_of_two_largest_first():
+    from gateway_engine.outbound.writer import _pieces
+
+    for count in range(0, 2100):
+        pieces = _pieces(count, 1024)
+        assert [start for start, _ in pieces] == [sum(size for _, size in pieces[:i]) for i in range(len(pieces))]
+        assert sum(size for _, size in pieces) == count
+        sizes = [size for _, size in pieces]
+        assert sizes == sorted(sizes, reverse=True) and all(size & (size - 1) == 0 <= 1024 - size for size in sizes)
+        assert len(pieces) <= count // 1024 + 10
+
+
 def test_values_are_the_varying_columns_of_each_row_in_order_and_rows_the_whole_rows():
     """``values`` is one flat parameter list, five a row in ``VARYING``'s order; ``rows`` adds the two
     literals; every id is new, sorts by its emit's time and is the id of the item."""

@@ -142,11 +142,13 @@ def _apply(apply: Callable[[Connection, Sequence[T]], None], items: Sequence[T],
 def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: float) -> None:
     """The batch's messages, fanned out as they are written (``_fan_out``). Its rows are plain tuples, so
     SQLAlchemy's per-row parameter processing (half the cost of a small insert) is skipped; on SQLite
-    one multi-row INSERT: ``executemany`` steps once per row, and each step gives up the GIL and waits
-    to get it back from a busy event loop (up to the 5 ms switch interval), so a batch of hundreds
-    took seconds while the loop was saturated and the queue of emits grew."""
-    if conn.dialect.name == "sqlite":  # one parameter set: a tuple (a list is taken for many)
-        conn.exec_driver_sql(_sqlite_messages(len(items)), tuple(values(items)))
+    multi-row INSERTs (``_pieces``): ``executemany`` steps once per row, and each step gives up the GIL
+    and waits to get it back from a busy event loop (up to the 5 ms switch interval), so a batch of
+    hundreds took seconds while the loop was saturated and the queue of emits grew."""
+    if conn.dialect.name == "sqlite":  # one parameter set each: a tuple (a list is taken for many)
+        flat = values(items)
+        for sql, start, end in _message_statements(len(items)):
+            conn.exec_driver_sql(sql, tuple(flat[start:end]))
     else:
         conn.exec_driver_sql(_insert_sql(conn.dialect), rows(items))
     made = _fan_out(items, conn.execute(subscribed({item.tenant for item in items})).all(), first_delay)
@@ -157,18 +159,45 @@ def _insert_messages(conn: Connection, items: Sequence[Outgoing], first_delay: f
 def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) -> None:
     """``_insert_messages`` on the bare ``sqlite3`` connection of ``Store.transact_driver``."""
     cursor = dbapi.cursor()
-    cursor.execute(_sqlite_messages(len(items)), values(items))
+    flat = values(items)
+    for sql, start, end in _message_statements(len(items)):
+        cursor.execute(sql, flat[start:end])
     tenants = sorted({item.tenant for item in items})
     endpoint_rows = cursor.execute(_SUBSCRIBED_SQL.format(", ".join("?" * len(tenants))), tenants).fetchall()
     made = [tuple(row.get(c) for c in _DELIVERY_COLUMNS) for row in _fan_out(items, endpoint_rows, first_delay)]
-    for at in range(0, len(made), _DELIVERIES_PER_STATEMENT):
-        cursor.execute(*_sqlite_statement(deliveries, made[at : at + _DELIVERIES_PER_STATEMENT]))
+    for start, size in _pieces(len(made), _DELIVERIES_PER_STATEMENT):
+        cursor.execute(*_sqlite_statement(deliveries, made[start : start + size]))
 
 
 _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
-_DELIVERIES_PER_STATEMENT = 1000  # 10 columns each: far below SQLite's 32,766 parameters per statement
+_DELIVERIES_PER_STATEMENT = 1024  # 10 columns each: far below SQLite's 32,766 parameters per statement
 # ``outbox.subscribed`` in the ``sqlite3`` driver's own terms (its IN list has one ``?`` per tenant)
 _SUBSCRIBED_SQL = f"SELECT id, tenant, events FROM {endpoints.name} WHERE enabled = 1 AND tenant IN ({{}})"
+
+
+def _pieces(count: int, largest: int) -> list[tuple[int, int]]:
+    """``(start, size)`` of the statements ``count`` rows are written in: sizes that are powers of two,
+    largest first (at most ``largest``, itself one), so that the few INSERTs the writer ever sends stay
+    in the driver's statement cache. A multi-row INSERT of a size not seen before is compiled again, and
+    SQLite took longer to compile one than to run it: in a gateway under wrk, whose batches are each of
+    another size, compiling cost about 7,000 instructions an emit (callgrind: ``sqlite3Parser`` and its
+    kin, their allocations), where the three or four statements of a batch of 100-200 cost about 200
+    more than one."""
+    made: list[tuple[int, int]] = []
+    start, size = 0, largest
+    while start < count:
+        while size > count - start:
+            size //= 2
+        made.append((start, size))
+        start += size
+    return made
+
+
+@functools.lru_cache(maxsize=MAX_BATCH)
+def _message_statements(count: int) -> tuple[tuple[str, int, int], ...]:
+    """The INSERTs of ``count`` messages (``_pieces``): each with the slice of ``payload.values`` it binds."""
+    width = len(VARYING)
+    return tuple((_sqlite_messages(size), start * width, (start + size) * width) for start, size in _pieces(count, 512))
 
 
 def _fan_out(items: Sequence[Outgoing], endpoint_rows: Sequence[Any], first_delay: float) -> list[dict[str, Any]]:
@@ -191,7 +220,7 @@ def _insert_sql(dialect: Any) -> str:
     return str(insert.compile(dialect=dialect, compile_kwargs={"render_postcompile": True}))
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=16)
 def _sqlite_messages(count: int) -> str:
     """The INSERT of ``count`` messages written by a route (``payload.values``): ``VARYING`` as parameters,
     ``fanned`` true and ``enveloped`` false as literals (two parameters a row fewer to bind)."""
@@ -200,7 +229,7 @@ def _sqlite_messages(count: int) -> str:
     return f"INSERT INTO {messages.name} ({columns}) VALUES " + ", ".join([row] * count)
 
 
-@functools.lru_cache(maxsize=128)
+@functools.lru_cache(maxsize=32)
 def _sqlite_insert(table: sa.Table, count: int) -> str:
     """``INSERT ... VALUES (?, ...), (?, ...)`` for ``count`` rows (SQLite's qmark style; ``MAX_BATCH``
     messages of 7 columns stay far below its 32,766 parameters)."""
