@@ -55,3 +55,19 @@ def test_callgrind_total_reads_the_summary_line_of_a_dump_and_refuses_a_dump_wit
     dump.write_text("version: 1\nevents: Ir\n")
     with pytest.raises(ValueError, match="no summary or totals"):
         outbound.callgrind_total(dump)
+
+
+def test_a_routes_body_flag_is_derived_from_its_hooks_and_follows_them_through_a_replace():
+    """``CompiledRoute.after_answer_body`` (copy the answer's body for a hook) is never passed in: it is
+    derived from ``after_answer``, so a route replaced with other hooks can never keep a stale one."""
+    import dataclasses
+
+    config = load_config(outbound.CONFIG, {"BENCH_UPSTREAM_URL": "http://127.0.0.1:9"})
+    route = next(r for r in config.routes if r.name == "emit")
+    [hook] = route.after_answer
+    assert (hook.needs_body, route.after_answer_body) == (False, False)  # constant data: no body read
+    reader = type("Reader", (), {"needs_body": True, "__call__": lambda self, ctx, reply, body: None})()
+    assert dataclasses.replace(route, after_answer=(hook, reader)).after_answer_body is True
+    assert dataclasses.replace(route, after_answer=()).after_answer_body is False
+    with pytest.raises(ValueError):  # not a parameter: it cannot be set apart from the hooks
+        dataclasses.replace(route, after_answer_body=True)
