@@ -171,6 +171,7 @@ def _insert_sqlite(dbapi: Any, items: Sequence[Outgoing], first_delay: float) ->
 
 _DELIVERY_COLUMNS = tuple(c.name for c in deliveries.columns)
 _DELIVERIES_PER_STATEMENT = 1024  # 10 columns each: far below SQLite's 32,766 parameters per statement
+_MESSAGES_PER_STATEMENT = 1 << (MAX_BATCH.bit_length() - 1)  # the largest power of two a batch can hold
 # ``outbox.subscribed`` in the ``sqlite3`` driver's own terms (its IN list has one ``?`` per tenant)
 _SUBSCRIBED_SQL = f"SELECT id, tenant, events FROM {endpoints.name} WHERE enabled = 1 AND tenant IN ({{}})"
 
@@ -197,7 +198,8 @@ def _pieces(count: int, largest: int) -> list[tuple[int, int]]:
 def _message_statements(count: int) -> tuple[tuple[str, int, int], ...]:
     """The INSERTs of ``count`` messages (``_pieces``): each with the slice of ``payload.values`` it binds."""
     width = len(VARYING)
-    return tuple((_sqlite_messages(size), start * width, (start + size) * width) for start, size in _pieces(count, 512))
+    pieces = _pieces(count, _MESSAGES_PER_STATEMENT)
+    return tuple((_sqlite_messages(size), start * width, (start + size) * width) for start, size in pieces)
 
 
 def _fan_out(items: Sequence[Outgoing], endpoint_rows: Sequence[Any], first_delay: float) -> list[dict[str, Any]]:
