@@ -274,26 +274,31 @@ def test_batches_of_every_size_are_written_in_statements_of_few_sizes_that_the_d
     from gateway_engine.outbound.writer import MAX_BATCH, _insert_sqlite
 
     path = tmp_path / "outbox.db"
-    metadata.create_all(sa.create_engine(f"sqlite:///{path}"))
+    engine = sa.create_engine(f"sqlite:///{path}")
+    metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(endpoints.insert().values(endpoint_row("ep_1", "acme")))
     connection = sqlite3.connect(path)
-    connection.execute(
-        f"INSERT INTO {endpoints.name} ({', '.join(endpoint_row('ep_1', 'acme'))}) VALUES "
-        f"({', '.join('?' * len(endpoint_row('ep_1', 'acme')))})",
-        tuple(endpoint_row("ep_1", "acme").values()),
-    )
     seen: list[str] = []
     dbapi = type("Driver", (), {"cursor": lambda _self: RecordingCursor(connection.cursor(), seen)})()
     sizes = [*range(1, MAX_BATCH, 13), MAX_BATCH]
-    written: list[str] = []
+    # what a client can put in templated data: SQL, quotes, a NUL, text that looks like a parameter
+    hostile = ["'); DROP TABLE outbound_messages; --", '"?", (?, ?)', "\x00", "é" * 300]
+    expected: dict[str, tuple] = {}
     for size in sizes:
-        items = [outgoing("acme", "order.created", {"n": n}, limit=None) for n in range(size)]
+        items = [
+            outgoing("acme", "order.created", {"n": n, "text": hostile[n % len(hostile)]}, limit=None)
+            for n in range(size)
+        ]
         _insert_sqlite(dbapi, items, 5.0)
         connection.commit()
-        written += [item.id for item in items]
+        expected |= {item.id: ("acme", "order.created", item.data_json, item.at) for item in items}
         assert [item.deliveries for item in items] == [1] * size
-    rows = connection.execute("SELECT id FROM outbound_messages").fetchall()
+    rows = connection.execute("SELECT id, tenant, event_type, payload, created_at FROM outbound_messages").fetchall()
     made = connection.execute("SELECT message_id, endpoint_id FROM outbound_deliveries").fetchall()
-    assert sorted(row[0] for row in rows) == sorted(written) and len(set(written)) == sum(sizes)
+    written = list(expected)
+    assert len(expected) == sum(sizes)  # every id new
+    assert {row[0]: tuple(row[1:]) for row in rows} == expected and len(rows) == sum(sizes)  # each row whole, once
     assert sorted(made) == sorted((message_id, "ep_1") for message_id in written)
     inserts = {sql for sql in seen if sql.startswith("INSERT INTO outbound_messages")}
     assert len(inserts) <= 9  # 1, 2, 4, ... 256 rows
@@ -309,7 +314,8 @@ def test_pieces_cover_every_row_once_in_powers_of_two_largest_first():
         assert [start for start, _ in pieces] == [sum(size for _, size in pieces[:i]) for i in range(len(pieces))]
         assert sum(size for _, size in pieces) == count
         sizes = [size for _, size in pieces]
-        assert sizes == sorted(sizes, reverse=True) and all(size & (size - 1) == 0 <= 1024 - size for size in sizes)
+        assert sizes == sorted(sizes, reverse=True)
+        assert all(0 < size <= 1024 and size & (size - 1) == 0 for size in sizes)  # powers of two
         assert len(pieces) <= count // 1024 + 10
 
 
